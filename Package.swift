@@ -1,0 +1,79 @@
+// swift-tools-version: 6.0
+// gossip: decentralized peer-to-peer model training over a hand-written binary frame protocol.
+import PackageDescription
+
+let package = Package(
+    name: "gossip",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gossipd", targets: ["gossipd"]),
+        .executable(name: "gossipctl", targets: ["gossipctl"]),
+        .executable(name: "framedump", targets: ["framedump"]),
+        .executable(name: "gossip-bench", targets: ["gossip-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System zlib (apt: zlib1g-dev). No logic here.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
+        ),
+        // Frame header, messages, tensor payloads, compression, limits. No I/O.
+        .target(name: "GossipWire", dependencies: ["CZlib"]),
+        // POSIX sockets on Dispatch sources, framed connections, RPC.
+        .target(name: "GossipNet", dependencies: ["GossipWire"]),
+        // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
+        .target(
+            name: "GossipML",
+            dependencies: ["CZlib"],
+            resources: [.copy("Resources/digits.csv.gz")]
+        ),
+        // Bootstrap and peer roles, membership, gossip loop, status.
+        .target(
+            name: "GossipNode",
+            dependencies: [
+                "GossipWire", "GossipNet", "GossipML",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "gossipd",
+            dependencies: [
+                "GossipNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "gossipctl",
+            dependencies: [
+                "GossipNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "tools/gossipctl"
+        ),
+        .executableTarget(
+            name: "framedump",
+            dependencies: [
+                "GossipWire", "GossipNet",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "tools/framedump"
+        ),
+        .executableTarget(
+            name: "gossip-bench",
+            dependencies: ["GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib"],
+            path: "tools/gossip-bench",
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"]),
+        .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
+        .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
+        .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["GossipNode", "GossipML", "GossipWire"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// GossipNet module.
