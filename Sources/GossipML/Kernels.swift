@@ -66,6 +66,16 @@ enum Kernels {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
+    /// c += a * b: one fused multiply-add per lane when compiled with FMA (release on x86_64).
+    @inline(__always)
+    static func madd(_ c: inout SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) {
+        #if GOSSIP_FMA
+        c = c.addingProduct(a, b)
+        #else
+        c += a * b
+        #endif
+    }
+
     /// C[m,n] (row-major, leading dimension n) = A · B.
     ///
     /// A element (i, p) is `a[i*ars + p*acs]`; B element (p, j) is `b[p*brs + j*bcs]`.
@@ -161,17 +171,17 @@ enum Kernels {
         for _ in 0..<k {
             let b0 = load8(bp), b1 = load8(bp + 8)
             var av = SIMD8<Float>(repeating: ap[0])
-            c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1)
+            madd(&c00, av, b0); madd(&c01, av, b1)
             av = SIMD8<Float>(repeating: ap[1])
-            c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1)
+            madd(&c10, av, b0); madd(&c11, av, b1)
             av = SIMD8<Float>(repeating: ap[2])
-            c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1)
+            madd(&c20, av, b0); madd(&c21, av, b1)
             av = SIMD8<Float>(repeating: ap[3])
-            c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1)
+            madd(&c30, av, b0); madd(&c31, av, b1)
             av = SIMD8<Float>(repeating: ap[4])
-            c40 = c40.addingProduct(av, b0); c41 = c41.addingProduct(av, b1)
+            madd(&c40, av, b0); madd(&c41, av, b1)
             av = SIMD8<Float>(repeating: ap[5])
-            c50 = c50.addingProduct(av, b0); c51 = c51.addingProduct(av, b1)
+            madd(&c50, av, b0); madd(&c51, av, b1)
             ap += 6
             bp += 16
         }

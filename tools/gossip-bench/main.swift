@@ -1,1 +1,42 @@
-print("bench")
+// gossip-bench: benchmark and check suites. `gossip-bench <suite> [options]`.
+//
+// Each suite lives in its own file (TrainSuite.swift; WireSuite.swift and NetSuite.swift
+// to come) and is dispatched from here. Exit codes: 0 ok, 1 failure, 2 not implemented, 64 usage.
+
+import Foundation
+
+let usage = """
+usage: gossip-bench <suite> [options]
+suites:
+  train                       training and averaging throughput (vs numpy, vs memcpy)
+  train-accuracy [options]    train centrally and report test accuracy
+      --dataset SRC (digits | mnist:DIR | fashion-mnist:DIR | csv:FILE)  --arch A
+      --epochs E  --lr LR  --momentum M  --weight-decay WD  --batch B  --seed S  --out FILE.safetensors
+  export-digits OUT [--epochs E]  train on the bundled digits, export safetensors, print accuracy
+  wire                        wire encode/decode throughput (not yet implemented)
+  net                         exchange over sockets (not yet implemented)
+"""
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let suite = arguments.first else {
+    FileHandle.standardError.write(Data((usage + "\n").utf8))
+    exit(64)
+}
+let rest = Array(arguments.dropFirst())
+switch suite {
+case "train":
+    exit(runTrainSuite(rest))
+case "train-accuracy":
+    exit(runTrainAccuracySuite(rest))
+case "export-digits":
+    exit(runExportDigitsSuite(rest))
+case "wire", "net":
+    FileHandle.standardError.write(Data("gossip-bench: suite '\(suite)' is not yet implemented\n".utf8))
+    exit(2)
+case "-h", "--help", "help":
+    print(usage)
+    exit(0)
+default:
+    FileHandle.standardError.write(Data("gossip-bench: unknown suite '\(suite)'\n\(usage)\n".utf8))
+    exit(64)
+}
