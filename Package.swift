@@ -2,6 +2,17 @@
 // gossip: decentralized peer-to-peer model training over a hand-written binary frame protocol.
 import PackageDescription
 
+// GossipML's GEMM micro-kernel uses AVX2 + FMA in release builds on x86_64 (Haswell, 2013,
+// or newer CPUs); debug builds and other architectures use portable SIMD code.
+#if arch(x86_64)
+let mlSwiftSettings: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)),
+    .define("GOSSIP_FMA", .when(configuration: .release)),
+]
+#else
+let mlSwiftSettings: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "gossip",
     platforms: [.macOS(.v15)],
@@ -30,7 +41,8 @@ let package = Package(
         .target(
             name: "GossipML",
             dependencies: ["CZlib"],
-            resources: [.copy("Resources/digits.csv.gz")]
+            resources: [.copy("Resources/digits.csv.gz")],
+            swiftSettings: mlSwiftSettings
         ),
         // Bootstrap and peer roles, membership, gossip loop, status.
         .target(

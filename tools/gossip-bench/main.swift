@@ -1,26 +1,50 @@
-// gossip-bench: one executable, one suite per area. Each suite measures its own baseline in
-// the same run and prints `key: value` lines. Run with `swift run -c release gossip-bench SUITE`.
+// gossip-bench: benchmark and check suites. `gossip-bench <suite> [options]`.
+//
+// Each suite lives in its own file (TrainSuite.swift; WireSuite.swift and NetSuite.swift
+// to come) and is dispatched from here. Exit codes: 0 ok, 1 failure, 2 not implemented, 64 usage.
+
 import Foundation
 
 /// Writes a diagnostic line to stderr.
 func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
-let suites: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
-    ("wire", "frame encode/decode vs memcpy, zlib ratio with and without byte-shuffle", runWireSuite),
-    ("net", "RPC exchange over 127.0.0.1 vs a plain TCP echo, peak RSS", runNetSuite),
-    ("train", "MLP training samples/s vs numpy, averaging vs memcpy", runTrainSuite),
-]
+let usage = """
+usage: gossip-bench <suite> [options]
+suites:
+  train                       training and averaging throughput (vs numpy, vs memcpy)
+  train-accuracy [options]    train centrally and report test accuracy
+      --dataset SRC (digits | mnist:DIR | fashion-mnist:DIR | csv:FILE)  --arch A
+      --epochs E  --lr LR  --momentum M  --weight-decay WD  --batch B  --seed S  --out FILE.safetensors
+  export-digits OUT [--epochs E]  train on the bundled digits, export safetensors, print accuracy
+  wire                        wire encode/decode throughput 
+  net                         exchange over sockets 
+"""
 
-let args = Array(CommandLine.arguments.dropFirst())
-guard let name = args.first, let suite = suites.first(where: { $0.name == name }) else {
-    var usage = "usage: gossip-bench SUITE [options]\n\nsuites:\n"
-    for s in suites { usage += "  \(s.name)\t\(s.summary)\n" }
-    warn(usage)
-    exit(args.isEmpty || args.first == "--help" || args.first == "-h" ? 0 : 64)
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let suite = arguments.first else {
+    FileHandle.standardError.write(Data((usage + "\n").utf8))
+    exit(64)
 }
-do {
-    try suite.run(Array(args.dropFirst()))
-} catch {
-    warn("gossip-bench \(name): \(error)")
-    exit(1)
+let rest = Array(arguments.dropFirst())
+switch suite {
+case "train":
+    exit(runTrainSuite(rest))
+case "train-accuracy":
+    exit(runTrainAccuracySuite(rest))
+case "export-digits":
+    exit(runExportDigitsSuite(rest))
+case "wire", "net":
+    do {
+        try (suite == "wire" ? runWireSuite : runNetSuite)(rest)
+        exit(0)
+    } catch {
+        warn("gossip-bench \(suite): \(error)")
+        exit(1)
+    }
+case "-h", "--help", "help":
+    print(usage)
+    exit(0)
+default:
+    FileHandle.standardError.write(Data("gossip-bench: unknown suite '\(suite)'\n\(usage)\n".utf8))
+    exit(64)
 }

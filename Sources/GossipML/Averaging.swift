@@ -1,0 +1,88 @@
+// Averaging kernels for gossip: weighted in-place average and relative L2 distance.
+
+/// Vectorised kernels that combine two parameter sets.
+public enum Averaging {
+    /// a = (wa*a + wb*b) / (wa + wb), in place.
+    ///
+    /// Precondition: same schema, wa >= 0, wb >= 0, wa + wb > 0.
+    public static func weightedAverage(_ a: inout ParameterSet, weight wa: Double,
+                                       with b: ParameterSet, weight wb: Double) {
+        precondition(a.specs == b.specs, "weightedAverage: parameter sets have different schemas")
+        a.storage.withUnsafeMutableBufferPointer { ap in
+            b.storage.withUnsafeBufferPointer { bp in
+                weightedAverage(into: ap, weight: Float(wa), other: bp, weight: Float(wb))
+            }
+        }
+    }
+
+    /// Raw kernel: a[i] = a[i]*(wa/(wa+wb)) + b[i]*(wb/(wa+wb)) over equal-length buffers.
+    ///
+    /// The two coefficients are computed once in Double and rounded to Float.
+    public static func weightedAverage(into a: UnsafeMutableBufferPointer<Float>, weight wa: Float,
+                                       other b: UnsafeBufferPointer<Float>, weight wb: Float) {
+        precondition(a.count == b.count, "weightedAverage: buffers differ in length")
+        precondition(wa >= 0 && wb >= 0 && wa + wb > 0, "weightedAverage: weights must be >= 0 with a positive sum")
+        guard let ap = a.baseAddress, let bp = b.baseAddress else { return }
+        let total = Double(wa) + Double(wb)
+        let ca = Float(Double(wa) / total), cb = Float(Double(wb) / total)
+        let n = a.count
+        var i = 0
+        let va = SIMD16<Float>(repeating: ca), vb = SIMD16<Float>(repeating: cb)
+        while i + 16 <= n {
+            let x = UnsafeRawPointer(ap + i).loadUnaligned(as: SIMD16<Float>.self)
+            let y = UnsafeRawPointer(bp + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(ap + i).storeBytes(of: x * va + y * vb, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n {
+            ap[i] = ap[i] * ca + bp[i] * cb
+            i += 1
+        }
+    }
+
+    /// ||a - b|| / max(||a||, 1e-30): relative L2 distance of `a` from `b` (asymmetric: scaled by a).
+    ///
+    /// Sums are accumulated in Float SIMD lanes per 4096-element block, then in Double.
+    /// Precondition: same schema.
+    public static func relativeL2Distance(_ a: ParameterSet, _ b: ParameterSet) -> Double {
+        precondition(a.specs == b.specs, "relativeL2Distance: parameter sets have different schemas")
+        return a.storage.withUnsafeBufferPointer { ap in
+            b.storage.withUnsafeBufferPointer { bp in
+                let (diff, norm) = sumsOfSquares(ap, bp)
+                return diff.squareRoot() / max(norm.squareRoot(), 1e-30)
+            }
+        }
+    }
+
+    /// (sum (a-b)^2, sum a^2).
+    static func sumsOfSquares(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Double, Double) {
+        guard let ap = a.baseAddress, let bp = b.baseAddress else { return (0, 0) }
+        let n = min(a.count, b.count)
+        var diff = 0.0, norm = 0.0
+        var start = 0
+        while start < n {
+            let end = min(n, start + 4096)
+            var d = SIMD16<Float>(), s = SIMD16<Float>()
+            var i = start
+            while i + 16 <= end {
+                let x = UnsafeRawPointer(ap + i).loadUnaligned(as: SIMD16<Float>.self)
+                let y = UnsafeRawPointer(bp + i).loadUnaligned(as: SIMD16<Float>.self)
+                let e = x - y
+                d += e * e
+                s += x * x
+                i += 16
+            }
+            var dd = Double(d.sum()), ss = Double(s.sum())
+            while i < end {
+                let e = Double(ap[i]) - Double(bp[i])
+                dd += e * e
+                ss += Double(ap[i]) * Double(ap[i])
+                i += 1
+            }
+            diff += dd
+            norm += ss
+            start = end
+        }
+        return (diff, norm)
+    }
+}
