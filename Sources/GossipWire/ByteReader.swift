@@ -80,6 +80,22 @@ public struct ByteReader {
         return s
     }
 
+    /// Reads the spec's `text`: u32 byte length, then that many bytes of valid UTF-8.
+    /// - Throws: `.limitExceeded` past `maxBytes` (before reading the bytes), `.truncated`, `.invalidUTF8`.
+    public mutating func readText(_ what: String, maxBytes: Int) throws(WireError) -> String {
+        let lengthAt = position
+        let n = UInt64(try readUInt32("\(what) length"))
+        guard n <= UInt64(Swift.max(0, maxBytes)) else {
+            throw WireError(.limitExceeded, at: lengthAt, "\(what) is \(n) bytes, above the limit of \(maxBytes)")
+        }
+        let at = position
+        let raw = try readBytes(Int(n), what)
+        guard let s = String(validating: raw, as: UTF8.self) else {
+            throw WireError(.invalidUTF8, at: at, "\(what) is not valid UTF-8")
+        }
+        return s
+    }
+
     /// Throws unless every byte was consumed.
     public func expectEnd(_ what: String) throws(WireError) {
         guard isAtEnd else {

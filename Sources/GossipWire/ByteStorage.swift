@@ -1,6 +1,11 @@
 // Owned, fixed-size raw byte storage: the one place the wire layer allocates payload memory.
 // Frames are assembled into it and tensors are encoded into it, so large payloads are
 // written once and never joined or re-copied.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A fixed-size, 64-byte-aligned block of bytes owned by this object.
 ///
@@ -45,6 +50,14 @@ public final class ByteStorage: @unchecked Sendable {
 
     /// A copy of the bytes as an array (for tests and small payloads).
     public var array: [UInt8] { [UInt8](bytes) }
+}
+
+extension ByteSlice: Equatable {
+    /// Slices are equal when their bytes are equal.
+    public static func == (a: ByteSlice, b: ByteSlice) -> Bool {
+        a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in
+            x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }
+    }
 }
 
 /// A view of a range of a `ByteStorage`; keeps the storage alive.

@@ -53,6 +53,15 @@ public struct ByteWriter {
         }
     }
 
+    /// Writes a string as u32 byte length + UTF-8 bytes (the spec's `text`).
+    public mutating func writeText(_ s: String) {
+        var s = s
+        s.withUTF8 { utf8 in
+            write(UInt32(utf8.count))
+            write(bytes: UnsafeRawBufferPointer(utf8))
+        }
+    }
+
     /// Writes `n` zero bytes (padding).
     public mutating func writeZeros(_ n: Int) {
         guard n > 0 else { return }
@@ -61,4 +70,7 @@ public struct ByteWriter {
 
     /// Encoded size of `s` as the spec's `str`.
     public static func size(ofString s: String) -> Int { 2 + s.utf8.count }
+
+    /// Encoded size of `s` as the spec's `text`.
+    public static func size(ofText s: String) -> Int { 4 + s.utf8.count }
 }

@@ -27,6 +27,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         case unknownMessageType
         case schemaMismatch
         case compressionFailed
+        case unsupported             // a defined value this version does not implement yet (dtype)
     }
 
     public var kind: Kind
@@ -49,7 +50,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         switch kind {
         case .frameTooLarge, .messageTooLarge, .limitExceeded, .decompressionOverflow: .resourceExhausted
         case .unknownMessageType: .unimplemented
-        case .unsupportedVersion: .unimplemented
+        case .unsupportedVersion, .unsupported: .unimplemented
         case .schemaMismatch: .failedPrecondition
         case .checksumMismatch, .decompressionFailed: .dataLoss
         case .compressionFailed: .internal

@@ -1,0 +1,282 @@
+// Hostile and broken input: every case must end in a typed WireError, never a trap, and
+// never an allocation sized by an unchecked field.
+import Testing
+@testable import GossipWire
+
+/// A raw tensor-table entry, any values allowed.
+private struct RawTensor {
+    var name: [UInt8]
+    var dtype: UInt8 = 1
+    var dims: [UInt64]
+    var bytes: UInt64
+}
+
+/// Builds a GetModel reply payload by hand from raw fields (hash computed unless given).
+private func rawModel(_ tensors: [RawTensor], count: UInt32? = nil, hash: UInt64? = nil, data: [UInt8]? = nil) -> ByteSlice {
+    var desc: [UInt8] = []
+    for t in tensors {
+        desc += t.name + Array(":F32:".utf8) + Array(t.dims.map(String.init).joined(separator: ",").utf8) + [10]
+    }
+    var b: [UInt8] = []
+    func u(_ v: UInt64, _ n: Int) { for i in 0..<n { b.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+    u(3, 2); b += Array("3,2".utf8)
+    u(0, 8); u(0, 8); u(0, 8)
+    u(hash ?? SchemaHash.fnv1a(desc), 8)
+    u(UInt64(count ?? UInt32(tensors.count)), 4)
+    var total: UInt64 = 0
+    for t in tensors {
+        u(UInt64(t.name.count), 2); b += t.name
+        b.append(t.dtype); b.append(UInt8(t.dims.count))
+        for d in t.dims { u(d, 8) }
+        u(t.bytes, 8)
+        total &+= t.bytes
+    }
+    let fieldsEnd = b.count + 16
+    let dataStart = (fieldsEnd + 63) / 64 * 64
+    u(UInt64(dataStart), 8); u(total, 8)
+    b += [UInt8](repeating: 0, count: dataStart - b.count)
+    b += data ?? [UInt8](repeating: 0, count: Int(min(total, 4096)))
+    return ByteSlice(ByteStorage(copying: b))
+}
+
+private func modelError(_ p: ByteSlice, limits: Limits = .default) -> WireError? {
+    #expect(throws: WireError.self) { try ModelState.decode(p, limits: limits) }
+}
+
+private func frame(_ h: FrameHeader, _ payload: [UInt8] = []) -> [UInt8] { h.bytes + payload }
+
+private func header(length: Int = 24, version: UInt8 = 1, flags: UInt8 = 0x10, type: UInt16 = 5,
+                    chunk: UInt32 = 0, message: UInt32 = 0) -> FrameHeader {
+    FrameHeader(frameLength: UInt32(length), version: version, flags: FrameFlags(rawValue: flags),
+                type: MessageType(rawValue: type), requestID: 1, chunkRawLength: chunk, messageRawLength: message, checksum: 0)
+}
+
+private func frameError(_ bytes: [UInt8], limits: Limits = .default) -> WireError? {
+    #expect(throws: WireError.self) {
+        let d = MessageDecoder(limits: limits)
+        try d.append(bytes)
+        try d.finish()
+    }
+}
+
+@Test func sanityOfTheRawBuilder() throws {
+    let p = rawModel([RawTensor(name: Array("w".utf8), dims: [2, 3], bytes: 24)])
+    #expect(try ModelState.decode(p).table.tensors[0].shape == [2, 3])
+}
+
+@Test func truncationAtEveryOffsetOfAModelFrame() throws {
+    let bytes = try OutboundMessage(body: .getModelReply(Fixtures.model()), requestID: 2).serialized()
+    for cut in 0..<bytes.count {
+        let d = MessageDecoder()
+        try d.append(Array(bytes[0..<cut]))
+        #expect(d.nextMessage() == nil)
+        if cut > 0 { #expect(throws: WireError.self) { try d.finish() } }
+    }
+    // And the body alone, cut at every offset.
+    let payload = try Fixtures.model().encode().array
+    for cut in 0..<payload.count {
+        let e = #expect(throws: WireError.self) { try ModelState.decode(ByteSlice(ByteStorage(copying: payload[0..<cut]))) }
+        #expect(e?.offset != nil)
+    }
+}
+
+@Test func lengthPrefixZero() {
+    let e = frameError([0, 0, 0, 0])
+    #expect(e?.kind == .frameTooShort && e?.offset == 0)
+}
+
+@Test func lengthPrefixMax() {
+    let e = frameError([0xff, 0xff, 0xff, 0xff])
+    #expect(e?.kind == .frameTooLarge && e?.statusCode == .resourceExhausted)
+}
+
+@Test func unknownVersion() {
+    let e = frameError(frame(header(version: 2)))
+    #expect(e?.kind == .unsupportedVersion && e?.offset == 4 && e?.statusCode == .unimplemented)
+    let reply = ErrorReply.unsupportedVersion(2)
+    #expect(reply.code == .unimplemented && reply.message.contains("version 1"))
+}
+
+@Test func flagsOutOfRange() {
+    for f: UInt8 in [0x40, 0x80, 0xd0] { #expect(frameError(frame(header(flags: f)))?.kind == .unknownFlags) }
+    #expect(frameError(frame(header(flags: 0x12)))?.kind == .invalidFlags)   // shuffled without compressed
+    #expect(frameError(frame(header(flags: 0x18)))?.kind == .invalidFlags)   // error without response
+}
+
+@Test func messageTypeZeroIsRefused() {
+    #expect(frameError(frame(header(type: 0)))?.kind == .malformed)
+}
+
+@Test func unknownMessageTypeBody() {
+    // Frames of an unknown type pass the frame layer (skippable by length); the body decode says so.
+    let d = MessageDecoder()
+    #expect(throws: Never.self) { try d.append(frame(header(type: 999))) }
+    let m = d.nextMessage()!
+    #expect((#expect(throws: WireError.self) { try MessageBody.decode(m) })?.kind == .unknownMessageType)
+}
+
+@Test func tensorByteCountNotMatchingShape() {
+    let e = modelError(rawModel([RawTensor(name: Array("w".utf8), dims: [2, 3], bytes: 20)]))
+    #expect(e?.kind == .lengthMismatch)
+}
+
+@Test func shapeProductOverflowsInt() {
+    for dims: [UInt64] in [[1 << 62, 4], [UInt64(Int.max), 2], [UInt64.max], [1 << 32, 1 << 32]] {
+        let e = modelError(rawModel([RawTensor(name: Array("w".utf8), dims: dims, bytes: 0)]))
+        #expect(e?.kind == .malformed, "\(dims)")
+    }
+}
+
+@Test func byteCountsOverflowWhenSummed() {
+    let big = UInt64(Int.max / 4 / 4 * 4) // 4 tensors of ~Int.max/4 bytes each
+    let t = (0..<5).map { RawTensor(name: Array("w\($0)".utf8), dims: [big / 4], bytes: big) }
+    let e = modelError(rawModel(t))
+    #expect(e?.kind == .malformed || e?.kind == .lengthMismatch)
+}
+
+@Test func moreTensorsThanTheLimit() {
+    // A count of 4 billion is refused at the count field, before anything is reserved.
+    let e = modelError(rawModel([], count: UInt32.max))
+    #expect(e?.kind == .limitExceeded)
+    var limits = Limits()
+    limits.maxTensors = 1
+    let two = rawModel([RawTensor(name: [0x61], dims: [1], bytes: 4), RawTensor(name: [0x62], dims: [1], bytes: 4)])
+    #expect(modelError(two, limits: limits)?.kind == .limitExceeded)
+    // A count within the limit that the payload cannot hold is refused before reserving.
+    #expect(modelError(rawModel([], count: 4000))?.kind == .truncated)
+}
+
+@Test func longerNamesThanTheLimit() {
+    let e = modelError(rawModel([RawTensor(name: [UInt8](repeating: 0x61, count: 257), dims: [1], bytes: 4)]))
+    #expect(e?.kind == .limitExceeded)
+}
+
+@Test func moreDimensionsThanTheLimit() {
+    let e = modelError(rawModel([RawTensor(name: [0x61], dims: [UInt64](repeating: 1, count: 9), bytes: 4)]))
+    #expect(e?.kind == .limitExceeded)
+}
+
+@Test func invalidUTF8Names() {
+    for bad: [UInt8] in [[0xff], [0xc3], [0xed, 0xa0, 0x80], [0x61, 0x80]] {
+        let e = modelError(rawModel([RawTensor(name: bad, dims: [1], bytes: 4)]))
+        #expect(e?.kind == .invalidUTF8)
+    }
+    var b: [UInt8] = [2, 0, 0xc3, 0x28] + [UInt8](repeating: 0, count: 8)
+    #expect((#expect(throws: WireError.self) { try RegisterRequest.decode(ByteSlice(ByteStorage(copying: b))) })?.kind == .invalidUTF8)
+    b = [1, 0, 0, 0, 1, 0, 0, 0, 0xfe]
+    #expect((#expect(throws: WireError.self) { try ErrorReply.decode(ByteSlice(ByteStorage(copying: b))) })?.kind == .invalidUTF8)
+}
+
+@Test func unknownAndUnsupportedDTypes() {
+    #expect(modelError(rawModel([RawTensor(name: [0x61], dtype: 9, dims: [1], bytes: 4)]))?.kind == .malformed)
+    let e = modelError(rawModel([RawTensor(name: [0x61], dtype: 2, dims: [2], bytes: 4)]))
+    #expect(e?.kind == .unsupported && e?.statusCode == .unimplemented && e?.message.contains("not supported yet") == true)
+}
+
+@Test func declaredSchemaHashMustMatchTheTable() {
+    let e = modelError(rawModel([RawTensor(name: [0x61], dims: [1], bytes: 4)], hash: 12345))
+    #expect(e?.kind == .malformed && e?.message.contains("schema hash") == true)
+}
+
+@Test func expectedSchemaHashCheckedBeforeTheTable() throws {
+    // The table after the hash is garbage; the mismatch is reported first.
+    var p = try Fixtures.model().encode().array
+    let hashAt = 2 + 3 + 24
+    for i in (hashAt + 8)..<p.count { p[i] = 0xff }
+    let e = #expect(throws: WireError.self) {
+        try ModelState.decode(ByteSlice(ByteStorage(copying: p)), expectedSchemaHash: 7)
+    }
+    #expect(e?.kind == .schemaMismatch && e?.offset == hashAt)
+}
+
+@Test func nonZeroPaddingAndWrongDataOffset() throws {
+    let good = try Fixtures.model().encode().array
+    let m = try ModelState.decode(ByteSlice(ByteStorage(copying: good)))
+    let dataStart = m.data.range.lowerBound
+    var p = good
+    p[dataStart - 1] = 1
+    #expect(modelError(ByteSlice(ByteStorage(copying: p)))?.kind == .malformed)
+    p = good
+    p[dataStart - 16 - (dataStart - m.fieldsSize) ] ^= 0x40    // data_offset field
+    #expect(modelError(ByteSlice(ByteStorage(copying: p))) != nil)
+    #expect(modelError(ByteSlice(ByteStorage(copying: good + [0, 0, 0, 0])))?.kind == .lengthMismatch)
+}
+
+@Test func corruptZlib() throws {
+    var bytes = try OutboundMessage(body: .getModelReply(Fixtures.model()), requestID: 2,
+                                    compression: .zlib(level: 6, shuffle: false), checksum: false).serialized()
+    bytes[24 + 4] ^= 0xff
+    bytes[24 + 5] ^= 0xff
+    let e = frameError(bytes)
+    #expect(e?.kind == .decompressionFailed || e?.kind == .lengthMismatch || e?.kind == .decompressionOverflow)
+    // Not zlib at all.
+    let junk: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+    #expect(frameError(frame(header(length: 28, flags: 0x11, chunk: 8, message: 8), junk))?.kind == .decompressionFailed)
+}
+
+@Test func checksumMismatchIsDataLoss() throws {
+    var bytes = try OutboundMessage(body: .pingRequest(Fixtures.pingBytes), requestID: 6).serialized()
+    bytes[bytes.count - 1] ^= 1
+    let e = frameError(bytes)
+    #expect(e?.kind == .checksumMismatch && e?.statusCode == .dataLoss && e?.offset == 20)
+}
+
+@Test func decompressionBombStaysBounded() throws {
+    // 64 MiB of zeros deflates to ~64 KiB; the frame declares 4 KiB. The decoder allocates the
+    // declared 4 KiB, stops inflating there and refuses the frame.
+    let big = ByteStorage(count: 64 << 20, zeroed: true)
+    let z = try Compression.deflate(big.bytes, level: 9, shuffle: true)
+    let bytes = frame(header(length: 24 + z.count, flags: 0x13, chunk: 4096, message: 4096), z.array)
+    #expect(frameError(bytes)?.kind == .decompressionOverflow)
+    // Declaring the full size is refused by the message limit before allocating.
+    var limits = Limits()
+    limits.maxMessageBytes = 1 << 20
+    let huge = frame(header(length: 24 + z.count, flags: 0x11, chunk: 64 << 20, message: 64 << 20), z.array)
+    #expect(frameError(huge, limits: limits)?.kind == .messageTooLarge)
+}
+
+@Test func randomBitFlipsNeverTrap() throws {
+    var rng = SplitMix(seed: 0x5eed)
+    let specs = Fixtures.specs
+    let valid: [(bytes: [UInt8], limits: Limits)] = try specs.map { s in
+        var s = s
+        s.checksum = false      // let mutations reach the decompressor and the body decoder
+        return (try s.encode(), s.limits)
+    }
+    var decoded = 0, refused = 0
+    for _ in 0..<10_000 {
+        let pick = valid[Int(rng.next() % UInt64(valid.count))]
+        var b = pick.bytes
+        let flips = 1 + Int(rng.next() % 3)
+        for _ in 0..<flips {
+            let bit = Int(rng.next() % UInt64(b.count * 8))
+            b[bit / 8] ^= UInt8(1 << (bit % 8))
+        }
+        do {
+            let d = MessageDecoder(limits: pick.limits)
+            try d.append(b)
+            try d.finish()
+            while let m = d.nextMessage() {
+                _ = try MessageBody.decode(m, expectedSchemaHash: rng.next() % 2 == 0 ? Fixtures.hash : nil)
+            }
+            decoded += 1
+        } catch {
+            refused += 1
+        }
+    }
+    #expect(decoded + refused == 10_000)
+    #expect(refused > 1000)
+}
+
+/// SplitMix64: a small seeded generator for reproducible fuzzing.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}

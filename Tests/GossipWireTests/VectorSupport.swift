@@ -1,0 +1,119 @@
+// The golden vectors' definitions (Protocol/vectors/*.hex) and the hex file format:
+// `#` comment lines, then hex bytes with whitespace ignored. `VectorTests` regenerates the
+// files when GOSSIP_REGEN_VECTORS=1 and otherwise checks them byte for byte.
+import Foundation
+@testable import GossipWire
+
+/// One golden vector: a message body and how it was framed.
+struct VectorSpec {
+    let name: String
+    let comment: String
+    let body: MessageBody
+    let requestID: UInt32
+    var compression: CompressionMode = .none
+    var checksum: Bool = true
+    var chunkBytes: Int? = nil
+
+    var limits: Limits {
+        var l = Limits()
+        if let chunkBytes { l.chunkBytes = chunkBytes }
+        return l
+    }
+
+    func encode() throws -> [UInt8] {
+        try OutboundMessage(body: body, requestID: requestID, compression: compression,
+                            checksum: checksum, limits: limits).serialized()
+    }
+}
+
+enum Fixtures {
+    static let tensors = [TensorInfo(name: "layers.0.weight", shape: [2, 3]), TensorInfo(name: "layers.0.bias", shape: [2])]
+    static let table = TensorTable(tensors: tensors)
+    static let weights: [Float] = [0.5, -1.25, 2.0, 0.125, -0.0625, 3.5, 0.25, -0.75]
+
+    static func model(_ values: [Float] = weights, round: UInt64 = 3, step: UInt64 = 120, samples: UInt64 = 7680) -> ModelState {
+        let data = values.withUnsafeBytes { ByteSlice(ByteStorage(copying: $0)) }
+        return ModelState(architecture: "3,2", round: round, step: step, samples: samples, table: table, data: data)
+    }
+
+    static let averaged: [Float] = [0.375, -1.0, 1.5, 0.25, 0.0, 3.0, 0.5, -0.5]
+
+    static let hash = table.schemaHash
+    static let peers = PeerList(peers: ["127.0.0.1:7002", "127.0.0.1:7003"])
+    static let pingBytes = ByteSlice(ByteStorage(copying: [0x70, 0x69, 0x6e, 0x67, 0x00, 0x01, 0x02, 0x03] as [UInt8]))
+
+    static let specs: [VectorSpec] = [
+        VectorSpec(name: "register_request", comment: "Register request: endpoint 127.0.0.1:7001, schema hash of the 3,2 model", body: .registerRequest(RegisterRequest(endpoint: "127.0.0.1:7001", schemaHash: hash)), requestID: 1),
+        VectorSpec(name: "register_request_zlib", comment: "Register request as above, compressed (zlib level 6, no shuffle)", body: .registerRequest(RegisterRequest(endpoint: "127.0.0.1:7001", schemaHash: hash)), requestID: 1, compression: .zlib(level: 6, shuffle: false)),
+        VectorSpec(name: "register_reply", comment: "Register reply: two peers, architecture 3,2, schema hash", body: .registerReply(RegisterReply(peers: peers, architecture: "3,2", schemaHash: hash)), requestID: 1),
+        VectorSpec(name: "getmodel_request", comment: "GetModel request for schema hash of the 3,2 model", body: .getModelRequest(GetModelRequest(schemaHash: hash)), requestID: 2),
+        VectorSpec(name: "getmodel_reply", comment: "GetModel reply: ModelState with layers.0.weight [2,3] and layers.0.bias [2], uncompressed", body: .getModelReply(model()), requestID: 2),
+        VectorSpec(name: "getmodel_reply_zlib_shuffle", comment: "GetModel reply as above, byte-shuffled then zlib level 6", body: .getModelReply(model()), requestID: 2, compression: .zlib(level: 6, shuffle: true)),
+        VectorSpec(name: "gossip_exchange_request", comment: "GossipExchange request: sender 127.0.0.1:7001, weight 600, model; no checksum (bulk tensor frames may omit it)", body: .gossipExchangeRequest(GossipExchangeRequest(sender: "127.0.0.1:7001", weight: 600, model: model())), requestID: 3, checksum: false),
+        VectorSpec(name: "gossip_exchange_request_chunked", comment: "GossipExchange request as above, checksummed, split into frames of 64 payload bytes (limits.chunkBytes = 64)", body: .gossipExchangeRequest(GossipExchangeRequest(sender: "127.0.0.1:7001", weight: 600, model: model())), requestID: 4, chunkBytes: 64),
+        VectorSpec(name: "gossip_exchange_reply", comment: "GossipExchange reply: weight 400, two peers, the averaged model; zlib level 1", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 3, compression: .zlib(level: 1, shuffle: false)),
+        VectorSpec(name: "gossip_exchange_reply_chunked_shuffle", comment: "GossipExchange reply as above, chunks of 64 bytes (limits.chunkBytes = 64), each byte-shuffled then zlib level 6", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 4, compression: .zlib(level: 6, shuffle: true), chunkBytes: 64),
+        VectorSpec(name: "status_request", comment: "Status request: empty payload", body: .statusRequest, requestID: 5),
+        VectorSpec(name: "status_reply", comment: "Status reply: JSON text", body: .statusReply(StatusReply(json: #"{"role":"peer","round":3,"peers":2}"#)), requestID: 5),
+        VectorSpec(name: "ping_request", comment: "Ping request: 8 opaque bytes", body: .pingRequest(pingBytes), requestID: 6),
+        VectorSpec(name: "ping_reply", comment: "Ping reply: the same 8 bytes echoed", body: .pingReply(pingBytes), requestID: 6),
+        VectorSpec(name: "stop_request", comment: "Stop request: empty payload, no checksum", body: .stopRequest, requestID: 7, checksum: false),
+        VectorSpec(name: "stop_reply", comment: "Stop reply: empty payload", body: .stopReply, requestID: 7),
+        VectorSpec(name: "trigger_gossip_request", comment: "TriggerGossip request: empty peer = pick a random live peer", body: .triggerGossipRequest(TriggerGossipRequest(peer: "")), requestID: 8),
+        VectorSpec(name: "trigger_gossip_request_peer", comment: "TriggerGossip request naming peer 127.0.0.1:7002", body: .triggerGossipRequest(TriggerGossipRequest(peer: "127.0.0.1:7002")), requestID: 9),
+        VectorSpec(name: "trigger_gossip_reply", comment: "TriggerGossip reply: JSON text", body: .triggerGossipReply(StatusReply(json: #"{"peer":"127.0.0.1:7002","ok":true}"#)), requestID: 8),
+        VectorSpec(name: "error_busy", comment: "Error reply to GossipExchange: ABORTED (10), the peer is busy in another exchange", body: .error(type: .gossipExchange, ErrorReply(code: .aborted, message: "busy: already in an exchange; try another peer")), requestID: 3),
+        VectorSpec(name: "error_schema_mismatch", comment: "Error reply to GetModel: FAILED_PRECONDITION (9), schema hash differs", body: .error(type: .getModel, ErrorReply(code: .failedPrecondition, message: "schema mismatch: this node serves 0x25958d0cab31add1")), requestID: 2),
+        VectorSpec(name: "error_unsupported_version", comment: "Error reply to a frame of version 2: UNIMPLEMENTED (12), sent in version 1 framing before closing", body: .error(type: .ping, ErrorReply.unsupportedVersion(2)), requestID: 0),
+        VectorSpec(name: "error_unknown_type", comment: "Error reply to unknown message type 99: UNIMPLEMENTED (12)", body: .error(type: MessageType(rawValue: 99), ErrorReply(code: .unimplemented, message: "message type 99 is not implemented")), requestID: 10),
+        VectorSpec(name: "error_invalid_argument_zlib", comment: "Error reply INVALID_ARGUMENT (3) to Register, compressed (zlib level 6)", body: .error(type: .register, ErrorReply(code: .invalidArgument, message: "endpoint is 300 bytes, above the limit of 256 (limitExceeded)")), requestID: 11, compression: .zlib(level: 6, shuffle: false)),
+    ]
+}
+
+enum HexFile {
+    /// Parses a vector file: drops `#` lines, ignores whitespace.
+    static func parse(_ text: String) throws -> [UInt8] {
+        var hex: [UInt8] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) where !line.hasPrefix("#") {
+            for c in line.utf8 where c != 0x20 && c != 0x09 && c != 0x0d { hex.append(c) }
+        }
+        guard hex.count % 2 == 0 else { throw HexError.odd }
+        var out: [UInt8] = []
+        out.reserveCapacity(hex.count / 2)
+        func nib(_ c: UInt8) throws -> UInt8 {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x61...0x66: return c - 0x61 + 10
+            case 0x41...0x46: return c - 0x41 + 10
+            default: throw HexError.badDigit
+            }
+        }
+        var i = 0
+        while i < hex.count { out.append(try nib(hex[i]) << 4 | nib(hex[i + 1])); i += 2 }
+        return out
+    }
+
+    enum HexError: Error { case odd, badDigit }
+
+    /// Formats frames: a comment, then per frame the 24 header bytes on one line and the
+    /// payload 32 bytes per line, a blank line between frames.
+    static func format(comment: String, params: String, bytes: [UInt8]) -> String {
+        var s = "# \(comment)\n# \(params)\n"
+        var at = 0
+        func hex(_ b: ArraySlice<UInt8>) -> String { b.map { String(format: "%02x", $0) }.joined(separator: " ") }
+        while at + 24 <= bytes.count {
+            let len = Int(UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24)
+            s += hex(bytes[at..<(at + 24)]) + "\n"
+            var p = at + 24
+            while p < at + len { let e = min(at + len, p + 32); s += hex(bytes[p..<e]) + "\n"; p = e }
+            at += len
+            if at < bytes.count { s += "\n" }
+        }
+        return s
+    }
+
+    static var vectorsDirectory: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocol/vectors")
+    }
+}
