@@ -1,0 +1,452 @@
+// A framed connection over one connected, non-blocking socket: Dispatch read and write
+// sources on one serial queue, reads straight into the MessageDecoder, gather writes of
+// queued frames (header and payload views, no joining), a bounded send queue, optional idle
+// and stalled-frame timeouts, and a close that releases the fd only after both sources'
+// cancel handlers ran.
+import Dispatch
+import GossipWire
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a connection closed.
+enum CloseReason: Sendable, CustomStringConvertible {
+    case endOfStream
+    case failed(SyscallError)
+    case protocolError(WireError)
+    case timedOut(String)
+    case local(String)
+
+    var description: String {
+        switch self {
+        case .endOfStream: "the peer closed the connection"
+        case .failed(let e): "socket error: \(e)"
+        case .protocolError(let e): "protocol error: \(e)"
+        case .timedOut(let s): s
+        case .local(let s): s
+        }
+    }
+}
+
+/// Byte counters shared by the connections of one server.
+final class IOCounters: @unchecked Sendable {
+    private let lock = PThreadLock()
+    private var _in = 0
+    private var _out = 0
+    func add(in n: Int) { lock.locked { _in += n } }
+    func add(out n: Int) { lock.locked { _out += n } }
+    var bytesIn: Int { lock.locked { _in } }
+    var bytesOut: Int { lock.locked { _out } }
+}
+
+/// A framed connection; `@unchecked Sendable` because all its state is touched only on
+/// `queue` (checked with `dispatchPrecondition` in debug builds).
+final class Connection: @unchecked Sendable {
+    let queue: DispatchQueue
+    let fd: Int32
+    /// The peer's address ("127.0.0.1:5555", or "local" for a socket pair).
+    let peer: String
+    /// The bound on queued outbound bytes: a message is admitted while it fits (or when the
+    /// queue is empty, so one message larger than the bound still goes out alone).
+    let maxQueuedBytes: Int
+
+    /// Called on `queue` for each complete message.
+    var onMessage: ((InboundMessage) -> Void)?
+    /// Called on `queue` when the byte stream turns out malformed; the connection then
+    /// drains (stops reading messages) and closes once `closeAfterFlush` finishes, or
+    /// closes at once if the handler does not call it.
+    var onProtocolError: ((WireError) -> Void)?
+    /// Called on `queue` after send-queue space was freed.
+    var onWritable: (() -> Void)?
+    /// Called once on `queue` when the connection closed.
+    var onClose: ((CloseReason) -> Void)?
+    /// For idle timeouts: whether the owner still has work outstanding.
+    var isBusy: (() -> Bool)?
+
+    private(set) var queuedBytes = 0
+    private(set) var peakQueuedBytes = 0
+    private(set) var bytesIn = 0
+    private(set) var bytesOut = 0
+    private let counters: IOCounters?
+
+    private enum State { case idle, open, draining, closed }
+    private var state: State = .idle
+    var isOpen: Bool { state == .open }
+    var isClosed: Bool { state == .closed }
+
+    private let decoder: MessageDecoder
+    private var readSource: DispatchSourceRead?
+    private var writeSource: DispatchSourceWrite?
+    private var timer: DispatchSourceTimer?
+    private var writeArmed = false
+    private var flushing = false
+    private var cancelsOutstanding = 0
+
+    private struct Pending {
+        let message: OutboundMessage
+        let headers: ByteStorage
+        var frame = 0
+        var offset = 0
+        let completion: ((Bool) -> Void)?
+    }
+    private var pending: [Pending?] = []
+    private var pendingHead = 0
+    private let iov: UnsafeMutablePointer<iovec>
+
+    private var lastActivity = ContinuousClock.now
+    private var partialSince: ContinuousClock.Instant?
+    private let idleTimeout: Duration?
+    private let frameTimeout: Duration?
+
+    init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, maxQueuedBytes: Int = 64 << 20,
+         counters: IOCounters? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil) {
+        self.fd = fd
+        self.queue = queue
+        self.peer = peer
+        self.maxQueuedBytes = maxQueuedBytes
+        self.decoder = MessageDecoder(limits: limits)
+        self.counters = counters
+        self.idleTimeout = idleTimeout
+        self.frameTimeout = frameTimeout
+        self.iov = .allocate(capacity: Sys.iovMax)
+    }
+
+    deinit { iov.deallocate() }
+
+    @inline(__always) private func onQueue() {
+        #if DEBUG
+        dispatchPrecondition(condition: .onQueue(queue))
+        #endif
+    }
+
+    /// Creates the sources and starts reading. Call on `queue`, once.
+    func start() {
+        onQueue()
+        precondition(state == .idle)
+        state = .open
+        cancelsOutstanding = 2
+        let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        r.setEventHandler { [unowned self] in self.readable() }
+        w.setEventHandler { [unowned self] in self.flush() }
+        // The handlers keep `self` alive until both ran; only then is the fd released.
+        r.setCancelHandler { self.sourceCancelled() }
+        w.setCancelHandler { self.sourceCancelled() }
+        readSource = r
+        writeSource = w
+        r.resume()
+        if let shortest = [idleTimeout, frameTimeout].compactMap({ $0 }).min() {
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            let tick = Swift.min(Swift.max(shortest / 4, .milliseconds(5)), .seconds(1))
+            let ns = Int(tick.components.seconds) * 1_000_000_000 + Int(tick.components.attoseconds / 1_000_000_000)
+            t.schedule(deadline: .now() + .nanoseconds(ns), repeating: .nanoseconds(ns), leeway: .nanoseconds(ns / 4))
+            t.setEventHandler { [unowned self] in self.checkTimeouts() }
+            t.resume()
+            timer = t
+        }
+        if pendingHead < pending.count { flush() }
+    }
+
+    private func sourceCancelled() {
+        onQueue()
+        cancelsOutstanding -= 1
+        if cancelsOutstanding == 0 { Sys.close(fd) }
+    }
+
+    // MARK: sending
+
+    /// Whether a message of `wireBytes` would be admitted now.
+    func hasRoom(for wireBytes: Int) -> Bool {
+        queuedBytes == 0 || queuedBytes + wireBytes <= maxQueuedBytes
+    }
+
+    /// Queues `message` (with `requestID` written into every header when given) if it fits
+    /// the send-queue bound; returns false, queuing nothing, when it does not. On a closed
+    /// connection it returns true and calls `completion(false)`.
+    /// - Parameter completion: on `queue`: true once every byte was handed to the kernel,
+    ///   false if the connection closed first.
+    @discardableResult
+    func trySend(_ message: OutboundMessage, requestID: UInt32? = nil, completion: ((Bool) -> Void)? = nil) -> Bool {
+        onQueue()
+        guard state == .open || state == .idle || (state == .draining && completion == nil) else {
+            completion?(false)
+            return true
+        }
+        let size = message.wireBytes
+        guard hasRoom(for: size) else { return false }
+        let headers = ByteStorage(count: message.frames.count * FrameHeader.size)
+        let base = headers.mutableBytes.baseAddress!
+        for (i, f) in message.frames.enumerated() {
+            var h = f.header
+            if let requestID { h.requestID = requestID }
+            h.write(to: base + i * FrameHeader.size)
+        }
+        pending.append(Pending(message: message, headers: headers, completion: completion))
+        queuedBytes += size
+        if queuedBytes > peakQueuedBytes { peakQueuedBytes = queuedBytes }
+        if state != .idle && !writeArmed && !flushing { flush() }
+        return true
+    }
+
+    /// Writes as much as the kernel takes; arms the write source only while bytes remain.
+    private func flush() {
+        onQueue()
+        guard state == .open || state == .draining, !flushing else { return }
+        flushing = true
+        defer { flushing = false }
+        while pendingHead < pending.count {
+            let n = fillIOVecs()
+            let result: IOResult<Int>
+            do { result = try Sys.sendmsg(fd, iov, n) } catch {
+                close(.failed(error))
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                armWrite(true)
+                return
+            case .done(let written):
+                bytesOut += written
+                counters?.add(out: written)
+                lastActivity = .now
+                advance(by: written)
+                onWritable?()
+                if state == .closed { return }
+            }
+        }
+        armWrite(false)
+        if state == .draining { finishDrainWrites() }
+    }
+
+    private func fillIOVecs() -> Int {
+        var n = 0
+        var i = pendingHead
+        var total = 0
+        outer: while i < pending.count {
+            let p = pending[i]!
+            let hbase = p.headers.bytes.baseAddress!
+            var f = p.frame
+            var off = p.offset
+            let frames = p.message.frames
+            while f < frames.count {
+                if n + 2 > Sys.iovMax || total >= 256 << 20 { break outer }
+                let payload = frames[f].payload
+                if off < FrameHeader.size {
+                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hbase + f * FrameHeader.size + off),
+                                   iov_len: FrameHeader.size - off)
+                    n += 1
+                    total += FrameHeader.size - off
+                    off = FrameHeader.size
+                }
+                let pOff = off - FrameHeader.size
+                if pOff < payload.count {
+                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.bytes.baseAddress! + pOff),
+                                   iov_len: payload.count - pOff)
+                    n += 1
+                    total += payload.count - pOff
+                }
+                f += 1
+                off = 0
+            }
+            i += 1
+        }
+        return n
+    }
+
+    private func advance(by written: Int) {
+        var left = written
+        queuedBytes -= written
+        while left > 0 && pendingHead < pending.count {
+            var p = pending[pendingHead]!
+            let frames = p.message.frames
+            while left > 0 && p.frame < frames.count {
+                let frameSize = FrameHeader.size + frames[p.frame].payload.count
+                let take = Swift.min(left, frameSize - p.offset)
+                p.offset += take
+                left -= take
+                if p.offset == frameSize { p.frame += 1; p.offset = 0 }
+            }
+            if p.frame == frames.count {
+                pending[pendingHead] = nil
+                pendingHead += 1
+                if pendingHead == pending.count {
+                    pending.removeAll(keepingCapacity: true)
+                    pendingHead = 0
+                } else if pendingHead >= 1024 && pendingHead * 2 >= pending.count {
+                    pending.removeFirst(pendingHead)
+                    pendingHead = 0
+                }
+                p.completion?(true)
+                if state == .closed { return }
+            } else {
+                pending[pendingHead] = p
+            }
+        }
+    }
+
+    private func armWrite(_ on: Bool) {
+        guard let w = writeSource, on != writeArmed else { return }
+        writeArmed = on
+        if on { w.resume() } else { w.suspend() }
+    }
+
+    // MARK: receiving
+
+    private func readable() {
+        onQueue()
+        var budget = 64 << 20
+        var completedAny = false
+        while budget > 0 && state != .closed {
+            if state == .draining {
+                // Discard whatever the peer still sends until it closes (lingering close).
+                var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                let r = withUnsafeMutableBytes(of: &scratch) { try? Sys.recv(fd, $0) }
+                switch r {
+                case .done(let n)? where n > 0: budget -= n; continue
+                case .wouldBlock?: return
+                default: close(.endOfStream); return
+                }
+            }
+            let space = decoder.writableSpace()
+            let result: IOResult<Int>
+            do { result = try Sys.recv(fd, space) } catch {
+                close(.failed(error))
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                budget = 0
+            case .done(0):
+                if decoder.hasPartialData, let e = (Result { () throws(WireError) in try decoder.finish() }).failureValue {
+                    close(.protocolError(e))
+                } else {
+                    close(.endOfStream)
+                }
+                return
+            case .done(let n):
+                budget -= n
+                bytesIn += n
+                counters?.add(in: n)
+                lastActivity = .now
+                do { try decoder.didWrite(n) } catch {
+                    protocolError(error)
+                    return
+                }
+                while state == .open, let m = decoder.nextMessage() {
+                    completedAny = true
+                    onMessage?(m)
+                }
+            }
+        }
+        if state == .open {
+            if decoder.hasPartialData {
+                if partialSince == nil || completedAny { partialSince = .now }
+            } else {
+                partialSince = nil
+            }
+        }
+    }
+
+    private func protocolError(_ error: WireError) {
+        if let h = onProtocolError {
+            h(error)
+            if state == .open { close(.protocolError(error)) }
+        } else {
+            close(.protocolError(error))
+        }
+    }
+
+    private func checkTimeouts() {
+        onQueue()
+        guard state == .open else { return }
+        let now = ContinuousClock.now
+        if let frameTimeout, let since = partialSince, now - since > frameTimeout {
+            close(.timedOut("a frame or message from \(peer) started but did not finish within \(frameTimeout)"))
+            return
+        }
+        if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), pendingHead == pending.count {
+            close(.timedOut("connection from \(peer) was idle for \(idleTimeout)"))
+        }
+    }
+
+    // MARK: closing
+
+    /// Stops delivering messages, sends what is queued, half-closes, discards input until
+    /// the peer closes (so it can read our last reply), then closes; at most after `linger`.
+    func closeAfterFlush(linger: Duration = .seconds(2)) {
+        onQueue()
+        guard state == .open else { return }
+        state = .draining
+        onMessage = nil
+        queue.asyncAfter(deadline: .now() + .milliseconds(Int(linger.components.seconds * 1000))) { [self] in
+            if state != .closed { close(.local("closed after a protocol error")) }
+        }
+        if pendingHead == pending.count { finishDrainWrites() } else if !writeArmed { flush() }
+    }
+
+    private var halfClosed = false
+    private func finishDrainWrites() {
+        guard !halfClosed else { return }
+        halfClosed = true
+        Sys.shutdownWrite(fd)
+    }
+
+    /// Closes now: cancels both sources (the fd is closed in the last cancel handler), fails
+    /// pending send completions, then calls `onClose`. Idempotent.
+    func close(_ reason: CloseReason) {
+        onQueue()
+        if state == .closed { return }
+        let wasStarted = state != .idle
+        state = .closed
+        timer?.cancel()
+        timer = nil
+        if wasStarted {
+            readSource?.cancel()
+            writeSource?.cancel()
+            if !writeArmed { writeSource?.resume() }   // a suspended source never runs its cancel handler
+            writeArmed = true
+        } else {
+            Sys.close(fd)
+        }
+        let left = pending[pendingHead...].compactMap { $0?.completion }
+        pending.removeAll()
+        pendingHead = 0
+        queuedBytes = 0
+        for c in left { c(false) }
+        onMessage = nil
+        onWritable = nil
+        onProtocolError = nil
+        isBusy = nil
+        let h = onClose
+        onClose = nil
+        h?(reason)
+    }
+}
+
+extension Result {
+    var failureValue: Failure? {
+        if case .failure(let e) = self { return e }
+        return nil
+    }
+}
+
+/// A small pthread mutex (Foundation-free, usable from any thread).
+final class PThreadLock: @unchecked Sendable {
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+    init() {
+        m = .allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+    }
+    deinit {
+        pthread_mutex_destroy(m)
+        m.deallocate()
+    }
+    @inline(__always)
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(m)
+        defer { pthread_mutex_unlock(m) }
+        return try body()
+    }
+}

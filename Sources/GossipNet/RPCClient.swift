@@ -1,0 +1,257 @@
+// The RPC client: a pool of one connection per endpoint (a dead one is replaced on the next
+// call), request ids, per-call deadlines, backpressure on the send queue, and exactly one
+// terminal outcome per call (the reply, or an RPCError with a status code).
+import Dispatch
+import GossipWire
+
+/// Sends requests and returns their replies; thread-safe.
+///
+/// Completions run on the connection's internal queue: keep them short and hand heavy
+/// work elsewhere (the async `call` does so by resuming a task).
+public final class RPCClient: @unchecked Sendable {
+    public let limits: Limits
+    public let connectTimeout: Duration
+    /// Bound on bytes queued for sending per connection (backpressure past it).
+    public let maxQueuedBytes: Int
+    private let lock = PThreadLock()
+    private var pool: [Endpoint: ClientChannel] = [:]
+    private var closed = false
+
+    public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20) {
+        self.limits = limits
+        self.connectTimeout = connectTimeout
+        self.maxQueuedBytes = maxQueuedBytes
+    }
+
+    deinit { close() }
+
+    /// Sends one request; `completion` runs exactly once with the reply or an error.
+    ///
+    /// - Parameters:
+    ///   - deadline: time allowed from now until the whole reply arrived; past it the call
+    ///     ends with DEADLINE_EXCEEDED (a late reply is dropped).
+    /// - Errors: UNAVAILABLE (cannot connect, connection lost), DEADLINE_EXCEEDED,
+    ///   RESOURCE_EXHAUSTED (payload over the limits), or the status of the server's error reply.
+    public func call(_ endpoint: Endpoint, type: MessageType, payload: ByteSlice, options: RPCOptions = .init(),
+                     deadline: Duration, completion: @escaping @Sendable (Result<InboundMessage, RPCError>) -> Void) {
+        let message: OutboundMessage
+        do {
+            message = try OutboundMessage(type: type, kind: .request, requestID: 0, payload: payload,
+                                          compression: options.compression, checksum: options.checksum, limits: limits)
+        } catch {
+            completion(.failure(RPCError(error.statusCode, "cannot send \(type) request: \(error)")))
+            return
+        }
+        guard let channel = channel(for: endpoint) else {
+            completion(.failure(RPCError(.unavailable, "the RPC client was closed")))
+            return
+        }
+        channel.submit(message, deadline: deadline, completion: completion)
+    }
+
+    /// Sends one request and awaits its reply.
+    /// - Throws: `RPCError` as for the completion form.
+    public func call(_ endpoint: Endpoint, type: MessageType, payload: ByteSlice, options: RPCOptions = .init(),
+                     deadline: Duration) async throws(RPCError) -> InboundMessage {
+        let r: Result<InboundMessage, RPCError> = await withCheckedContinuation { cont in
+            call(endpoint, type: type, payload: payload, options: options, deadline: deadline) { cont.resume(returning: $0) }
+        }
+        return try r.get()
+    }
+
+    /// Closes every pooled connection; in-flight calls end with UNAVAILABLE. Later calls
+    /// open new connections (close does not disable the client).
+    public func close() {
+        let channels = lock.locked { () -> [ClientChannel] in
+            let c = Array(pool.values)
+            pool.removeAll()
+            return c
+        }
+        for c in channels { c.shutdown("the RPC client was closed") }
+    }
+
+    /// Uses an already connected socket (e.g. one end of a socket pair) as the pooled
+    /// connection for `endpoint`; the client owns and closes the descriptor.
+    public func adopt(socket fd: Int32, as endpoint: Endpoint) {
+        let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd)
+        let old = lock.locked { () -> ClientChannel? in
+            let o = pool[endpoint]
+            pool[endpoint] = channel
+            return o
+        }
+        old?.shutdown("replaced by an adopted socket")
+    }
+
+    /// Send-queue statistics of the pooled connection to `endpoint` (tests, diagnostics).
+    func queueStats(_ endpoint: Endpoint) -> (queued: Int, peak: Int, bound: Int)? {
+        guard let c = lock.locked({ pool[endpoint] }) else { return nil }
+        return c.queue.sync { c.queueStats }
+    }
+
+    private func channel(for endpoint: Endpoint) -> ClientChannel? {
+        lock.locked {
+            if let c = pool[endpoint], !c.isDead { return c }
+            let c = ClientChannel(endpoint: endpoint, client: self, connectedFD: nil)
+            pool[endpoint] = c
+            return c
+        }
+    }
+
+    fileprivate func remove(_ channel: ClientChannel) {
+        lock.locked {
+            if pool[channel.endpoint] === channel { pool[channel.endpoint] = nil }
+        }
+    }
+}
+
+/// One pooled connection and its calls. `@unchecked Sendable`: all state on `queue`
+/// (except `isDead`, which is under `deadLock`).
+final class ClientChannel: @unchecked Sendable {
+    let endpoint: Endpoint
+    let queue: DispatchQueue
+    private weak var client: RPCClient?
+    private let limits: Limits
+    private let maxQueuedBytes: Int
+
+    private enum State { case connecting, ready(Connection), closed(RPCError) }
+    private var state: State = .connecting
+    private struct Call {
+        let completion: @Sendable (Result<InboundMessage, RPCError>) -> Void
+        let timer: DispatchWorkItem
+    }
+    private var calls: [UInt32: Call] = [:]
+    /// Requests not yet admitted to the send queue (connecting, or queue full), in order.
+    private var waiting: [(id: UInt32, message: OutboundMessage)] = []
+    private var waitingHead = 0
+    private var nextID: UInt32 = 1
+
+    private let deadLock = PThreadLock()
+    private var _dead = false
+    var isDead: Bool { deadLock.locked { _dead } }
+
+    init(endpoint: Endpoint, client: RPCClient, connectedFD: Int32?) {
+        self.endpoint = endpoint
+        self.queue = DispatchQueue(label: "gossip.rpc.client.\(endpoint)")
+        self.client = client
+        self.limits = client.limits
+        self.maxQueuedBytes = client.maxQueuedBytes
+        if let fd = connectedFD {
+            queue.async { self.connected(fd: fd, peer: endpoint.description) }
+        } else {
+            Connector.connect(to: endpoint, timeout: client.connectTimeout, queue: queue) { result in
+                switch result {
+                case .success(let (fd, peer)): self.connected(fd: fd, peer: peer)
+                case .failure(let e): self.fail(e)
+                }
+            }
+        }
+    }
+
+    var queueStats: (queued: Int, peak: Int, bound: Int) {
+        if case .ready(let c) = state { return (c.queuedBytes, c.peakQueuedBytes, c.maxQueuedBytes) }
+        return (0, 0, maxQueuedBytes)
+    }
+
+    func submit(_ message: OutboundMessage, deadline: Duration,
+                completion: @escaping @Sendable (Result<InboundMessage, RPCError>) -> Void) {
+        queue.async { [self] in
+            if case .closed(let e) = state {
+                completion(.failure(e))
+                return
+            }
+            var id = nextID
+            while id == 0 || calls[id] != nil { id &+= 1 }
+            nextID = id &+ 1
+            let timer = DispatchWorkItem { [weak self] in self?.expire(id, after: deadline) }
+            calls[id] = Call(completion: completion, timer: timer)
+            queue.asyncAfter(deadline: .now() + deadline.dispatch, execute: timer)
+            waiting.append((id, message))
+            pump()
+        }
+    }
+
+    /// Moves waiting requests into the connection's send queue while they fit.
+    private func pump() {
+        guard case .ready(let conn) = state else { return }
+        while waitingHead < waiting.count {
+            let (id, m) = waiting[waitingHead]
+            if calls[id] != nil {
+                guard conn.trySend(m, requestID: id) else { return }
+            }
+            waitingHead += 1
+        }
+        waiting.removeAll(keepingCapacity: true)
+        waitingHead = 0
+    }
+
+    private func connected(fd: Int32, peer: String) {
+        if case .closed = state { Sys.close(fd); return }
+        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, maxQueuedBytes: maxQueuedBytes)
+        conn.onMessage = { [self] m in self.received(m) }
+        conn.onWritable = { [self] in self.pump() }
+        conn.onProtocolError = { [self] e in
+            self.fail(RPCError(.unavailable, "connection to \(self.endpoint) broke: the server sent malformed bytes: \(e)"))
+        }
+        conn.onClose = { [self] reason in
+            self.fail(RPCError(.unavailable, "connection to \(self.endpoint) closed: \(reason)"))
+        }
+        state = .ready(conn)
+        conn.start()
+        pump()
+    }
+
+    private func received(_ m: InboundMessage) {
+        switch m.kind {
+        case .request:
+            return   // servers do not send requests on this connection; ignore
+        case .response:
+            complete(m.requestID, .success(m))
+        case .error:
+            let err: RPCError
+            do { err = try RPCErrorPayload.decode(m.payload) } catch {
+                err = RPCError(.internal, "the server sent an unreadable error reply: \(error)")
+            }
+            if m.requestID == 0 {
+                // A connection-level error: every call on this connection is affected.
+                fail(RPCError(err.code, "server \(endpoint) rejected the connection: \(err.message)"))
+            } else {
+                complete(m.requestID, .failure(err))
+            }
+        }
+    }
+
+    private func complete(_ id: UInt32, _ result: Result<InboundMessage, RPCError>) {
+        guard let call = calls.removeValue(forKey: id) else { return }   // late (after deadline)
+        call.timer.cancel()
+        call.completion(result)
+    }
+
+    private func expire(_ id: UInt32, after deadline: Duration) {
+        guard calls[id] != nil else { return }
+        complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(deadline) deadline")))
+        pump()   // a timed-out waiting request is skipped
+    }
+
+    /// Ends every call with `error` and closes the connection; the pool drops this channel.
+    private func fail(_ error: RPCError) {
+        if case .closed = state { return }
+        let conn: Connection?
+        if case .ready(let c) = state { conn = c } else { conn = nil }
+        state = .closed(error)
+        deadLock.locked { _dead = true }
+        client?.remove(self)
+        let all = calls
+        calls.removeAll()
+        waiting.removeAll()
+        waitingHead = 0
+        for (_, c) in all.sorted(by: { $0.key < $1.key }) {
+            c.timer.cancel()
+            c.completion(.failure(error))
+        }
+        conn?.close(.local(error.message))
+    }
+
+    func shutdown(_ why: String) {
+        queue.async { self.fail(RPCError(.unavailable, why)) }
+    }
+}

@@ -1,0 +1,353 @@
+// The RPC server: accepts connections, dispatches requests to handlers by message type,
+// enforces limits (connections, in-flight requests per connection, idle and stalled-frame
+// timeouts, malformed input), answers asynchronously through RPCResponder, counts bytes,
+// and shuts down gracefully.
+import Dispatch
+import GossipWire
+
+/// Server limits and timeouts.
+public struct ServerConfig: Sendable {
+    /// Frame and message bounds the decoder enforces.
+    public var limits: Limits = .default
+    /// Connections open at once; more are answered RESOURCE_EXHAUSTED and closed.
+    public var maxConnections = 256
+    /// Requests awaiting a handler's answer per connection; more get RESOURCE_EXHAUSTED.
+    public var maxInFlightPerConnection = 64
+    /// A connection with no traffic and no request in flight for this long is closed.
+    public var idleTimeout: Duration = .seconds(300)
+    /// A frame or message that started arriving must finish within this time, or the
+    /// connection is dropped (a stalled sender cannot hold memory or a slot forever).
+    public var frameTimeout: Duration = .seconds(30)
+    /// Bytes queued for sending per connection before replies wait (backpressure).
+    public var maxQueuedBytes = 64 << 20
+
+    public init() {}
+}
+
+/// A request handler: answer through the responder, now or later, from any thread.
+public typealias RPCHandler = @Sendable (InboundMessage, RPCResponder) -> Void
+
+/// Serves requests; thread-safe. Handlers run on a global concurrent queue, never on a
+/// connection's queue, so they may block (but should answer within the client's deadline).
+public final class RPCServer: @unchecked Sendable {
+    public let config: ServerConfig
+    private let lock = PThreadLock()
+    private var handlers: [MessageType: RPCHandler] = [:]
+    private var connections: [ObjectIdentifier: ServerConnection] = [:]
+    private var listener: Listener?
+    private var draining = false
+    private var stopped = false
+    private var shutdownCompletion: (@Sendable () -> Void)?
+    private var accepted = 0
+    private var requestCount = 0
+    private var inFlight = 0
+    private var pendingRejects = 0
+    let counters = IOCounters()
+    private let acceptQueue = DispatchQueue(label: "gossip.rpc.accept")
+
+    public init(config: ServerConfig = .init()) {
+        self.config = config
+    }
+
+    /// Registers (or replaces) the handler for `type`.
+    public func register(_ type: MessageType, handler: @escaping RPCHandler) {
+        lock.locked { handlers[type] = handler }
+    }
+
+    /// Binds host:port (port 0: the OS picks) and starts accepting.
+    /// - Returns: the bound endpoint (numeric host, actual port).
+    /// - Throws: `RPCError(.unavailable)` when the address cannot be bound.
+    @discardableResult
+    public func start(host: String, port: UInt16) throws(RPCError) -> Endpoint {
+        let l = try Listener(host: host, port: port, queue: acceptQueue) { [self] fd, peer in
+            accept(fd: fd, peer: peer.description)
+        }
+        let fresh = lock.locked { () -> Bool in
+            guard listener == nil, !draining else { return false }
+            listener = l
+            return true
+        }
+        guard fresh else {
+            l.close()
+            throw RPCError(.failedPrecondition, "the server is already started or shutting down; create a new RPCServer")
+        }
+        l.start()
+        let (h, p) = l.address.hostAndPort
+        return Endpoint(host: h, port: p)
+    }
+
+    /// Serves an already connected socket (e.g. one end of a socket pair); the server owns
+    /// and closes the descriptor.
+    public func adopt(socket fd: Int32, peer: String = "local") {
+        accept(fd: fd, peer: peer)
+    }
+
+    /// Counters, read at one instant.
+    public var stats: ServerStats {
+        lock.locked {
+            ServerStats(connections: connections.count, acceptedConnections: accepted, requests: requestCount,
+                        inFlight: inFlight, bytesIn: counters.bytesIn, bytesOut: counters.bytesOut)
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `grace` (new requests get
+    /// UNAVAILABLE), then closes every connection and calls `completion` once all closed.
+    public func shutdown(grace: Duration, completion: (@Sendable () -> Void)? = nil) {
+        let (l, already) = lock.locked { () -> (Listener?, Bool) in
+            if draining { return (nil, true) }
+            draining = true
+            shutdownCompletion = completion
+            let l = listener
+            listener = nil
+            return (l, false)
+        }
+        if already {
+            // A second shutdown: just wait for the first one's end.
+            if let completion { acceptQueue.async { self.whenStopped(completion) } }
+            return
+        }
+        l?.close()
+        acceptQueue.asyncAfter(deadline: .now() + grace.dispatch) { self.closeAll() }
+        maybeFinishDraining()
+    }
+
+    private func whenStopped(_ completion: @escaping @Sendable () -> Void) {
+        if lock.locked({ stopped }) { completion() } else {
+            acceptQueue.asyncAfter(deadline: .now() + .milliseconds(10)) { self.whenStopped(completion) }
+        }
+    }
+
+    // MARK: internals
+
+    private func accept(fd: Int32, peer: String) {
+        let queue = DispatchQueue(label: "gossip.rpc.server.conn")
+        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: config.limits, maxQueuedBytes: config.maxQueuedBytes,
+                              counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout)
+        let sc = ServerConnection(conn: conn, server: self)
+        let admitted = lock.locked { () -> Bool in
+            guard !draining, connections.count < config.maxConnections else { return false }
+            connections[ObjectIdentifier(sc)] = sc
+            accepted += 1
+            return true
+        }
+        queue.async {
+            if admitted {
+                sc.start()
+            } else {
+                sc.reject()
+            }
+        }
+    }
+
+    func handler(for type: MessageType) -> RPCHandler? { lock.locked { handlers[type] } }
+    var isDraining: Bool { lock.locked { draining } }
+
+    func noteRequest(started: Bool) {
+        lock.locked {
+            requestCount += 1
+            if started { inFlight += 1 }
+        }
+    }
+
+    func requestFinished() {
+        lock.locked { inFlight -= 1 }
+        maybeFinishDraining()
+    }
+
+    func connectionClosed(_ sc: ServerConnection) {
+        lock.locked { _ = connections.removeValue(forKey: ObjectIdentifier(sc)) }
+        maybeCompleteShutdown()
+    }
+
+    private func maybeFinishDraining() {
+        let ready = lock.locked { draining && inFlight == 0 }
+        if ready { acceptQueue.async { self.closeAll() } }
+    }
+
+    private var closingAll = false
+    private func closeAll() {
+        let all = lock.locked { () -> [ServerConnection]? in
+            if closingAll { return nil }
+            closingAll = true
+            return Array(connections.values)
+        }
+        guard let all else { return }
+        for sc in all { sc.conn.queue.async { sc.conn.closeAfterFlush(linger: .milliseconds(500)) } }
+        maybeCompleteShutdown()
+    }
+
+    private func maybeCompleteShutdown() {
+        let c = lock.locked { () -> (@Sendable () -> Void)?? in
+            guard closingAll, !stopped, connections.isEmpty else { return nil }
+            stopped = true
+            let c = shutdownCompletion
+            shutdownCompletion = nil
+            return .some(c)
+        }
+        if case .some(let completion) = c { completion?() }
+    }
+}
+
+/// One accepted connection's request bookkeeping; state on `conn.queue`.
+final class ServerConnection: @unchecked Sendable {
+    let conn: Connection
+    let server: RPCServer
+    private var inFlight = 0
+    private var waitingReplies: [OutboundMessage] = []
+
+    init(conn: Connection, server: RPCServer) {
+        self.conn = conn
+        self.server = server
+    }
+
+    func start() {
+        conn.onMessage = { [self] m in received(m) }
+        conn.onWritable = { [self] in pumpReplies() }
+        conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
+        conn.onProtocolError = { [self] e in
+            let where_ = e.offset.map { "at byte offset \($0)" } ?? "at an unknown offset"
+            sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode,
+                      "malformed frame \(where_): \(e.message); closing the connection")
+            conn.closeAfterFlush()
+        }
+        conn.onClose = { [self] _ in
+            waitingReplies.removeAll()
+            server.connectionClosed(self)
+        }
+        conn.start()
+    }
+
+    /// Over the connection limit: say so, then close.
+    func reject() {
+        conn.start()
+        sendError(RPCErrorPayload.connectionErrorType, 0, .resourceExhausted,
+                  "the server has reached its limit of \(server.config.maxConnections) connections; retry later")
+        conn.closeAfterFlush(linger: .seconds(1))
+    }
+
+    private func received(_ m: InboundMessage) {
+        guard m.kind == .request else { return }   // replies have no business here; ignore
+        let limit = server.config.maxInFlightPerConnection
+        if server.isDraining {
+            server.noteRequest(started: false)
+            sendError(m.type, m.requestID, .unavailable, "the server is shutting down; retry another peer")
+            return
+        }
+        if inFlight >= limit {
+            server.noteRequest(started: false)
+            sendError(m.type, m.requestID, .resourceExhausted,
+                      "\(limit) requests are already in flight on this connection; wait for replies before sending more")
+            return
+        }
+        guard let handler = server.handler(for: m.type) else {
+            server.noteRequest(started: false)
+            sendError(m.type, m.requestID, .unimplemented,
+                      "no handler for message type \(m.type.rawValue) (\(m.type.name)) on this server")
+            return
+        }
+        inFlight += 1
+        server.noteRequest(started: true)
+        let responder = RPCResponder(ResponderState(owner: self, type: m.type, requestID: m.requestID))
+        DispatchQueue.global().async { handler(m, responder) }
+    }
+
+    var peer: String { conn.peer }
+    var limits: Limits { server.config.limits }
+
+    /// Called once per request from any thread with its reply.
+    func finish(_ reply: OutboundMessage) {
+        conn.queue.async { [self] in
+            inFlight -= 1
+            enqueue(reply)
+            server.requestFinished()
+        }
+    }
+
+    private func sendError(_ type: MessageType, _ id: UInt32, _ code: StatusCode, _ text: String) {
+        enqueue(ServerConnection.errorMessage(type, id, code, text))
+    }
+
+    static func errorMessage(_ type: MessageType, _ id: UInt32, _ code: StatusCode, _ text: String) -> OutboundMessage {
+        // A small payload with no compression cannot fail to encode.
+        try! OutboundMessage(type: type, kind: .error, requestID: id, payload: RPCErrorPayload.encode(code, text))
+    }
+
+    private func enqueue(_ m: OutboundMessage) {
+        guard !conn.isClosed else { return }
+        if waitingReplies.isEmpty && conn.trySend(m) { return }
+        waitingReplies.append(m)
+        // A peer that keeps sending but never reads would grow this list; cut it off.
+        if waitingReplies.count > 2 * server.config.maxInFlightPerConnection + 16 {
+            conn.close(.local("peer \(peer) does not read its replies"))
+        }
+    }
+
+    private func pumpReplies() {
+        var sent = 0
+        while sent < waitingReplies.count, conn.trySend(waitingReplies[sent]) { sent += 1 }
+        if sent > 0 { waitingReplies.removeFirst(sent) }
+    }
+}
+
+/// Shared state of one request's responder: answered at most once.
+final class ResponderState: @unchecked Sendable {
+    let owner: ServerConnection
+    let type: MessageType
+    let requestID: UInt32
+    private let lock = PThreadLock()
+    private var answered = false
+
+    init(owner: ServerConnection, type: MessageType, requestID: UInt32) {
+        self.owner = owner
+        self.type = type
+        self.requestID = requestID
+    }
+
+    /// True for the first caller only.
+    func claim() -> Bool {
+        lock.locked {
+            if answered { return false }
+            answered = true
+            return true
+        }
+    }
+
+    deinit {
+        if !answered {
+            owner.finish(ServerConnection.errorMessage(type, requestID, .internal,
+                                                       "the handler for \(type) dropped its responder without answering"))
+        }
+    }
+}
+
+/// Answers one request, exactly once: later calls are ignored. Dropping every copy of it
+/// without answering sends INTERNAL to the client.
+public struct RPCResponder: Sendable {
+    let state: ResponderState
+
+    init(_ state: ResponderState) { self.state = state }
+
+    /// The client's address ("127.0.0.1:51234").
+    public var peerAddress: String { state.owner.peer }
+
+    /// Sends `payload` as the reply (chunked per the limits; compressed if asked). An
+    /// oversized payload turns into a RESOURCE_EXHAUSTED error reply.
+    public func reply(_ payload: ByteSlice, options: RPCOptions = .init()) {
+        guard state.claim() else { return }
+        let m: OutboundMessage
+        do {
+            m = try OutboundMessage(type: state.type, kind: .response, requestID: state.requestID, payload: payload,
+                                    compression: options.compression, checksum: options.checksum,
+                                    limits: state.owner.limits)
+        } catch {
+            m = ServerConnection.errorMessage(state.type, state.requestID, error.statusCode, "the reply could not be sent: \(error)")
+        }
+        state.owner.finish(m)
+    }
+
+    /// Sends an error reply with `code` and `message`.
+    public func fail(_ code: StatusCode, _ message: String) {
+        guard state.claim() else { return }
+        state.owner.finish(ServerConnection.errorMessage(state.type, state.requestID, code, message))
+    }
+}

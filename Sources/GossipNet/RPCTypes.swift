@@ -1,0 +1,143 @@
+// Value types of the RPC layer: endpoints (parse/print), RPC errors with status codes, call
+// options, server statistics, and the error-reply payload layout (RPCErrorPayload).
+import GossipWire
+
+/// A TCP endpoint: host (name or numeric address) and port.
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public let host: String
+    public let port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses "127.0.0.1:9000", "[::1]:9000" or "localhost:9000".
+    /// - Throws: `RPCError(.invalidArgument)` naming what is wrong with the text.
+    public init(parsing text: String) throws(RPCError) {
+        let s = text.trimmingWhitespace()
+        let hostPart: Substring
+        let portPart: Substring
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else {
+                throw RPCError(.invalidArgument, "endpoint '\(text)' opens '[' but has no ']'; write IPv6 as [::1]:9000")
+            }
+            hostPart = s[s.index(after: s.startIndex)..<close]
+            let rest = s[s.index(after: close)...]
+            guard rest.hasPrefix(":") else {
+                throw RPCError(.invalidArgument, "endpoint '\(text)' needs ':PORT' after ']'; write IPv6 as [::1]:9000")
+            }
+            portPart = rest.dropFirst()
+        } else {
+            guard let colon = s.lastIndex(of: ":") else {
+                throw RPCError(.invalidArgument, "endpoint '\(text)' has no port; write HOST:PORT, e.g. 127.0.0.1:9000")
+            }
+            hostPart = s[..<colon]
+            portPart = s[s.index(after: colon)...]
+            if hostPart.contains(":") {
+                throw RPCError(.invalidArgument, "endpoint '\(text)' looks like an IPv6 address without brackets; write [\(hostPart)]:\(portPart)")
+            }
+        }
+        guard !hostPart.isEmpty else {
+            throw RPCError(.invalidArgument, "endpoint '\(text)' has an empty host; write HOST:PORT, e.g. 127.0.0.1:9000")
+        }
+        guard let port = UInt16(portPart) else {
+            throw RPCError(.invalidArgument, "endpoint '\(text)' has port '\(portPart)', which is not a number in 0...65535")
+        }
+        self.init(host: String(hostPart), port: port)
+    }
+
+    /// "host:port", with IPv6 hosts in brackets; round-trips through `init(parsing:)`.
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+extension String {
+    func trimmingWhitespace() -> Substring {
+        var s = self[...]
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return s
+    }
+}
+
+/// The terminal failure of an RPC: a status code and a message saying what went wrong.
+public struct RPCError: Error, Sendable, CustomStringConvertible, Equatable {
+    public let code: StatusCode
+    public let message: String
+
+    public init(_ code: StatusCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.name): \(message)" }
+}
+
+/// Per-message options: compression and checksums.
+public struct RPCOptions: Sendable {
+    /// Compression of the payload (`.none` for bulk float data on fast links).
+    public var compression: CompressionMode = .none
+    /// CRC-32 each frame's payload.
+    public var checksum: Bool = true
+
+    public init(compression: CompressionMode = .none, checksum: Bool = true) {
+        self.compression = compression
+        self.checksum = checksum
+    }
+}
+
+/// Server counters, read without stopping the server.
+public struct ServerStats: Sendable, Equatable {
+    /// Connections open now.
+    public var connections: Int
+    /// Connections accepted since start.
+    public var acceptedConnections: Int
+    /// Requests received (handled or refused).
+    public var requests: Int
+    /// Requests whose handler has not answered yet.
+    public var inFlight: Int
+    /// Bytes received and sent on all connections.
+    public var bytesIn: Int
+    public var bytesOut: Int
+}
+
+/// Encodes and decodes the error-reply payload: u32 LE status, u16 LE length, UTF-8 text.
+///
+/// Kept internal to GossipNet on purpose (the wire branch owns the public `ErrorReply`);
+/// the layout is the same. Text longer than 65535 bytes is cut at a character boundary.
+enum RPCErrorPayload {
+    /// Message type used for connection-level error replies (request id 0), e.g. a
+    /// malformed frame whose type could not be read.
+    static let connectionErrorType = MessageType(rawValue: 0xFFFF)
+
+    static func encode(_ code: StatusCode, _ message: String) -> ByteSlice {
+        var text = Array(message.utf8)
+        if text.count > Int(UInt16.max) {
+            var cut = Int(UInt16.max)
+            while cut > 0 && (text[cut] & 0xC0) == 0x80 { cut -= 1 }
+            text.removeSubrange(cut...)
+        }
+        let storage = ByteStorage(count: 6 + text.count)
+        let p = storage.mutableBytes
+        p.storeBytes(of: code.rawValue.littleEndian, toByteOffset: 0, as: UInt32.self)
+        p.storeBytes(of: UInt16(text.count).littleEndian, toByteOffset: 4, as: UInt16.self)
+        text.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: p[6...]).copyMemory(from: $0) }
+        return ByteSlice(storage)
+    }
+
+    static func decode(_ payload: ByteSlice) throws(WireError) -> RPCError {
+        let b = payload.bytes
+        guard b.count >= 6 else {
+            throw WireError(.truncated, at: 0, "error reply of \(b.count) bytes is shorter than its 6-byte status and length")
+        }
+        let code = StatusCode(wireValue: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        let n = Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+        guard 6 + n <= b.count else {
+            throw WireError(.truncated, at: 4, "error reply text of \(n) bytes runs past the payload's \(b.count - 6)")
+        }
+        guard let text = String(validating: UnsafeRawBufferPointer(rebasing: b[6..<(6 + n)]), as: UTF8.self) else {
+            throw WireError(.invalidUTF8, at: 6, "error reply text is not valid UTF-8")
+        }
+        return withExtendedLifetime(payload) { RPCError(code, text) }
+    }
+}

@@ -1,0 +1,206 @@
+// Listening and connecting: a Listener that accepts on a Dispatch read source (backing off
+// on EMFILE/ENFILE instead of spinning), and a non-blocking connect with a timeout (write
+// readiness, then SO_ERROR), trying each resolved address in turn.
+import Dispatch
+import GossipWire
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A listening socket whose accepted connections are handed to `onAccept` on `queue`.
+/// `@unchecked Sendable`: state is touched only on `queue`.
+final class Listener: @unchecked Sendable {
+    let fd: Int32
+    let queue: DispatchQueue
+    let address: SocketAddress
+    private var source: DispatchSourceRead?
+    private var suspended = false
+    private var closed = false
+    private let onAccept: (Int32, SocketAddress) -> Void
+
+    /// Binds and listens on host:port (port 0: the OS picks).
+    init(host: String, port: UInt16, queue: DispatchQueue, onAccept: @escaping (Int32, SocketAddress) -> Void) throws(RPCError) {
+        let addrs = try Sys.resolve(host: host, port: port, passive: true)
+        guard let addr = addrs.first else {
+            throw RPCError(.invalidArgument, "host '\(host)' resolves to no IPv4 or IPv6 address")
+        }
+        var fd: Int32 = -1
+        do {
+            fd = try Sys.socket(family: addr.family)
+            try Sys.setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
+            if addr.family == AF_INET6 { try? Sys.setInt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY") }
+            try Sys.bind(fd, addr)
+            try Sys.listen(fd, backlog: 1024)
+            self.address = try Sys.localAddress(fd)
+        } catch {
+            if fd >= 0 { Sys.close(fd) }
+            throw RPCError(.unavailable, "cannot listen on \(Endpoint(host: host, port: port)): \(error); pick another port or address")
+        }
+        self.fd = fd
+        self.queue = queue
+        self.onAccept = onAccept
+    }
+
+    /// Starts accepting.
+    func start() {
+        queue.async { [self] in
+            let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            s.setEventHandler { [unowned self] in self.acceptAll() }
+            s.setCancelHandler { Sys.close(self.fd) }
+            source = s
+            s.resume()
+        }
+    }
+
+    private func acceptAll() {
+        for _ in 0..<256 {
+            do {
+                switch try Sys.accept(fd) {
+                case .wouldBlock: return
+                case .done(let (c, peer)):
+                    Sys.tuneStream(c)
+                    onAccept(c, peer)
+                }
+            } catch {
+                if error.errno == EMFILE || error.errno == ENFILE || error.errno == ENOBUFS || error.errno == ENOMEM {
+                    // Out of descriptors: pause accepting for a moment instead of spinning.
+                    guard let s = source, !suspended else { return }
+                    suspended = true
+                    s.suspend()
+                    queue.asyncAfter(deadline: .now() + .milliseconds(100)) { [self] in
+                        if suspended && !closed { suspended = false; source?.resume() }
+                    }
+                    return
+                }
+                // ECONNABORTED, EPROTO etc.: that one connection is gone; keep accepting.
+                continue
+            }
+        }
+    }
+
+    /// Stops accepting and closes the listening socket (after the source's cancel handler).
+    func close() {
+        queue.async { [self] in
+            guard !closed else { return }
+            closed = true
+            if let s = source {
+                s.cancel()
+                if suspended { suspended = false; s.resume() }
+            } else {
+                Sys.close(fd)
+            }
+        }
+    }
+}
+
+/// Non-blocking connect with a timeout.
+enum Connector {
+    /// Connects to `endpoint`; calls `completion` on `queue` with the connected fd and peer
+    /// text, or `RPCError(.unavailable)` saying why (refused, timed out, unresolvable).
+    static func connect(to endpoint: Endpoint, timeout: Duration, queue: DispatchQueue,
+                        completion: @escaping @Sendable (Result<(Int32, String), RPCError>) -> Void) {
+        queue.async {
+            let addrs: [SocketAddress]
+            switch Result(catching: { () throws(RPCError) in try Sys.resolve(host: endpoint.host, port: endpoint.port) }) {
+            case .success(let a): addrs = a
+            case .failure(let e): completion(.failure(e)); return
+            }
+            guard !addrs.isEmpty else {
+                completion(.failure(RPCError(.unavailable, "host '\(endpoint.host)' resolves to no IPv4 or IPv6 address")))
+                return
+            }
+            attempt(addrs, index: 0, endpoint: endpoint, timeout: timeout, queue: queue, lastError: nil, completion: completion)
+        }
+    }
+
+    private static func attempt(_ addrs: [SocketAddress], index: Int, endpoint: Endpoint, timeout: Duration,
+                                queue: DispatchQueue, lastError: String?,
+                                completion: @escaping @Sendable (Result<(Int32, String), RPCError>) -> Void) {
+        guard index < addrs.count else {
+            completion(.failure(RPCError(.unavailable, "cannot connect to \(endpoint): \(lastError ?? "no address"); is the peer running?")))
+            return
+        }
+        let addr = addrs[index]
+        let next = { (why: String) in
+            attempt(addrs, index: index + 1, endpoint: endpoint, timeout: timeout, queue: queue, lastError: why, completion: completion)
+        }
+        let fd: Int32
+        do { fd = try Sys.socket(family: addr.family) } catch { next("\(error)"); return }
+        Sys.tuneStream(fd)
+        let connected: Bool
+        do { connected = try Sys.connect(fd, addr) } catch {
+            Sys.close(fd)
+            next(Sys.errorText(error.errno))
+            return
+        }
+        if connected {
+            completion(.success((fd, addr.description)))
+            return
+        }
+        // Wait for write readiness, then read SO_ERROR; a timer bounds the wait.
+        ConnectWait(fd: fd, queue: queue, timeout: timeout) { ok, why in
+            if ok {
+                completion(.success((fd, addr.description)))
+            } else {
+                Sys.close(fd)
+                next(why)
+            }
+        }.start()
+    }
+}
+
+/// One in-progress connect: write readiness or a timeout, whichever first. The outcome is
+/// acted on only in the write source's cancel handler, so the fd has no other user then.
+/// `@unchecked Sendable`: state is touched only on `queue`.
+private final class ConnectWait: @unchecked Sendable {
+    let fd: Int32
+    let queue: DispatchQueue
+    let timeout: Duration
+    let done: (Bool, String) -> Void
+    private var finished = false
+    private var ok = false
+    private var why = ""
+    private let w: DispatchSourceWrite
+    private let t: DispatchSourceTimer
+
+    init(fd: Int32, queue: DispatchQueue, timeout: Duration, done: @escaping (Bool, String) -> Void) {
+        self.fd = fd
+        self.queue = queue
+        self.timeout = timeout
+        self.done = done
+        w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        t = DispatchSource.makeTimerSource(queue: queue)
+    }
+
+    func start() {
+        w.setCancelHandler { self.done(self.ok, self.why) }
+        w.setEventHandler {
+            let e = Sys.socketError(self.fd)
+            self.finish(e == 0, e == 0 ? "" : Sys.errorText(e))
+        }
+        t.setEventHandler { self.finish(false, "timed out after \(self.timeout)") }
+        t.schedule(deadline: .now() + timeout.dispatch)
+        t.resume()
+        w.resume()
+    }
+
+    private func finish(_ ok: Bool, _ why: String) {
+        guard !finished else { return }
+        finished = true
+        self.ok = ok
+        self.why = why
+        t.cancel()
+        w.cancel()
+    }
+}
+
+extension Duration {
+    /// As a DispatchTimeInterval (nanoseconds, saturating).
+    var dispatch: DispatchTimeInterval {
+        let c = components
+        let ns = Double(c.seconds) * 1e9 + Double(c.attoseconds) / 1e9
+        return .nanoseconds(Int(Swift.min(ns, Double(Int.max / 2))))
+    }
+}

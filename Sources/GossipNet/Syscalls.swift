@@ -1,0 +1,323 @@
+// The one file in GossipNet that calls the C library for sockets. Every wrapper reads errno
+// at once, retries EINTR, and reports EAGAIN/EWOULDBLOCK as `.wouldBlock` instead of an
+// error. Glibc/Darwin differences (SOCK_NONBLOCK, accept4, MSG_NOSIGNAL) are handled here.
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The outcome of a non-blocking call: finished with a value, or it would block.
+enum IOResult<T> {
+    case done(T)
+    case wouldBlock
+}
+
+/// A failed syscall: which call, and its errno.
+public struct SyscallError: Error, Sendable, CustomStringConvertible {
+    /// The call that failed (`connect`, `sendmsg`, ...).
+    public let call: String
+    /// The errno it set.
+    public let errno: Int32
+
+    public var description: String { "\(call) failed: \(Sys.errorText(errno)) (errno \(errno))" }
+}
+
+/// Ignores SIGPIPE process-wide; call once at the start of an executable.
+///
+/// Sends already use MSG_NOSIGNAL (Linux) or SO_NOSIGPIPE (Darwin); this covers any other
+/// write to a closed socket or pipe.
+public func ignoreSIGPIPE() {
+    _ = signal(SIGPIPE, SIG_IGN)
+}
+
+/// A socket address (IPv4 or IPv6) as the kernel takes it.
+struct SocketAddress: Sendable {
+    var storage = sockaddr_storage()
+    var length: socklen_t = 0
+
+    var family: Int32 { Int32(storage.ss_family) }
+
+    /// Numeric host and port ("127.0.0.1", 9000).
+    var hostAndPort: (host: String, port: UInt16) {
+        var s = storage
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var serv = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let rc = withUnsafePointer(to: &s) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                getnameinfo(sa, length, &host, socklen_t(host.count), &serv, socklen_t(serv.count),
+                            NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard rc == 0 else { return ("?", 0) }
+        let h = host.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let p = serv.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return (h, UInt16(p) ?? 0)
+    }
+
+    /// "127.0.0.1:9000" or "[::1]:9000".
+    var description: String {
+        let (h, p) = hostAndPort
+        return Endpoint(host: h, port: p).description
+    }
+}
+
+/// Thin, errno-safe wrappers over the socket syscalls.
+enum Sys {
+    static let iovMax = 1024
+
+    static func errorText(_ e: Int32) -> String { String(cString: strerror(e)) }
+
+    /// Runs `body` until it does not fail with EINTR; maps EAGAIN to `.wouldBlock`.
+    @inline(__always)
+    static func call<T: BinaryInteger>(_ name: String, _ body: () -> T) throws(SyscallError) -> IOResult<T> {
+        while true {
+            let r = body()
+            if r >= 0 { return .done(r) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw SyscallError(call: name, errno: e)
+        }
+    }
+
+    /// Like `call` but for calls that never legitimately block.
+    static func must<T: BinaryInteger>(_ name: String, _ body: () -> T) throws(SyscallError) -> T {
+        switch try call(name, body) {
+        case .done(let v): return v
+        case .wouldBlock: throw SyscallError(call: name, errno: EAGAIN)
+        }
+    }
+
+    #if canImport(Glibc)
+    static let streamType = Int32(SOCK_STREAM.rawValue)
+    static let sendFlags = Int32(MSG_NOSIGNAL)
+    #else
+    static let streamType = SOCK_STREAM
+    static let sendFlags: Int32 = 0
+    #endif
+
+    /// A new non-blocking, close-on-exec TCP socket of `family`.
+    static func socket(family: Int32) throws(SyscallError) -> Int32 {
+        #if canImport(Glibc)
+        let type = streamType | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        return try must("socket") { Glibc.socket(family, type, 0) }
+        #else
+        let fd = try must("socket") { Darwin.socket(family, streamType, 0) }
+        try makeNonBlockingCloexec(fd)
+        return fd
+        #endif
+    }
+
+    #if !canImport(Glibc)
+    static func makeNonBlockingCloexec(_ fd: Int32) throws(SyscallError) {
+        let fl = try must("fcntl") { fcntl(fd, F_GETFL) }
+        _ = try must("fcntl") { fcntl(fd, F_SETFL, fl | O_NONBLOCK) }
+        _ = try must("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+    #endif
+
+    static func setInt(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, _ what: String) throws(SyscallError) {
+        var v = value
+        _ = try must("setsockopt(\(what))") { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
+    }
+
+    /// TCP_NODELAY, large buffers; failures of the buffer sizes are ignored (kernel caps).
+    static func tuneStream(_ fd: Int32, bufferBytes: Int32 = 4 << 20) {
+        try? setInt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
+        try? setInt(fd, SOL_SOCKET, SO_SNDBUF, bufferBytes, "SO_SNDBUF")
+        try? setInt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes, "SO_RCVBUF")
+    }
+
+    static func bind(_ fd: Int32, _ addr: SocketAddress) throws(SyscallError) {
+        var a = addr
+        _ = try must("bind") {
+            withUnsafePointer(to: &a.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc_bind(fd, $0, a.length) } }
+        }
+    }
+
+    static func listen(_ fd: Int32, backlog: Int32) throws(SyscallError) {
+        _ = try must("listen") { Glibc_listen(fd, backlog) }
+    }
+
+    /// Accepts one connection (non-blocking, close-on-exec), with the peer's address.
+    static func accept(_ fd: Int32) throws(SyscallError) -> IOResult<(Int32, SocketAddress)> {
+        var addr = SocketAddress()
+        addr.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let r = try call("accept") { () -> Int32 in
+            withUnsafeMutablePointer(to: &addr.storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    #if canImport(Glibc)
+                    c_accept4(fd, sa, &addr.length, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+                    #else
+                    Darwin.accept(fd, sa, &addr.length)
+                    #endif
+                }
+            }
+        }
+        switch r {
+        case .wouldBlock: return .wouldBlock
+        case .done(let c):
+            #if !canImport(Glibc)
+            do { try makeNonBlockingCloexec(c) } catch { close(c); throw error }
+            #endif
+            return .done((c, addr))
+        }
+    }
+
+    /// Starts a non-blocking connect: true when already connected, false when in progress.
+    static func connect(_ fd: Int32, _ addr: SocketAddress) throws(SyscallError) -> Bool {
+        var a = addr
+        while true {
+            let r = withUnsafePointer(to: &a.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc_connect(fd, $0, a.length) } }
+            if r == 0 { return true }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EINPROGRESS || e == EAGAIN { return false }
+            throw SyscallError(call: "connect", errno: e)
+        }
+    }
+
+    /// The pending error of a socket (SO_ERROR), 0 when none.
+    static func socketError(_ fd: Int32) -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &len) != 0 { return errno }
+        return v
+    }
+
+    static func localAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+        var addr = SocketAddress()
+        addr.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = try must("getsockname") {
+            withUnsafeMutablePointer(to: &addr.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &addr.length) } }
+        }
+        return addr
+    }
+
+    static func peerAddress(_ fd: Int32) -> SocketAddress? {
+        var addr = SocketAddress()
+        addr.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let r = withUnsafeMutablePointer(to: &addr.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &addr.length) } }
+        return r == 0 ? addr : nil
+    }
+
+    /// Gather-writes `count` iovecs.
+    @inline(__always)
+    static func sendmsg(_ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int) throws(SyscallError) -> IOResult<Int> {
+        var msg = msghdr()
+        msg.msg_iov = iov
+        #if canImport(Glibc)
+        msg.msg_iovlen = count
+        #else
+        msg.msg_iovlen = Int32(count)
+        #endif
+        return try call("sendmsg") { Glibc_sendmsg(fd, &msg, sendFlags) }
+    }
+
+    /// Writes a buffer (one try; may be partial).
+    static func send(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(SyscallError) -> IOResult<Int> {
+        try call("send") { Glibc_send(fd, buf.baseAddress, buf.count, sendFlags) }
+    }
+
+    /// Reads into `buf`; `.done(0)` is end of stream.
+    @inline(__always)
+    static func recv(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(SyscallError) -> IOResult<Int> {
+        try call("recv") { Glibc_recv(fd, buf.baseAddress, buf.count, 0) }
+    }
+
+    /// Closes `fd`; EINTR is not retried (the descriptor is gone on Linux either way).
+    static func close(_ fd: Int32) {
+        _ = Glibc_close(fd)
+    }
+
+    static func shutdownWrite(_ fd: Int32) {
+        _ = Glibc_shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// A connected pair of non-blocking, close-on-exec stream sockets (AF_UNIX).
+    static func socketpair() throws(SyscallError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        #if canImport(Glibc)
+        let type = streamType | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        _ = try must("socketpair") { Glibc.socketpair(AF_UNIX, type, 0, &fds) }
+        #else
+        _ = try must("socketpair") { Darwin.socketpair(AF_UNIX, streamType, 0, &fds) }
+        try makeNonBlockingCloexec(fds[0]); try makeNonBlockingCloexec(fds[1])
+        #endif
+        try? setInt(fds[0], SOL_SOCKET, SO_SNDBUF, 4 << 20, "SO_SNDBUF")
+        try? setInt(fds[1], SOL_SOCKET, SO_SNDBUF, 4 << 20, "SO_SNDBUF")
+        return (fds[0], fds[1])
+    }
+
+    /// Resolves host and port to addresses (numeric hosts without DNS), IPv4 first.
+    static func resolve(host: String, port: UInt16, passive: Bool = false) throws(RPCError) -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = streamType
+        hints.ai_flags = passive ? AI_PASSIVE : 0
+        var list: UnsafeMutablePointer<addrinfo>?
+        var rc = getaddrinfo(host, String(port), &hints, &list)
+        if rc == EAI_SYSTEM && errno == EINTR { rc = getaddrinfo(host, String(port), &hints, &list) }
+        guard rc == 0, let first = list else {
+            let why = rc == EAI_SYSTEM ? errorText(errno) : String(cString: gai_strerror(rc))
+            throw RPCError(.unavailable, "cannot resolve host '\(host)': \(why); check the name or use a numeric address")
+        }
+        defer { freeaddrinfo(first) }
+        var out: [SocketAddress] = []
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = p {
+            if ai.pointee.ai_family == AF_INET || ai.pointee.ai_family == AF_INET6, let sa = ai.pointee.ai_addr {
+                var a = SocketAddress()
+                a.length = ai.pointee.ai_addrlen
+                withUnsafeMutableBytes(of: &a.storage) { dst in
+                    dst.copyMemory(from: UnsafeRawBufferPointer(start: sa, count: Int(ai.pointee.ai_addrlen)))
+                }
+                out.append(a)
+            }
+            p = ai.pointee.ai_next
+        }
+        out.sort { ($0.family == AF_INET ? 0 : 1) < ($1.family == AF_INET ? 0 : 1) }
+        return out
+    }
+
+    /// Counts open descriptors of this process (Linux: entries of /proc/self/fd).
+    static func openDescriptorCount() -> Int? {
+        guard let dir = opendir("/proc/self/fd") else { return nil }
+        defer { closedir(dir) }
+        var n = 0
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { n += 1 }
+        }
+        return n - 1   // the directory stream's own descriptor
+    }
+}
+
+#if canImport(Glibc)
+// Glibc's module map hides accept4 (a _GNU_SOURCE function); bind it by its symbol.
+@_silgen_name("accept4")
+private func c_accept4(_ fd: Int32, _ addr: UnsafeMutablePointer<sockaddr>?, _ len: UnsafeMutablePointer<socklen_t>?, _ flags: Int32) -> Int32
+#endif
+
+// Unqualified aliases so the wrappers above read the same on both platforms.
+#if canImport(Glibc)
+@inline(__always) private func Glibc_bind(_ fd: Int32, _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int32 { Glibc.bind(fd, a, l) }
+@inline(__always) private func Glibc_listen(_ fd: Int32, _ b: Int32) -> Int32 { Glibc.listen(fd, b) }
+@inline(__always) private func Glibc_connect(_ fd: Int32, _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int32 { Glibc.connect(fd, a, l) }
+@inline(__always) private func Glibc_sendmsg(_ fd: Int32, _ m: UnsafePointer<msghdr>, _ f: Int32) -> Int { Glibc.sendmsg(fd, m, f) }
+@inline(__always) private func Glibc_send(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32) -> Int { Glibc.send(fd, b, n, f) }
+@inline(__always) private func Glibc_recv(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32) -> Int { Glibc.recv(fd, b, n, f) }
+@inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+@inline(__always) private func Glibc_shutdown(_ fd: Int32, _ how: Int32) -> Int32 { Glibc.shutdown(fd, how) }
+#else
+@inline(__always) private func Glibc_bind(_ fd: Int32, _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int32 { Darwin.bind(fd, a, l) }
+@inline(__always) private func Glibc_listen(_ fd: Int32, _ b: Int32) -> Int32 { Darwin.listen(fd, b) }
+@inline(__always) private func Glibc_connect(_ fd: Int32, _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int32 { Darwin.connect(fd, a, l) }
+@inline(__always) private func Glibc_sendmsg(_ fd: Int32, _ m: UnsafePointer<msghdr>, _ f: Int32) -> Int { Darwin.sendmsg(fd, m, f) }
+@inline(__always) private func Glibc_send(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32) -> Int { Darwin.send(fd, b, n, f) }
+@inline(__always) private func Glibc_recv(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32) -> Int { Darwin.recv(fd, b, n, f) }
+@inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+@inline(__always) private func Glibc_shutdown(_ fd: Int32, _ how: Int32) -> Int32 { Darwin.shutdown(fd, how) }
+#endif
