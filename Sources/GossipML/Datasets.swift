@@ -223,6 +223,28 @@ public enum DatasetLoader {
         return out
     }
 
+    /// Gzip-compresses `bytes` (zlib deflate, windowBits 15+16); for tests and tools.
+    public static func gzip(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8] {
+        var stream = z_stream()
+        guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                            ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return [] }
+        defer { deflateEnd(&stream) }
+        var out = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(bytes.count))) + 32)
+        var input = bytes
+        let produced: Int = input.withUnsafeMutableBufferPointer { inp in
+            out.withUnsafeMutableBufferPointer { o in
+                stream.next_in = inp.baseAddress
+                stream.avail_in = uInt(inp.count)
+                stream.next_out = o.baseAddress
+                stream.avail_out = uInt(o.count)
+                _ = deflate(&stream, Z_FINISH)
+                return o.count - Int(stream.avail_out)
+            }
+        }
+        out.removeSubrange(produced...)
+        return out
+    }
+
     /// Parses an IDX unsigned-byte file with `dims` dimensions; returns (shape, data start).
     ///
     /// - Throws: `MLError.invalidDataset` for a wrong magic, element type, dimension count,

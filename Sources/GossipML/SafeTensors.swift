@@ -143,7 +143,7 @@ public enum SafeTensors {
         func ints(_ v: Any?, _ what: String, _ name: String) throws -> [Int] {
             guard let arr = v as? [Any] else { throw bad("tensor '\(name)': \(what) is missing or not an array") }
             return try arr.map { e in
-                guard let num = e as? NSNumber, !(e is Bool), let i = Int(exactly: num.doubleValue), i >= 0,
+                guard let num = e as? NSNumber, let i = Int(exactly: num.doubleValue), i >= 0,
                       num.doubleValue == Double(num.int64Value) else {
                     throw bad("tensor '\(name)': \(what) holds '\(e)', not a non-negative integer")
                 }

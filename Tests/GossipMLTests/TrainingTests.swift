@@ -1,0 +1,115 @@
+// Tests of the trainer, evaluation, averaging kernels, and sharding.
+
+import Foundation
+import Testing
+@testable import GossipML
+
+@Suite struct TrainingTests {
+    static func blobs(rows: Int, seed: UInt64) throws -> Dataset {
+        var rng = SeededGenerator(seed: seed)
+        var f: [Float] = [], l: [UInt8] = []
+        for _ in 0..<rows {
+            let c = rng.nextInt(below: 3)
+            l.append(UInt8(c))
+            for j in 0..<4 { f.append((j == c ? 2 : 0) + rng.nextFloat() - 0.5) }
+        }
+        return try Dataset(name: "blobs", features: f, labels: l, featureCount: 4, classCount: 3)
+    }
+
+    @Test func trainingLearnsAndIsDeterministic() throws {
+        let arch = try MLPArchitecture(parsing: "4,8,3")
+        let data = try Self.blobs(rows: 200, seed: 1)
+        let before = evaluate(architecture: arch, parameters: arch.makeParameters(seed: 3), on: data)
+        func run() throws -> Trainer {
+            let t = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 3), data: data,
+                                config: SGDConfig(learningRate: 0.05, batchSize: 16), seed: 11)
+            t.train(steps: 150)
+            return t
+        }
+        let t1 = try run(), t2 = try run()
+        #expect(t1.parameters.storage.map(\.bitPattern) == t2.parameters.storage.map(\.bitPattern))
+        #expect(t1.stepsDone == 150 && t1.samplesSeen == 2400)
+        let after = evaluate(architecture: arch, parameters: t1.parameters, on: data)
+        #expect(after.loss < before.loss)
+        #expect(after.accuracy > 0.95)
+        #expect(after.count == 200)
+    }
+
+    @Test func trainerRejectsMismatchedInputs() throws {
+        let arch = try MLPArchitecture(parsing: "5,3")
+        let data = try Self.blobs(rows: 10, seed: 1)
+        #expect(throws: MLError.self) {
+            try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 1), data: data, config: SGDConfig(), seed: 1)
+        }
+        let good = try MLPArchitecture(parsing: "4,3")
+        let t = try Trainer(architecture: good, parameters: good.makeParameters(seed: 1), data: data, config: SGDConfig(), seed: 1)
+        #expect(throws: MLError.self) { try t.setParameters(arch.makeParameters(seed: 1)) }
+        t.withParameters { $0.storage[0] = 42 }
+        #expect(t.parameters.storage[0] == 42)
+    }
+
+    @Test func averagingMatchesScalarReference() {
+        for n in [0, 1, 15, 16, 17, 100, 1001] {
+            var a = ParameterSet(specs: [("x", [n])]), b = a
+            var rng = SeededGenerator(seed: UInt64(n))
+            for i in 0..<n { a.storage[i] = rng.nextFloat() * 4 - 2; b.storage[i] = rng.nextFloat() * 4 - 2 }
+            let a0 = a
+            Averaging.weightedAverage(&a, weight: 3, with: b, weight: 1)
+            for i in 0..<n {
+                let ref = (3 * Double(a0.storage[i]) + 1 * Double(b.storage[i])) / 4
+                #expect(abs(Double(a.storage[i]) - ref) <= 1e-6 * max(1, abs(ref)))
+            }
+            var dd = 0.0, nn = 0.0
+            for i in 0..<n {
+                dd += pow(Double(a0.storage[i]) - Double(b.storage[i]), 2)
+                nn += pow(Double(a0.storage[i]), 2)
+            }
+            let ref = dd.squareRoot() / max(nn.squareRoot(), 1e-30)
+            #expect(abs(Averaging.relativeL2Distance(a0, b) - ref) <= 1e-5 * max(ref, 1e-30))
+        }
+        let z = ParameterSet(specs: [("x", [4])])
+        #expect(Averaging.relativeL2Distance(z, z) == 0)
+    }
+
+    @Test func iidShardsPartitionRowsReproducibly() throws {
+        let data = try Self.blobs(rows: 103, seed: 2)
+        for n in [1, 3, 7] {
+            var all: [Int] = []
+            for i in 0..<n {
+                let s = try data.shardIndices(index: i, of: n, seed: 5, nonIIDAlpha: nil)
+                #expect(s == (try data.shardIndices(index: i, of: n, seed: 5, nonIIDAlpha: nil)))
+                #expect(abs(s.count - 103 / n) <= 1)
+                all += s
+            }
+            #expect(all.sorted() == Array(0..<103))
+        }
+        #expect(try data.shardIndices(index: 0, of: 3, seed: 5, nonIIDAlpha: nil)
+                != data.shardIndices(index: 0, of: 3, seed: 6, nonIIDAlpha: nil))
+        #expect(throws: MLError.self) { try data.shardIndices(index: 3, of: 3, seed: 0, nonIIDAlpha: nil) }
+        #expect(throws: MLError.self) { try data.shardIndices(index: 0, of: 0, seed: 0, nonIIDAlpha: nil) }
+        #expect(throws: MLError.self) { try data.shardIndices(index: 0, of: 2, seed: 0, nonIIDAlpha: 0) }
+        #expect(try data.shard(index: 1, of: 3, seed: 5).count == 34)
+    }
+
+    @Test func nonIIDShardsPartitionRowsAndSkewLabels() throws {
+        let data = try Self.blobs(rows: 300, seed: 3)
+        for alpha in [0.1, 1.0, 100.0] {
+            var all: [Int] = []
+            for i in 0..<5 {
+                let s = try data.shardIndices(index: i, of: 5, seed: 9, nonIIDAlpha: alpha)
+                #expect(s == (try data.shardIndices(index: i, of: 5, seed: 9, nonIIDAlpha: alpha)))
+                all += s
+            }
+            #expect(all.sorted() == Array(0..<300))
+        }
+        // Small alpha: some shard is dominated by one class.
+        var maxFrac = 0.0
+        for i in 0..<5 {
+            let s = try data.shard(index: i, of: 5, seed: 9, nonIIDAlpha: 0.1)
+            guard s.count > 10 else { continue }
+            let counts = (0..<3).map { c in s.labels.filter { $0 == c }.count }
+            maxFrac = max(maxFrac, Double(counts.max()!) / Double(s.count))
+        }
+        #expect(maxFrac > 0.6)
+    }
+}
