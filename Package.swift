@@ -86,6 +86,10 @@ let package = Package(
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["GossipNode", "GossipML", "GossipWire"]),
+        // Starts the real binaries; depending on them makes `swift test` build them first.
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump"]
+        ),
     ]
 )

@@ -1,1 +1,221 @@
-print("gossipd")
+// gossipd: the daemon. `bootstrap` runs the discovery service, `peer` a training peer,
+// `demo` a whole local network as child processes. Argument parsing and output only; all
+// behaviour lives in GossipNode.
+import ArgumentParser
+import Foundation
+import GossipML
+import GossipNet
+import GossipNode
+import GossipWire
+import Logging
+
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func makeLogger(_ label: String) throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown --log-level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var l = Logger(label: label)
+        l.logLevel = level
+        return l
+    }
+}
+
+func parseEndpoint(_ s: String, _ option: String) throws -> Endpoint {
+    do { return try Endpoint(parsing: s) } catch { throw ValidationError("\(option) '\(s)': \(error)") }
+}
+
+/// Stops `stop` on SIGINT/SIGTERM (handled on a queue, not in a signal handler).
+func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { sig in
+        signal(sig, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        s.setEventHandler(handler: stop)
+        s.resume()
+        return s
+    }
+}
+
+struct Bootstrap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the discovery service: registers peers, hands out the peer list and the initial model.")
+
+    @Option(help: "HOST:PORT to listen on (port 0: the OS picks; the bound address is printed as 'listening HOST:PORT').")
+    var listen: String = "127.0.0.1:0"
+    @Option(help: "HOST:PORT other nodes should use to reach this one (default: the bound address).")
+    var advertise: String?
+    @Option(help: "Initial model as a safetensors file (its __metadata__ must name 'arch').")
+    var model: String?
+    @Option(help: "Initial model architecture, e.g. 64,128,10 or 784,256,128,10 (with --seed).")
+    var arch: String?
+    @Option(help: "Seed of the initial model's initialization (with --arch).")
+    var seed: UInt64 = 1
+    @Option(help: "Write the bound HOST:PORT to this file once serving.")
+    var readyFile: String?
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if (model == nil) == (arch == nil) { throw ValidationError("give exactly one of --model FILE or --arch SIZES") }
+    }
+
+    func run() throws {
+        ignoreSIGPIPE()
+        let logger = try global.makeLogger("gossipd.bootstrap")
+        let architecture: MLPArchitecture
+        let params: ParameterSet
+        if let model {
+            let (p, meta) = try SafeTensors.read(path: model)
+            guard let a = meta["arch"] else { throw ValidationError("\(model) has no 'arch' in its __metadata__; export it with gossipctl model or pass --arch") }
+            architecture = try MLPArchitecture(parsing: a)
+            params = p
+        } else {
+            architecture = try MLPArchitecture(parsing: arch!)
+            params = architecture.makeParameters(seed: seed)
+        }
+        var config = BootstrapConfig(listen: try parseEndpoint(listen, "--listen"), architecture: architecture, initialModel: params)
+        config.advertise = try advertise.map { try parseEndpoint($0, "--advertise") }
+        config.readyFile = readyFile
+        let node = try BootstrapNode(config: config, logger: logger)
+        _ = try node.start()
+        let signals = onTerminationSignals { node.requestStop() }
+        node.wait()
+        withExtendedLifetime(signals) {}
+    }
+}
+
+struct Peer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.")
+
+    @Option(help: "HOST:PORT to listen on (port 0: the OS picks; printed as 'listening HOST:PORT').")
+    var listen: String = "127.0.0.1:0"
+    @Option(help: "HOST:PORT other nodes should use to reach this one (default: the bound address).")
+    var advertise: String?
+    @Option(help: "Bootstrap HOST:PORT. An unreachable bootstrap is reported and skipped.")
+    var bootstrap: String?
+    @Option(help: "A live peer's HOST:PORT to join through (repeatable).")
+    var join: [String] = []
+    @Option(help: "digits | mnist:DIR | fashion-mnist:DIR | csv:FILE")
+    var dataset: String = "digits"
+    @Option(help: "This peer's shard of the training data, I/N.")
+    var shard: String = "0/1"
+    @Option(name: .customLong("non-iid"), help: "Label-skewed shards: Dirichlet concentration ALPHA (small = more skew).")
+    var nonIID: Double?
+    @Option(help: "Learning rate.") var lr: Float = 0.05
+    @Option(help: "SGD momentum.") var momentum: Float = 0.9
+    @Option(help: "Weight decay.") var weightDecay: Float = 1e-4
+    @Option(help: "Mini-batch size.") var batch: Int = 32
+    @Option(help: "SGD steps per round, before each exchange.") var localSteps: Int = 10
+    @Option(help: "Training rounds, after which the peer keeps averaging until stopped (default: train until stopped).")
+    var rounds: Int?
+    @Option(help: "Seed for shuffling, sharding and peer choice.") var seed: UInt64 = 1
+    @Option(help: "Directory for checkpoints (model.safetensors); resumes from it on restart.")
+    var stateDir: String?
+    @Option(help: "Rounds between checkpoints.") var checkpointEvery: Int = 10
+    @Option(help: "Rounds between held-out evaluations.") var evalEvery: Int = 5
+    @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
+    @Option(help: "Minimum milliseconds per round (to watch progress).") var paceMs: Int = 0
+    @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
+    @Option(help: "Write the bound HOST:PORT to this file once the peer has a model and serves it.")
+    var readyFile: String?
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        ignoreSIGPIPE()
+        let logger = try global.makeLogger("gossipd.peer")
+        var config = PeerConfig(listen: try parseEndpoint(listen, "--listen"))
+        config.advertise = try advertise.map { try parseEndpoint($0, "--advertise") }
+        config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
+        config.join = try join.map { try parseEndpoint($0, "--join") }
+        guard config.bootstrap != nil || !config.join.isEmpty || stateDir != nil else {
+            throw ValidationError("give --bootstrap HOST:PORT or --join HOST:PORT (or a --state-dir holding a checkpoint)")
+        }
+        do { config.dataset = try DatasetSource(parsing: dataset) } catch { throw ValidationError("--dataset: \(error)") }
+        let parts = shard.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n > 0, i >= 0, i < n else {
+            throw ValidationError("--shard '\(shard)' must be I/N with 0 <= I < N, e.g. 0/4")
+        }
+        config.shardIndex = i
+        config.shardCount = n
+        config.nonIIDAlpha = nonIID
+        guard lr > 0, batch > 0, localSteps > 0, checkpointEvery > 0, evalEvery > 0, exchangeTimeout > 0 else {
+            throw ValidationError("--lr, --batch, --local-steps, --checkpoint-every, --eval-every and --exchange-timeout must be positive")
+        }
+        config.sgd = SGDConfig(learningRate: lr, momentum: momentum, weightDecay: weightDecay, batchSize: batch)
+        config.localSteps = localSteps
+        config.rounds = rounds
+        config.seed = seed
+        config.stateDir = stateDir
+        config.checkpointEvery = checkpointEvery
+        config.evalEvery = evalEvery
+        config.exchangeTimeout = .milliseconds(Int64(exchangeTimeout * 1000))
+        config.pace = .milliseconds(paceMs)
+        switch compression {
+        case "none": config.compression = .none
+        case "zlib": config.compression = .zlib(level: 1, shuffle: false)
+        case "zlib-shuffle": config.compression = .zlib(level: 1, shuffle: true)
+        default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
+        }
+        config.readyFile = readyFile
+        let node = try PeerNode(config: config, logger: logger)
+        _ = try node.start()
+        let signals = onTerminationSignals { node.requestStop() }
+        try node.run()
+        withExtendedLifetime(signals) {}
+    }
+}
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a local network (a bootstrap and N peers as child processes) and report how it trains.")
+
+    @Option(help: "Number of peers.") var peers: Int = 4
+    @Option(help: "digits | mnist:DIR | fashion-mnist:DIR | csv:FILE") var dataset: String = "digits"
+    @Option(help: "Model architecture (default: chosen for the dataset).") var arch: String?
+    @Option(help: "Training rounds per peer.") var rounds: Int = 40
+    @Option(help: "SGD steps per round.") var localSteps: Int = 10
+    @Option(help: "Learning rate.") var lr: Float = 0.05
+    @Option(help: "Mini-batch size.") var batch: Int = 32
+    @Option(help: "Minimum milliseconds per round, so progress can be watched.") var paceMs: Int = 100
+    @Option(name: .customLong("non-iid"), help: "Label-skewed shards with Dirichlet ALPHA.") var nonIID: Double?
+    @Flag(help: "Keep the bootstrap alive (default: it is killed halfway).") var keepBootstrap = false
+    @Option(help: "Log level of the children (their logs go to files).") var logLevel: String = "info"
+
+    func run() throws {
+        ignoreSIGPIPE()
+        guard peers >= 2 else { throw ValidationError("--peers must be at least 2") }
+        var o = DemoOptions()
+        o.peers = peers
+        do { o.dataset = try DatasetSource(parsing: dataset) } catch { throw ValidationError("--dataset: \(error)") }
+        o.architecture = arch
+        o.rounds = rounds
+        o.localSteps = localSteps
+        o.learningRate = lr
+        o.batch = batch
+        o.pace = .milliseconds(paceMs)
+        o.nonIIDAlpha = nonIID
+        o.killBootstrap = !keepBootstrap
+        o.logLevel = logLevel
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let demo = GossipNode.Demo(options: o, executable: FileManager.default.fileExists(atPath: exe) ? exe : CommandLine.arguments[0])
+        let signals = onTerminationSignals {
+            demo.killAll()
+            Foundation.exit(130)
+        }
+        _ = try demo.run()
+        withExtendedLifetime(signals) {}
+    }
+}
+
+struct Gossipd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gossipd",
+        abstract: "The gossip daemon: decentralized peer-to-peer model training.",
+        discussion: "Exit codes: 0 ok, 1 runtime error, 64 usage error.",
+        subcommands: [Bootstrap.self, Peer.self, Demo.self])
+}
+
+Gossipd.main()

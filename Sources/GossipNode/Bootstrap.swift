@@ -1,0 +1,162 @@
+// The bootstrap role: an ephemeral discovery service. It registers peers, hands out the peer
+// list and the initial (untrained) model, and forgets peers that stop answering its pings.
+// It holds no training state: the network trains on when it dies.
+import Foundation
+import GossipML
+import GossipNet
+import GossipWire
+import Logging
+
+/// The bootstrap node. `@unchecked Sendable`: mutable state is guarded by `lock`.
+public final class BootstrapNode: @unchecked Sendable {
+    public let config: BootstrapConfig
+    let logger: Logger
+    let server = RPCServer(config: ServerConfig())
+    let client = RPCClient()
+    let started = ContinuousClock.now
+    private let initialPayload: ByteSlice
+    private let lock = NSCondition()
+    private var membership: Membership
+    private var stopping = false
+    private var endpoint: Endpoint
+    private var pinger: DispatchSourceTimer?
+
+    public init(config: BootstrapConfig, logger: Logger) throws {
+        guard config.architecture.matches(config.initialModel) else {
+            throw NodeError("the initial model does not match architecture \(config.architecture)")
+        }
+        guard config.initialModel.allFinite else { throw NodeError("the initial model holds NaN or Inf weights") }
+        self.config = config
+        self.logger = logger
+        self.endpoint = config.listen
+        self.membership = Membership(selfEndpoint: "", dropAfter: config.dropAfter)
+        self.initialPayload = try WireCodec.encodeModel(architecture: config.architecture, params: config.initialModel,
+                                                    round: 0, step: 0, samples: 0)
+    }
+
+    /// Starts serving; prints `listening HOST:PORT` and writes the ready file.
+    public func start() throws -> Endpoint {
+        let hash = config.initialModel.schemaHash
+        server.register(.register) { [weak self] msg, responder in
+            guard let self else { return }
+            do {
+                let req = try WireCodec.decodeRegisterRequest(msg.payload)
+                if req.schemaHash != 0, req.schemaHash != hash {
+                    responder.fail(.failedPrecondition, "peer model schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
+                    return
+                }
+                guard (try? Endpoint(parsing: req.endpoint)) != nil else {
+                    responder.fail(.invalidArgument, "'\(req.endpoint)' is not HOST:PORT")
+                    return
+                }
+                let peers: [String] = self.lock.withLock {
+                    self.membership.markSuccess(req.endpoint)
+                    return self.membership.endpoints.filter { $0 != req.endpoint }
+                }
+                self.logger.info("peer registered", metadata: ["peer": "\(req.endpoint)", "peers": "\(peers.count + 1)"])
+                responder.reply {
+                    try WireCodec.encode(RegisterReply(peers: PeerList(peers: peers),
+                                                       architecture: self.config.architecture.description, schemaHash: hash))
+                }
+            } catch let e as WireError {
+                responder.fail(e.statusCode, e.description)
+            } catch {
+                responder.fail(.invalidArgument, "\(error)")
+            }
+        }
+        server.register(.getModel) { [weak self] msg, responder in
+            guard let self else { return }
+            do {
+                let req = try WireCodec.decodeGetModelRequest(msg.payload)
+                if req.schemaHash != 0, req.schemaHash != hash {
+                    responder.fail(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this network's is \(StatusReport.hex(hash))")
+                    return
+                }
+                responder.reply(self.initialPayload, options: RPCOptions(compression: .none, checksum: false))
+            } catch let e as WireError {
+                responder.fail(e.statusCode, e.description)
+            } catch {
+                responder.fail(.invalidArgument, "\(error)")
+            }
+        }
+        server.register(.status) { [weak self] _, responder in
+            guard let self else { return }
+            responder.reply { try WireCodec.encode(StatusReply(json: self.status().json())) }
+        }
+        server.register(.ping) { msg, responder in responder.reply(msg.payload) }
+        server.register(.stop) { [weak self] _, responder in
+            responder.reply(ByteSlice(ByteStorage(count: 0)))
+            self?.logger.notice("stop requested over the wire")
+            self?.requestStop()
+        }
+        let bound = try server.start(host: config.listen.host, port: config.listen.port)
+        let advertised = config.advertise ?? bound
+        lock.withLock { endpoint = advertised }
+        emitLine("listening \(advertised)")
+        logger.info("bootstrap serving", metadata: ["endpoint": "\(advertised)", "arch": "\(config.architecture)",
+                                                    "schema": "\(StatusReport.hex(hash))"])
+        startPinger()
+        if let f = config.readyFile { try writeReadyFile(f, advertised.description) }
+        return advertised
+    }
+
+    /// Pings every registered peer each interval and forgets those that stop answering.
+    private func startPinger() {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "gossip.bootstrap.ping"))
+        let interval = config.pingInterval.seconds
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in
+            guard let self else { return }
+            for peer in self.lock.withLock({ self.membership.endpoints }) {
+                guard let ep = try? Endpoint(parsing: peer) else { continue }
+                self.client.call(ep, type: .ping, payload: ByteSlice(ByteStorage(count: 0)),
+                                 options: RPCOptions(), deadline: .seconds(max(1, interval))) { result in
+                    self.lock.withLock {
+                        switch result {
+                        case .success: self.membership.markSuccess(peer)
+                        case .failure(let err):
+                            if self.membership.markFailure(peer) {
+                                self.logger.notice("peer forgotten", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"])
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        timer.resume()
+        pinger = timer
+    }
+
+    /// Blocks until stopped (Stop request or `requestStop`), then shuts down.
+    public func wait() {
+        lock.lock()
+        while !stopping { lock.wait() }
+        lock.unlock()
+        pinger?.cancel()
+        let done = DispatchSemaphore(value: 0)
+        server.shutdown(grace: .seconds(1)) { done.signal() }
+        _ = done.wait(timeout: .now() + 3)
+        client.close()
+        logger.info("bootstrap stopped")
+    }
+
+    public func requestStop() {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+    }
+
+    public func status() -> StatusReport {
+        let stats = server.stats
+        return lock.withLock {
+            var s = StatusReport(role: "bootstrap", endpoint: endpoint.description, phase: stopping ? "stopping" : "serving",
+                                 architecture: config.architecture.description, schemaHash: config.initialModel.schemaHash)
+            s.peers = membership.endpoints
+            s.bytesIn = stats.bytesIn
+            s.bytesOut = stats.bytesOut
+            s.uptimeSeconds = (ContinuousClock.now - started).seconds
+            return s
+        }
+    }
+}

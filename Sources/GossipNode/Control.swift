@@ -1,0 +1,164 @@
+// What gossipctl does, as library calls that tests reach: one request per command against a
+// node, with results rendered as text for people or as one JSON object for scripts.
+import Foundation
+import GossipML
+import GossipNet
+import GossipWire
+
+/// gossipctl's exit codes (documented in README.md and `gossipctl --help`).
+public enum ControlExitCode: Int32, Sendable {
+    case ok = 0
+    /// Anything unexpected.
+    case failure = 1
+    /// Bad command line.
+    case usage = 64
+    /// The node could not be reached or did not answer in time.
+    case unreachable = 69
+    /// The node answered with an error status.
+    case remoteError = 70
+    /// The output file could not be written.
+    case cannotWrite = 73
+}
+
+/// A failed gossipctl command: the exit code, a message, and the wire status if any.
+public struct ControlFailure: Error, CustomStringConvertible, Sendable {
+    public let exitCode: ControlExitCode
+    public let message: String
+    public let status: StatusCode?
+    public var description: String { message }
+
+    /// The failure as one JSON object (`{"error":{...}}`).
+    public var json: String {
+        var err: [String: Any] = ["message": message, "exit_code": Int(exitCode.rawValue)]
+        if let status { err["status"] = status.name; err["status_code"] = Int(status.rawValue) }
+        return jsonText(["error": err])
+    }
+}
+
+func jsonText(_ object: Any) -> String {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// A client for one node's control requests.
+public final class Control: @unchecked Sendable {
+    public let endpoint: Endpoint
+    public let timeout: Duration
+    private let client = RPCClient()
+
+    public init(endpoint: Endpoint, timeout: Duration) {
+        self.endpoint = endpoint
+        self.timeout = timeout
+    }
+
+    deinit { client.close() }
+
+    private func call(_ type: MessageType, _ payload: ByteSlice, timeout: Duration? = nil) throws(ControlFailure) -> InboundMessage {
+        switch callSync(client, endpoint, type, payload, deadline: timeout ?? self.timeout) {
+        case .success(let m): return m
+        case .failure(let e):
+            switch e.code {
+            case .unavailable, .deadlineExceeded:
+                throw ControlFailure(exitCode: .unreachable,
+                                     message: "\(endpoint): \(e.code.name): \(e.message) (is the node running? check --endpoint)",
+                                     status: e.code)
+            default:
+                throw ControlFailure(exitCode: .remoteError, message: "\(endpoint) answered \(e.code.name): \(e.message)", status: e.code)
+            }
+        }
+    }
+
+    /// The node's status.
+    public func status() throws(ControlFailure) -> StatusReport {
+        let m = try call(.status, ByteSlice(ByteStorage(count: 0)))
+        do {
+            return try StatusReport.parse(try WireCodec.decodeStatusReply(m.payload).json)
+        } catch {
+            throw ControlFailure(exitCode: .failure, message: "\(endpoint) sent a status this gossipctl cannot read: \(error)", status: nil)
+        }
+    }
+
+    /// Exports the node's current model to a safetensors file; returns a summary object.
+    public func exportModel(to path: String) throws(ControlFailure) -> [String: Any] {
+        let st = try status()
+        let m = try call(.getModel, try! WireCodec.encode(GetModelRequest(schemaHash: 0)))
+        let decoded: (MLPArchitecture, ParameterSet, ModelState)
+        do {
+            decoded = try WireCodec.decodeModel(m.payload, expected: nil)
+        } catch {
+            throw ControlFailure(exitCode: .failure, message: "\(endpoint) sent a model this gossipctl cannot read: \(error)", status: nil)
+        }
+        let (arch, params, model) = decoded
+        var meta = st.preprocessing
+        meta["arch"] = arch.description
+        meta["activation"] = "relu"
+        if !st.dataset.isEmpty { meta["dataset"] = st.dataset }
+        meta["round"] = "\(model.round)"
+        meta["step"] = "\(model.step)"
+        meta["samples_seen"] = "\(model.samples)"
+        meta["source"] = endpoint.description
+        if let a = st.accuracy { meta["reported_accuracy"] = "\(a)" }
+        do {
+            try SafeTensors.write(params, metadata: meta, to: path)
+        } catch {
+            throw ControlFailure(exitCode: .cannotWrite, message: "cannot write \(path): \(error)", status: nil)
+        }
+        var summary: [String: Any] = ["path": path, "architecture": arch.description,
+                                      "schema_hash": StatusReport.hex(params.schemaHash),
+                                      "parameters": params.parameterCount, "round": Int(model.round),
+                                      "source": endpoint.description]
+        if let a = st.accuracy { summary["reported_accuracy"] = a }
+        return summary
+    }
+
+    /// Triggers one exchange now with `peer` ("" = a random known peer); returns the reply object.
+    public func gossip(with peer: String) throws(ControlFailure) -> [String: Any] {
+        let request: ByteSlice
+        do {
+            request = try WireCodec.encode(TriggerGossipRequest(peer: peer))
+        } catch {
+            throw ControlFailure(exitCode: .usage, message: "--with '\(peer)': \(error)", status: nil)
+        }
+        let m = try call(.triggerGossip, request)
+        do {
+            let text = try WireCodec.decodeStatusReply(m.payload).json
+            return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+        } catch {
+            throw ControlFailure(exitCode: .failure, message: "unreadable gossip reply: \(error)", status: nil)
+        }
+    }
+
+    /// Asks the node to stop gracefully (it checkpoints first).
+    public func stop() throws(ControlFailure) {
+        _ = try call(.stop, ByteSlice(ByteStorage(count: 0)))
+    }
+
+    // MARK: - text rendering
+
+    public static func text(_ s: StatusReport) -> String {
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.2f%%", $0 * 100) } ?? "-" }
+        func num(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "-" }
+        func mb(_ n: Int) -> String { String(format: "%.1f MB", Double(n) / 1e6) }
+        var lines = [
+            "role        \(s.role)",
+            "endpoint    \(s.endpoint)",
+            "phase       \(s.phase)",
+            "model       \(s.architecture.isEmpty ? "-" : s.architecture)  schema \(s.schemaHash)",
+        ]
+        if s.role == "peer" {
+            lines += [
+                "dataset     \(s.dataset)  shard \(s.shard) (\(s.shardSize) rows)",
+                "progress    round \(s.round)  step \(s.step)  samples \(s.samplesSeen)",
+                "loss        \(num(s.loss)) (train, last round)",
+                "accuracy    \(pct(s.accuracy)) on \(s.heldOutCount) held-out rows (loss \(num(s.heldOutLoss)))",
+                "exchanges   done \(s.exchanges.done)  failed \(s.exchanges.failed)  busy \(s.exchanges.busy)  refused \(s.exchanges.refused)",
+            ]
+            if let r = s.checkpointRound { lines.append("checkpoint  round \(r)") }
+            if let r = s.resumedFromRound { lines.append("resumed     from round \(r)") }
+        }
+        lines.append("traffic     in \(mb(s.bytesIn))  out \(mb(s.bytesOut))")
+        lines.append("peers       \(s.peers.count)\(s.peers.isEmpty ? "" : ": " + s.peers.joined(separator: " "))")
+        lines.append(String(format: "uptime      %.1f s", s.uptimeSeconds))
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,194 @@
+// `gossipd demo`: a whole local network as real child processes on 127.0.0.1 — a bootstrap
+// and N peers on the bundled digits dataset by default — with live progress, the bootstrap
+// killed halfway to show the network trains on without it, and a final report of every
+// peer's accuracy and the consensus distance. Every child it starts is stopped at the end.
+import Foundation
+import GossipML
+import GossipNet
+import GossipWire
+
+/// Options of the demo.
+public struct DemoOptions: Sendable {
+    public var peers = 4
+    public var dataset: DatasetSource = .digits
+    /// Architecture; nil picks one for the dataset (hidden layers of 128 for digits, 256,128 for 28x28 images).
+    public var architecture: String?
+    public var rounds = 40
+    public var localSteps = 10
+    public var learningRate: Float = 0.05
+    public var batch = 32
+    public var pace: Duration = .milliseconds(100)
+    public var nonIIDAlpha: Double?
+    public var seed: UInt64 = 1
+    public var killBootstrap = true
+    /// Relative L2 distance under which the demo calls the peers converged.
+    public var consensusTarget = 0.01
+    public var logLevel = "warning"
+    public init() {}
+}
+
+/// The demo's result, for tests.
+public struct DemoResult: Sendable {
+    public var accuracies: [Double]
+    public var consensusDistance: Double
+}
+
+/// Runs the demo. `executable` is the gossipd binary to start children from.
+public final class Demo: @unchecked Sendable {
+    let options: DemoOptions
+    let executable: String
+    let out: (String) -> Void
+    private let lock = NSLock()
+    private var children: [Process] = []
+    private let workDir: String
+
+    public init(options: DemoOptions, executable: String, output: @escaping (String) -> Void = { emitLine($0) }) {
+        self.options = options
+        self.executable = executable
+        self.out = output
+        self.workDir = NSTemporaryDirectory() + "gossip-demo-\(getpid())"
+    }
+
+    /// Kills every child still running (SIGKILL) and waits for them.
+    public func killAll() {
+        let procs = lock.withLock { children }
+        for p in procs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in procs { p.waitUntilExit() }
+    }
+
+    private func spawn(_ args: [String], log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = fh
+        p.standardError = fh
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        lock.withLock { children.append(p) }
+        return p
+    }
+
+    private func waitForFile(_ path: String, _ what: String, process: Process, log: String, timeout: Double = 60) throws -> String {
+        let until = Date().addingTimeInterval(timeout)
+        while Date() < until {
+            if let s = try? String(contentsOfFile: path, encoding: .utf8), !s.isEmpty {
+                return s.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            if !process.isRunning {
+                let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+                throw NodeError("\(what) exited with status \(process.terminationStatus) before it was ready; its log \(log) ends:\n\(tail)")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw NodeError("\(what) was not ready after \(Int(timeout)) s; see \(log)")
+    }
+
+    /// Runs the whole demo; stops every child before returning or throwing.
+    public func run() throws -> DemoResult {
+        defer { killAll() }
+        try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+        let split = try options.dataset.load()
+        let arch = try MLPArchitecture(parsing: options.architecture ?? Demo.defaultArchitecture(features: split.train.featureCount,
+                                                                                                 classes: split.train.classCount))
+        out("gossip demo: a bootstrap and \(options.peers) peers on 127.0.0.1, dataset \(options.dataset) (\(split.train.count) training rows, \(split.test.count) held out), model \(arch), \(options.rounds) rounds of \(options.localSteps) SGD steps")
+        out("logs and checkpoints: \(workDir)")
+
+        let bootLog = workDir + "/bootstrap.log", bootReady = workDir + "/bootstrap.ready"
+        let boot = try spawn(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch.description, "--seed", "\(options.seed)",
+                              "--ready-file", bootReady, "--log-level", options.logLevel], log: bootLog)
+        let bootEndpoint = try waitForFile(bootReady, "bootstrap", process: boot, log: bootLog)
+        out("bootstrap  \(bootEndpoint)")
+
+        var peerProcs: [Process] = []
+        var readies: [(String, String)] = []
+        for i in 0..<options.peers {
+            let log = workDir + "/peer\(i).log", ready = workDir + "/peer\(i).ready"
+            var args = ["peer", "--listen", "127.0.0.1:0", "--bootstrap", bootEndpoint, "--dataset", options.dataset.description,
+                        "--shard", "\(i)/\(options.peers)", "--rounds", "\(options.rounds)", "--local-steps", "\(options.localSteps)",
+                        "--lr", "\(options.learningRate)", "--batch", "\(options.batch)", "--seed", "\(options.seed)",
+                        "--pace-ms", "\(Int(options.pace.seconds * 1000))", "--eval-every", "1",
+                        "--state-dir", workDir + "/peer\(i)", "--ready-file", ready, "--log-level", options.logLevel]
+            if let a = options.nonIIDAlpha { args += ["--non-iid", "\(a)"] }
+            peerProcs.append(try spawn(args, log: log))
+            readies.append((ready, log))
+        }
+        var endpoints: [Endpoint] = []
+        for (i, (ready, log)) in readies.enumerated() {
+            let ep = try waitForFile(ready, "peer \(i)", process: peerProcs[i], log: log)
+            endpoints.append(try Endpoint(parsing: ep))
+            out("peer \(i)     \(ep)  shard \(i)/\(options.peers)")
+        }
+        let controls = endpoints.map { Control(endpoint: $0, timeout: .seconds(5)) }
+        let client = RPCClient()
+        defer { client.close() }
+
+        func distance() -> Double? {
+            var models: [ParameterSet] = []
+            for ep in endpoints {
+                guard case .success(let m) = callSync(client, ep, .getModel, try! WireCodec.encode(GetModelRequest(schemaHash: 0)), deadline: .seconds(5)),
+                      let (_, p, _) = try? WireCodec.decodeModel(m.payload, expected: nil) else { return nil }
+                models.append(p)
+            }
+            var worst = 0.0
+            for i in 0..<models.count { for j in (i + 1)..<models.count { worst = max(worst, Averaging.relativeL2Distance(models[i], models[j])) } }
+            return worst
+        }
+
+        let start = Date()
+        var bootstrapKilled = !options.killBootstrap
+        var trainingDoneAt: Date?
+        var last: [StatusReport] = []
+        var spread = Double.infinity
+        out("")
+        out("  time  " + (0..<options.peers).map { "| peer \($0): round loss   acc   " }.joined() + "| spread")
+        while true {
+            Thread.sleep(forTimeInterval: 0.5)
+            var statuses: [StatusReport] = []
+            for c in controls {
+                guard let s = try? c.status() else { throw NodeError("peer \(c.endpoint) stopped answering; see its log in \(workDir)") }
+                statuses.append(s)
+            }
+            last = statuses
+            spread = distance() ?? spread
+            let cells = statuses.map { s -> String in
+                let acc = s.accuracy.map { String(format: "%5.1f%%", $0 * 100) } ?? "   -  "
+                let loss = s.loss.map { String(format: "%.3f", $0) } ?? "  -  "
+                return String(format: "| %@ %@ %@ ", String(format: "%12d", s.round), loss, acc)
+            }
+            out(String(format: "%5.1fs ", Date().timeIntervalSince(start)) + cells.joined() + String(format: "| %.2f%%", spread * 100))
+            let minRound = statuses.map(\.round).min() ?? 0
+            if !bootstrapKilled && minRound >= options.rounds / 2 {
+                kill(boot.processIdentifier, SIGKILL)
+                boot.waitUntilExit()
+                bootstrapKilled = true
+                out("-- bootstrap killed (SIGKILL) at round \(minRound): the peers train on without it")
+            }
+            if minRound >= options.rounds {
+                if trainingDoneAt == nil { trainingDoneAt = Date() }
+                let accReady = statuses.allSatisfy { $0.accuracy != nil }
+                if accReady && spread <= options.consensusTarget { break }
+                if Date().timeIntervalSince(trainingDoneAt!) > 20 { break }
+            }
+            if Date().timeIntervalSince(start) > 600 { throw NodeError("the demo did not finish within 10 minutes; see logs in \(workDir)") }
+        }
+        out("")
+        out("final:")
+        for (i, s) in last.enumerated() {
+            out(String(format: "  peer %d  %@  accuracy %.2f%% on %d held-out rows  round %d  exchanges %d", i, s.endpoint,
+                       (s.accuracy ?? 0) * 100, s.heldOutCount, s.round, s.exchanges.done))
+        }
+        out(String(format: "  consensus distance (largest pairwise relative L2 between peer models): %.3f%%", spread * 100))
+        for c in controls { try? c.stop() }
+        let until = Date().addingTimeInterval(10)
+        for p in peerProcs { while p.isRunning && Date() < until { Thread.sleep(forTimeInterval: 0.02) } }
+        out("all nodes stopped")
+        return DemoResult(accuracies: last.map { $0.accuracy ?? 0 }, consensusDistance: spread)
+    }
+
+    /// A sensible default architecture for a dataset's shape.
+    public static func defaultArchitecture(features: Int, classes: Int) -> String {
+        features >= 784 ? "\(features),256,128,\(classes)" : "\(features),128,\(classes)"
+    }
+}

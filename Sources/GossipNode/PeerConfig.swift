@@ -1,0 +1,69 @@
+// Configuration of the two daemon roles, as plain values that the CLI fills and tests build.
+import GossipML
+import GossipNet
+import GossipWire
+
+/// Everything a peer needs to run.
+public struct PeerConfig: Sendable {
+    /// Where to listen; port 0 lets the OS pick.
+    public var listen: Endpoint
+    /// The address other nodes should use; defaults to the bound address.
+    public var advertise: Endpoint?
+    /// The bootstrap to register with (optional when `join` names a live peer).
+    public var bootstrap: Endpoint?
+    /// Live peers to join through (Register is answered by peers too).
+    public var join: [Endpoint] = []
+    public var dataset: DatasetSource = .digits
+    public var shardIndex = 0
+    public var shardCount = 1
+    /// Dirichlet concentration for label-skewed shards; nil for IID shards.
+    public var nonIIDAlpha: Double?
+    public var sgd = SGDConfig(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-4, batchSize: 32)
+    /// SGD steps per round, before each gossip exchange.
+    public var localSteps = 10
+    /// Training rounds; after them the peer keeps averaging (gossip only) until stopped. nil: train forever.
+    public var rounds: Int?
+    public var seed: UInt64 = 1
+    /// Checkpoint directory; nil disables checkpoints.
+    public var stateDir: String?
+    /// Rounds between checkpoints.
+    public var checkpointEvery = 10
+    /// Deadline of one gossip exchange.
+    public var exchangeTimeout: Duration = .seconds(10)
+    /// Rounds between held-out evaluations.
+    public var evalEvery = 5
+    /// Minimum wall time of one round (to watch a demo); zero runs flat out.
+    public var pace: Duration = .zero
+    /// Interval between exchanges once training rounds are done.
+    public var averagingInterval: Duration = .milliseconds(100)
+    /// How long onboarding keeps retrying before it gives up.
+    public var onboardTimeout: Duration = .seconds(30)
+    /// File that receives "HOST:PORT" once the peer serves its model.
+    public var readyFile: String?
+    /// Failed contacts in a row after which a peer is dropped.
+    public var dropAfter = 3
+    /// Compression of model payloads on the wire.
+    public var compression: CompressionMode = .none
+
+    public init(listen: Endpoint) { self.listen = listen }
+}
+
+/// Everything a bootstrap needs to run.
+public struct BootstrapConfig: Sendable {
+    public var listen: Endpoint
+    public var advertise: Endpoint?
+    /// The initial model handed to peers.
+    public var architecture: MLPArchitecture
+    public var initialModel: ParameterSet
+    public var readyFile: String?
+    /// Interval of liveness pings to registered peers.
+    public var pingInterval: Duration = .seconds(2)
+    /// Failed pings in a row after which a peer is forgotten.
+    public var dropAfter = 3
+
+    public init(listen: Endpoint, architecture: MLPArchitecture, initialModel: ParameterSet) {
+        self.listen = listen
+        self.architecture = architecture
+        self.initialModel = initialModel
+    }
+}

@@ -1,0 +1,117 @@
+// The status document a node answers `Status` with: one JSON object with stable keys, which
+// gossipctl prints as text or passes through as JSON. Keys are documented in README.md
+// ("gossipctl JSON output").
+import Foundation
+
+/// A node's state for tools and scripts.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Exchanges: Codable, Sendable, Equatable {
+        /// Exchanges completed (started by this node or answered by it).
+        public var done: Int = 0
+        /// Exchanges this node started that failed (unreachable, deadline, error status).
+        public var failed: Int = 0
+        /// Exchanges this node started that the other side refused as busy (ABORTED).
+        public var busy: Int = 0
+        /// Exchanges this node refused because it was busy.
+        public var refused: Int = 0
+        public init() {}
+    }
+    /// "peer" or "bootstrap".
+    public var role: String
+    /// The address the node serves on.
+    public var endpoint: String
+    /// "onboarding", "training", "averaging" (training rounds done, still gossiping), "stopping"; bootstrap: "serving".
+    public var phase: String
+    public var architecture: String
+    /// Schema hash of the model, 16 hex digits.
+    public var schemaHash: String
+    public var step: Int = 0
+    public var round: Int = 0
+    public var samplesSeen: Int = 0
+    /// Mean training loss over the most recent round; null before the first.
+    public var loss: Double?
+    /// Accuracy on the held-out split at the last evaluation; null before the first.
+    public var accuracy: Double?
+    /// Loss on the held-out split at the last evaluation.
+    public var heldOutLoss: Double?
+    /// Rows in the held-out split.
+    public var heldOutCount: Int = 0
+    /// Dataset name and this node's shard, e.g. "digits" and "0/4".
+    public var dataset: String = ""
+    public var shard: String = ""
+    /// Rows in this node's training shard (its averaging weight).
+    public var shardSize: Int = 0
+    /// Input preprocessing, as stored in exported safetensors metadata.
+    public var preprocessing: [String: String] = [:]
+    /// Known peers, sorted.
+    public var peers: [String] = []
+    public var exchanges = Exchanges()
+    public var bytesIn: Int = 0
+    public var bytesOut: Int = 0
+    public var uptimeSeconds: Double = 0
+    /// Last checkpoint written, as a round number; null when none.
+    public var checkpointRound: Int?
+    /// Round the node resumed from a checkpoint at start; null when it started fresh.
+    public var resumedFromRound: Int?
+
+    public init(role: String, endpoint: String, phase: String, architecture: String, schemaHash: UInt64) {
+        self.role = role
+        self.endpoint = endpoint
+        self.phase = phase
+        self.architecture = architecture
+        self.schemaHash = StatusReport.hex(schemaHash)
+    }
+
+    public static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: max(0, 16 - s.count)) + s
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case role, endpoint, phase, architecture, schemaHash = "schema_hash", step, round
+        case samplesSeen = "samples_seen", loss, accuracy, heldOutLoss = "held_out_loss"
+        case heldOutCount = "held_out_count", dataset, shard, shardSize = "shard_size", preprocessing
+        case peers, exchanges, bytesIn = "bytes_in", bytesOut = "bytes_out", uptimeSeconds = "uptime_seconds"
+        case checkpointRound = "checkpoint_round", resumedFromRound = "resumed_from_round"
+    }
+
+    /// Encodes every key, optional ones as `null`, so scripts always find the same keys.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(role, forKey: .role)
+        try c.encode(endpoint, forKey: .endpoint)
+        try c.encode(phase, forKey: .phase)
+        try c.encode(architecture, forKey: .architecture)
+        try c.encode(schemaHash, forKey: .schemaHash)
+        try c.encode(step, forKey: .step)
+        try c.encode(round, forKey: .round)
+        try c.encode(samplesSeen, forKey: .samplesSeen)
+        try c.encode(loss, forKey: .loss)
+        try c.encode(accuracy, forKey: .accuracy)
+        try c.encode(heldOutLoss, forKey: .heldOutLoss)
+        try c.encode(heldOutCount, forKey: .heldOutCount)
+        try c.encode(dataset, forKey: .dataset)
+        try c.encode(shard, forKey: .shard)
+        try c.encode(shardSize, forKey: .shardSize)
+        try c.encode(preprocessing, forKey: .preprocessing)
+        try c.encode(peers, forKey: .peers)
+        try c.encode(exchanges, forKey: .exchanges)
+        try c.encode(bytesIn, forKey: .bytesIn)
+        try c.encode(bytesOut, forKey: .bytesOut)
+        try c.encode(uptimeSeconds, forKey: .uptimeSeconds)
+        try c.encode(checkpointRound, forKey: .checkpointRound)
+        try c.encode(resumedFromRound, forKey: .resumedFromRound)
+    }
+
+    /// The JSON text (sorted keys, so output is stable).
+    public func json(pretty: Bool = false) -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? enc.encode(self)) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public static func parse(_ json: String) throws -> StatusReport {
+        try JSONDecoder().decode(StatusReport.self, from: Data(json.utf8))
+    }
+}

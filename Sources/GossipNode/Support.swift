@@ -1,0 +1,83 @@
+// Small shared pieces of the node: its error type, a seeded RNG, a blocking RPC call for
+// threads that may block, duration arithmetic and the ready-file writer.
+import Foundation
+import GossipNet
+import GossipWire
+
+/// An error of the node layer: what was wrong and what to do.
+public struct NodeError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// SplitMix64: small, fast, seeded; used for peer choice so runs are reproducible.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double.
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
+}
+
+/// Calls an RPC and blocks the calling thread until its one terminal outcome arrives.
+/// Only for threads that may block (the training thread, CLIs), never a connection queue.
+public func callSync(_ client: RPCClient, _ ep: Endpoint, _ type: MessageType, _ payload: ByteSlice,
+                     deadline: Duration, options: RPCOptions = RPCOptions()) -> Result<InboundMessage, RPCError> {
+    let done = DispatchSemaphore(value: 0)
+    let box = ResultBox<Result<InboundMessage, RPCError>>()
+    client.call(ep, type: type, payload: payload, options: options, deadline: deadline) { result in
+        box.value = result
+        done.signal()
+    }
+    // The RPC layer guarantees an outcome by the deadline; the margin only guards against a bug.
+    if done.wait(timeout: .now() + deadline.seconds + 10) == .timedOut {
+        return .failure(RPCError(.deadlineExceeded, "no outcome from \(ep) within \(deadline) (internal)"))
+    }
+    return box.value!
+}
+
+/// Writes `text` to `path` atomically (temporary file, then rename), for scripts that wait on it.
+func writeReadyFile(_ path: String, _ text: String) throws {
+    let tmp = path + ".tmp.\(getpid())"
+    try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: tmp))
+    guard rename(tmp, path) == 0 else {
+        throw NodeError("cannot write ready file \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Prints one line on stdout at once (unbuffered), for scripts that read it.
+public func emitLine(_ s: String) {
+    FileHandle.standardOutput.write(Data((s + "\n").utf8))
+}
+
+extension RPCResponder {
+    /// Replies with what `encode` produces; an encoding failure becomes an error reply.
+    func reply(options: RPCOptions = RPCOptions(), _ encode: () throws -> ByteSlice) {
+        do {
+            reply(try encode(), options: options)
+        } catch let e as WireError {
+            fail(e.statusCode, e.description)
+        } catch let e as RPCError {
+            fail(e.code, e.message)
+        } catch {
+            fail(.internal, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,145 @@
+// The bridge between the model (GossipML's ParameterSet) and the wire (GossipWire's
+// messages): a table built from the parameter specs, weights copied once into an outgoing
+// payload, and received weights validated (schema, finiteness) before they are copied once
+// into the live model or averaged into it.
+import GossipML
+import GossipWire
+
+enum WireCodec {
+    static let limits = Limits.default
+
+    /// The wire table of a parameter set (same schema hash as `ParameterSet.schemaHash`).
+    static func table(_ p: ParameterSet) -> TensorTable {
+        TensorTable(tensors: p.specs.map { TensorInfo(name: $0.name, shape: $0.shape) })
+    }
+
+    static func peerList(_ peers: [String]) -> PeerList {
+        PeerList(peers: Array(peers.prefix(limits.maxPeers)))
+    }
+
+    static func encode(_ m: RegisterRequest) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
+    static func encode(_ m: RegisterReply) throws(WireError) -> ByteSlice {
+        var m = m
+        m.peers = peerList(m.peers.peers)
+        return try m.encode(limits: limits)
+    }
+    static func encode(_ m: GetModelRequest) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
+    static func encode(_ m: StatusReply) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
+    static func encode(_ m: TriggerGossipRequest) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
+
+    static func decodeRegisterRequest(_ p: ByteSlice) throws(WireError) -> RegisterRequest { try .decode(p, limits: limits) }
+    static func decodeRegisterReply(_ p: ByteSlice) throws(WireError) -> RegisterReply { try .decode(p, limits: limits) }
+    static func decodeGetModelRequest(_ p: ByteSlice) throws(WireError) -> GetModelRequest { try .decode(p, limits: limits) }
+    static func decodeStatusReply(_ p: ByteSlice) throws(WireError) -> StatusReply { try .decode(p, limits: limits) }
+    static func decodeTriggerRequest(_ p: ByteSlice) throws(WireError) -> TriggerGossipRequest { try .decode(p, limits: limits) }
+
+    /// A GetModel reply carrying `params` (weights copied once into the payload).
+    static func encodeModel(architecture: MLPArchitecture, params: ParameterSet, round: UInt64, step: UInt64,
+                            samples: UInt64) throws(WireError) -> ByteSlice {
+        let t = table(params)
+        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
+            Result { () throws(WireError) in
+                try ModelState.encode(architecture: architecture.description, round: round, step: step, samples: samples,
+                                      table: t, data: data, limits: limits)
+            }
+        }
+        return try r.get()
+    }
+
+    static func encodeExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,
+                                      round: UInt64, step: UInt64, samples: UInt64) throws(WireError) -> ByteSlice {
+        let t = table(params)
+        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
+            Result { () throws(WireError) in
+                try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
+                                                 round: round, step: step, samples: samples, table: t, data: data, limits: limits)
+            }
+        }
+        return try r.get()
+    }
+
+    static func encodeExchangeReply(weight: Double, peers: PeerList, architecture: MLPArchitecture, params: ParameterSet,
+                                    round: UInt64, step: UInt64, samples: UInt64) throws(WireError) -> ByteSlice {
+        let t = table(params)
+        let list = peerList(peers.peers)
+        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
+            Result { () throws(WireError) in
+                try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
+                                               round: round, step: step, samples: samples, table: t, data: data, limits: limits)
+            }
+        }
+        return try r.get()
+    }
+
+    static func decodeExchangeRequest(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeRequest {
+        try .decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+    }
+
+    static func decodeExchangeReply(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeReply {
+        let reply = try GossipExchangeReply.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        try checkFinite(reply.model)
+        return reply
+    }
+
+    /// Decodes a model into a new parameter set (one copy), checking it fits its architecture.
+    static func decodeModel(_ p: ByteSlice, expected: UInt64?) throws -> (MLPArchitecture, ParameterSet, ModelState) {
+        let model = try ModelState.decode(p, limits: limits, expectedSchemaHash: expected)
+        let arch = try MLPArchitecture(parsing: model.architecture)
+        var params = ParameterSet(specs: arch.parameterSpecs)
+        guard params.schemaHash == model.table.schemaHash else {
+            throw WireError(.schemaMismatch, "model tensors do not match its architecture \(arch)")
+        }
+        try checkFinite(model)
+        try model.copyData(into: &params.storage)
+        return (arch, params, model)
+    }
+
+    /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity.
+    static func checkFinite(_ model: ModelState) throws(WireError) {
+        let ok = model.data.withUnsafeBytes { raw -> Bool in
+            raw.withMemoryRebound(to: Float.self) { f in
+                var bad = false
+                for x in f where !x.isFinite { bad = true; break }
+                return !bad
+            }
+        }
+        guard ok else { throw WireError(.malformed, "model weights contain NaN or Inf; refused") }
+    }
+
+    /// Replaces the trainer's weights with `model`'s (validated, one copy); returns the relative
+    /// L2 distance between the old and the new weights. Caller holds the node lock.
+    static func installAveraged(_ model: ModelState, into trainer: Trainer) throws -> Double {
+        try trainer.withParameters { (p: inout ParameterSet) throws -> Double in
+            guard model.data.count == p.storage.count * 4 else {
+                throw WireError(.lengthMismatch, "reply model has \(model.data.count) bytes, expected \(p.storage.count * 4)")
+            }
+            var diff: Double = 0, norm: Double = 0
+            model.data.withUnsafeBytes { raw in
+                raw.withMemoryRebound(to: Float.self) { f in
+                    p.storage.withUnsafeMutableBufferPointer { dst in
+                        for i in 0..<dst.count {
+                            let d = Double(f[i] - dst[i])
+                            diff += d * d
+                            norm += Double(dst[i]) * Double(dst[i])
+                            dst[i] = f[i]
+                        }
+                    }
+                }
+            }
+            return (diff / max(norm, 1e-30)).squareRoot()
+        }
+    }
+
+    /// `own = (ownWeight * own + w * incoming) / (ownWeight + w)` in place. Caller holds the node lock.
+    static func averageInPlace(_ trainer: Trainer, ownWeight: Double, incoming: ModelState, incomingWeight: Double) {
+        trainer.withParameters { p in
+            incoming.data.withUnsafeBytes { raw in
+                raw.withMemoryRebound(to: Float.self) { f in
+                    p.storage.withUnsafeMutableBufferPointer { dst in
+                        Averaging.weightedAverage(into: dst, weight: Float(ownWeight), other: f, weight: Float(incomingWeight))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+// Test harness for end-to-end tests: starts the real gossipd/gossipctl binaries as child
+// processes on 127.0.0.1 with OS-picked ports, waits on ready files and status fields (never
+// fixed sleeps), and kills everything it started, by pid, in every outcome.
+import Foundation
+import GossipML
+import GossipNet
+@testable import GossipNode
+import GossipWire
+import Testing
+
+/// A started daemon.
+final class NodeProcess: @unchecked Sendable {
+    let process: Process
+    let endpoint: Endpoint
+    let log: String
+    let name: String
+    init(process: Process, endpoint: Endpoint, log: String, name: String) {
+        self.process = process
+        self.endpoint = endpoint
+        self.log = log
+        self.name = name
+    }
+    var pid: Int32 { process.processIdentifier }
+    var logTail: String {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
+    }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Starts and owns processes; `shutdown()` (also run by deinit) kills all of them.
+final class Cluster: @unchecked Sendable {
+    let dir: String
+    private let lock = NSLock()
+    private var processes: [Process] = []
+    private var counter = 0
+    let client = RPCClient()
+
+    init(_ name: String) throws {
+        dir = NSTemporaryDirectory() + "gossip-e2e-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    deinit { shutdown() }
+
+    /// The directory holding the built executables (next to the test bundle).
+    static let binDir: String = {
+        var url = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        // .../debug/gossipPackageTests.xctest (a file on Linux) or a bundle on Darwin.
+        while !FileManager.default.fileExists(atPath: url.deletingLastPathComponent().appendingPathComponent("gossipd").path),
+              url.pathComponents.count > 1 {
+            url = url.deletingLastPathComponent()
+        }
+        return url.deletingLastPathComponent().path
+    }()
+
+    static func binary(_ name: String) -> String { binDir + "/" + name }
+
+    /// The repository root (for tools/ scripts).
+    static let repoRoot: String = {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }()
+
+    func shutdown() {
+        let procs = lock.withLock { () -> [Process] in
+            let p = processes
+            processes.removeAll()
+            return p
+        }
+        for p in procs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in procs { p.waitUntilExit() }
+        client.close()
+    }
+
+    private func nextName(_ prefix: String) -> String {
+        lock.withLock {
+            counter += 1
+            return "\(prefix)\(counter)"
+        }
+    }
+
+    /// Starts `gossipd ARGS --ready-file F` and waits until F names the endpoint.
+    func start(_ args: [String], name: String? = nil, timeout: Double = 120) throws -> NodeProcess {
+        let n = name ?? nextName(args.first ?? "node")
+        let log = "\(dir)/\(n).log", ready = "\(dir)/\(n).ready"
+        try? FileManager.default.removeItem(atPath: ready)
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Cluster.binary("gossipd"))
+        p.arguments = args + ["--ready-file", ready]
+        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = fh
+        p.standardError = fh
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        lock.withLock { processes.append(p) }
+        let until = Date().addingTimeInterval(timeout)
+        while Date() < until {
+            if let s = try? String(contentsOfFile: ready, encoding: .utf8), s.hasSuffix("\n") {
+                let node = NodeProcess(process: p, endpoint: try Endpoint(parsing: s.trimmingCharacters(in: .whitespacesAndNewlines)),
+                                       log: log, name: n)
+                return node
+            }
+            if !p.isRunning {
+                throw TimedOut(description: "\(n) exited (\(p.terminationStatus)) before ready:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw TimedOut(description: "\(n) not ready within \(timeout) s:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+    }
+
+    func bootstrap(arch: String = "64,32,10", seed: Int = 1) throws -> NodeProcess {
+        try start(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch, "--seed", "\(seed)", "--log-level", "info"])
+    }
+
+    func peer(_ extra: [String], shard: String, rounds: Int? = nil, stateDir: String? = nil) throws -> NodeProcess {
+        var args = ["peer", "--listen", "127.0.0.1:0", "--dataset", "digits", "--shard", shard, "--local-steps", "10",
+                    "--lr", "0.05", "--batch", "32", "--eval-every", "2", "--exchange-timeout", "3", "--log-level", "info"]
+        if let rounds { args += ["--rounds", "\(rounds)"] }
+        if let stateDir { args += ["--state-dir", stateDir, "--checkpoint-every", "3"] }
+        return try start(args + extra)
+    }
+
+    /// Runs gossipctl and returns (exit status, stdout, stderr).
+    func ctl(_ args: [String]) throws -> (Int32, String, String) {
+        try Cluster.run(Cluster.binary("gossipctl"), args)
+    }
+
+    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (Int32, String, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        if let env { p.environment = env }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func status(_ n: NodeProcess) throws -> StatusReport {
+        try Control(endpoint: n.endpoint, timeout: .seconds(10)).status()
+    }
+
+    /// Polls `condition` until it holds; fails with `what` and the nodes' logs after `timeout`.
+    func wait(_ what: String, timeout: Double = 120, nodes: [NodeProcess] = [], _ condition: () throws -> Bool) throws {
+        let until = Date().addingTimeInterval(timeout)
+        var lastError: Error?
+        while Date() < until {
+            do {
+                if try condition() { return }
+            } catch { lastError = error }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let logs = nodes.map { "--- \($0.name) (\($0.endpoint)):\n\($0.logTail)" }.joined(separator: "\n")
+        throw TimedOut(description: "timed out after \(timeout) s waiting for: \(what) (last error: \(lastError.map { "\($0)" } ?? "none"))\n\(logs)")
+    }
+
+    /// The current model of a node.
+    func model(_ n: NodeProcess) throws -> ParameterSet {
+        switch callSync(client, n.endpoint, .getModel, try WireCodec.encode(GetModelRequest(schemaHash: 0)), deadline: .seconds(10)) {
+        case .success(let m): return try WireCodec.decodeModel(m.payload, expected: nil).1
+        case .failure(let e): throw e
+        }
+    }
+
+    /// Largest pairwise relative L2 distance between the nodes' models.
+    func spread(_ nodes: [NodeProcess]) throws -> Double {
+        let models = try nodes.map { try model($0) }
+        var worst = 0.0
+        for i in 0..<models.count { for j in (i + 1)..<models.count { worst = max(worst, Averaging.relativeL2Distance(models[i], models[j])) } }
+        return worst
+    }
+}

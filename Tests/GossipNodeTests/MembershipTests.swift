@@ -1,0 +1,52 @@
+// Membership soft state and the status document.
+import Foundation
+@testable import GossipNode
+import Testing
+
+@Test func membershipLearnsDropsAndForgets() {
+    var m = Membership(selfEndpoint: "127.0.0.1:1", dropAfter: 3, forgetFor: .seconds(30))
+    #expect(m.merge(["127.0.0.1:1", "127.0.0.1:2", "", "127.0.0.1:3"]) == ["127.0.0.1:2", "127.0.0.1:3"])
+    #expect(m.endpoints == ["127.0.0.1:2", "127.0.0.1:3"])
+    #expect(m.markFailure("127.0.0.1:2") == false)
+    #expect(m.markFailure("127.0.0.1:2") == false)
+    #expect(m.markFailure("127.0.0.1:2") == true)
+    #expect(m.endpoints == ["127.0.0.1:3"])
+    // Others' stale lists do not bring it back ...
+    #expect(m.merge(["127.0.0.1:2"]).isEmpty)
+    // ... until forgetFor has passed, or it contacts us itself.
+    #expect(m.merge(["127.0.0.1:2"], now: .now + .seconds(31)) == ["127.0.0.1:2"])
+    m.remove("127.0.0.1:2")
+    m.markSuccess("127.0.0.1:2")
+    #expect(m.endpoints == ["127.0.0.1:2", "127.0.0.1:3"])
+}
+
+@Test func randomPeerPrefersHealthyAndExcludes() {
+    var m = Membership(selfEndpoint: "a")
+    m.merge(["b", "c"])
+    m.markFailure("b")
+    var rng = SplitMix(seed: 7)
+    for _ in 0..<50 { #expect(m.randomPeer(using: &rng) == "c") }
+    #expect(m.randomPeer(excluding: ["c"], using: &rng) == "b")
+    #expect(m.randomPeer(excluding: ["b", "c"], using: &rng) == nil)
+}
+
+@Test func membershipCapacityIsBounded() {
+    var m = Membership(selfEndpoint: "x", capacity: 10)
+    m.merge((0..<100).map { "h:\($0)" })
+    #expect(m.count == 10)
+}
+
+@Test func statusJSONHasStableKeysAndRoundTrips() throws {
+    var s = StatusReport(role: "peer", endpoint: "127.0.0.1:9", phase: "training", architecture: "64,32,10", schemaHash: 0xAB)
+    s.accuracy = 0.5
+    s.peers = ["127.0.0.1:10"]
+    let json = s.json()
+    let obj = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+    for key in ["role", "endpoint", "phase", "architecture", "schema_hash", "step", "round", "samples_seen", "accuracy",
+                "held_out_count", "dataset", "shard", "shard_size", "preprocessing", "peers", "exchanges", "bytes_in",
+                "bytes_out", "uptime_seconds"] {
+        #expect(obj[key] != nil, "missing key \(key)")
+    }
+    #expect(obj["schema_hash"] as? String == "00000000000000ab")
+    #expect(try StatusReport.parse(json) == s)
+}
