@@ -68,6 +68,8 @@ public final class MessageDecoder {
     private var completed: [InboundMessage] = []
     private var completedHead = 0
     private var failure: WireError?
+    private var spare: ByteStorage?
+    private static let recycleThreshold = 1 << 20
 
     public init(limits: Limits = .default) {
         self.limits = limits
@@ -221,7 +223,18 @@ public final class MessageDecoder {
             }
         } else {
             // Allocation is bounded: messageRawLength was checked against maxMessageBytes.
-            assembly = Assembly(first: h, storage: ByteStorage(count: Int(h.messageRawLength)), filled: 0,
+            // Large buffers are recycled once the application has released the previous
+            // message of the same size: a fresh 40 MB allocation costs more in page faults
+            // than the copy itself.
+            let need = Int(h.messageRawLength)
+            let storage: ByteStorage
+            if spare != nil, spare!.count == need, isKnownUniquelyReferenced(&spare!) {
+                storage = spare!
+            } else {
+                storage = ByteStorage(count: need)
+            }
+            spare = nil
+            assembly = Assembly(first: h, storage: storage, filled: 0,
                                 frames: 0, wireBytes: 0, startOffset: offset)
         }
         if h.flags.contains(.compressed) {
@@ -269,6 +282,7 @@ public final class MessageDecoder {
                                             payload: ByteSlice(a.storage), frameCount: a.frames,
                                             wireBytes: a.wireBytes, streamOffset: a.startOffset,
                                             firstFrameFlags: a.first.flags))
+            if a.storage.count >= MessageDecoder.recycleThreshold { spare = a.storage }
             assembly = nil
         } else {
             assembly = a

@@ -1,0 +1,207 @@
+// framedump's logic: decodes a byte stream into frame records (header, offset, and for the
+// last frame of each message its decoded body), and formats them as one line, a field tree,
+// hex, or JSON. Tensor data is summarised (min/max/mean, NaN/Inf counts), never dumped.
+
+/// One decoded frame, with its message's body when this frame ends the message.
+public struct FrameRecord {
+    public var header: FrameHeader
+    public var offset: Int
+    public var direction: String?
+    /// The first bytes of the payload as sent (for `-x`).
+    public var payloadHead: [UInt8]
+    /// The decoded message body (END_STREAM frames only), or the body decode error.
+    public var body: Result<MessageBody, WireError>?
+}
+
+/// Statistics of float32 tensor data.
+public struct TensorSummary: Equatable {
+    public var count: Int, min: Float, max: Float, mean: Double, nan: Int, inf: Int
+
+    public init(_ bytes: UnsafeRawBufferPointer) {
+        var mn = Float.infinity, mx = -Float.infinity, sum = 0.0, nan = 0, inf = 0, finite = 0
+        let n = bytes.count / 4
+        for i in 0..<n {
+            let v = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+            if v.isNaN { nan += 1; continue }
+            if v.isInfinite { inf += 1; continue }
+            mn = Swift.min(mn, v); mx = Swift.max(mx, v); sum += Double(v); finite += 1
+        }
+        self.count = n
+        self.min = finite > 0 ? mn : .nan
+        self.max = finite > 0 ? mx : .nan
+        self.mean = finite > 0 ? sum / Double(finite) : .nan
+        self.nan = nan
+        self.inf = inf
+    }
+}
+
+public enum FrameDump {
+    /// Decodes every frame of `bytes`. Returns the records up to the first malformed frame and
+    /// that frame's error (offsets are stream offsets).
+    public static func decode(_ bytes: [UInt8], direction: String? = nil, limits: Limits = .default,
+                              headBytes: Int = 64) -> (records: [FrameRecord], error: WireError?) {
+        let d = MessageDecoder(limits: limits)
+        var records: [FrameRecord] = []
+        var ends: [Int] = []
+        d.onFrame = { f in
+            records.append(FrameRecord(header: f.header, offset: f.streamOffset, direction: direction,
+                                       payloadHead: Array(f.payload.prefix(headBytes)), body: nil))
+            if f.header.flags.contains(.endStream) { ends.append(records.count - 1) }
+        }
+        var error: WireError?
+        do {
+            try d.append(bytes)
+            try d.finish()
+        } catch let e {
+            error = e
+        }
+        var k = 0
+        while let m = d.nextMessage() {
+            let body: Result<MessageBody, WireError> = Result { () throws(WireError) in try MessageBody.decode(m, limits: limits) }
+            if k < ends.count { records[ends[k]].body = body }
+            k += 1
+        }
+        return (records, error)
+    }
+
+    static func kindName(_ f: FrameFlags) -> String {
+        f.contains(.error) ? "error" : (f.contains(.response) ? "reply" : "request")
+    }
+
+    /// One line: offset, direction, type, kind, id, flags, sizes, and the status of errors.
+    public static func line(_ r: FrameRecord) -> String {
+        let h = r.header
+        var s = "@\(r.offset)"
+        if let d = r.direction { s += " \(d)" }
+        s += " \(h.type.name) \(kindName(h.flags)) id=\(h.requestID) flags=\(h.flags) len=\(h.frameLength) raw=\(h.chunkRawLength)/\(h.messageRawLength)"
+        if case .success(.error(_, let e))? = r.body { s += " status=\(e.code.name)(\(e.code.rawValue))" }
+        if case .failure(let e)? = r.body { s += " body-error=\(e.kind.rawValue)" }
+        return s
+    }
+
+    /// A field tree: header fields, then the decoded body fields.
+    public static func tree(_ r: FrameRecord) -> String {
+        let h = r.header
+        var out = line(r) + "\n"
+        out += "  frame_length: \(h.frameLength)\n  version: \(h.version)\n"
+        out += "  flags: 0x\(hex2(h.flags.rawValue)) \(h.flags)\n  message_type: \(h.type.rawValue) \(h.type.name)\n"
+        out += "  request_id: \(h.requestID)\n  chunk_raw_length: \(h.chunkRawLength)\n"
+        out += "  message_raw_length: \(h.messageRawLength)\n  checksum: 0x\(String(h.checksum, radix: 16))\n"
+        switch r.body {
+        case .success(let b)?: out += "  body:\n" + fields(b).map { "    \($0.0): \($0.1)\n" }.joined()
+        case .failure(let e)?: out += "  body: error \(e)\n"
+        case nil: break
+        }
+        return out
+    }
+
+    /// Header and payload head in hex.
+    public static func hex(_ r: FrameRecord) -> String {
+        "  header:  " + hexBytes(r.header.bytes) + "\n  payload: " + hexBytes(r.payloadHead)
+            + (r.payloadHead.count < r.header.payloadLength ? " ..." : "") + "\n"
+    }
+
+    /// One JSON object (no newline).
+    public static func json(_ r: FrameRecord, verbose: Bool) -> String {
+        let h = r.header
+        var o: [(String, String)] = [
+            ("offset", "\(r.offset)"),
+        ]
+        if let d = r.direction { o.append(("direction", quote(d))) }
+        o += [("type", quote(h.type.name)), ("type_num", "\(h.type.rawValue)"), ("kind", quote(kindName(h.flags))),
+              ("request_id", "\(h.requestID)"), ("flags", quote("\(h.flags)")), ("frame_length", "\(h.frameLength)"),
+              ("chunk_raw_length", "\(h.chunkRawLength)"), ("message_raw_length", "\(h.messageRawLength)"),
+              ("checksum", "\(h.checksum)")]
+        if case .success(.error(_, let e))? = r.body { o += [("status", quote(e.code.name)), ("status_code", "\(e.code.rawValue)")] }
+        if case .failure(let e)? = r.body { o.append(("body_error", quote(e.description))) }
+        if verbose, case .success(let b)? = r.body {
+            o.append(("body", "{" + fields(b).map { quote($0.0) + ":" + quote($0.1) }.joined(separator: ",") + "}"))
+        }
+        return "{" + o.map { quote($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
+    }
+
+    /// The body's fields as (name, value text); tensors as summaries.
+    public static func fields(_ b: MessageBody) -> [(String, String)] {
+        func peers(_ p: PeerList) -> String { "[" + p.peers.joined(separator: ", ") + "]" }
+        func model(_ m: ModelState) -> [(String, String)] {
+            var f: [(String, String)] = [("architecture", quote(m.architecture)), ("round", "\(m.round)"),
+                                         ("step", "\(m.step)"), ("samples", "\(m.samples)"),
+                                         ("schema_hash", "0x" + String(m.table.schemaHash, radix: 16)),
+                                         ("tensors", "\(m.table.tensors.count)")]
+            for (i, t) in m.table.tensors.enumerated() {
+                let s = m.tensorData(i).withUnsafeBytes { TensorSummary($0) }
+                f.append(("tensor \(t.name)", "\(t.dtype.hashName) \(t.shape) min=\(s.min) max=\(s.max) mean=\(fmt(s.mean)) nan=\(s.nan) inf=\(s.inf)"))
+            }
+            return f
+        }
+        switch b {
+        case .registerRequest(let m): return [("endpoint", quote(m.endpoint)), ("schema_hash", "0x" + String(m.schemaHash, radix: 16))]
+        case .registerReply(let m): return [("peers", peers(m.peers)), ("architecture", quote(m.architecture)), ("schema_hash", "0x" + String(m.schemaHash, radix: 16))]
+        case .getModelRequest(let m): return [("schema_hash", "0x" + String(m.schemaHash, radix: 16))]
+        case .getModelReply(let m): return model(m)
+        case .gossipExchangeRequest(let m): return [("sender", quote(m.sender)), ("weight", "\(m.weight)")] + model(m.model)
+        case .gossipExchangeReply(let m): return [("weight", "\(m.weight)"), ("peers", peers(m.peers))] + model(m.model)
+        case .statusRequest, .stopRequest, .stopReply: return []
+        case .statusReply(let m), .triggerGossipReply(let m): return [("json", m.json)]
+        case .pingRequest(let p), .pingReply(let p): return [("bytes", hexBytes(Array(p.array.prefix(32))) + (p.count > 32 ? " ..." : ""))]
+        case .triggerGossipRequest(let m): return [("peer", quote(m.peer))]
+        case .error(_, let e): return [("status", "\(e.code.name) (\(e.code.rawValue))"), ("message", quote(e.message))]
+        }
+    }
+
+    static func fmt(_ d: Double) -> String {
+        guard d.isFinite else { return "\(d)" }
+        let scaled = (d * 1_000_000).rounded() / 1_000_000
+        return "\(scaled)"
+    }
+
+    static func hex2(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
+    static func hexBytes(_ b: [UInt8]) -> String { b.map(hex2).joined(separator: " ") }
+
+    /// A JSON string literal.
+    public static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += "\\u00" + hex2(UInt8(u.value)) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// The frames of one byte stream (a raw file, or one direction of a captured connection).
+public struct DumpedStream {
+    public var direction: String?
+    public var records: [FrameRecord]
+    /// The first malformed frame, if any (decoding of this stream stopped there).
+    public var error: WireError?
+    /// True when the capture missed bytes of this stream.
+    public var hasGap: Bool
+}
+
+extension FrameDump {
+    /// Decodes a raw frame stream, or every TCP stream of a pcap capture (detected by magic).
+    /// Empty directions (e.g. bare ACKs) are left out.
+    public static func decodeInput(_ bytes: [UInt8], limits: Limits = .default) throws(PcapError) -> [DumpedStream] {
+        guard Pcap.isPcap(bytes) else {
+            let (records, error) = decode(bytes, limits: limits)
+            return [DumpedStream(direction: nil, records: records, error: error, hasGap: false)]
+        }
+        return try TCPReassembly.streams(Pcap.tcpSegments(bytes)).filter { !$0.bytes.isEmpty }.map { s in
+            let (records, error) = decode(s.bytes, direction: s.direction, limits: limits)
+            return DumpedStream(direction: s.direction, records: records, error: error, hasGap: s.hasGap)
+        }
+    }
+
+    /// True when `r` passes the `--type` and `--request-id` filters (nil = any).
+    public static func matches(_ r: FrameRecord, type: MessageType?, requestID: UInt32?) -> Bool {
+        (type == nil || r.header.type == type!) && (requestID == nil || r.header.requestID == requestID!)
+    }
+}
