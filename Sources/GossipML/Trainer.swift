@@ -10,13 +10,18 @@ public struct SGDConfig: Sendable, Equatable {
     public var weightDecay: Float
     /// Rows per mini-batch (capped at the dataset size).
     public var batchSize: Int
+    /// Standard deviation of Gaussian noise added to training inputs (data augmentation;
+    /// 0 = off). Seeded by the trainer's seed, so runs stay reproducible.
+    public var inputNoise: Float
 
     /// Creates a configuration; defaults suit the bundled digits and MNIST.
-    public init(learningRate: Float = 0.05, momentum: Float = 0.9, weightDecay: Float = 1e-4, batchSize: Int = 64) {
+    public init(learningRate: Float = 0.05, momentum: Float = 0.9, weightDecay: Float = 1e-4, batchSize: Int = 64,
+                inputNoise: Float = 0) {
         self.learningRate = learningRate
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.batchSize = batchSize
+        self.inputNoise = inputNoise
     }
 }
 
@@ -120,6 +125,11 @@ public final class Trainer {
                 workspace.load(data, rows: UnsafeBufferPointer(rebasing: o[cursor..<(cursor + n)]))
             }
             cursor += n
+            if config.inputNoise > 0 {
+                let x = workspace.acts[0]
+                let sigma = Double(config.inputNoise)
+                for i in 0..<(n * data.featureCount) { x[i] += Float(sigma * rng.nextGaussian()) }
+            }
             let ws = workspace
             let cfg = config
             params.storage.withUnsafeMutableBufferPointer { p in

@@ -134,21 +134,22 @@ func trainCentrally(source: DatasetSource, arch archText: String?, opts: [String
     -> (arch: MLPArchitecture, params: ParameterSet, eval: Evaluation, split: DatasetSplit, seconds: Double, steps: Int) {
     let t0 = now()
     let split = try source.load()
-    let defaultArch = split.train.featureCount == 64 ? "64,128,10" : "\(split.train.featureCount),256,128,\(split.train.classCount)"
+    let defaultArch = split.train.featureCount == 64 ? "64,256,128,10" : "\(split.train.featureCount),256,128,\(split.train.classCount)"
     let arch = try MLPArchitecture(parsing: archText ?? defaultArch)
     let isDigits = source == .digits
-    let epochs = Int(opts["epochs"] ?? (isDigits ? "60" : "12")) ?? 12
+    let epochs = Int(opts["epochs"] ?? (isDigits ? "100" : "12")) ?? 12
     var config = SGDConfig(learningRate: Float(opts["lr"] ?? "0.05") ?? 0.05,
                            momentum: Float(opts["momentum"] ?? "0.9") ?? 0.9,
                            weightDecay: Float(opts["weight-decay"] ?? "1e-4") ?? 1e-4,
-                           batchSize: Int(opts["batch"] ?? "64") ?? 64)
+                           batchSize: Int(opts["batch"] ?? "64") ?? 64,
+                           inputNoise: Float(opts["noise"] ?? (isDigits ? "0.4" : "0")) ?? 0)
     let seed = UInt64(opts["seed"] ?? "1") ?? 1
     let trainer = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: seed),
                               data: split.train, config: config, seed: seed &+ 1)
     let loadTime = now() - t0
-    print(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d",
+    print(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d noise %g",
                  source.description, split.train.count, split.test.count, loadTime, arch.description, epochs,
-                 Double(config.learningRate), config.batchSize))
+                 Double(config.learningRate), config.batchSize, Double(config.inputNoise)))
     let decayAt = Int((Double(epochs) * 0.75).rounded())
     for e in 1...max(epochs, 1) {
         if e == decayAt + 1 {
@@ -179,7 +180,7 @@ func metadata(arch: MLPArchitecture, split: DatasetSplit, eval: Evaluation, step
 
 /// `gossip-bench train-accuracy`: central training, prints `test_accuracy:` and `wall_s:`.
 func runTrainAccuracySuite(_ args: [String]) -> Int32 {
-    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "epochs", "lr", "momentum", "weight-decay", "batch", "seed", "out"]) else { return 64 }
+    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "epochs", "lr", "momentum", "weight-decay", "batch", "seed", "out", "noise"]) else { return 64 }
     do {
         let source = try DatasetSource(parsing: opts["dataset"] ?? "digits")
         let r = try trainCentrally(source: source, arch: opts["arch"], opts: opts)
@@ -198,7 +199,7 @@ func runTrainAccuracySuite(_ args: [String]) -> Int32 {
 
 /// `gossip-bench export-digits OUT`: brief digits training, export, print `swift_accuracy:`.
 func runExportDigitsSuite(_ args: [String]) -> Int32 {
-    guard let (opts, pos) = parseOptions(args, allowed: ["epochs", "arch", "seed"]), pos.count == 1 else {
+    guard let (opts, pos) = parseOptions(args, allowed: ["epochs", "arch", "seed", "noise"]), pos.count == 1 else {
         FileHandle.standardError.write(Data("usage: gossip-bench export-digits OUT.safetensors [--epochs E]\n".utf8))
         return 64
     }

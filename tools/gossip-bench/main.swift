@@ -14,7 +14,7 @@ suites:
   train                       training and averaging throughput (vs numpy, vs memcpy)
   train-accuracy [options]    train centrally and report test accuracy
       --dataset SRC (digits | mnist:DIR | fashion-mnist:DIR | csv:FILE)  --arch A
-      --epochs E  --lr LR  --momentum M  --weight-decay WD  --batch B  --seed S  --out FILE.safetensors
+      --epochs E  --lr LR  --momentum M  --weight-decay WD  --batch B  --seed S  --noise SIGMA  --out FILE.safetensors
   export-digits OUT [--epochs E]  train on the bundled digits, export safetensors, print accuracy
   wire                        wire encode/decode throughput 
   net                         exchange over sockets 
