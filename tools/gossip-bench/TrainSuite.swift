@@ -3,7 +3,6 @@
 import Foundation
 import GossipML
 
-func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
 func fail(_ message: String) -> Int32 {
     FileHandle.standardError.write(Data("gossip-bench: \(message)\n".utf8))

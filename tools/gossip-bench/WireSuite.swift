@@ -4,11 +4,6 @@
 import Foundation
 import GossipWire
 
-private func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
 
 /// Best wall time of `reps` runs of `body`.
 private func best(_ reps: Int, _ body: () throws -> Void) rethrows -> Double {

@@ -5,6 +5,9 @@
 
 import Foundation
 
+/// Monotonic time in seconds.
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
 /// Writes a diagnostic line to stderr.
 func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
