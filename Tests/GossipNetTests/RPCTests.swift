@@ -334,6 +334,8 @@ import Glibc
         _ = try await h.client.call(h.endpoint, type: .ping, payload: bytes("x"), deadline: .seconds(10))
         #expect(h.server.stats.connections == 1)
         await waitFor("idle connection to be closed") { h.server.stats.connections == 0 }
+        // A call racing the close can still see UNAVAILABLE; wait until the pool noticed.
+        await waitFor("client to notice the close") { h.client.queueStats(h.endpoint) == nil }
         // The pool replaces the dead connection.
         let r = try await h.client.call(h.endpoint, type: .ping, payload: bytes("y"), deadline: .seconds(10))
         #expect(text(r) == "y")
