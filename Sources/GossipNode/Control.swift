@@ -60,7 +60,7 @@ public final class Control: @unchecked Sendable {
             switch e.code {
             case .unavailable, .deadlineExceeded:
                 throw ControlFailure(exitCode: .unreachable,
-                                     message: "\(endpoint): \(e.code.name): \(e.message) (is the node running? check --endpoint)",
+                                     message: "\(endpoint): \(e.code.name): \(e.message)",
                                      status: e.code)
             default:
                 throw ControlFailure(exitCode: .remoteError, message: "\(endpoint) answered \(e.code.name): \(e.message)", status: e.code)

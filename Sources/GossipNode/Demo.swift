@@ -142,7 +142,8 @@ public final class Demo: @unchecked Sendable {
         var last: [StatusReport] = []
         var spread = Double.infinity
         out("")
-        out("  time  " + (0..<options.peers).map { "| peer \($0): round loss   acc   " }.joined() + "| spread")
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        out("  time  " + (0..<options.peers).map { pad("peer \($0): round loss acc", 26) }.joined() + "spread")
         while true {
             Thread.sleep(forTimeInterval: 0.5)
             var statuses: [StatusReport] = []
@@ -153,11 +154,12 @@ public final class Demo: @unchecked Sendable {
             last = statuses
             spread = distance() ?? spread
             let cells = statuses.map { s -> String in
-                let acc = s.accuracy.map { String(format: "%5.1f%%", $0 * 100) } ?? "   -  "
+                let acc = s.accuracy.map { String(format: "%5.1f%%", $0 * 100) } ?? "    - "
                 let loss = s.loss.map { String(format: "%.3f", $0) } ?? "  -  "
-                return String(format: "| %@ %@ %@ ", String(format: "%12d", s.round), loss, acc)
+                return pad("        \(pad(String(s.round), 5)) \(loss) \(acc)", 26)
             }
-            out(String(format: "%5.1fs ", Date().timeIntervalSince(start)) + cells.joined() + String(format: "| %.2f%%", spread * 100))
+            out(pad(String(format: "%5.1fs", Date().timeIntervalSince(start)), 8) + cells.joined()
+                + (spread.isFinite ? String(format: "%.2f%%", spread * 100) : "-"))
             let minRound = statuses.map(\.round).min() ?? 0
             if !bootstrapKilled && minRound >= options.rounds / 2 {
                 kill(boot.processIdentifier, SIGKILL)

@@ -107,6 +107,10 @@ struct Gossipctl: ParsableCommand {
         70 the node answered with an error status; 73 the output file could not be written.
         """,
         subcommands: [Status.self, Peers.self, Model.self, Gossip.self, Stop.self])
+
+    // Declared here too so the shared options may come before the command
+    // (`gossipctl --endpoint H:P -o json status`) as well as after it.
+    @OptionGroup var options: Options
 }
 
 ignoreSIGPIPE()

@@ -1,0 +1,47 @@
+// Exact output of gossipctl's text rendering and of its JSON error object.
+import Foundation
+@testable import GossipNode
+import GossipWire
+import Testing
+
+@Test func statusTextIsExact() {
+    var s = StatusReport(role: "peer", endpoint: "127.0.0.1:7001", phase: "training", architecture: "64,32,10",
+                         schemaHash: 0x81828bcd8b5572b4)
+    s.dataset = "digits"
+    s.shard = "0/4"
+    s.shardSize = 375
+    s.round = 12
+    s.step = 120
+    s.samplesSeen = 3840
+    s.loss = 0.12345
+    s.accuracy = 0.9562
+    s.heldOutLoss = 0.2
+    s.heldOutCount = 297
+    s.exchanges.done = 10
+    s.exchanges.busy = 1
+    s.bytesIn = 1_200_000
+    s.bytesOut = 1_100_000
+    s.peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
+    s.uptimeSeconds = 4.25
+    s.checkpointRound = 10
+    #expect(Control.text(s) == """
+    role        peer
+    endpoint    127.0.0.1:7001
+    phase       training
+    model       64,32,10  schema 81828bcd8b5572b4
+    dataset     digits  shard 0/4 (375 rows)
+    progress    round 12  step 120  samples 3840
+    loss        0.1235 (train, last round)
+    accuracy    95.62% on 297 held-out rows (loss 0.2000)
+    exchanges   done 10  failed 0  busy 1  refused 0
+    checkpoint  round 10
+    traffic     in 1.2 MB  out 1.1 MB
+    peers       2: 127.0.0.1:7002 127.0.0.1:7003
+    uptime      4.2 s
+    """)
+}
+
+@Test func failureJSONIsExact() {
+    let f = ControlFailure(exitCode: .remoteError, message: "x answered FAILED_PRECONDITION: schema", status: .failedPrecondition)
+    #expect(f.json == #"{"error":{"exit_code":70,"message":"x answered FAILED_PRECONDITION: schema","status":"FAILED_PRECONDITION","status_code":9}}"#)
+}

@@ -1,0 +1,59 @@
+// The bridge between GossipML parameter sets and GossipWire messages.
+import Foundation
+import GossipML
+@testable import GossipNode
+import GossipWire
+import Testing
+
+@Test func schemaHashAgreesBetweenModelAndWire() throws {
+    for sizes in [[64, 32, 10], [784, 256, 128, 10], [4, 3, 2]] {
+        let arch = try MLPArchitecture(layerSizes: sizes)
+        let p = arch.makeParameters(seed: 3)
+        #expect(WireCodec.table(p).schemaHash == p.schemaHash)
+    }
+}
+
+@Test func modelRoundTripsThroughTheWireBitExact() throws {
+    let arch = try MLPArchitecture(parsing: "8,5,3")
+    let p = arch.makeParameters(seed: 9)
+    let payload = try WireCodec.encodeModel(architecture: arch, params: p, round: 7, step: 70, samples: 700)
+    let (a, q, m) = try WireCodec.decodeModel(payload, expected: p.schemaHash)
+    #expect(a == arch && q == p && m.round == 7 && m.step == 70 && m.samples == 700)
+}
+
+@Test func nanWeightsAndOtherSchemasAreRefused() throws {
+    let arch = try MLPArchitecture(parsing: "8,5,3")
+    var p = arch.makeParameters(seed: 9)
+    let other = try MLPArchitecture(parsing: "8,4,3").makeParameters(seed: 1)
+    let good = try WireCodec.encodeModel(architecture: arch, params: p, round: 0, step: 0, samples: 0)
+    #expect(throws: WireError.self) { _ = try WireCodec.decodeModel(good, expected: other.schemaHash) }
+    p.storage[3] = .nan
+    let bad = try WireCodec.encodeModel(architecture: arch, params: p, round: 0, step: 0, samples: 0)
+    #expect(throws: WireError.self) { _ = try WireCodec.decodeModel(bad, expected: nil) }
+}
+
+@Test func exchangeAveragesExactlyAndBothSidesAgree() throws {
+    let arch = try MLPArchitecture(parsing: "6,4,2")
+    let data = try Dataset(name: "t", features: [Float](repeating: 0.5, count: 6 * 8), labels: [0, 1, 0, 1, 0, 1, 0, 1],
+                           featureCount: 6, classCount: 2)
+    let a = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 1), data: data, config: SGDConfig(), seed: 1)
+    let bParams = arch.makeParameters(seed: 2)
+    let b = try Trainer(architecture: arch, parameters: bParams, data: data, config: SGDConfig(), seed: 2)
+    let aBefore = a.parameters
+    // A's request as B receives it.
+    let req = try WireCodec.encodeExchangeRequest(sender: "a:1", weight: 3, architecture: arch, params: a.parameters,
+                                                  round: 0, step: 0, samples: 0)
+    let decoded = try WireCodec.decodeExchangeRequest(req, expectedSchemaHash: bParams.schemaHash)
+    WireCodec.averageInPlace(b, ownWeight: 1, incoming: decoded.model, incomingWeight: decoded.weight)
+    for i in 0..<bParams.storage.count {
+        let want = (1 * bParams.storage[i] + 3 * aBefore.storage[i]) / 4
+        #expect(abs(b.parameters.storage[i] - want) <= 1e-6 * max(1, abs(want)))
+    }
+    // B's reply installed at A: both identical.
+    let reply = try WireCodec.encodeExchangeReply(weight: 1, peers: PeerList(peers: []), architecture: arch,
+                                                  params: b.parameters, round: 0, step: 0, samples: 0)
+    let r = try WireCodec.decodeExchangeReply(reply, expectedSchemaHash: aBefore.schemaHash)
+    let d = try WireCodec.installAveraged(r.model, into: a)
+    #expect(a.parameters == b.parameters)
+    #expect(d > 0)
+}
