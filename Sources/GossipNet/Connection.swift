@@ -170,7 +170,7 @@ final class Connection: @unchecked Sendable {
     @discardableResult
     func trySend(_ message: OutboundMessage, requestID: UInt32? = nil, completion: ((Bool) -> Void)? = nil) -> Bool {
         onQueue()
-        guard state == .open || state == .idle || (state == .draining && completion == nil) else {
+        guard state == .open || state == .idle || (state == .draining && !halfClosed) else {
             completion?(false)
             return true
         }
@@ -186,12 +186,14 @@ final class Connection: @unchecked Sendable {
         pending.append(Pending(message: message, headers: headers, completion: completion))
         queuedBytes += size
         if queuedBytes > peakQueuedBytes { peakQueuedBytes = queuedBytes }
-        if state != .idle && !writeArmed && !flushing { flush() }
+        if state != .idle && !writeArmed && !flushing { flush(notify: false) }
         return true
     }
 
     /// Writes as much as the kernel takes; arms the write source only while bytes remain.
-    private func flush() {
+    /// - Parameter notify: call `onWritable` after progress (not when called from `trySend`,
+    ///   whose caller is already admitting messages).
+    private func flush(notify: Bool = true) {
         onQueue()
         guard state == .open || state == .draining, !flushing else { return }
         flushing = true
@@ -212,7 +214,7 @@ final class Connection: @unchecked Sendable {
                 counters?.add(out: written)
                 lastActivity = .now
                 advance(by: written)
-                onWritable?()
+                if notify { onWritable?() }
                 if state == .closed { return }
             }
         }

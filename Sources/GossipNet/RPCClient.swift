@@ -176,9 +176,13 @@ final class ClientChannel: @unchecked Sendable {
         while waitingHead < waiting.count {
             let (id, m) = waiting[waitingHead]
             if calls[id] != nil {
-                guard conn.trySend(m, requestID: id) else { return }
+                guard conn.hasRoom(for: m.wireBytes) else { return }
+                waitingHead += 1
+                conn.trySend(m, requestID: id)
+                if case .closed = state { return }
+            } else {
+                waitingHead += 1
             }
-            waitingHead += 1
         }
         waiting.removeAll(keepingCapacity: true)
         waitingHead = 0

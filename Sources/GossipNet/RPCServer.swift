@@ -283,9 +283,10 @@ final class ServerConnection: @unchecked Sendable {
     }
 
     private func pumpReplies() {
-        var sent = 0
-        while sent < waitingReplies.count, conn.trySend(waitingReplies[sent]) { sent += 1 }
-        if sent > 0 { waitingReplies.removeFirst(sent) }
+        while let m = waitingReplies.first, !conn.isClosed, conn.hasRoom(for: m.wireBytes) {
+            waitingReplies.removeFirst()
+            conn.trySend(m)
+        }
     }
 }
 

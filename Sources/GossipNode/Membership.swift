@@ -84,12 +84,10 @@ public struct Membership: Sendable {
         dropped[p] = .now
     }
 
-    /// A random peer, preferring those without recent failures; nil when none is known.
+    /// A peer chosen uniformly at random; nil when none is known. Peers with recent failures
+    /// stay in the draw, so a dead peer is tried again (failing fast) until it is dropped.
     public func randomPeer<G: RandomNumberGenerator>(excluding: Set<String> = [], using rng: inout G) -> String? {
-        let candidates = records.values.filter { !excluding.contains($0.endpoint) }
-        guard !candidates.isEmpty else { return nil }
-        let healthy = candidates.filter { $0.consecutiveFailures == 0 }
-        let pool = healthy.isEmpty ? candidates : healthy
-        return pool.sorted { $0.endpoint < $1.endpoint }.randomElement(using: &rng)?.endpoint
+        let candidates = records.keys.filter { !excluding.contains($0) }.sorted()
+        return candidates.randomElement(using: &rng)
     }
 }

@@ -3,6 +3,7 @@
 // TCPReassembly). `dump` is the default subcommand; more (e.g. `proxy`) can be added.
 import ArgumentParser
 import Foundation
+import GossipNet
 import GossipWire
 
 /// Exit codes, documented in --help.
@@ -23,7 +24,7 @@ struct FrameDumpCommand: ParsableCommand {
         offset on stderr); 2 the input could not be read or is not a supported capture; \
         64 usage error.
         """,
-        subcommands: [Dump.self],
+        subcommands: [Dump.self, Proxy.self],
         defaultSubcommand: Dump.self)
 }
 
@@ -114,6 +115,120 @@ struct Dump: ParsableCommand {
             }
         }
         if failed { throw ExitCode(Exit.malformed) }
+    }
+}
+
+struct Proxy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Forward a node's traffic unchanged and print every frame as it passes (no root needed).",
+        discussion: """
+        Point clients at --listen instead of the node; each connection is forwarded to --upstream \
+        and both directions are printed as frames pass, prefixed with the connection number and \
+        direction (c>s: client to server, s>c: server to client). Output modes and filters are \
+        those of `framedump dump`. With --record PREFIX the raw bytes of each direction are also \
+        written to PREFIX-CONN-c2s.bin and PREFIX-CONN-s2c.bin, which `framedump dump` reads later. \
+        The bound address is printed to stderr as 'proxy listening HOST:PORT -> UPSTREAM' (and to \
+        --ready-file). Stop with Ctrl-C.
+        """)
+
+    @Option(help: "HOST:PORT to listen on (port 0: the OS picks).") var listen: String = "127.0.0.1:0"
+    @Option(help: "The node's HOST:PORT to forward to.") var upstream: String
+    @Flag(name: [.customShort("V"), .long], help: "Print a field tree per frame.") var verbose = false
+    @Flag(name: [.customShort("x"), .long], help: "Print the header and the first 64 payload bytes in hex.") var hex = false
+    @Option(name: [.short, .customLong("output")], help: "text or json.") var output: Dump.Format = .text
+    @Option(name: .customLong("type"), help: "Only frames of this message type.") var type: String?
+    @Option(name: .customLong("request-id"), help: "Only frames with this request id.") var requestID: UInt32?
+    @Option(help: "Also write each direction's raw bytes to PREFIX-CONN-c2s.bin / -s2c.bin.") var record: String?
+    @Option(help: "Write the bound HOST:PORT to this file once listening.") var readyFile: String?
+
+    func run() throws {
+        ignoreSIGPIPE()
+        let up: Endpoint, here: Endpoint
+        do { up = try Endpoint(parsing: upstream) } catch { throw ValidationError("--upstream '\(upstream)': \(error)") }
+        do { here = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen '\(listen)': \(error)") }
+        if let type, MessageType(name: type) == nil { throw ValidationError("unknown message type '\(type)'") }
+        let printer = LivePrinter(verbose: verbose, hex: hex, json: output == .json,
+                                  type: type.flatMap { MessageType(name: $0) }, requestID: requestID, record: record)
+        let proxy = FrameProxy(upstream: up) { event in printer.handle(event) }
+        let bound: Endpoint
+        do { bound = try proxy.start(host: here.host, port: here.port) } catch {
+            warn("framedump: cannot listen on \(here): \(error)")
+            throw ExitCode(Exit.unreadable)
+        }
+        warn("proxy listening \(bound) -> \(up)")
+        if let readyFile {
+            FileManager.default.createFile(atPath: readyFile + ".tmp", contents: Data("\(bound)\n".utf8))
+            _ = rename(readyFile + ".tmp", readyFile)
+        }
+        let stop = DispatchSemaphore(value: 0)
+        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { stop.signal() }
+            s.resume()
+            return s
+        }
+        stop.wait()
+        proxy.stop()
+        printer.finish()
+        withExtendedLifetime(sources) {}
+    }
+}
+
+/// Prints proxied frames; serialises output from the proxy's queues.
+final class LivePrinter: @unchecked Sendable {
+    let verbose: Bool, hex: Bool, json: Bool
+    let type: MessageType?, requestID: UInt32?
+    let record: String?
+    private let lock = NSLock()
+    private var dumps: [String: LiveFrameDump] = [:]
+    private var files: [String: FileHandle] = [:]
+
+    init(verbose: Bool, hex: Bool, json: Bool, type: MessageType?, requestID: UInt32?, record: String?) {
+        self.verbose = verbose; self.hex = hex; self.json = json
+        self.type = type; self.requestID = requestID; self.record = record
+    }
+
+    func handle(_ event: ProxyEvent) {
+        lock.withLock {
+            switch event {
+            case .opened(let c, let client):
+                warn("framedump: connection \(c) from \(client)")
+            case .closed(let c, let reason):
+                warn("framedump: connection \(c) closed: \(reason)")
+                for d in ["c>s", "s>c"] {
+                    let key = "#\(c) \(d)"
+                    if let e = dumps[key]?.error { warn("framedump: \(key): malformed frame at byte offset \(e.offset ?? 0): \(e)") }
+                    dumps[key] = nil
+                    try? files[key]?.close()
+                    files[key] = nil
+                }
+            case .data(let c, let dir, let bytes):
+                let d = dir == .clientToServer ? "c>s" : "s>c"
+                let key = "#\(c) \(d)"
+                if let record {
+                    if files[key] == nil {
+                        let path = "\(record)-\(c)-\(dir == .clientToServer ? "c2s" : "s2c").bin"
+                        FileManager.default.createFile(atPath: path, contents: nil)
+                        files[key] = FileHandle(forWritingAtPath: path)
+                    }
+                    files[key]?.write(Data(bytes))
+                }
+                let dump = dumps[key] ?? LiveFrameDump(direction: key)
+                dumps[key] = dump
+                var out = ""
+                for r in dump.feed(bytes) where FrameDump.matches(r, type: type, requestID: requestID) {
+                    if json { out += FrameDump.json(r, verbose: verbose) + "\n" }
+                    else { out += verbose ? FrameDump.tree(r) : FrameDump.line(r) + "\n" }
+                    if hex && !json { out += FrameDump.hex(r) }
+                }
+                if !out.isEmpty { FileHandle.standardOutput.write(Data(out.utf8)) }
+            }
+        }
+    }
+
+    func finish() {
+        lock.withLock { for f in files.values { try? f.close() } }
     }
 }
 

@@ -1,7 +1,217 @@
-// The `net` benchmark suite (not yet implemented).
+// The `net` benchmark suite: a two-way exchange of N float32 through the RPC layer over
+// 127.0.0.1 (request of N floats, the handler replies with the same bytes), against the same
+// bytes echoed over a plain blocking TCP connection in the same process; and peak RSS of the
+// 100M exchange as a multiple of its payload. Bulk payloads go uncompressed without checksums,
+// as the node sends them.
 import Foundation
+import GossipNet
+import GossipWire
+#if canImport(Glibc)
+import Glibc
+#endif
 
 func runNetSuite(_ args: [String]) throws {
-    warn("gossip-bench: suite 'net' is not implemented yet")
-    exit(2)
+    ignoreSIGPIPE()
+    let server = RPCServer()
+    server.register(.gossipExchange) { m, r in r.reply(m.payload, options: .init(checksum: false)) }
+    let endpoint = try server.start(host: "127.0.0.1", port: 0)
+    let client = RPCClient()
+    let echo = try EchoServer()
+    defer { echo.stop() }
+
+    // Warm up the pooled connection (not timed).
+    _ = try exchange(client, endpoint, floats: 1024)
+
+    // 100M first, so the process-wide VmHWM is this exchange's peak.
+    let payload100 = 100_000_000 * 4
+    let rssBefore = peakRSS()
+    let firstMs = try exchange(client, endpoint, floats: 100_000_000)
+    let rssPeak = peakRSS()
+    let rssRatio = Double(rssPeak - rssBefore) / Double(payload100)
+
+    var lines: [String] = []
+    for (label, floats, reps) in [("1M", 1_000_000, 9), ("10M", 10_000_000, 5), ("100M", 100_000_000, 3)] {
+        var rpc: [Double] = label == "100M" ? [firstMs] : []
+        while rpc.count < reps { rpc.append(try exchange(client, endpoint, floats: floats)) }
+        var base: [Double] = []
+        for _ in 0..<reps { base.append(try echo.exchange(bytes: floats * 4)) }
+        let r = median(rpc), b = median(base)
+        lines.append("exchange_\(label)_rpc_ms: \(fmt(r))")
+        lines.append("exchange_\(label)_socket_ms: \(fmt(b))")
+        lines.append("exchange_\(label)_vs_socket: \(fmt(r / b))")
+        var fresh: [Double] = []
+        for _ in 0..<reps { fresh.append(try echo.exchange(bytes: floats * 4, freshBuffers: true)) }
+        lines.append("exchange_\(label)_socket_freshbuf_ms: \(fmt(median(fresh)))  (echo reading into untouched memory, as the RPC receiver must)")
+    }
+    for l in lines { print(l) }
+    print("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
+    print("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
+
+    client.close()
+    let done = DispatchSemaphore(value: 0)
+    server.shutdown(grace: .seconds(1)) { done.signal() }
+    _ = done.wait(timeout: .now() + 5)
 }
+
+/// One RPC exchange of `floats` float32 each way; milliseconds.
+private func exchange(_ client: RPCClient, _ endpoint: Endpoint, floats: Int) throws -> Double {
+    let done = DispatchSemaphore(value: 0)
+    let outcome = Outcome()
+    outcome.request = ByteStorage(count: floats * 4)
+    memset(outcome.request!.mutableBytes.baseAddress!, 0x3F, floats * 4)
+    let start = ContinuousClock.now
+    send(client, endpoint, outcome: outcome, done: done)
+    done.wait()
+    let ms = ms(ContinuousClock.now - start)
+    let reply = try outcome.result!.get()
+    guard reply.payload.count == floats * 4 else {
+        throw RPCError(.dataLoss, "reply of \(reply.payload.count) bytes, expected \(floats * 4)")
+    }
+    return ms
+}
+
+/// Builds the request in its own scope so the transport holds its only reference and frees
+/// it as soon as it is sent.
+@inline(never)
+private func send(_ client: RPCClient, _ endpoint: Endpoint, outcome: Outcome, done: DispatchSemaphore) {
+    let storage = outcome.request!
+    outcome.request = nil
+    client.call(endpoint, type: .gossipExchange, payload: ByteSlice(storage), options: .init(checksum: false),
+                deadline: .seconds(120)) { r in
+        outcome.result = r
+        done.signal()
+    }
+}
+
+private final class Outcome: @unchecked Sendable {
+    var result: Result<InboundMessage, RPCError>?
+    var request: ByteStorage?
+}
+
+/// A plain blocking TCP echo on 127.0.0.1: the server thread reads all N bytes, then
+/// writes them back; the client writes N on a second thread while it reads N.
+private final class EchoServer: @unchecked Sendable {
+    private let listenFD: Int32
+    private var serverFD: Int32 = -1
+    private var clientFD: Int32 = -1
+    private let request = DispatchSemaphore(value: 0)
+    private let served = DispatchSemaphore(value: 0)
+    private var size = 0
+    private var buffer = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64)
+    private var capacity = 0
+    private var stopping = false
+
+    init() throws {
+        listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try check(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, len) } }, "bind")
+        try check(listen(listenFD, 4), "listen")
+        try check(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listenFD, $0, &len) } }, "getsockname")
+        clientFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        tune(clientFD)
+        try check(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(clientFD, $0, len) } }, "connect")
+        serverFD = accept(listenFD, nil, nil)
+        try check(serverFD, "accept")
+        tune(serverFD)
+        let t = Thread { [self] in serve() }
+        t.start()
+    }
+
+    private func tune(_ fd: Int32) {
+        var one: Int32 = 1, buf: Int32 = 4 << 20
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, 4)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, 4)
+    }
+
+    private func serve() {
+        while true {
+            request.wait()
+            if stopping { return }
+            readFully(serverFD, buffer, size)
+            writeFully(serverFD, buffer, size)
+            served.signal()
+        }
+    }
+
+    /// One echo of `bytes`; milliseconds.
+    func exchange(bytes: Int, freshBuffers: Bool = false) throws -> Double {
+        if capacity < bytes {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: bytes, alignment: 64)
+            memset(buffer, 0, bytes)
+            capacity = bytes
+        }
+        let out = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let back = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { out.deallocate(); back.deallocate() }
+        memset(out, 0x3F, bytes)
+        if !freshBuffers { memset(back, 0, bytes) }
+        size = bytes
+        let fd = clientFD
+        let wrote = DispatchSemaphore(value: 0)
+        let start = ContinuousClock.now
+        request.signal()
+        let outAddr = Int(bitPattern: out)
+        Thread {
+            writeFully(fd, UnsafeMutableRawPointer(bitPattern: outAddr)!, bytes)
+            wrote.signal()
+        }.start()
+        readFully(fd, back, bytes)
+        let elapsed = ContinuousClock.now - start
+        wrote.wait()
+        served.wait()
+        return ms(elapsed)
+    }
+
+    func stop() {
+        stopping = true
+        request.signal()
+        close(clientFD); close(serverFD); close(listenFD)
+    }
+}
+
+private func readFully(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) {
+    var off = 0
+    while off < n {
+        let r = recv(fd, p + off, n - off, 0)
+        if r > 0 { off += r } else if r < 0 && errno == EINTR { continue } else { return }
+    }
+}
+
+private func writeFully(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) {
+    var off = 0
+    while off < n {
+        let r = send(fd, p + off, n - off, Int32(MSG_NOSIGNAL))
+        if r > 0 { off += r } else if r < 0 && errno == EINTR { continue } else { return }
+    }
+}
+
+private func check(_ rc: Int32, _ what: String) throws {
+    if rc < 0 { throw RPCError(.internal, "\(what) failed: \(String(cString: strerror(errno)))") }
+}
+
+/// Process-wide peak resident set (VmHWM), bytes.
+private func peakRSS() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+private func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+private func ms(_ d: Duration) -> Double {
+    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+}
+
+private func fmt(_ x: Double) -> String { String(format: "%.2f", x) }
