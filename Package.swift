@@ -82,7 +82,8 @@ let package = Package(
             path: "tools/gossip-bench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
-        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"]),
+        // Fixtures/ (a pcap, its script and README) is read by path (#filePath), not bundled.
+        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),

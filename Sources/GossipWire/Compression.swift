@@ -18,6 +18,15 @@ public enum CompressionMode: Sendable, Equatable, CustomStringConvertible {
 }
 
 public enum Compression {
+    /// The zlib library version linked at run time (`zlibVersion()`), e.g. "1.2.13".
+    public static var zlibVersion: String { String(cString: CZlib.zlibVersion()) }
+
+    /// The zlib version the compressed golden vectors (Protocol/vectors) were made with. Their
+    /// compressed bytes are reproducible only with this version at the same level and strategy;
+    /// other versions may emit different, equally valid streams (receivers only ever compare the
+    /// inflated bytes).
+    public static let goldenVectorZlibVersion = "1.2.13"
+
     /// Byte-shuffles `src` into `dst` (same count): for the `n = count / 4` whole elements,
     /// `dst[k * n + i] = src[4 * i + k]`; the `count % 4` trailing bytes are copied as they are.
     public static func shuffle(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) {

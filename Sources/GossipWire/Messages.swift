@@ -121,17 +121,20 @@ public struct GossipExchangeRequest: Sendable, Equatable {
     /// - Parameter data: `table.dataByteCount` bytes of little-endian float32, in table order.
     public static func encode(sender: String, weight: Double, architecture: String, round: UInt64, step: UInt64,
                               samples: UInt64, table: TensorTable, data: UnsafeRawBufferPointer,
-                              limits: Limits = .default) throws(WireError) -> ByteSlice {
+                              limits: Limits = .default, into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         try encode(sender: sender, weight: weight, architecture: architecture, round: round, step: step,
-                   samples: samples, table: table, dataByteCount: data.count, limits: limits) { dst in
+                   samples: samples, table: table, dataByteCount: data.count, limits: limits, into: buffer) { dst in
             if data.count > 0 { dst.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: data.count) }
         }
     }
 
     /// Encodes the payload, letting `fill` write the weights straight into the output buffer
     /// (e.g. tensor by tensor from separate storages).
+    /// - Parameter buffer: when set, the payload is written into its reusable storage
+    ///   (`PayloadBuffer`) instead of a new allocation; the result is a view of it.
     public static func encode(sender: String, weight: Double, architecture: String, round: UInt64, step: UInt64,
                               samples: UInt64, table: TensorTable, dataByteCount: Int, limits: Limits = .default,
+                              into buffer: PayloadBuffer? = nil,
                               fill: (UnsafeMutableRawBufferPointer) -> Void) throws(WireError) -> ByteSlice {
         try checkName(sender, "sender", limits: limits)
         try checkWeight(weight)
@@ -139,16 +142,16 @@ public struct GossipExchangeRequest: Sendable, Equatable {
             prefixSize: ByteWriter.size(ofString: sender) + 8,
             writePrefix: { w in w.writeString(sender); w.write(weight) },
             architecture: architecture, round: round, step: step, samples: samples, table: table,
-            dataCount: dataByteCount, limits: limits, fill: fill)
+            dataCount: dataByteCount, limits: limits, buffer: buffer, fill: fill)
     }
 
-    /// Encodes this request.
-    public func encode(limits: Limits = .default) throws(WireError) -> ByteSlice {
+    /// Encodes this request (into `buffer`'s reusable storage when given).
+    public func encode(limits: Limits = .default, into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let m = model
         return try m.data.withUnsafeBytes { (d) throws(WireError) in
             try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: m.architecture,
                                              round: m.round, step: m.step, samples: m.samples, table: m.table,
-                                             data: d, limits: limits)
+                                             data: d, limits: limits, into: buffer)
         }
     }
 
@@ -177,16 +180,18 @@ public struct GossipExchangeReply: Sendable, Equatable {
     /// Encodes the payload (`f64 weight, peerlist peers, model`) from raw weights, copied once.
     public static func encode(weight: Double, peers: PeerList, architecture: String, round: UInt64, step: UInt64,
                               samples: UInt64, table: TensorTable, data: UnsafeRawBufferPointer,
-                              limits: Limits = .default) throws(WireError) -> ByteSlice {
+                              limits: Limits = .default, into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         try encode(weight: weight, peers: peers, architecture: architecture, round: round, step: step,
-                   samples: samples, table: table, dataByteCount: data.count, limits: limits) { dst in
+                   samples: samples, table: table, dataByteCount: data.count, limits: limits, into: buffer) { dst in
             if data.count > 0 { dst.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: data.count) }
         }
     }
 
-    /// Encodes the payload, letting `fill` write the weights straight into the output buffer.
+    /// Encodes the payload, letting `fill` write the weights straight into the output buffer
+    /// (`buffer`'s reusable storage when given, see `PayloadBuffer`).
     public static func encode(weight: Double, peers: PeerList, architecture: String, round: UInt64, step: UInt64,
                               samples: UInt64, table: TensorTable, dataByteCount: Int, limits: Limits = .default,
+                              into buffer: PayloadBuffer? = nil,
                               fill: (UnsafeMutableRawBufferPointer) -> Void) throws(WireError) -> ByteSlice {
         try checkWeight(weight)
         try peers.validate(limits: limits)
@@ -194,16 +199,16 @@ public struct GossipExchangeReply: Sendable, Equatable {
             prefixSize: 8 + peers.encodedSize,
             writePrefix: { w in w.write(weight); peers.write(&w) },
             architecture: architecture, round: round, step: step, samples: samples, table: table,
-            dataCount: dataByteCount, limits: limits, fill: fill)
+            dataCount: dataByteCount, limits: limits, buffer: buffer, fill: fill)
     }
 
-    /// Encodes this reply.
-    public func encode(limits: Limits = .default) throws(WireError) -> ByteSlice {
+    /// Encodes this reply (into `buffer`'s reusable storage when given).
+    public func encode(limits: Limits = .default, into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let m = model
         return try m.data.withUnsafeBytes { (d) throws(WireError) in
             try GossipExchangeReply.encode(weight: weight, peers: peers, architecture: m.architecture,
                                            round: m.round, step: m.step, samples: m.samples, table: m.table,
-                                           data: d, limits: limits)
+                                           data: d, limits: limits, into: buffer)
         }
     }
 

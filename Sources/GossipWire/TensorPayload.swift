@@ -311,7 +311,7 @@ public struct ModelState: Sendable, Equatable {
     ///   - fill: writes the `table.dataByteCount` data bytes into the buffer it is given.
     static func encodePayload(prefixSize: Int, writePrefix: (inout ByteWriter) -> Void,
                               architecture: String, round: UInt64, step: UInt64, samples: UInt64,
-                              table: TensorTable, dataCount: Int, limits: Limits,
+                              table: TensorTable, dataCount: Int, limits: Limits, buffer: PayloadBuffer? = nil,
                               fill: (UnsafeMutableRawBufferPointer) -> Void) throws(WireError) -> ByteSlice {
         try checkName(architecture, "architecture", limits: limits)
         try table.validateForEncoding(limits: limits)
@@ -324,7 +324,8 @@ public struct ModelState: Sendable, Equatable {
         guard total <= limits.maxMessageBytes else {
             throw WireError(.messageTooLarge, "model message of \(total) bytes exceeds the limit of \(limits.maxMessageBytes)")
         }
-        var w = ByteWriter(capacity: total)
+        // A reused buffer may be larger than `total`; the payload is its first `total` bytes.
+        var w = buffer.map { ByteWriter(storage: $0.storage(minimumCount: total)) } ?? ByteWriter(capacity: total)
         writePrefix(&w)
         precondition(w.offset == prefixSize, "prefix size mismatch")
         w.writeString(architecture)
@@ -335,9 +336,10 @@ public struct ModelState: Sendable, Equatable {
         t.write(&w)
         w.write(UInt64(dataStart))
         w.write(UInt64(dataCount))
-        w.writeZeros(dataStart - w.offset)
+        w.writeZeros(dataStart - w.offset)   // < 64 bytes of padding; the data is not pre-filled
+        // The data section is written once, by `fill` (a single memcpy for contiguous weights).
         fill(UnsafeMutableRawBufferPointer(rebasing: w.storage.mutableBytes[dataStart..<total]))
-        return ByteSlice(w.storage)
+        return ByteSlice(w.storage, 0..<total)
     }
 
     /// Reads a model section that runs to the end of `payload`, validating everything before
@@ -397,11 +399,32 @@ extension ModelState {
         }
     }
 
+    /// Encodes a GetModel reply payload into `buffer`'s reusable storage (see `PayloadBuffer`):
+    /// a sender that encodes the same model size repeatedly pays only the one copy of the
+    /// weights, not a fresh allocation and its page faults. The result is a view of the
+    /// buffer's storage; the buffer is reused once that view (and its frames) are released.
+    public static func encode(architecture: String, round: UInt64, step: UInt64, samples: UInt64,
+                              table: TensorTable, data: UnsafeRawBufferPointer,
+                              limits: Limits = .default, into buffer: PayloadBuffer) throws(WireError) -> ByteSlice {
+        try encodePayload(prefixSize: 0, writePrefix: { _ in }, architecture: architecture, round: round, step: step,
+                          samples: samples, table: table, dataCount: data.count, limits: limits, buffer: buffer) { dst in
+            if data.count > 0 { dst.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: data.count) }
+        }
+    }
+
     /// Encodes this model as a GetModel reply payload.
     public func encode(limits: Limits = .default) throws(WireError) -> ByteSlice {
         try data.withUnsafeBytes { (d) throws(WireError) in
             try ModelState.encode(architecture: architecture, round: round, step: step, samples: samples,
                                   table: table, data: d, limits: limits)
+        }
+    }
+
+    /// Encodes this model as a GetModel reply payload into `buffer` (see `PayloadBuffer`).
+    public func encode(limits: Limits = .default, into buffer: PayloadBuffer) throws(WireError) -> ByteSlice {
+        try data.withUnsafeBytes { (d) throws(WireError) in
+            try ModelState.encode(architecture: architecture, round: round, step: step, samples: samples,
+                                  table: table, data: d, limits: limits, into: buffer)
         }
     }
 

@@ -49,8 +49,17 @@ private func decodeFrames(_ bytes: [UInt8], limits: Limits, split: Int? = nil, o
         let text = try String(contentsOf: HexFile.vectorsDirectory.appendingPathComponent(name + ".hex"), encoding: .utf8)
         #expect(text.hasPrefix("# "))
         let file = try HexFile.parse(text)
-        // The encoder reproduces the file byte for byte.
-        #expect(try spec.encode() == file)
+        // The encoder reproduces the file byte for byte. Compressed vectors are byte-exact only
+        // with the zlib they were made with (Protocol/SPEC.md §7): with another zlib the
+        // comparison is skipped (with a note) and the re-encoded frames must decode to the same
+        // payload instead; decoding the file itself is checked either way.
+        let exact = spec.compression == .none || Compression.zlibVersion == Compression.goldenVectorZlibVersion
+        if !exact {
+            print("note: \(name): skipping the byte-exact comparison of compressed frames: zlib \(Compression.zlibVersion) is linked, the vectors were made with zlib \(Compression.goldenVectorZlibVersion)")
+        }
+        if exact {
+            #expect(try spec.encode() == file)
+        }
         // The file decodes to the spec's body.
         let messages = try decodeFrames(file, limits: spec.limits)
         try #require(messages.count == 1)
@@ -61,7 +70,12 @@ private func decodeFrames(_ bytes: [UInt8], limits: Limits, split: Int? = nil, o
         // Re-encoding the decoded body with the frame parameters gives the same bytes.
         let again = try OutboundMessage(body: body, requestID: m.requestID, compression: spec.compression,
                                         checksum: m.firstFrameFlags.contains(.checksummed), limits: spec.limits)
-        #expect(again.serialized() == file)
+        if exact {
+            #expect(again.serialized() == file)
+        } else {
+            let redecoded = try decodeFrames(again.serialized(), limits: spec.limits)
+            #expect(redecoded.count == 1 && redecoded[0].payload == m.payload)
+        }
         // Every split point, and one byte at a time, yields the same message.
         for split in 0...file.count {
             let got = try decodeFrames(file, limits: spec.limits, split: split)
