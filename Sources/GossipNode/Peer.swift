@@ -43,6 +43,9 @@ public final class PeerNode: @unchecked Sendable {
     private var checkpointRound: Int?
     private var resumedFromRound: Int?
     private var rng: SplitMix
+    /// Reused outgoing payload buffers (a large model is not re-allocated per exchange).
+    private let requestBuffer = PayloadBuffer()
+    private let replyBuffer = PayloadBuffer()
     private(set) public var endpoint: Endpoint
 
     /// Loads the dataset and its shard; does no I/O on the network yet.
@@ -291,7 +294,8 @@ public final class PeerNode: @unchecked Sendable {
                 let payload = try WireCodec.encodeExchangeRequest(sender: endpoint.description, weight: Double(shard.count),
                                                                   architecture: arch, params: t.parameters,
                                                                   round: UInt64(round), step: UInt64(stepBase + t.stepsDone),
-                                                                  samples: UInt64(samplesBase + t.samplesSeen))
+                                                                  samples: UInt64(samplesBase + t.samplesSeen),
+                                                                  into: requestBuffer)
                 busy = true
                 return payload
             } catch {
@@ -463,7 +467,8 @@ public final class PeerNode: @unchecked Sendable {
             return try? WireCodec.encodeExchangeReply(weight: Double(shard.count),
                                                  peers: PeerList(peers: membership.endpoints + [endpoint.description]),
                                                  architecture: arch, params: t.parameters, round: UInt64(round),
-                                                 step: UInt64(stepBase + t.stepsDone), samples: UInt64(samplesBase + t.samplesSeen))
+                                                 step: UInt64(stepBase + t.stepsDone), samples: UInt64(samplesBase + t.samplesSeen),
+                                                 into: replyBuffer)
         }
         guard let reply else {
             lock.withLock { exchanges.refused += 1 }

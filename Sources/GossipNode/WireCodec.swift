@@ -47,25 +47,29 @@ enum WireCodec {
     }
 
     static func encodeExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,
-                                      round: UInt64, step: UInt64, samples: UInt64) throws(WireError) -> ByteSlice {
+                                      round: UInt64, step: UInt64, samples: UInt64,
+                                      into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let t = table(params)
         let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
             Result { () throws(WireError) in
                 try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
-                                                 round: round, step: step, samples: samples, table: t, data: data, limits: limits)
+                                                 round: round, step: step, samples: samples, table: t, data: data,
+                                                 limits: limits, into: buffer)
             }
         }
         return try r.get()
     }
 
     static func encodeExchangeReply(weight: Double, peers: PeerList, architecture: MLPArchitecture, params: ParameterSet,
-                                    round: UInt64, step: UInt64, samples: UInt64) throws(WireError) -> ByteSlice {
+                                    round: UInt64, step: UInt64, samples: UInt64,
+                                    into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let t = table(params)
         let list = peerList(peers.peers)
         let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
             Result { () throws(WireError) in
                 try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
-                                               round: round, step: step, samples: samples, table: t, data: data, limits: limits)
+                                               round: round, step: step, samples: samples, table: t, data: data,
+                                               limits: limits, into: buffer)
             }
         }
         return try r.get()
