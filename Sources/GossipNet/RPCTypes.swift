@@ -110,34 +110,23 @@ enum RPCErrorPayload {
     /// malformed frame whose type could not be read.
     static let connectionErrorType = MessageType(rawValue: 0xFFFF)
 
-    static func encode(_ code: StatusCode, _ message: String) -> ByteSlice {
+    /// Encodes an error reply payload exactly as SPEC.md §8 and `ErrorReply` define it
+    /// (u32 status code, then `text`), cutting the message at a UTF-8 boundary to fit.
+    static func encode(_ code: StatusCode, _ message: String, limits: Limits = .default) -> ByteSlice {
         var text = Array(message.utf8)
-        if text.count > Int(UInt16.max) {
-            var cut = Int(UInt16.max)
+        if text.count > limits.maxTextBytes {
+            var cut = limits.maxTextBytes
             while cut > 0 && (text[cut] & 0xC0) == 0x80 { cut -= 1 }
             text.removeSubrange(cut...)
         }
-        let storage = ByteStorage(count: 6 + text.count)
-        let p = storage.mutableBytes
-        p.storeBytes(of: code.rawValue.littleEndian, toByteOffset: 0, as: UInt32.self)
-        p.storeBytes(of: UInt16(text.count).littleEndian, toByteOffset: 4, as: UInt16.self)
-        text.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: p[6...]).copyMemory(from: $0) }
-        return ByteSlice(storage)
+        let fitted = String(decoding: text, as: UTF8.self)
+        // Cannot fail: the text fits the limit.
+        return try! ErrorReply(code: code, message: fitted).encode(limits: limits)
     }
 
-    static func decode(_ payload: ByteSlice) throws(WireError) -> RPCError {
-        let b = payload.bytes
-        guard b.count >= 6 else {
-            throw WireError(.truncated, at: 0, "error reply of \(b.count) bytes is shorter than its 6-byte status and length")
-        }
-        let code = StatusCode(wireValue: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
-        let n = Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
-        guard 6 + n <= b.count else {
-            throw WireError(.truncated, at: 4, "error reply text of \(n) bytes runs past the payload's \(b.count - 6)")
-        }
-        guard let text = String(validating: UnsafeRawBufferPointer(rebasing: b[6..<(6 + n)]), as: UTF8.self) else {
-            throw WireError(.invalidUTF8, at: 6, "error reply text is not valid UTF-8")
-        }
-        return withExtendedLifetime(payload) { RPCError(code, text) }
+    /// Decodes an error reply payload into the error the caller sees.
+    static func decode(_ payload: ByteSlice, limits: Limits = .default) throws(WireError) -> RPCError {
+        let reply = try ErrorReply.decode(payload, limits: limits)
+        return RPCError(reply.code, reply.message)
     }
 }
