@@ -207,13 +207,19 @@ public final class Trainer {
                 if dx == 0 && dy == 0 { continue }
                 let row = x + r * f
                 t.update(from: row, count: f)
-                for yy in 0..<side {
-                    let sy = yy - dy
-                    for xx in 0..<side {
-                        let sx = xx - dx
-                        row[yy * side + xx] = (sy >= 0 && sy < side && sx >= 0 && sx < side) ? t[sy * side + sx] : 0
-                    }
-                }
+                Trainer.shiftImage(UnsafePointer(t), into: row, side: side, dx: dx, dy: dy)
+            }
+        }
+    }
+
+    /// dst[y][x] = src[y - dy][x - dx] (content moves right by dx, down by dy), 0 outside.
+    /// Both are row-major side x side images; they must not overlap.
+    static func shiftImage(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, side: Int, dx: Int, dy: Int) {
+        for yy in 0..<side {
+            let sy = yy - dy
+            for xx in 0..<side {
+                let sx = xx - dx
+                dst[yy * side + xx] = (sy >= 0 && sy < side && sx >= 0 && sx < side) ? src[sy * side + sx] : 0
             }
         }
     }
