@@ -1,4 +1,7 @@
-// Mini-batch SGD with momentum and weight decay over a preallocated MLP workspace.
+// Mini-batch SGD with momentum and weight decay over a preallocated MLP workspace, with an
+// optional cosine learning-rate schedule and input augmentation (Gaussian noise, shifts).
+
+import Foundation
 
 /// Hyperparameters of SGD (PyTorch semantics: g += wd*w; v = mu*v + g; w -= lr*v).
 public struct SGDConfig: Sendable, Equatable {
@@ -13,15 +16,40 @@ public struct SGDConfig: Sendable, Equatable {
     /// Standard deviation of Gaussian noise added to training inputs (data augmentation;
     /// 0 = off). Seeded by the trainer's seed, so runs stay reproducible.
     public var inputNoise: Float
+    /// Cosine learning-rate horizon in steps (0 = constant `learningRate`). The trainer's step
+    /// counter t (`Trainer.stepsDone`) selects the rate: see `learningRate(atStep:)`.
+    public var decaySteps: Int
+    /// Floor of the cosine schedule as a fraction of `learningRate` (reached at `decaySteps`
+    /// and kept afterwards).
+    public var finalLearningRateFraction: Float
+    /// Random image translation (data augmentation; 0 = off): each training row, read as a
+    /// square image of side sqrt(featureCount), is shifted by dx, dy drawn uniformly from
+    /// -maxShift...maxShift, filling vacated pixels with 0 (the background of the x/16 and
+    /// x/255 scalings). Seeded by the trainer's seed.
+    public var maxShift: Int
 
     /// Creates a configuration; defaults suit the bundled digits and MNIST.
     public init(learningRate: Float = 0.05, momentum: Float = 0.9, weightDecay: Float = 1e-4, batchSize: Int = 64,
-                inputNoise: Float = 0) {
+                inputNoise: Float = 0, decaySteps: Int = 0, finalLearningRateFraction: Float = 0, maxShift: Int = 0) {
         self.learningRate = learningRate
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.batchSize = batchSize
         self.inputNoise = inputNoise
+        self.decaySteps = decaySteps
+        self.finalLearningRateFraction = finalLearningRateFraction
+        self.maxShift = maxShift
+    }
+
+    /// The learning rate used for step `t` (0-based):
+    /// `lr * (f + (1 - f) * (1 + cos(pi * min(t, T) / T)) / 2)` with T = `decaySteps`,
+    /// f = `finalLearningRateFraction`; plain `learningRate` when T <= 0.
+    public func learningRate(atStep t: Int) -> Float {
+        guard decaySteps > 0 else { return learningRate }
+        let progress = Double(min(max(t, 0), decaySteps)) / Double(decaySteps)
+        let f = Double(finalLearningRateFraction)
+        let factor = f + (1 - f) * 0.5 * (1 + cos(Double.pi * progress))
+        return Float(Double(learningRate) * factor)
     }
 }
 
@@ -53,11 +81,14 @@ public final class Trainer {
     private var order: [Int]
     private var cursor: Int
     private var rng: SeededGenerator
+    private var shiftScratch: [Float]
+    private let imageSide: Int
 
     /// Creates a trainer.
     ///
     /// - Throws: `MLError` when the parameters do not fit the architecture, the data does not
-    ///   fit it (feature count, label range), the data is empty, or the batch size is < 1.
+    ///   fit it (feature count, label range), the data is empty, the batch size is < 1, or
+    ///   `maxShift` is negative or set for data whose feature count is not a square.
     public init(architecture: MLPArchitecture, parameters: ParameterSet, data: Dataset,
                 config: SGDConfig, seed: UInt64) throws {
         try architecture.requireMatch(parameters)
@@ -68,6 +99,12 @@ public final class Trainer {
         guard config.batchSize >= 1 else {
             throw MLError(.invalidArgument, "batch size is \(config.batchSize); use 1 or more")
         }
+        let side = Int(Double(data.featureCount).squareRoot().rounded())
+        guard config.maxShift >= 0, config.maxShift == 0 || side * side == data.featureCount else {
+            throw MLError(.invalidArgument, "maxShift \(config.maxShift) needs square images and a value >= 0; dataset '\(data.name)' has \(data.featureCount) features; use maxShift 0")
+        }
+        self.imageSide = side * side == data.featureCount ? side : 0
+        self.shiftScratch = [Float](repeating: 0, count: data.featureCount)
         self.architecture = architecture
         self.data = data
         self.config = config
@@ -130,8 +167,12 @@ public final class Trainer {
                 let sigma = Double(config.inputNoise)
                 for i in 0..<(n * data.featureCount) { x[i] += Float(sigma * rng.nextGaussian()) }
             }
+            if config.maxShift > 0 && imageSide > 0 {
+                shiftRows(workspace.acts[0], rows: n, maxShift: min(config.maxShift, imageSide - 1))
+            }
             let ws = workspace
             let cfg = config
+            let lr = config.learningRate(atStep: stepsDone)
             params.storage.withUnsafeMutableBufferPointer { p in
                 grads.withUnsafeMutableBufferPointer { g in
                     velocity.withUnsafeMutableBufferPointer { v in
@@ -139,7 +180,7 @@ public final class Trainer {
                         ws.forward(pp, n: n)
                         lossSum += ws.lossAndDelta(n: n, writeDelta: true, deltaScale: scale).lossSum
                         ws.backward(pp, grads: gp, n: n)
-                        Trainer.sgdUpdate(p, g, v, cfg)
+                        Trainer.sgdUpdate(p, g, v, cfg, learningRate: lr)
                     }
                 }
             }
@@ -155,10 +196,38 @@ public final class Trainer {
         train(steps: epochs * max(1, data.count / batch))
     }
 
+    /// Shifts each of `rows` square images at `x` by a random (dx, dy), zero fill.
+    private func shiftRows(_ x: UnsafeMutablePointer<Float>, rows: Int, maxShift s: Int) {
+        let side = imageSide, f = data.featureCount
+        shiftScratch.withUnsafeMutableBufferPointer { tmp in
+            guard let t = tmp.baseAddress else { return }
+            for r in 0..<rows {
+                let dx = rng.nextInt(below: 2 * s + 1) - s
+                let dy = rng.nextInt(below: 2 * s + 1) - s
+                if dx == 0 && dy == 0 { continue }
+                let row = x + r * f
+                t.update(from: row, count: f)
+                Trainer.shiftImage(UnsafePointer(t), into: row, side: side, dx: dx, dy: dy)
+            }
+        }
+    }
+
+    /// dst[y][x] = src[y - dy][x - dx] (content moves right by dx, down by dy), 0 outside.
+    /// Both are row-major side x side images; they must not overlap.
+    static func shiftImage(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, side: Int, dx: Int, dy: Int) {
+        for yy in 0..<side {
+            let sy = yy - dy
+            for xx in 0..<side {
+                let sx = xx - dx
+                dst[yy * side + xx] = (sy >= 0 && sy < side && sx >= 0 && sx < side) ? src[sy * side + sx] : 0
+            }
+        }
+    }
+
     /// w -= lr * v, v = mu*v + (g + wd*w); elementwise, vectorised by the optimizer.
     static func sgdUpdate(_ w: UnsafeMutableBufferPointer<Float>, _ g: UnsafeMutableBufferPointer<Float>,
-                          _ v: UnsafeMutableBufferPointer<Float>, _ cfg: SGDConfig) {
-        let lr = cfg.learningRate, mu = cfg.momentum, wd = cfg.weightDecay
+                          _ v: UnsafeMutableBufferPointer<Float>, _ cfg: SGDConfig, learningRate lr: Float) {
+        let mu = cfg.momentum, wd = cfg.weightDecay
         guard let wp = w.baseAddress, let gp = g.baseAddress, let vp = v.baseAddress else { return }
         let n = w.count
         for i in 0..<n {

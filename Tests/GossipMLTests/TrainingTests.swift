@@ -35,6 +35,76 @@ import Testing
         #expect(after.count == 200)
     }
 
+    @Test func cosineScheduleValues() {
+        let c = SGDConfig(learningRate: 0.2, decaySteps: 100, finalLearningRateFraction: 0.1)
+        #expect(abs(c.learningRate(atStep: 0) - 0.2) < 1e-7)
+        #expect(abs(c.learningRate(atStep: 50) - 0.2 * (0.1 + 0.9 * 0.5)) < 1e-6)
+        #expect(abs(c.learningRate(atStep: 25) - 0.2 * Float(0.1 + 0.9 * 0.5 * (1 + cos(Double.pi / 4)))) < 1e-6)
+        #expect(abs(c.learningRate(atStep: 100) - 0.02) < 1e-7)
+        #expect(abs(c.learningRate(atStep: 1000) - 0.02) < 1e-7)
+        for t in 0..<100 { #expect(c.learningRate(atStep: t + 1) <= c.learningRate(atStep: t)) }
+        let flat = SGDConfig(learningRate: 0.3)
+        #expect(flat.decaySteps == 0 && flat.learningRate(atStep: 12345) == 0.3)
+    }
+
+    @Test func trainerAppliesScheduleByStepCount() throws {
+        // Floor 0: after decaySteps the rate is 0, so further steps leave the weights unchanged.
+        let arch = try MLPArchitecture(parsing: "4,8,3")
+        let data = try Self.blobs(rows: 64, seed: 4)
+        let t = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 1), data: data,
+                            config: SGDConfig(learningRate: 0.1, batchSize: 16, decaySteps: 20), seed: 2)
+        t.train(steps: 20)
+        let w = t.parameters.storage
+        t.train(steps: 5)
+        #expect(t.parameters.storage == w)
+        #expect(t.stepsDone == 25)
+    }
+
+    @Test func shiftImageMovesPixelsWithZeroFill() {
+        let src: [Float] = [1, 2, 3,
+                            4, 5, 6,
+                            7, 8, 9]
+        func shifted(_ dx: Int, _ dy: Int) -> [Float] {
+            var dst = [Float](repeating: -1, count: 9)
+            src.withUnsafeBufferPointer { s in
+                dst.withUnsafeMutableBufferPointer { d in
+                    Trainer.shiftImage(s.baseAddress!, into: d.baseAddress!, side: 3, dx: dx, dy: dy)
+                }
+            }
+            return dst
+        }
+        #expect(shifted(0, 0) == src)
+        #expect(shifted(1, 0) == [0, 1, 2, 0, 4, 5, 0, 7, 8])
+        #expect(shifted(-1, 0) == [2, 3, 0, 5, 6, 0, 8, 9, 0])
+        #expect(shifted(0, 1) == [0, 0, 0, 1, 2, 3, 4, 5, 6])
+        #expect(shifted(1, -1) == [0, 4, 5, 0, 7, 8, 0, 0, 0])
+    }
+
+    @Test func shiftAugmentationIsSeededAndChecked() throws {
+        let arch = try MLPArchitecture(parsing: "4,8,3")  // 4 features = 2x2 images
+        let data = try Self.blobs(rows: 64, seed: 6)
+        func run(_ shift: Int, seed: UInt64 = 3) throws -> [Float] {
+            let t = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 1), data: data,
+                                config: SGDConfig(learningRate: 0.05, batchSize: 16, maxShift: shift), seed: seed)
+            t.train(steps: 12)
+            #expect(t.parameters.allFinite)
+            return t.parameters.storage
+        }
+        #expect(try run(1) == (try run(1)))
+        #expect(try run(1) != (try run(0)))
+        #expect(try run(1) != (try run(1, seed: 4)))
+        let odd = try Dataset(name: "odd", features: [0, 1, 2, 3, 4, 5], labels: [0, 1], featureCount: 3, classCount: 2)
+        let a3 = try MLPArchitecture(parsing: "3,2")
+        #expect(throws: MLError.self) {
+            try Trainer(architecture: a3, parameters: a3.makeParameters(seed: 1), data: odd,
+                        config: SGDConfig(maxShift: 1), seed: 1)
+        }
+        #expect(throws: MLError.self) {
+            try Trainer(architecture: arch, parameters: arch.makeParameters(seed: 1), data: data,
+                        config: SGDConfig(maxShift: -1), seed: 1)
+        }
+    }
+
     @Test func trainerRejectsMismatchedInputs() throws {
         let arch = try MLPArchitecture(parsing: "5,3")
         let data = try Self.blobs(rows: 10, seed: 1)

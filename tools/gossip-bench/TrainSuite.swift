@@ -128,30 +128,77 @@ func runTrainSuite(_ args: [String]) -> Int32 {
     }
 }
 
-/// Trains centrally with a step-decay schedule; prints per-epoch test accuracy.
+/// SGD hyperparameters from bench options (shared by train-accuracy and gossip-sim).
+/// `--schedule cosine` sets `decaySteps` to `totalSteps`; `step` and `none` leave it 0.
+func sgdConfig(_ opts: [String: String], isDigits: Bool, totalSteps: Int,
+               defaults: SGDConfig = SGDConfig(), defaultSchedule: String = "step") throws -> (SGDConfig, String) {
+    func num<T: LosslessStringConvertible>(_ key: String, _ d: T) throws -> T {
+        guard let t = opts[key] else { return d }
+        guard let v = T(t) else { throw MLError(.invalidArgument, "--\(key) '\(t)' is not a number") }
+        return v
+    }
+    let schedule = opts["schedule"] ?? defaultSchedule
+    guard ["step", "cosine", "none"].contains(schedule) else {
+        throw MLError(.invalidArgument, "--schedule '\(schedule)': use step, cosine or none")
+    }
+    let config = SGDConfig(learningRate: try num("lr", defaults.learningRate),
+                           momentum: try num("momentum", defaults.momentum),
+                           weightDecay: try num("weight-decay", defaults.weightDecay),
+                           batchSize: try num("batch", defaults.batchSize),
+                           inputNoise: try num("noise", isDigits ? defaults.inputNoise : 0),
+                           decaySteps: schedule == "cosine" ? totalSteps : 0,
+                           finalLearningRateFraction: try num("min-lr-frac", defaults.finalLearningRateFraction),
+                           maxShift: try num("shift", isDigits ? defaults.maxShift : 0))
+    return (config, schedule)
+}
+
+/// Loads `source`; with `--holdout N` the test set is replaced by the last N training rows
+/// (validation, for choosing hyperparameters without looking at the test rows) and the
+/// training set by the rows before them.
+func loadSplit(_ source: DatasetSource, _ opts: [String: String]) throws -> DatasetSplit {
+    let split = try source.load()
+    guard let h = opts["holdout"] else { return split }
+    guard let n = Int(h), n > 0, n < split.train.count else {
+        throw MLError(.invalidArgument, "--holdout '\(h)': give a row count between 1 and \(split.train.count - 1)")
+    }
+    let k = split.train.count - n
+    var pre = split.preprocessing
+    pre["split"] = "validation: train=0..<\(k) validation=\(k)..<\(split.train.count) of the training rows"
+    return DatasetSplit(train: split.train.subset(Array(0..<k)), test: split.train.subset(Array(k..<split.train.count)),
+                        preprocessing: pre)
+}
+
+/// Digits defaults of train-accuracy (see README of the bench / `usage`).
+let digitsCentralDefaults = SGDConfig(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-4, batchSize: 64,
+                                      inputNoise: 0.4, maxShift: 0)
+
+/// Trains centrally; prints test accuracy about 12 times. Schedules: `step` (x0.1 after
+/// 75% of the epochs, applied here), `cosine` (applied by the Trainer), `none`.
 func trainCentrally(source: DatasetSource, arch archText: String?, opts: [String: String]) throws
     -> (arch: MLPArchitecture, params: ParameterSet, eval: Evaluation, split: DatasetSplit, seconds: Double, steps: Int) {
     let t0 = now()
-    let split = try source.load()
+    let split = try loadSplit(source, opts)
     let defaultArch = split.train.featureCount == 64 ? "64,256,128,10" : "\(split.train.featureCount),256,128,\(split.train.classCount)"
     let arch = try MLPArchitecture(parsing: archText ?? defaultArch)
     let isDigits = source == .digits
-    let epochs = Int(opts["epochs"] ?? (isDigits ? "100" : "12")) ?? 12
-    var config = SGDConfig(learningRate: Float(opts["lr"] ?? "0.05") ?? 0.05,
-                           momentum: Float(opts["momentum"] ?? "0.9") ?? 0.9,
-                           weightDecay: Float(opts["weight-decay"] ?? "1e-4") ?? 1e-4,
-                           batchSize: Int(opts["batch"] ?? "64") ?? 64,
-                           inputNoise: Float(opts["noise"] ?? (isDigits ? "0.4" : "0")) ?? 0)
+    // Digits defaults (chosen on --holdout 300 validation): cosine over 300 epochs, noise 0.4.
+    let epochs = Int(opts["epochs"] ?? (isDigits ? "300" : "12")) ?? 12
+    let batch = min(Int(opts["batch"] ?? "64") ?? 64, split.train.count)
+    let stepsPerEpoch = max(1, split.train.count / max(batch, 1))
+    var (config, schedule) = try sgdConfig(opts, isDigits: isDigits, totalSteps: epochs * stepsPerEpoch,
+                                           defaults: digitsCentralDefaults,
+                                           defaultSchedule: isDigits ? "cosine" : "step")
     let seed = UInt64(opts["seed"] ?? "1") ?? 1
     let trainer = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: seed),
                               data: split.train, config: config, seed: seed &+ 1)
     let loadTime = now() - t0
-    print(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d noise %g",
+    print(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d noise %g shift %d schedule %@ wd %g",
                  source.description, split.train.count, split.test.count, loadTime, arch.description, epochs,
-                 Double(config.learningRate), config.batchSize, Double(config.inputNoise)))
+                 Double(config.learningRate), config.batchSize, Double(config.inputNoise), config.maxShift,
+                 schedule, Double(config.weightDecay)))
     let decayAt = Int((Double(epochs) * 0.75).rounded())
     for e in 1...max(epochs, 1) {
-        if e == decayAt + 1 {
+        if schedule == "step" && e == decayAt + 1 {
             config.learningRate *= 0.1
             trainer.config = config
         }
@@ -179,8 +226,10 @@ func metadata(arch: MLPArchitecture, split: DatasetSplit, eval: Evaluation, step
 
 /// `gossip-bench train-accuracy`: central training, prints `test_accuracy:` and `wall_s:`.
 func runTrainAccuracySuite(_ args: [String]) -> Int32 {
-    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "epochs", "lr", "momentum", "weight-decay", "batch", "seed", "out", "noise"]) else { return 64 }
+    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "epochs", "lr", "momentum", "weight-decay", "batch", "seed", "out", "noise",
+                                                            "shift", "schedule", "min-lr-frac", "holdout"]) else { return 64 }
     do {
+        if opts["holdout"] != nil && opts["out"] != nil { return fail("--holdout models are not exported; drop --out") }
         let source = try DatasetSource(parsing: opts["dataset"] ?? "digits")
         let r = try trainCentrally(source: source, arch: opts["arch"], opts: opts)
         print(String(format: "test_accuracy: %.4f", r.eval.accuracy))
@@ -198,13 +247,14 @@ func runTrainAccuracySuite(_ args: [String]) -> Int32 {
 
 /// `gossip-bench export-digits OUT`: brief digits training, export, print `swift_accuracy:`.
 func runExportDigitsSuite(_ args: [String]) -> Int32 {
-    guard let (opts, pos) = parseOptions(args, allowed: ["epochs", "arch", "seed", "noise"]), pos.count == 1 else {
+    guard let (opts, pos) = parseOptions(args, allowed: ["epochs", "arch", "seed", "noise", "shift", "schedule", "min-lr-frac"]), pos.count == 1 else {
         FileHandle.standardError.write(Data("usage: gossip-bench export-digits OUT.safetensors [--epochs E]\n".utf8))
         return 64
     }
     do {
         var o = opts
         o["epochs"] = opts["epochs"] ?? "20"
+        o["schedule"] = opts["schedule"] ?? "step"
         let r = try trainCentrally(source: .digits, arch: opts["arch"], opts: o)
         try SafeTensors.write(r.params, metadata: metadata(arch: r.arch, split: r.split, eval: r.eval, steps: r.steps, params: r.params), to: pos[0])
         print(String(format: "swift_accuracy: %.6f", r.eval.accuracy))

@@ -18,6 +18,11 @@ suites:
   train-accuracy [options]    train centrally and report test accuracy
       --dataset SRC (digits | mnist:DIR | fashion-mnist:DIR | csv:FILE)  --arch A
       --epochs E  --lr LR  --momentum M  --weight-decay WD  --batch B  --seed S  --noise SIGMA  --out FILE.safetensors
+      --schedule step|cosine|none  --min-lr-frac F (cosine floor)  --shift PIXELS
+      --holdout N (validate on the last N training rows instead of the test rows)
+  gossip-sim [options]        n peers on IID shards in one process: K local steps, then random pairwise averaging
+      --peers N  --rounds R  --local-steps K  --non-iid-alpha A  --eval-every E  and the train-accuracy options
+      (--schedule cosine|none; cosine spans R*K steps)
   export-digits OUT [--epochs E]  train on the bundled digits, export safetensors, print accuracy
   wire                        wire encode/decode throughput 
   net                         exchange over sockets 
@@ -34,6 +39,8 @@ case "train":
     exit(runTrainSuite(rest))
 case "train-accuracy":
     exit(runTrainAccuracySuite(rest))
+case "gossip-sim":
+    exit(runGossipSimSuite(rest))
 case "export-digits":
     exit(runExportDigitsSuite(rest))
 case "wire", "net":
