@@ -4,13 +4,17 @@ import PackageDescription
 
 // GossipML's GEMM micro-kernel uses AVX2 + FMA in release builds on x86_64 (Haswell, 2013,
 // or newer CPUs); debug builds and other architectures use portable SIMD code.
+//
+// GossipML is also optimized in debug builds: unoptimized, its kernels run about 170 times
+// slower, which would make `swift test` (debug) and its end-to-end training runs crawl.
+let mlDebugOptimized: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 #if arch(x86_64)
-let mlSwiftSettings: [SwiftSetting] = [
+let mlSwiftSettings: [SwiftSetting] = mlDebugOptimized + [
     .unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)),
     .define("GOSSIP_FMA", .when(configuration: .release)),
 ]
 #else
-let mlSwiftSettings: [SwiftSetting] = []
+let mlSwiftSettings: [SwiftSetting] = mlDebugOptimized
 #endif
 
 let package = Package(

@@ -27,6 +27,9 @@ public struct SGDConfig: Sendable, Equatable {
     /// -maxShift...maxShift, filling vacated pixels with 0 (the background of the x/16 and
     /// x/255 scalings). Seeded by the trainer's seed.
     public var maxShift: Int
+    /// Steps taken before this trainer existed (a peer resuming from a checkpoint): the
+    /// schedule continues at `stepsDone + scheduleOffset` instead of starting over.
+    public var scheduleOffset: Int = 0
 
     /// Creates a configuration; defaults suit the bundled digits and MNIST.
     public init(learningRate: Float = 0.05, momentum: Float = 0.9, weightDecay: Float = 1e-4, batchSize: Int = 64,
@@ -172,7 +175,7 @@ public final class Trainer {
             }
             let ws = workspace
             let cfg = config
-            let lr = config.learningRate(atStep: stepsDone)
+            let lr = config.learningRate(atStep: stepsDone + config.scheduleOffset)
             params.storage.withUnsafeMutableBufferPointer { p in
                 grads.withUnsafeMutableBufferPointer { g in
                     velocity.withUnsafeMutableBufferPointer { v in

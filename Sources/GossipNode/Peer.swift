@@ -196,9 +196,14 @@ public final class PeerNode: @unchecked Sendable {
         return nil
     }
 
-    private func install(arch: MLPArchitecture, params: ParameterSet) throws {
-        let t = try Trainer(architecture: arch, parameters: params, data: shard, config: config.sgd,
-                            seed: config.seed &+ UInt64(config.shardIndex))
+    private func install(arch: MLPArchitecture, params: ParameterSet, resumedStep: Int = 0) throws {
+        var sgd = config.sgd
+        if config.cosineSchedule, let rounds = config.rounds {
+            sgd.decaySteps = max(1, rounds * config.localSteps)
+            sgd.scheduleOffset = resumedStep
+        }
+        let t = try Trainer(architecture: arch, parameters: params, data: shard, config: sgd,
+                            seed: config.seed &+ UInt64(config.shardIndex) &+ UInt64(resumedStep))
         lock.withLock {
             trainer = t
             architecture = arch
@@ -594,7 +599,7 @@ public final class PeerNode: @unchecked Sendable {
             throw NodeError("checkpoint \(path) has no usable 'arch' metadata; move it away to start fresh")
         }
         guard params.allFinite else { throw NodeError("checkpoint \(path) holds NaN or Inf weights; move it away to start fresh") }
-        try install(arch: arch, params: params)
+        try install(arch: arch, params: params, resumedStep: Int(meta["step"] ?? "") ?? 0)
         lock.withLock {
             round = Int(meta["round"] ?? "") ?? 0
             stepBase = Int(meta["step"] ?? "") ?? 0

@@ -18,7 +18,10 @@ public struct PeerConfig: Sendable {
     public var shardCount = 1
     /// Dirichlet concentration for label-skewed shards; nil for IID shards.
     public var nonIIDAlpha: Double?
-    public var sgd = SGDConfig(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-4, batchSize: 32)
+    public var sgd = SGDConfig(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-4, batchSize: 64)
+    /// Cosine learning-rate decay over the training rounds (`rounds * localSteps` steps, down to
+    /// `finalLearningRateFraction` of the rate); only when `rounds` is set.
+    public var cosineSchedule = true
     /// SGD steps per round, before each gossip exchange.
     public var localSteps = 10
     /// Training rounds; after them the peer keeps averaging (gossip only) until stopped. nil: train forever.

@@ -107,7 +107,11 @@ struct Peer: ParsableCommand {
     @Option(help: "Learning rate.") var lr: Float = 0.05
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay.") var weightDecay: Float = 1e-4
-    @Option(help: "Mini-batch size.") var batch: Int = 32
+    @Option(help: "Mini-batch size.") var batch: Int = 64
+    @Option(help: "Std of Gaussian noise added to training inputs (regularization; 0 = none).") var inputNoise: Float = 0
+    @Option(help: "Learning-rate schedule: cosine (decays to --final-lr-fraction over --rounds) or constant.")
+    var lrSchedule: String = "cosine"
+    @Option(help: "Final learning rate as a fraction of --lr, for the cosine schedule.") var finalLrFraction: Float = 0
     @Option(help: "SGD steps per round, before each exchange.") var localSteps: Int = 10
     @Option(help: "Training rounds, after which the peer keeps averaging until stopped (default: train until stopped).")
     var rounds: Int?
@@ -144,7 +148,13 @@ struct Peer: ParsableCommand {
         guard lr > 0, batch > 0, localSteps > 0, checkpointEvery > 0, evalEvery > 0, exchangeTimeout > 0 else {
             throw ValidationError("--lr, --batch, --local-steps, --checkpoint-every, --eval-every and --exchange-timeout must be positive")
         }
-        config.sgd = SGDConfig(learningRate: lr, momentum: momentum, weightDecay: weightDecay, batchSize: batch)
+        guard inputNoise >= 0, (0...1).contains(finalLrFraction) else {
+            throw ValidationError("--input-noise must be >= 0 and --final-lr-fraction within 0...1")
+        }
+        guard ["cosine", "constant"].contains(lrSchedule) else { throw ValidationError("--lr-schedule must be cosine or constant") }
+        config.sgd = SGDConfig(learningRate: lr, momentum: momentum, weightDecay: weightDecay, batchSize: batch,
+                               inputNoise: inputNoise, finalLearningRateFraction: finalLrFraction)
+        config.cosineSchedule = lrSchedule == "cosine"
         config.localSteps = localSteps
         config.rounds = rounds
         config.seed = seed
@@ -175,11 +185,12 @@ struct Demo: ParsableCommand {
     @Option(help: "Number of peers.") var peers: Int = 4
     @Option(help: "digits | mnist:DIR | fashion-mnist:DIR | csv:FILE") var dataset: String = "digits"
     @Option(help: "Model architecture (default: chosen for the dataset).") var arch: String?
-    @Option(help: "Training rounds per peer.") var rounds: Int = 40
-    @Option(help: "SGD steps per round.") var localSteps: Int = 10
-    @Option(help: "Learning rate.") var lr: Float = 0.05
-    @Option(help: "Mini-batch size.") var batch: Int = 32
-    @Option(help: "Minimum milliseconds per round, so progress can be watched.") var paceMs: Int = 100
+    @Option(help: "Training rounds per peer (default: 60 for digits, 150 for 28x28 images).") var rounds: Int?
+    @Option(help: "SGD steps per round (default: 10 for digits, 20 for images).") var localSteps: Int?
+    @Option(help: "Learning rate, decayed by a cosine over the rounds (default: 0.2 for digits, 0.05 for images).") var lr: Float?
+    @Option(help: "Mini-batch size (default: 128 for digits, 64 for images).") var batch: Int?
+    @Option(help: "Gaussian input noise std (default: 0.4 for digits, 0 for images).") var inputNoise: Float?
+    @Option(help: "Minimum milliseconds per round, so progress can be watched (default: 100 for digits).") var paceMs: Int?
     @Option(name: .customLong("non-iid"), help: "Label-skewed shards with Dirichlet ALPHA.") var nonIID: Double?
     @Flag(help: "Keep the bootstrap alive (default: it is killed halfway).") var keepBootstrap = false
     @Option(help: "Log level of the children (their logs go to files).") var logLevel: String = "info"
@@ -195,7 +206,8 @@ struct Demo: ParsableCommand {
         o.localSteps = localSteps
         o.learningRate = lr
         o.batch = batch
-        o.pace = .milliseconds(paceMs)
+        o.inputNoise = inputNoise
+        o.pace = paceMs.map { .milliseconds($0) }
         o.nonIIDAlpha = nonIID
         o.killBootstrap = !keepBootstrap
         o.logLevel = logLevel

@@ -115,9 +115,14 @@ final class Cluster: @unchecked Sendable {
         try start(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch, "--seed", "\(seed)", "--log-level", "info"])
     }
 
-    func peer(_ extra: [String], shard: String, rounds: Int? = nil, stateDir: String? = nil) throws -> NodeProcess {
+    /// Training flags for a small, fast model (64,32,10) and for the tuned digits model (64,256,128,10).
+    static let fast = ["--lr", "0.05", "--batch", "32"]
+    static let tuned = ["--lr", "0.2", "--batch", "128", "--input-noise", "0.4"]
+
+    func peer(_ extra: [String], shard: String, rounds: Int? = nil, stateDir: String? = nil,
+              training: [String] = Cluster.fast) throws -> NodeProcess {
         var args = ["peer", "--listen", "127.0.0.1:0", "--dataset", "digits", "--shard", shard, "--local-steps", "10",
-                    "--lr", "0.05", "--batch", "32", "--eval-every", "2", "--exchange-timeout", "3", "--log-level", "info"]
+                    "--eval-every", "2", "--exchange-timeout", "3", "--log-level", "info"] + training
         if let rounds { args += ["--rounds", "\(rounds)"] }
         if let stateDir { args += ["--state-dir", stateDir, "--checkpoint-every", "3"] }
         return try start(args + extra)

@@ -12,12 +12,13 @@ struct NetworkTests {
     @Test func fourPeersConverge() throws {
         let c = try Cluster("converge")
         defer { c.shutdown() }
-        let boot = try c.bootstrap()
+        let boot = try c.bootstrap(arch: "64,256,128,10")
         var peers: [NodeProcess] = []
         for i in 0..<4 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description], shard: "\(i)/4", rounds: 30))
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description], shard: "\(i)/4", rounds: 60,
+                                    training: Cluster.tuned))
         }
-        try c.wait("all peers finish 30 training rounds", timeout: 300, nodes: peers) {
+        try c.wait("all peers finish 60 training rounds", timeout: 600, nodes: peers) {
             try peers.allSatisfy { try c.status($0).phase == "averaging" }
         }
         try c.wait("models within 1% relative L2 and accuracies re-evaluated", timeout: 60, nodes: peers) {
@@ -25,14 +26,14 @@ struct NetworkTests {
         }
         // Accuracy of the converged models, computed here on the held-out rows.
         let split = try DatasetSource.digits.load()
-        let arch = try MLPArchitecture(parsing: "64,32,10")
+        let arch = try MLPArchitecture(parsing: "64,256,128,10")
         for p in peers {
             let acc = evaluate(architecture: arch, parameters: try c.model(p), on: split.test).accuracy
             #expect(acc >= 0.93, "\(p.name) accuracy \(acc)")
             let s = try c.status(p)
             #expect(s.exchanges.done > 0)
             #expect(s.peers.count == 3, "\(p.name) knows \(s.peers)")
-            #expect((s.accuracy ?? 0) >= 0.90, "\(p.name) reported accuracy \(String(describing: s.accuracy))")
+            #expect((s.accuracy ?? 0) >= 0.93, "\(p.name) reported accuracy \(String(describing: s.accuracy))")
         }
         #expect(try c.spread(peers) < 0.01)
     }

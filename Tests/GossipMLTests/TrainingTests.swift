@@ -183,3 +183,23 @@ import Testing
         #expect(maxFrac > 0.6)
     }
 }
+
+@Test func scheduleOffsetContinuesTheCosine() throws {
+    let arch = try MLPArchitecture(parsing: "6,4,2")
+    let data = try Dataset(name: "t", features: (0..<48).map { Float($0 % 7) / 7 }, labels: [0, 1, 0, 1, 0, 1, 0, 1],
+                           featureCount: 6, classCount: 2)
+    var c = SGDConfig(learningRate: 0.2, batchSize: 4, decaySteps: 100, finalLearningRateFraction: 0)
+    #expect(c.learningRate(atStep: 0) == 0.2)
+    #expect(abs(c.learningRate(atStep: 50) - 0.1) < 1e-6)
+    // A trainer resumed at step 100 of a 100-step cosine trains at rate 0: weights stay put.
+    c.scheduleOffset = 100
+    let start = arch.makeParameters(seed: 4)
+    let resumed = try Trainer(architecture: arch, parameters: start, data: data, config: c, seed: 1)
+    resumed.train(steps: 3)
+    #expect(resumed.parameters == start)
+    // Without the offset the same trainer moves.
+    c.scheduleOffset = 0
+    let fresh = try Trainer(architecture: arch, parameters: start, data: data, config: c, seed: 1)
+    fresh.train(steps: 3)
+    #expect(fresh.parameters != start)
+}
