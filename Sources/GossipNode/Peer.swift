@@ -448,8 +448,8 @@ public final class PeerNode: @unchecked Sendable {
         do {
             request = try WireCodec.decodeExchangeRequest(msg.payload, expectedSchemaHash: expected)
             try WireCodec.checkFinite(request.model)
-            guard request.weight.isFinite, request.weight > 0 else {
-                throw RPCError(.invalidArgument, "averaging weight \(request.weight) must be a positive finite number")
+            guard request.weight.isFinite, request.weight > 0, request.weight <= 1e12 else {
+                throw RPCError(.invalidArgument, "averaging weight \(request.weight) must be positive and at most 1e12")
             }
         } catch let e as WireError {
             lock.withLock { exchanges.refused += 1 }

@@ -188,3 +188,48 @@ struct NetworkTests {
 extension Error {
     var status: StatusCode? { (self as? ControlFailure)?.status }
 }
+
+/// A hostile client offers a real peer bad exchanges: NaN weights, an absurd averaging
+/// weight, another schema, a truncated payload. Each is refused with the right status and
+/// the peer's model does not change.
+@Suite(.serialized)
+struct HostileExchangeTests {
+    @Test func badExchangesAreRefusedAndChangeNothing() throws {
+        let c = try Cluster("hostile")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let peer = try c.peer(["--bootstrap", boot.endpoint.description], shard: "0/1", rounds: 1)
+        try c.wait("the peer finishes training") { try c.status(peer).phase == "averaging" }
+        let before = try c.model(peer)
+        let arch = try MLPArchitecture(parsing: "64,32,10")
+        func offer(_ payload: ByteSlice) -> StatusCode? {
+            switch callSync(c.client, peer.endpoint, .gossipExchange, payload, deadline: .seconds(10)) {
+            case .success: return .ok
+            case .failure(let e): return e.code
+            }
+        }
+        var poisoned = before
+        poisoned.storage[5] = .nan
+        let nan = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch, params: poisoned,
+                                                      round: 0, step: 0, samples: 0)
+        #expect(offer(nan) == .invalidArgument)
+        let heavy = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1e300, architecture: arch, params: before,
+                                                        round: 0, step: 0, samples: 0)
+        #expect(offer(heavy) == .invalidArgument)
+        let otherArch = try MLPArchitecture(parsing: "64,16,10")
+        let other = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: otherArch,
+                                                        params: otherArch.makeParameters(seed: 1), round: 0, step: 0, samples: 0)
+        #expect(offer(other) == .failedPrecondition)
+        let truncated = ByteSlice(nan.storage, nan.range.lowerBound..<(nan.range.lowerBound + 40))
+        #expect(offer(truncated) == .invalidArgument)
+        #expect(try c.model(peer) == before)
+        // A well-formed offer is accepted and averaged in.
+        var shifted = before
+        for i in shifted.storage.indices { shifted.storage[i] += 1 }
+        let good = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch, params: shifted,
+                                                       round: 0, step: 0, samples: 0)
+        #expect(offer(good) == .ok)
+        #expect(try c.model(peer) != before)
+        #expect(try c.status(peer).exchanges.refused >= 3)
+    }
+}
