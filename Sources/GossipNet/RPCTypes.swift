@@ -101,43 +101,21 @@ public struct ServerStats: Sendable, Equatable {
     public var bytesOut: Int
 }
 
-/// Encodes and decodes the error-reply payload: u32 LE status, u16 LE length, UTF-8 text.
-///
-/// Kept internal to GossipNet on purpose (the wire branch owns the public `ErrorReply`);
-/// the layout is the same. Text longer than 65535 bytes is cut at a character boundary.
+/// Encodes and decodes the error-reply payload (Protocol/SPEC.md §8): `u32 code`, then
+/// `text` (u32 LE byte length + UTF-8), through GossipWire's `ErrorReply`.
 enum RPCErrorPayload {
-    /// Message type used for connection-level error replies (request id 0), e.g. a
-    /// malformed frame whose type could not be read.
+    /// Message type of connection-level error replies (request id 0): a malformed frame, or
+    /// a connection over the server's limit (SPEC §4, §8). Never a request type.
     static let connectionErrorType = MessageType(rawValue: 0xFFFF)
 
+    /// Text past `maxTextBytes` is cut at a character boundary.
     static func encode(_ code: StatusCode, _ message: String) -> ByteSlice {
-        var text = Array(message.utf8)
-        if text.count > Int(UInt16.max) {
-            var cut = Int(UInt16.max)
-            while cut > 0 && (text[cut] & 0xC0) == 0x80 { cut -= 1 }
-            text.removeSubrange(cut...)
-        }
-        let storage = ByteStorage(count: 6 + text.count)
-        let p = storage.mutableBytes
-        p.storeBytes(of: code.rawValue.littleEndian, toByteOffset: 0, as: UInt32.self)
-        p.storeBytes(of: UInt16(text.count).littleEndian, toByteOffset: 4, as: UInt16.self)
-        text.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: p[6...]).copyMemory(from: $0) }
-        return ByteSlice(storage)
+        // Cutting the text keeps it within the limits, so encoding cannot fail.
+        try! ErrorReply(code: code, message: message).encode()
     }
 
     static func decode(_ payload: ByteSlice) throws(WireError) -> RPCError {
-        let b = payload.bytes
-        guard b.count >= 6 else {
-            throw WireError(.truncated, at: 0, "error reply of \(b.count) bytes is shorter than its 6-byte status and length")
-        }
-        let code = StatusCode(wireValue: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
-        let n = Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
-        guard 6 + n <= b.count else {
-            throw WireError(.truncated, at: 4, "error reply text of \(n) bytes runs past the payload's \(b.count - 6)")
-        }
-        guard let text = String(validating: UnsafeRawBufferPointer(rebasing: b[6..<(6 + n)]), as: UTF8.self) else {
-            throw WireError(.invalidUTF8, at: 6, "error reply text is not valid UTF-8")
-        }
-        return withExtendedLifetime(payload) { RPCError(code, text) }
+        let e = try ErrorReply.decode(payload)
+        return RPCError(e.code, e.message)
     }
 }
