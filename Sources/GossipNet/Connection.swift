@@ -280,12 +280,29 @@ final class Connection: @unchecked Sendable {
                     pending.removeFirst(pendingHead)
                     pendingHead = 0
                 }
-                p.completion?(true)
+                let completion = p.completion
+                if p.message.frames.count > 1 || (p.message.frames.first?.payload.count ?? 0) >= Connection.backgroundReleaseBytes {
+                    Connection.releaseInBackground(p.message)
+                }
+                completion?(true)
                 if state == .closed { return }
             } else {
                 pending[pendingHead] = p
             }
         }
+    }
+
+    /// Sent messages of this size or more (or of several frames) are released on
+    /// `releaseQueue`: unmapping a 400 MB payload takes tens of milliseconds, which must not
+    /// hold up this connection's queue, typically just as the reply to that very request
+    /// starts arriving.
+    static let backgroundReleaseBytes = 4 << 20
+    private static let releaseQueue = DispatchQueue(label: "gossip.net.release")
+
+    /// Drops `message` on `releaseQueue`. Should the caller's own copies outlive the hand-off
+    /// (nanoseconds against a thread wake-up), the memory is simply freed here instead.
+    private static func releaseInBackground(_ message: OutboundMessage) {
+        releaseQueue.async { withExtendedLifetime(message) {} }
     }
 
     private func armWrite(_ on: Bool) {

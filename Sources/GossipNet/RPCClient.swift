@@ -215,8 +215,10 @@ final class ClientChannel: @unchecked Sendable {
             do { err = try RPCErrorPayload.decode(m.payload) } catch {
                 err = RPCError(.internal, "the server sent an unreadable error reply: \(error)")
             }
-            if m.requestID == 0 {
-                // A connection-level error: every call on this connection is affected.
+            if m.type == RPCErrorPayload.connectionErrorType || m.requestID == 0 {
+                // A connection-level error (SPEC §8.1; our ids start at 1, so id 0 is never an
+                // answer to one of ours): the server is closing this connection, so every call
+                // on it fails with that status; the next call reconnects.
                 fail(RPCError(err.code, "server \(endpoint) rejected the connection: \(err.message)"))
             } else {
                 complete(m.requestID, .failure(err))

@@ -101,13 +101,11 @@ public struct ServerStats: Sendable, Equatable {
     public var bytesOut: Int
 }
 
-/// Encodes and decodes the error-reply payload: u32 LE status, u16 LE length, UTF-8 text.
-///
-/// Kept internal to GossipNet on purpose (the wire branch owns the public `ErrorReply`);
-/// the layout is the same. Text longer than 65535 bytes is cut at a character boundary.
+/// Encodes and decodes the error-reply payload (Protocol/SPEC.md §8): `u32 code`, then
+/// `text` (u32 LE byte length + UTF-8), through GossipWire's `ErrorReply`.
 enum RPCErrorPayload {
-    /// Message type used for connection-level error replies (request id 0), e.g. a
-    /// malformed frame whose type could not be read.
+    /// Message type of connection-level error replies (request id 0): a malformed frame, or
+    /// a connection over the server's limit (SPEC §4, §8). Never a request type.
     static let connectionErrorType = MessageType(rawValue: 0xFFFF)
 
     /// Encodes an error reply payload exactly as SPEC.md §8 and `ErrorReply` define it

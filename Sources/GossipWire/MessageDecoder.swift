@@ -4,6 +4,8 @@
 // chunked messages. Large payloads are read by the transport straight into their final
 // place (`writableSpace` hands out the destination), so no prefix is ever copied twice.
 
+import Synchronization
+
 /// A frame as it was received, for inspectors (`onFrame`). `payload` are the bytes as sent
 /// (still compressed) and are valid only during the callback.
 public struct InboundFrame {
@@ -68,13 +70,28 @@ public final class MessageDecoder {
     private var completed: [InboundMessage] = []
     private var completedHead = 0
     private var failure: WireError?
-    private var spare: ByteStorage?
-    private static let recycleThreshold = 1 << 20
 
-    public init(limits: Limits = .default) {
+    /// Message buffers of completed large messages, kept for reuse (see `takeBuffer`).
+    private var pool: [ByteStorage] = []
+    private var pooledBytes = 0
+    /// Most buffers the pool keeps.
+    private static let poolEntries = 4
+    /// Smallest message whose buffer is pooled: below it malloc recycles memory itself.
+    private static let poolThreshold = 1 << 20
+    /// Most bytes the pool keeps (counting buffers the application still holds).
+    public let maxPooledBytes: Int
+
+    /// - Parameter maxPooledBytes: bound on the memory kept for reusing the buffers of
+    ///   large messages once the application released them (default: one message of
+    ///   `limits.maxMessageBytes`); 0 disables reuse.
+    public init(limits: Limits = .default, maxPooledBytes: Int? = nil) {
         self.limits = limits
+        self.maxPooledBytes = maxPooledBytes ?? limits.maxMessageBytes
         self.staging = ByteStorage(count: MessageDecoder.stagingSize)
     }
+
+    /// Bytes currently kept by the buffer pool (tests, diagnostics).
+    public var pooledBufferBytes: Int { pooledBytes }
 
     /// True while a frame or a chunked message is partly received.
     public var hasPartialData: Bool {
@@ -103,7 +120,17 @@ public final class MessageDecoder {
             }
         }
         directPending = false
-        if readIndex == writeIndex { readIndex = 0; writeIndex = 0 }
+        if readIndex == writeIndex {
+            readIndex = 0
+            writeIndex = 0
+            // Between the chunks of a large message the next frame is almost surely another
+            // large chunk: read just its header, so its payload goes straight to its place
+            // instead of through the staging buffer.
+            if failure == nil, case .header = phase, let a = assembly,
+               Int(a.first.messageRawLength) - a.filled >= MessageDecoder.directThreshold {
+                return UnsafeMutableRawBufferPointer(rebasing: staging.mutableBytes[0..<FrameHeader.size])
+            }
+        }
         if writeIndex == staging.count || (staging.count - writeIndex < FrameHeader.size && readIndex > 0) {
             let unread = writeIndex - readIndex
             let base = staging.mutableBytes.baseAddress!
@@ -171,6 +198,35 @@ public final class MessageDecoder {
         }
     }
 
+    /// A buffer of exactly `count` bytes for a new message: a pooled one the application
+    /// has released (no other reference left), else a fresh allocation. Reuse matters for
+    /// large messages: a fresh 40 MB buffer costs more in page faults (the kernel zeroing
+    /// and mapping 10,000 pages as the payload lands) than copying the payload itself.
+    private func takeBuffer(count: Int) -> ByteStorage {
+        var i = pool.count - 1
+        while i >= 0 {
+            if pool[i].count == count && isKnownUniquelyReferenced(&pool[i]) {
+                // Pair with the application's release of its last reference (on any thread)
+                // before this buffer is overwritten.
+                atomicMemoryFence(ordering: .acquiring)
+                pooledBytes -= count
+                return pool.remove(at: i)
+            }
+            i -= 1
+        }
+        return ByteStorage(count: count)
+    }
+
+    /// Remembers a completed message's buffer, evicting the oldest entries past the bounds.
+    private func keepForReuse(_ storage: ByteStorage) {
+        guard storage.count >= MessageDecoder.poolThreshold, storage.count <= maxPooledBytes else { return }
+        pool.append(storage)
+        pooledBytes += storage.count
+        while pool.count > MessageDecoder.poolEntries || pooledBytes > maxPooledBytes {
+            pooledBytes -= pool.removeFirst().count
+        }
+    }
+
     private func destination(for h: FrameHeader, from received: Int, count: Int) -> UnsafeMutableRawBufferPointer {
         if h.flags.contains(.compressed) {
             return UnsafeMutableRawBufferPointer(rebasing: scratch!.mutableBytes[received..<(received + count)])
@@ -223,17 +279,7 @@ public final class MessageDecoder {
             }
         } else {
             // Allocation is bounded: messageRawLength was checked against maxMessageBytes.
-            // Large buffers are recycled once the application has released the previous
-            // message of the same size: a fresh 40 MB allocation costs more in page faults
-            // than the copy itself.
-            let need = Int(h.messageRawLength)
-            let storage: ByteStorage
-            if spare != nil, spare!.count == need, isKnownUniquelyReferenced(&spare!) {
-                storage = spare!
-            } else {
-                storage = ByteStorage(count: need)
-            }
-            spare = nil
+            let storage = takeBuffer(count: Int(h.messageRawLength))
             assembly = Assembly(first: h, storage: storage, filled: 0,
                                 frames: 0, wireBytes: 0, startOffset: offset)
         }
@@ -282,7 +328,7 @@ public final class MessageDecoder {
                                             payload: ByteSlice(a.storage), frameCount: a.frames,
                                             wireBytes: a.wireBytes, streamOffset: a.startOffset,
                                             firstFrameFlags: a.first.flags))
-            if a.storage.count >= MessageDecoder.recycleThreshold { spare = a.storage }
+            keepForReuse(a.storage)
             assembly = nil
         } else {
             assembly = a
