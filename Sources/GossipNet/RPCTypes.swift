@@ -106,7 +106,7 @@ public struct ServerStats: Sendable, Equatable {
 enum RPCErrorPayload {
     /// Message type of connection-level error replies (request id 0): a malformed frame, or
     /// a connection over the server's limit (SPEC §4, §8). Never a request type.
-    static let connectionErrorType = MessageType(rawValue: 0xFFFF)
+    static let connectionErrorType = MessageType.connection
 
     /// Encodes an error reply payload exactly as SPEC.md §8 and `ErrorReply` define it
     /// (u32 status code, then `text`), cutting the message at a UTF-8 boundary to fit.

@@ -46,6 +46,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 5)
     public static let stop = MessageType(rawValue: 6)
     public static let triggerGossip = MessageType(rawValue: 7)
+    /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
+    public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
     public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip]
@@ -59,6 +61,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 5: "Ping"
         case 6: "Stop"
         case 7: "TriggerGossip"
+        case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }
     }
