@@ -7,14 +7,17 @@ cd "$(dirname "$0")/.."
 if ! command -v python3 >/dev/null 2>&1; then
     echo "check_safetensors: SKIP: python3 not found"; exit 0
 fi
-if ! python3 -c 'import numpy' >/dev/null 2>&1; then
+if ! "${PYTHON:-python3}" -c 'import numpy' >/dev/null 2>&1; then
     echo "check_safetensors: SKIP: numpy not installed (pip install numpy)"; exit 0
 fi
-SCRATCH="${SCRATCH_PATH:-.build-ml}"
+# Reuses the build of `swift test` (debug; GossipML is optimized there too) unless told otherwise.
+SCRATCH="${SCRATCH_PATH:-.build}"
+CONFIG="${CONFIG:-debug}"
+PYTHON="${PYTHON:-python3}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-swift build --scratch-path "$SCRATCH" -c release --product gossip-bench >/dev/null
-"$SCRATCH/release/gossip-bench" export-digits "$OUT/digits.safetensors" --epochs 20 | tee "$OUT/swift.txt"
+swift build --scratch-path "$SCRATCH" -c "$CONFIG" --product gossip-bench >/dev/null
+"$SCRATCH/$CONFIG/gossip-bench" export-digits "$OUT/digits.safetensors" --epochs 20 | tee "$OUT/swift.txt"
 ACC="$(sed -n 's/^swift_accuracy: //p' "$OUT/swift.txt")"
-python3 tools/check_safetensors.py "$OUT/digits.safetensors" --expect "$ACC" --tol 0.005
+"$PYTHON" tools/check_safetensors.py "$OUT/digits.safetensors" --expect "$ACC" --tol 0.005
 echo "check_safetensors: OK"
