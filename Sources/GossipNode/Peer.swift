@@ -122,7 +122,7 @@ public final class PeerNode: @unchecked Sendable {
         while true {
             registerEverywhere()
             if resumed { break }
-            if let (arch, params, counters) = fetchModel() {
+            if let (arch, params, counters) = try fetchModel() {
                 try install(arch: arch, params: params)
                 logger.info("joined", metadata: ["model_from": "\(counters.source)", "round": "\(counters.round)",
                                                  "peers": "\(lock.withLock { membership.count })"])
@@ -168,7 +168,9 @@ public final class PeerNode: @unchecked Sendable {
     private struct ModelSourceInfo { var source: String; var round: UInt64 }
 
     /// The current model from a live peer, else the initial model from the bootstrap.
-    private func fetchModel() -> (MLPArchitecture, ParameterSet, ModelSourceInfo)? {
+    /// - Throws: `NodeError` when the network's model cannot fit this peer's dataset (retrying
+    ///   would not help).
+    private func fetchModel() throws -> (MLPArchitecture, ParameterSet, ModelSourceInfo)? {
         var candidates = lock.withLock { membership.endpoints }
         lock.withLock { candidates.shuffle(using: &rng) }
         var sources: [(String, Bool)] = candidates.map { ($0, true) }
@@ -180,11 +182,11 @@ public final class PeerNode: @unchecked Sendable {
                 do {
                     let (arch, params, model) = try WireCodec.decodeModel(msg.payload, expected: nil)
                     guard shard.featureCount == arch.inputSize, split.train.classCount <= arch.outputSize else {
-                        logger.error("model does not fit the dataset", metadata: ["from": "\(source)", "arch": "\(arch)",
-                                                                                   "features": "\(shard.featureCount)"])
-                        continue
+                        throw NodeError("the network's model \(arch) (from \(source)) takes \(arch.inputSize) inputs and \(arch.outputSize) classes, but dataset \(config.dataset) has \(shard.featureCount) features and \(split.train.classCount) classes; use the network's dataset, or start a bootstrap with --arch \(shard.featureCount),...,\(split.train.classCount)")
                     }
                     return (arch, params, ModelSourceInfo(source: isPeer ? "peer \(source)" : "bootstrap \(source)", round: model.round))
+                } catch let e as NodeError {
+                    throw e
                 } catch {
                     logger.warning("model refused", metadata: ["from": "\(source)", "error": "\(error)"])
                 }

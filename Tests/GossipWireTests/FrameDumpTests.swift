@@ -189,3 +189,28 @@ private func vectorRecords(_ names: [String]) throws -> [FrameRecord] {
         #expect(m == Fixtures.model())
     } else { Issue.record("GetModel reply not decoded from the capture") }
 }
+
+/// A tcpdump capture of a real gossipd network (bootstrap + 2 peers, 4,8,3 model): every
+/// frame decodes, every message type the network uses shows up both ways, and the exchanged
+/// models carry the 4,8,3 schema.
+@Test func realGossipdCapture() throws {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/gossipd-network.pcap")
+    let streams = try FrameDump.decodeInput(try [UInt8](Data(contentsOf: url)))
+    #expect(streams.count >= 8)
+    #expect(streams.allSatisfy { $0.error == nil && !$0.hasGap }, "\(streams.compactMap(\.error))")
+    let records = streams.flatMap(\.records)
+    for type in [MessageType.register, .getModel, .gossipExchange, .ping, .triggerGossip] {
+        #expect(records.contains { $0.header.type == type && !$0.header.flags.contains(.response) }, "no \(type) request")
+        #expect(records.contains { $0.header.type == type && $0.header.flags.contains(.response) }, "no \(type) reply")
+    }
+    let hash = TensorTable(tensors: [TensorInfo(name: "layers.0.weight", shape: [8, 4]), TensorInfo(name: "layers.0.bias", shape: [8]),
+                                     TensorInfo(name: "layers.1.weight", shape: [3, 8]), TensorInfo(name: "layers.1.bias", shape: [3])]).schemaHash
+    var exchanges = 0
+    for r in records {
+        if case .success(.gossipExchangeReply(let reply))? = r.body {
+            #expect(reply.model.table.schemaHash == hash && reply.model.architecture == "4,8,3")
+            exchanges += 1
+        }
+    }
+    #expect(exchanges >= 10)
+}
