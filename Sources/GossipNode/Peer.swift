@@ -534,7 +534,7 @@ public final class PeerNode: @unchecked Sendable {
             accuracy = e.accuracy
             heldOutLoss = Double(e.loss)
         }
-        logger.log(level: lock.withLock { phase == "training" } ? .info : .debug, "evaluated", metadata: ["round": "\(lock.withLock { round })", "accuracy": "\(e.accuracy)", "loss": "\(e.loss)"])
+        logger.debug("evaluated", metadata: ["round": "\(lock.withLock { round })", "accuracy": "\(e.accuracy)", "loss": "\(e.loss)"])
     }
 
     /// The node's status document.
