@@ -14,6 +14,10 @@ public final class RPCClient: @unchecked Sendable {
     /// Bound on bytes queued for sending per connection (backpressure past it).
     public let maxQueuedBytes: Int
     private let lock = PThreadLock()
+    /// Bytes this client's connections have read and written, all endpoints together.
+    let counters = IOCounters()
+    public var bytesIn: Int { counters.bytesIn }
+    public var bytesOut: Int { counters.bytesOut }
     private var pool: [Endpoint: ClientChannel] = [:]
     private var closed = false
 
@@ -112,6 +116,7 @@ final class ClientChannel: @unchecked Sendable {
     private weak var client: RPCClient?
     private let limits: Limits
     private let maxQueuedBytes: Int
+    private let counters: IOCounters
 
     private enum State { case connecting, ready(Connection), closed(RPCError) }
     private var state: State = .connecting
@@ -135,6 +140,7 @@ final class ClientChannel: @unchecked Sendable {
         self.client = client
         self.limits = client.limits
         self.maxQueuedBytes = client.maxQueuedBytes
+        self.counters = client.counters
         if let fd = connectedFD {
             queue.async { self.connected(fd: fd, peer: endpoint.description) }
         } else {
@@ -190,7 +196,8 @@ final class ClientChannel: @unchecked Sendable {
 
     private func connected(fd: Int32, peer: String) {
         if case .closed = state { Sys.close(fd); return }
-        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, maxQueuedBytes: maxQueuedBytes)
+        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, maxQueuedBytes: maxQueuedBytes,
+                              counters: counters)
         conn.onMessage = { [self] m in self.received(m) }
         conn.onWritable = { [self] in self.pump() }
         conn.onProtocolError = { [self] e in

@@ -41,6 +41,11 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
         guard !hostPart.isEmpty else {
             throw RPCError(.invalidArgument, "endpoint '\(text)' has an empty host; write HOST:PORT, e.g. 127.0.0.1:9000")
         }
+        guard hostPart.utf8.count <= 253, hostPart.unicodeScalars.allSatisfy({ $0.isASCII && (
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:%".unicodeScalars.contains($0))
+        }) else {
+            throw RPCError(.invalidArgument, "endpoint '\(text)' has a host that is not a name or an address (letters, digits, '.', '-', '_'; IPv6 in brackets)")
+        }
         guard let port = UInt16(portPart) else {
             throw RPCError(.invalidArgument, "endpoint '\(text)' has port '\(portPart)', which is not a number in 0...65535")
         }

@@ -91,6 +91,7 @@ public final class BootstrapNode: @unchecked Sendable {
         }
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         let advertised = config.advertise ?? bound
+        warnIfUnreachable(advertised, logger: logger)
         lock.withLock { endpoint = advertised }
         emitLine("listening \(advertised)")
         logger.info("bootstrap serving", metadata: ["endpoint": "\(advertised)", "arch": "\(config.architecture)",

@@ -1,7 +1,9 @@
 // Soft-state membership: the peers a node knows, how each last answered, and the random
 // choice of a gossip partner. Peers are learned from Register and GossipExchange replies and
 // from incoming exchanges; a peer that fails `dropAfter` contacts in a row is forgotten, and
-// is welcome again as soon as it shows up anew.
+// is welcome again as soon as it shows up anew. Only strings that parse as HOST:PORT are
+// ever admitted, whatever other nodes send.
+import GossipNet
 
 /// What a node knows of one other node.
 public struct PeerRecord: Sendable, Equatable {
@@ -42,7 +44,7 @@ public struct Membership: Sendable {
     @discardableResult
     public mutating func merge(_ peers: [String], now: ContinuousClock.Instant = .now) -> [String] {
         var added: [String] = []
-        for p in peers where !p.isEmpty && p != selfEndpoint && records[p] == nil {
+        for p in peers where !p.isEmpty && p != selfEndpoint && records[p] == nil && Membership.isEndpoint(p) {
             guard records.count < capacity else { break }
             if let when = dropped[p] {
                 if now - when < forgetFor { continue }
@@ -56,7 +58,7 @@ public struct Membership: Sendable {
 
     /// Records a successful contact (adding the peer if it was unknown).
     public mutating func markSuccess(_ p: String, now: ContinuousClock.Instant = .now, exchange: Bool = false) {
-        guard p != selfEndpoint, !p.isEmpty else { return }
+        guard p != selfEndpoint, !p.isEmpty, Membership.isEndpoint(p) else { return }
         dropped[p] = nil
         if records[p] == nil { merge([p], now: now) }
         records[p]?.consecutiveFailures = 0
@@ -76,6 +78,12 @@ public struct Membership: Sendable {
         }
         records[p] = r
         return false
+    }
+
+    /// True when `s` is a HOST:PORT other nodes can be reached at (port 0 is not).
+    public static func isEndpoint(_ s: String) -> Bool {
+        guard let e = try? Endpoint(parsing: s) else { return false }
+        return e.port != 0
     }
 
     /// Forgets a peer at once (e.g. it runs an incompatible model).

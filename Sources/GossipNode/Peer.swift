@@ -74,6 +74,7 @@ public final class PeerNode: @unchecked Sendable {
         registerHandlers()
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         let advertised = config.advertise ?? bound
+        warnIfUnreachable(advertised, logger: logger)
         lock.withLock {
             endpoint = advertised
             membership = Membership(selfEndpoint: advertised.description, dropAfter: config.dropAfter)
@@ -557,8 +558,8 @@ public final class PeerNode: @unchecked Sendable {
             s.preprocessing = split.preprocessing
             s.peers = membership.endpoints
             s.exchanges = exchanges
-            s.bytesIn = stats.bytesIn
-            s.bytesOut = stats.bytesOut
+            s.bytesIn = stats.bytesIn + client.bytesIn
+            s.bytesOut = stats.bytesOut + client.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
             s.checkpointRound = checkpointRound
             s.resumedFromRound = resumedFromRound

@@ -3,6 +3,7 @@
 import Foundation
 import GossipNet
 import GossipWire
+import Logging
 
 /// An error of the node layer: what was wrong and what to do.
 public struct NodeError: Error, CustomStringConvertible, Sendable {
@@ -79,5 +80,13 @@ extension RPCResponder {
         } catch {
             fail(.internal, "\(error)")
         }
+    }
+}
+
+/// Warns when a node would advertise a wildcard address, which other machines cannot dial.
+func warnIfUnreachable(_ advertised: Endpoint, logger: Logger) {
+    if ["0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(advertised.host) {
+        logger.warning("advertising a wildcard address other machines cannot reach; pass --advertise HOST:PORT with this machine's name or address",
+                       metadata: ["advertised": "\(advertised)"])
     }
 }

@@ -21,21 +21,29 @@ import Testing
 }
 
 @Test func randomPeerDrawsEveryPeerAndExcludes() {
-    var m = Membership(selfEndpoint: "a")
-    m.merge(["b", "c"])
-    m.markFailure("b")
+    var m = Membership(selfEndpoint: "127.0.0.1:1")
+    let b = "127.0.0.1:2", c = "127.0.0.1:3"
+    m.merge([b, c])
+    m.markFailure(b)
     var rng = SplitMix(seed: 7)
     var seen = Set<String>()
     for _ in 0..<50 { seen.insert(m.randomPeer(using: &rng)!) }
-    #expect(seen == ["b", "c"])
-    #expect(m.randomPeer(excluding: ["c"], using: &rng) == "b")
-    #expect(m.randomPeer(excluding: ["b", "c"], using: &rng) == nil)
+    #expect(seen == [b, c])
+    #expect(m.randomPeer(excluding: [c], using: &rng) == b)
+    #expect(m.randomPeer(excluding: [b, c], using: &rng) == nil)
 }
 
 @Test func membershipCapacityIsBounded() {
-    var m = Membership(selfEndpoint: "x", capacity: 10)
-    m.merge((0..<100).map { "h:\($0)" })
+    var m = Membership(selfEndpoint: "127.0.0.1:1", capacity: 10)
+    m.merge((0..<100).map { "10.0.0.1:\($0 + 1000)" })
     #expect(m.count == 10)
+}
+
+@Test func membershipAdmitsOnlyEndpoints() {
+    var m = Membership(selfEndpoint: "127.0.0.1:1")
+    #expect(m.merge(["not an endpoint", "127.0.0.1:0", "host:99999", "[::1]:7000", "localhost:7001"]) == ["[::1]:7000", "localhost:7001"])
+    m.markSuccess("evil\u{0}:1")
+    #expect(m.count == 2)
 }
 
 @Test func statusJSONHasStableKeysAndRoundTrips() throws {
