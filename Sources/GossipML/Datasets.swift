@@ -319,7 +319,7 @@ public enum DatasetLoader {
     public static func loadIDXDirectory(_ dir: String, name: String) throws -> DatasetSplit {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw MLError(.io, "'\(dir)' is not a directory; pass the folder holding train-images-idx3-ubyte.gz and friends, e.g. \(name):/work/shared/data/\(name)")
+            throw MLError(.io, "'\(dir)' is not a directory; pass the folder holding train-images-idx3-ubyte.gz and friends, e.g. \(name):/data/\(name)")
         }
         let train = try loadIDX(images: idxFile(dir, "train-images-idx3-ubyte"),
                                 labels: idxFile(dir, "train-labels-idx1-ubyte"), name: "\(name)-train")
@@ -465,7 +465,7 @@ public enum DatasetLoader {
     /// Loads the bundled digits: rows 0..<1500 train, 1500..<1797 test, x / 16.
     public static func loadBundledDigits() throws -> DatasetSplit {
         guard let url = Bundle.module.url(forResource: "digits.csv", withExtension: "gz") else {
-            throw MLError(.io, "the bundled digits.csv.gz resource is missing from the GossipML bundle; rebuild the package or use csv:/work/shared/data/sklearn/digits.csv.gz")
+            throw MLError(.io, "the bundled digits.csv.gz resource is missing from the GossipML bundle; rebuild the package or pass csv:PATH/TO/digits.csv.gz")
         }
         return try loadDigits(path: url.path)
     }
