@@ -47,7 +47,7 @@ public final class Demo: @unchecked Sendable {
         self.options = options
         self.executable = executable
         self.out = output
-        self.workDir = NSTemporaryDirectory() + "gossip-demo-\(getpid())"
+        self.workDir = NSTemporaryDirectory() + "gossip-demo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
 
     /// Kills every child still running (SIGKILL) and waits for them.
@@ -67,6 +67,7 @@ public final class Demo: @unchecked Sendable {
         p.standardError = fh
         p.standardInput = FileHandle.nullDevice
         try p.run()
+        try? fh.close()   // the child has its own copy
         lock.withLock { children.append(p) }
         return p
     }
@@ -100,7 +101,7 @@ public final class Demo: @unchecked Sendable {
         out("logs and checkpoints: \(workDir)")
 
         let bootLog = workDir + "/bootstrap.log", bootReady = workDir + "/bootstrap.ready"
-        let boot = try spawn(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch.description, "--seed", "\(options.seed)",
+        let boot = try spawn(["bootstrap", "--exit-with-parent", "--listen", "127.0.0.1:0", "--arch", arch.description, "--seed", "\(options.seed)",
                               "--ready-file", bootReady, "--log-level", options.logLevel], log: bootLog)
         let bootEndpoint = try waitForFile(bootReady, "bootstrap", process: boot, log: bootLog)
         out("bootstrap  \(bootEndpoint)")
@@ -109,7 +110,7 @@ public final class Demo: @unchecked Sendable {
         var readies: [(String, String)] = []
         for i in 0..<options.peers {
             let log = workDir + "/peer\(i).log", ready = workDir + "/peer\(i).ready"
-            var args = ["peer", "--listen", "127.0.0.1:0", "--bootstrap", bootEndpoint, "--dataset", options.dataset.description,
+            var args = ["peer", "--exit-with-parent", "--listen", "127.0.0.1:0", "--bootstrap", bootEndpoint, "--dataset", options.dataset.description,
                         "--shard", "\(i)/\(options.peers)", "--rounds", "\(rounds)", "--local-steps", "\(localSteps)",
                         "--lr", "\(lr)", "--batch", "\(batch)", "--input-noise", "\(noise)", "--seed", "\(options.seed)",
                         "--pace-ms", "\(Int(pace.seconds * 1000))", "--eval-every", "\(max(1, rounds / 20))",

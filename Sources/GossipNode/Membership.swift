@@ -16,7 +16,7 @@ public struct PeerRecord: Sendable, Equatable {
 /// The peer table. Not thread-safe: its owner serialises access.
 public struct Membership: Sendable {
     /// This node's own endpoint, never listed as a peer.
-    public let selfEndpoint: String
+    public private(set) var selfEndpoint: String
     /// Failed contacts in a row after which a peer is dropped.
     public let dropAfter: Int
     /// Most peers kept.
@@ -78,6 +78,12 @@ public struct Membership: Sendable {
         }
         records[p] = r
         return false
+    }
+
+    /// Sets this node's own endpoint (known once it is bound), keeping the peers learned so far.
+    public mutating func setSelf(_ endpoint: String) {
+        selfEndpoint = endpoint
+        records[endpoint] = nil
     }
 
     /// True when `s` is a HOST:PORT other nodes can be reached at (port 0 is not).

@@ -31,6 +31,7 @@ public final class PeerNode: @unchecked Sendable {
     private var architecture: MLPArchitecture?
     private var membership: Membership
     private var busy = false
+    private var triggerRunning = false
     private var stopping = false
     private var phase = "onboarding"
     private var round = 0
@@ -60,6 +61,7 @@ public final class PeerNode: @unchecked Sendable {
         }
         var serverConfig = ServerConfig()
         serverConfig.limits = Limits.default
+        serverConfig.maxConnections = 1024   // pooled connections from every other peer
         self.server = RPCServer(config: serverConfig)
         self.client = RPCClient()
         self.endpoint = config.listen
@@ -77,7 +79,7 @@ public final class PeerNode: @unchecked Sendable {
         warnIfUnreachable(advertised, logger: logger)
         lock.withLock {
             endpoint = advertised
-            membership = Membership(selfEndpoint: advertised.description, dropAfter: config.dropAfter)
+            membership.setSelf(advertised.description)
         }
         emitLine("listening \(advertised)")
         logger.info("serving", metadata: ["endpoint": "\(advertised)", "dataset": "\(config.dataset)",
@@ -88,8 +90,12 @@ public final class PeerNode: @unchecked Sendable {
     /// Onboards, then trains and gossips until stopped. Blocks the calling thread.
     /// - Throws: `NodeError` when no model can be had (no checkpoint, no live peer, no bootstrap).
     public func run() throws {
-        try onboard()
-        if let f = config.readyFile { try writeReadyFile(f, endpoint.description) }
+        guard try onboard() else {
+            logger.notice("stopped while onboarding")
+            finish()
+            return
+        }
+        if let f = config.readyFile { try writeReadyFile(f, lock.withLock { endpoint.description }) }
         loop()
         finish()
     }
@@ -105,7 +111,13 @@ public final class PeerNode: @unchecked Sendable {
     private var isStopping: Bool { lock.withLock { stopping } }
 
     private func finish() {
-        lock.withLock { phase = "stopping" }
+        // Let an exchange in flight (e.g. one a TriggerGossip started) install its reply
+        // before the last checkpoint; none can start now that `stopping` is set.
+        lock.withLock {
+            phase = "stopping"
+            let until = Date().addingTimeInterval(config.exchangeTimeout.seconds + 1)
+            while busy && Date() < until { _ = lock.wait(until: until) }
+        }
         if config.stateDir != nil { checkpoint() }
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(2)) { done.signal() }
@@ -116,12 +128,13 @@ public final class PeerNode: @unchecked Sendable {
 
     // MARK: - onboarding
 
-    private func onboard() throws {
+    /// Registers and gets a model (or resumes). Returns false when stopped before it had one.
+    private func onboard() throws -> Bool {
         let deadline = ContinuousClock.now + config.onboardTimeout
         let resumed = try loadCheckpoint()
         var attempt = 0
         while true {
-            registerEverywhere()
+            try registerEverywhere()
             if resumed { break }
             if let (arch, params, counters) = try fetchModel() {
                 try install(arch: arch, params: params)
@@ -130,17 +143,22 @@ public final class PeerNode: @unchecked Sendable {
                 break
             }
             attempt += 1
-            if ContinuousClock.now > deadline || isStopping {
+            if isStopping { return false }
+            if ContinuousClock.now > deadline {
                 throw NodeError("could not get a model: no checkpoint in --state-dir, no live peer and no reachable bootstrap (bootstrap \(config.bootstrap?.description ?? "none"), join \(config.join.map(\.description))); start a bootstrap or pass --join with a live peer")
             }
-            Thread.sleep(forTimeInterval: min(2.0, 0.1 * Double(attempt)))
+            sleepUnlessStopped(.milliseconds(Int64(min(2000, 100 * attempt))))
         }
         lock.withLock { phase = "training" }
+        return true
     }
 
-    private func registerEverywhere() {
-        let hash = lock.withLock { trainer?.parameters.schemaHash } ?? 0
-        let req = RegisterRequest(endpoint: endpoint.description, schemaHash: hash)
+    /// Registers with the bootstrap and every --join target.
+    /// - Throws: `NodeError` when one refuses this peer's model schema (a checkpoint from
+    ///   another network): retrying cannot help.
+    private func registerEverywhere() throws {
+        let (hash, me) = lock.withLock { (trainer?.parameters.schemaHash ?? 0, endpoint.description) }
+        let req = RegisterRequest(endpoint: me, schemaHash: hash)
         var targets: [(Endpoint, Bool)] = config.join.map { ($0, true) }
         if let b = config.bootstrap { targets.insert((b, false), at: 0) }
         guard let payload = try? WireCodec.encode(req) else {
@@ -159,6 +177,9 @@ public final class PeerNode: @unchecked Sendable {
                 } catch {
                     logger.warning("register reply malformed", metadata: ["from": "\(target)", "error": "\(error)"])
                 }
+            case .failure(let err) where err.code == .failedPrecondition:
+                let arch = lock.withLock { architecture?.description ?? "?" }
+                throw NodeError("\(target) refused this peer's model \(arch) (schema \(StatusReport.hex(hash))): \(err.message); the checkpoint in --state-dir belongs to another network: move it away to join this one")
             case .failure(let err):
                 logger.warning("\(isPeer ? "peer" : "bootstrap") unreachable, skipped",
                                metadata: ["endpoint": "\(target)", "error": "\(err)"])
@@ -227,6 +248,7 @@ public final class PeerNode: @unchecked Sendable {
                 gossipOnce()
                 averagingTicks += 1
                 if averagingTicks % 5 == 0 { evaluateNow() }
+                if config.stateDir != nil, averagingTicks % 50 == 0 { checkpoint() }
                 sleepUnlessStopped(config.averagingInterval)
                 continue
             }
@@ -467,7 +489,8 @@ public final class PeerNode: @unchecked Sendable {
             return
         }
         let reply: ByteSlice? = lock.withLock {
-            guard !busy, !stopping, let t = trainer, let arch = architecture else { return nil }
+            guard !busy, !stopping, let t = trainer, let arch = architecture,
+                  request.model.data.count == t.parameters.parameterCount * 4 else { return nil }
             // Average in place under the lock (one vectorised pass), then encode the result.
             WireCodec.averageInPlace(t, ownWeight: Double(shard.count), incoming: request.model, incomingWeight: request.weight)
             membership.markSuccess(request.sender, exchange: true)
@@ -480,46 +503,66 @@ public final class PeerNode: @unchecked Sendable {
         }
         guard let reply else {
             lock.withLock { exchanges.refused += 1 }
-            responder.fail(.aborted, "peer \(endpoint) is busy in another exchange; try another peer")
+            responder.fail(.aborted, "peer \(lock.withLock { endpoint }) is busy in another exchange; try another peer")
             return
         }
         responder.reply(reply, options: RPCOptions(compression: config.compression, checksum: false))
     }
 
+    /// Runs one exchange now, as `gossipctl gossip` asks. One at a time: a second trigger
+    /// while one runs is answered ABORTED at once rather than parking a worker thread.
     private func handleTrigger(_ msg: InboundMessage, _ responder: RPCResponder) {
+        let req: TriggerGossipRequest
         do {
-            let req = try WireCodec.decodeTriggerRequest(msg.payload)
-            var peer = req.peer
-            if peer.isEmpty {
-                guard let p = lock.withLock({ membership.randomPeer(using: &rng) }) else {
-                    responder.fail(.failedPrecondition, "this peer knows no other peer to gossip with")
-                    return
-                }
-                peer = p
-            } else {
-                guard (try? Endpoint(parsing: peer)) != nil else {
-                    responder.fail(.invalidArgument, "'\(peer)' is not HOST:PORT")
-                    return
-                }
-            }
-            // Wait briefly for our own exchange (if any) to finish.
-            let until = Date().addingTimeInterval(2)
-            lock.lock()
-            while busy && Date() < until { _ = lock.wait(until: until) }
-            lock.unlock()
-            switch exchange(with: peer) {
-            case .ok(let d):
-                let json = "{\"distance_before\":\(d),\"peer\":\"\(peer)\",\"result\":\"ok\"}"
-                responder.reply { try WireCodec.encode(StatusReply(json: json)) }
-            case .localBusy:
-                responder.fail(.aborted, "this peer is busy in another exchange; try again")
-            case .remoteBusy:
-                responder.fail(.aborted, "peer \(peer) is busy in another exchange; try again")
-            case .failed(let code, let why):
-                responder.fail(code, "exchange with \(peer) failed: \(why)")
-            }
+            req = try WireCodec.decodeTriggerRequest(msg.payload)
         } catch {
-            responder.fail(.invalidArgument, "\(error)")
+            responder.fail(error.statusCode, error.description)
+            return
+        }
+        enum Gate { case go, onboarding, stopping, triggered }
+        let gate: Gate = lock.withLock {
+            if stopping { return .stopping }
+            if trainer == nil { return .onboarding }
+            if triggerRunning { return .triggered }
+            triggerRunning = true
+            return .go
+        }
+        switch gate {
+        case .stopping: responder.fail(.unavailable, "this peer is stopping"); return
+        case .onboarding: responder.fail(.unavailable, "this peer has no model yet (still onboarding); try again shortly"); return
+        case .triggered: responder.fail(.aborted, "another triggered exchange is running on this peer; try again"); return
+        case .go: break
+        }
+        defer { lock.withLock { triggerRunning = false } }
+        var peer = req.peer
+        if peer.isEmpty {
+            guard let p = lock.withLock({ membership.randomPeer(using: &rng) }) else {
+                responder.fail(.notFound, "this peer knows no other peer to gossip with")
+                return
+            }
+            peer = p
+        } else if !Membership.isEndpoint(peer) {
+            responder.fail(.invalidArgument, "'\(peer)' is not HOST:PORT")
+            return
+        }
+        // Wait briefly for our own exchange (if any) to finish.
+        let until = Date().addingTimeInterval(2)
+        lock.lock()
+        while busy && Date() < until { _ = lock.wait(until: until) }
+        lock.unlock()
+        switch exchange(with: peer) {
+        case .ok(let d):
+            let json = jsonText(["distance_before": d, "peer": peer, "result": "ok"])
+            responder.reply { try WireCodec.encode(StatusReply(json: json)) }
+        case .localBusy:
+            responder.fail(.aborted, "this peer is busy in another exchange; try again")
+        case .remoteBusy:
+            responder.fail(.aborted, "peer \(peer) is busy in another exchange; try again")
+        case .failed(.deadlineExceeded, let why):
+            // The deadline is this node's; the caller sees the peer as unavailable.
+            responder.fail(.unavailable, "exchange with \(peer) timed out: \(why)")
+        case .failed(let code, let why):
+            responder.fail(code, "exchange with \(peer) failed: \(why)")
         }
     }
 

@@ -76,7 +76,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     }
 
     /// Encodes every key, optional ones as `null`, so scripts always find the same keys.
+    /// Non-finite numbers (a diverged loss) are encoded as `null` too: JSON has no NaN.
     public func encode(to encoder: Encoder) throws {
+        func finite(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(role, forKey: .role)
         try c.encode(endpoint, forKey: .endpoint)
@@ -86,9 +88,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(step, forKey: .step)
         try c.encode(round, forKey: .round)
         try c.encode(samplesSeen, forKey: .samplesSeen)
-        try c.encode(loss, forKey: .loss)
-        try c.encode(accuracy, forKey: .accuracy)
-        try c.encode(heldOutLoss, forKey: .heldOutLoss)
+        try c.encode(finite(loss), forKey: .loss)
+        try c.encode(finite(accuracy), forKey: .accuracy)
+        try c.encode(finite(heldOutLoss), forKey: .heldOutLoss)
         try c.encode(heldOutCount, forKey: .heldOutCount)
         try c.encode(dataset, forKey: .dataset)
         try c.encode(shard, forKey: .shard)
@@ -98,7 +100,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(exchanges, forKey: .exchanges)
         try c.encode(bytesIn, forKey: .bytesIn)
         try c.encode(bytesOut, forKey: .bytesOut)
-        try c.encode(uptimeSeconds, forKey: .uptimeSeconds)
+        try c.encode(finite(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
         try c.encode(checkpointRound, forKey: .checkpointRound)
         try c.encode(resumedFromRound, forKey: .resumedFromRound)
     }

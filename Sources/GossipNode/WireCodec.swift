@@ -86,13 +86,20 @@ enum WireCodec {
     }
 
     /// Decodes a model into a new parameter set (one copy), checking it fits its architecture.
+    ///
+    /// The architecture string is checked against the received tensor table (schema hash and
+    /// byte count) before anything is allocated for it, so a lying `architecture` field cannot
+    /// make the node allocate more than the message it actually sent.
     static func decodeModel(_ p: ByteSlice, expected: UInt64?) throws -> (MLPArchitecture, ParameterSet, ModelState) {
         let model = try ModelState.decode(p, limits: limits, expectedSchemaHash: expected)
         let arch = try MLPArchitecture(parsing: model.architecture)
-        var params = ParameterSet(specs: arch.parameterSpecs)
-        guard params.schemaHash == model.table.schemaHash else {
-            throw WireError(.schemaMismatch, "model tensors do not match its architecture \(arch)")
+        let specs = arch.parameterSpecs
+        let declared = TensorTable(tensors: specs.map { TensorInfo(name: $0.name, shape: $0.shape) })
+        guard declared.schemaHash == model.table.schemaHash, declared.tensors == model.table.tensors,
+              declared.dataByteCount == model.data.count else {
+            throw WireError(.schemaMismatch, "model tensors do not match its declared architecture \(model.architecture)")
         }
+        var params = ParameterSet(specs: specs)
         try checkFinite(model)
         try model.copyData(into: &params.storage)
         return (arch, params, model)

@@ -12,6 +12,19 @@ import Logging
 struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
+    @Flag(help: ArgumentHelp("Stop when the parent process exits (used by `gossipd demo` for its children).", visibility: .hidden))
+    var exitWithParent = false
+
+    /// With --exit-with-parent, calls `stop` once the parent process is gone.
+    func watchParent(_ stop: @escaping @Sendable () -> Void) -> DispatchSourceTimer? {
+        guard exitWithParent else { return nil }
+        let parent = getppid()
+        let t = DispatchSource.makeTimerSource(queue: .global())
+        t.schedule(deadline: .now() + 0.5, repeating: 0.5)
+        t.setEventHandler { if getppid() != parent { stop() } }
+        t.resume()
+        return t
+    }
 
     func makeLogger(_ label: String) throws -> Logger {
         guard let level = Logger.Level(rawValue: logLevel) else {
@@ -28,9 +41,9 @@ func parseEndpoint(_ s: String, _ option: String) throws -> Endpoint {
     do { return try Endpoint(parsing: s) } catch { throw ValidationError("\(option) '\(s)': \(error)") }
 }
 
-/// Stops `stop` on SIGINT/SIGTERM (handled on a queue, not in a signal handler).
+/// Calls `stop` on SIGINT/SIGTERM/SIGHUP (handled on a queue, not in a signal handler).
 func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
-    [SIGINT, SIGTERM].map { sig in
+    [SIGINT, SIGTERM, SIGHUP].map { sig in
         signal(sig, SIG_IGN)
         let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         s.setEventHandler(handler: stop)
@@ -73,6 +86,10 @@ struct Bootstrap: ParsableCommand {
             params = p
         } else {
             architecture = try MLPArchitecture(parsing: arch!)
+            let count = architecture.parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            guard count <= Limits.default.maxMessageBytes / 4 - 1024 else {
+                throw ValidationError("--arch \(architecture) has \(count) parameters; one message carries at most about \(Limits.default.maxMessageBytes / 4) float32 values")
+            }
             params = architecture.makeParameters(seed: seed)
         }
         var config = BootstrapConfig(listen: try parseEndpoint(listen, "--listen"), architecture: architecture, initialModel: params)
@@ -81,8 +98,9 @@ struct Bootstrap: ParsableCommand {
         let node = try BootstrapNode(config: config, logger: logger)
         _ = try node.start()
         let signals = onTerminationSignals { node.requestStop() }
+        let watcher = global.watchParent { node.requestStop() }
         node.wait()
-        withExtendedLifetime(signals) {}
+        withExtendedLifetime((signals, watcher)) {}
     }
 }
 
@@ -173,8 +191,9 @@ struct Peer: ParsableCommand {
         let node = try PeerNode(config: config, logger: logger)
         _ = try node.start()
         let signals = onTerminationSignals { node.requestStop() }
+        let watcher = global.watchParent { node.requestStop() }
         try node.run()
-        withExtendedLifetime(signals) {}
+        withExtendedLifetime((signals, watcher)) {}
     }
 }
 

@@ -60,3 +60,14 @@ import Testing
     #expect(obj["schema_hash"] as? String == "00000000000000ab")
     #expect(try StatusReport.parse(json) == s)
 }
+
+@Test func statusWithADivergedLossStillEncodes() throws {
+    var s = StatusReport(role: "peer", endpoint: "127.0.0.1:9", phase: "training", architecture: "4,3", schemaHash: 1)
+    s.loss = .nan
+    s.heldOutLoss = .infinity
+    s.accuracy = 0.1
+    let obj = try #require(try JSONSerialization.jsonObject(with: Data(s.json().utf8)) as? [String: Any])
+    #expect(obj["role"] as? String == "peer")
+    #expect(obj["loss"] is NSNull && obj["held_out_loss"] is NSNull)
+    #expect(obj["accuracy"] as? Double == 0.1)
+}

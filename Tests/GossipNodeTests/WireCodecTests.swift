@@ -57,3 +57,18 @@ import Testing
     #expect(a.parameters == b.parameters)
     #expect(d > 0)
 }
+
+@Test func aLyingArchitectureIsRefusedBeforeAllocating() throws {
+    // A small, self-consistent model whose architecture field claims ~1 PB of weights.
+    let real = try MLPArchitecture(parsing: "4,3,2").makeParameters(seed: 1)
+    let payload = try real.storage.withUnsafeBytes { data in
+        try ModelState.encode(architecture: "64,16777216,16777216,10", round: 0, step: 0, samples: 0,
+                              table: WireCodec.table(real), data: data)
+    }
+    do {
+        _ = try WireCodec.decodeModel(payload, expected: nil)
+        Issue.record("accepted a model whose architecture does not match its tensors")
+    } catch let e as WireError {
+        #expect(e.kind == .schemaMismatch)
+    }
+}

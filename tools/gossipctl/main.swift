@@ -9,7 +9,7 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case text, json
 
 struct Options: ParsableArguments {
     @Option(help: "The node's HOST:PORT.") var endpoint: String
-    @Option(help: "Seconds to wait for the node's answer.") var timeout: Double = 10
+    @Option(help: "Seconds to wait for the node's answer (longer than a node's 10 s exchange deadline).") var timeout: Double = 20
     @Option(name: [.short, .customLong("output")], help: "text (for people) or json (one object, for scripts).")
     var output: OutputFormat = .text
 
