@@ -122,9 +122,17 @@ final class ClientChannel: @unchecked Sendable {
     private var state: State = .connecting
     private struct Call {
         let completion: @Sendable (Result<InboundMessage, RPCError>) -> Void
-        let timer: DispatchWorkItem
+        let deadline: Duration
+        let expiry: DispatchTime
     }
     private var calls: [UInt32: Call] = [:]
+    /// One timer for all calls' deadlines, armed for the earliest one it knows of (a
+    /// per-call `asyncAfter` creates and registers a timer source per call, which costs
+    /// tens of microseconds and a wake-up of Dispatch's timer thread on every call).
+    /// Calls that finish early leave it armed; it then fires, finds nothing due, and
+    /// re-arms for the earliest remaining deadline.
+    private var deadlineTimer: DispatchSourceTimer?
+    private var armedExpiry: DispatchTime?
     /// Requests not yet admitted to the send queue (connecting, or queue full), in order.
     private var waiting: [(id: UInt32, message: OutboundMessage)] = []
     private var waitingHead = 0
@@ -168,9 +176,9 @@ final class ClientChannel: @unchecked Sendable {
             var id = nextID
             while id == 0 || calls[id] != nil { id &+= 1 }
             nextID = id &+ 1
-            let timer = DispatchWorkItem { [weak self] in self?.expire(id, after: deadline) }
-            calls[id] = Call(completion: completion, timer: timer)
-            queue.asyncAfter(deadline: .now() + deadline.dispatch, execute: timer)
+            let expiry = DispatchTime.now() + deadline.dispatch
+            calls[id] = Call(completion: completion, deadline: deadline, expiry: expiry)
+            if armedExpiry.map({ expiry < $0 }) ?? true { armDeadlineTimer(expiry) }
             waiting.append((id, message))
             pump()
         }
@@ -235,14 +243,34 @@ final class ClientChannel: @unchecked Sendable {
 
     private func complete(_ id: UInt32, _ result: Result<InboundMessage, RPCError>) {
         guard let call = calls.removeValue(forKey: id) else { return }   // late (after deadline)
-        call.timer.cancel()
         call.completion(result)
     }
 
-    private func expire(_ id: UInt32, after deadline: Duration) {
-        guard calls[id] != nil else { return }
-        complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(deadline) deadline")))
-        pump()   // a timed-out waiting request is skipped
+    private func armDeadlineTimer(_ at: DispatchTime) {
+        if case .closed = state { return }
+        let t: DispatchSourceTimer
+        if let existing = deadlineTimer {
+            t = existing
+        } else {
+            t = DispatchSource.makeTimerSource(queue: queue)
+            t.setEventHandler { [weak self] in self?.deadlineTimerFired() }
+            t.resume()
+            deadlineTimer = t
+        }
+        armedExpiry = at
+        t.schedule(deadline: at, leeway: .milliseconds(1))
+    }
+
+    /// Ends every call past its deadline (in id order), then re-arms for the next one.
+    private func deadlineTimerFired() {
+        armedExpiry = nil
+        let now = DispatchTime.now()
+        let due = calls.filter { $0.value.expiry <= now }.sorted { $0.key < $1.key }
+        for (id, call) in due {
+            complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(call.deadline) deadline")))
+        }
+        if let next = calls.values.map(\.expiry).min() { armDeadlineTimer(next) }
+        if !due.isEmpty { pump() }   // timed-out waiting requests are skipped
     }
 
     /// Ends every call with `error` and closes the connection; the pool drops this channel.
@@ -257,8 +285,10 @@ final class ClientChannel: @unchecked Sendable {
         calls.removeAll()
         waiting.removeAll()
         waitingHead = 0
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+        armedExpiry = nil
         for (_, c) in all.sorted(by: { $0.key < $1.key }) {
-            c.timer.cancel()
             c.completion(.failure(error))
         }
         conn?.close(.local(error.message))

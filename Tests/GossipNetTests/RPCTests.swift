@@ -280,6 +280,34 @@ import Glibc
         await h.stop()
     }
 
+    /// One timer serves all of a channel's deadlines: a shorter deadline submitted after a
+    /// longer one must still fire on time, and later ones after it fired.
+    @Test func deadlinesOfMixedLengthsEachFireOnTime() async throws {
+        let held = Box<RPCResponder>()
+        guard let h = try Harness.make(.ipv4, setup: { s in
+            s.register(.ping) { _, r in held.append(r) }   // never answers
+        }) else { return }
+        let long = Box<Result<InboundMessage, RPCError>>()
+        h.client.call(h.endpoint, type: .ping, payload: bytes("long"), deadline: .seconds(30)) { long.append($0) }
+        for ms in [300, 150] {
+            let start = ContinuousClock.now
+            do {
+                _ = try await h.client.call(h.endpoint, type: .ping, payload: bytes("short"), deadline: .milliseconds(ms))
+                Issue.record("expected DEADLINE_EXCEEDED")
+            } catch {
+                #expect(error.code == .deadlineExceeded)
+                #expect(error.message.contains("\(Duration.milliseconds(ms))"))
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed >= .milliseconds(ms - 10))
+            #expect(elapsed < .milliseconds(ms) + .seconds(2))
+        }
+        #expect(long.count == 0, "the 30 s call must still be waiting")
+        for r in held.all { r.reply(bytes("late")) }
+        await waitFor("the long call's reply") { long.count == 1 }
+        await h.stop()
+    }
+
     @Test func readerThatStopsReadingBoundsSenderMemory() async throws {
         // The "server" end of the pair is never read.
         let (a, b) = try Sys.socketpair()

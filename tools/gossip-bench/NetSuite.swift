@@ -34,18 +34,35 @@ func runNetSuite(_ args: [String]) throws {
     let echo = try EchoServer()
     defer { echo.stop() }
 
+    // Options (for quick iteration; the defaults are the full suite):
+    //   --sizes 1M,10M   only these sizes   --reps N   samples per size
+    var sizes: Set<String> = ["1M", "10M", "100M"]
+    var repsOverride: Int?
+    var i = 0
+    while i < args.count {
+        if args[i] == "--sizes", i + 1 < args.count {
+            sizes = Set(args[i + 1].split(separator: ",").map(String.init)); i += 2
+        } else if args[i] == "--reps", i + 1 < args.count, let n = Int(args[i + 1]), n > 0 {
+            repsOverride = n; i += 2
+        } else {
+            throw RPCError(.invalidArgument, "net: unknown option \(args[i]) (use --sizes 1M,10M,100M and --reps N)")
+        }
+    }
+
     // Warm up the pooled connection (not timed).
     _ = try exchange(client, endpoint, floats: 1024)
 
     // 100M first, so the process-wide VmHWM is this exchange's peak.
     let payload100 = 100_000_000 * 4
     let rssBefore = peakRSS()
-    let firstMs = try exchange(client, endpoint, floats: 100_000_000)
+    let firstMs = sizes.contains("100M") ? try exchange(client, endpoint, floats: 100_000_000) : 0
     let rssPeak = peakRSS()
     let rssRatio = Double(rssPeak - rssBefore) / Double(payload100)
 
     var lines: [String] = []
-    for (label, floats, reps) in [("1M", 1_000_000, 11), ("10M", 10_000_000, 7), ("100M", 100_000_000, 5)] {
+    for (label, floats, defaultReps) in [("1M", 1_000_000, 11), ("10M", 10_000_000, 7), ("100M", 100_000_000, 5)]
+    where sizes.contains(label) {
+        let reps = repsOverride ?? defaultReps
         var rpc: [Double] = label == "100M" ? [firstMs] : []
         var base: [Double] = []
         while base.count < reps {
@@ -61,8 +78,10 @@ func runNetSuite(_ args: [String]) throws {
         lines.append("exchange_\(label)_socket_freshbuf_ms: \(fmt(median(fresh)))  (echo reading into untouched memory)")
     }
     for l in lines { print(l) }
-    print("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
-    print("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
+    if sizes.contains("100M") {
+        print("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
+        print("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
+    }
 
     client.close()
     let done = DispatchSemaphore(value: 0)
