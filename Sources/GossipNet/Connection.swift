@@ -97,6 +97,14 @@ final class Connection: @unchecked Sendable {
 
     private var lastActivity = ContinuousClock.now
     private var partialSince: ContinuousClock.Instant?
+    private let openedAt = ContinuousClock.now
+    /// Whether a whole message has ever arrived (for `silentTimeout`).
+    private var everCompleted = false
+    /// Last time queued output made progress (or became non-empty).
+    private var lastWriteProgress = ContinuousClock.now
+    /// A connection that has not delivered one whole message this long after opening is
+    /// closed (idle sockets cannot hold connection slots); nil disables.
+    var silentTimeout: Duration?
     private let idleTimeout: Duration?
     private let frameTimeout: Duration?
 
@@ -183,6 +191,7 @@ final class Connection: @unchecked Sendable {
             if let requestID { h.requestID = requestID }
             h.write(to: base + i * FrameHeader.size)
         }
+        if pendingHead == pending.count { lastWriteProgress = .now }
         pending.append(Pending(message: message, headers: headers, completion: completion))
         queuedBytes += size
         if queuedBytes > peakQueuedBytes { peakQueuedBytes = queuedBytes }
@@ -213,6 +222,7 @@ final class Connection: @unchecked Sendable {
                 bytesOut += written
                 counters?.add(out: written)
                 lastActivity = .now
+                lastWriteProgress = lastActivity
                 advance(by: written)
                 if notify { onWritable?() }
                 if state == .closed { return }
@@ -355,6 +365,7 @@ final class Connection: @unchecked Sendable {
                 }
                 while state == .open, let m = decoder.nextMessage() {
                     completedAny = true
+                    everCompleted = true
                     onMessage?(m)
                 }
             }
@@ -383,6 +394,15 @@ final class Connection: @unchecked Sendable {
         let now = ContinuousClock.now
         if let frameTimeout, let since = partialSince, now - since > frameTimeout {
             close(.timedOut("a frame or message from \(peer) started but did not finish within \(frameTimeout)"))
+            return
+        }
+        // Queued output that makes no progress: the peer stopped reading.
+        if let frameTimeout, pendingHead < pending.count, now - lastWriteProgress > frameTimeout {
+            close(.timedOut("\(peer) read none of \(queuedBytes) queued bytes for \(frameTimeout); it stopped reading"))
+            return
+        }
+        if let silentTimeout, !everCompleted, now - openedAt > silentTimeout {
+            close(.timedOut("\(peer) sent no complete message within \(silentTimeout) of connecting"))
             return
         }
         if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), pendingHead == pending.count {

@@ -234,9 +234,9 @@ final class ClientChannel: @unchecked Sendable {
                 // A connection-level error (SPEC §8.1; our ids start at 1, so id 0 is never an
                 // answer to one of ours): the server is closing this connection, so every call
                 // on it fails with that status; the next call reconnects.
-                fail(RPCError(err.code, "server \(endpoint) rejected the connection: \(err.message)"))
+                fail(RPCError(err.code, "server \(endpoint) rejected the connection: \(err.message)", remote: true))
             } else {
-                complete(m.requestID, .failure(err))
+                complete(m.requestID, .failure(RPCError(err.code, err.message, remote: true)))
             }
         }
     }

@@ -18,8 +18,13 @@ public struct ServerConfig: Sendable {
     /// A frame or message that started arriving must finish within this time, or the
     /// connection is dropped (a stalled sender cannot hold memory or a slot forever).
     public var frameTimeout: Duration = .seconds(30)
-    /// Bytes queued for sending per connection before replies wait (backpressure).
+    /// Bytes queued for sending per connection before replies wait (backpressure). Replies
+    /// waiting beyond that may add up to this much again; past it (a client that sends
+    /// requests but does not read replies) the connection is closed.
     public var maxQueuedBytes = 64 << 20
+    /// A connection that has not sent one whole request this long after connecting is closed,
+    /// so idle sockets cannot hold the connection slots.
+    public var silentTimeout: Duration = .seconds(10)
 
     public init() {}
 }
@@ -123,6 +128,7 @@ public final class RPCServer: @unchecked Sendable {
         let queue = DispatchQueue(label: "gossip.rpc.server.conn")
         let conn = Connection(fd: fd, queue: queue, peer: peer, limits: config.limits, maxQueuedBytes: config.maxQueuedBytes,
                               counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout)
+        conn.silentTimeout = config.silentTimeout
         let sc = ServerConnection(conn: conn, server: self)
         let admitted = lock.locked { () -> Bool in
             guard !draining, connections.count < config.maxConnections else { return false }
@@ -194,6 +200,7 @@ final class ServerConnection: @unchecked Sendable {
     let server: RPCServer
     private var inFlight = 0
     private var waitingReplies: [OutboundMessage] = []
+    private var waitingBytes = 0
 
     init(conn: Connection, server: RPCServer) {
         self.conn = conn
@@ -212,6 +219,7 @@ final class ServerConnection: @unchecked Sendable {
         }
         conn.onClose = { [self] _ in
             waitingReplies.removeAll()
+            waitingBytes = 0
             server.connectionClosed(self)
         }
         conn.start()
@@ -276,15 +284,19 @@ final class ServerConnection: @unchecked Sendable {
         guard !conn.isClosed else { return }
         if waitingReplies.isEmpty && conn.trySend(m) { return }
         waitingReplies.append(m)
-        // A peer that keeps sending but never reads would grow this list; cut it off.
-        if waitingReplies.count > 2 * server.config.maxInFlightPerConnection + 16 {
-            conn.close(.local("peer \(peer) does not read its replies"))
+        waitingBytes += m.wireBytes
+        // A peer that keeps sending but never reads would grow this list; cut it off, by
+        // count and by bytes (one large reply may always wait).
+        if waitingReplies.count > 2 * server.config.maxInFlightPerConnection + 16
+            || (waitingReplies.count > 1 && waitingBytes > server.config.maxQueuedBytes) {
+            conn.close(.local("peer \(peer) does not read its replies (\(waitingReplies.count) replies, \(waitingBytes) bytes waiting)"))
         }
     }
 
     private func pumpReplies() {
         while let m = waitingReplies.first, !conn.isClosed, conn.hasRoom(for: m.wireBytes) {
             waitingReplies.removeFirst()
+            waitingBytes -= m.wireBytes
             conn.trySend(m)
         }
     }

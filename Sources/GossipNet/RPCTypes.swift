@@ -69,10 +69,14 @@ extension String {
 public struct RPCError: Error, Sendable, CustomStringConvertible, Equatable {
     public let code: StatusCode
     public let message: String
+    /// True when the other side sent this status in an error reply; false when it arose
+    /// here (could not connect, connection lost, local deadline).
+    public let remote: Bool
 
-    public init(_ code: StatusCode, _ message: String) {
+    public init(_ code: StatusCode, _ message: String, remote: Bool = false) {
         self.code = code
         self.message = message
+        self.remote = remote
     }
 
     public var description: String { "\(code.name): \(message)" }

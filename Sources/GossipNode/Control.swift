@@ -57,13 +57,16 @@ public final class Control: @unchecked Sendable {
         switch callSync(client, endpoint, type, payload, deadline: timeout ?? self.timeout) {
         case .success(let m): return m
         case .failure(let e):
+            if e.remote {
+                throw ControlFailure(exitCode: .remoteError, message: "\(endpoint) answered \(e.code.name): \(e.message)", status: e.code)
+            }
             switch e.code {
             case .unavailable, .deadlineExceeded:
                 throw ControlFailure(exitCode: .unreachable,
                                      message: "\(endpoint): \(e.code.name): \(e.message)",
                                      status: e.code)
             default:
-                throw ControlFailure(exitCode: .remoteError, message: "\(endpoint) answered \(e.code.name): \(e.message)", status: e.code)
+                throw ControlFailure(exitCode: .failure, message: "\(endpoint): \(e.code.name): \(e.message)", status: e.code)
             }
         }
     }
