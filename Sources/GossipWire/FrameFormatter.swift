@@ -40,28 +40,10 @@ public enum FrameDump {
     /// that frame's error (offsets are stream offsets).
     public static func decode(_ bytes: [UInt8], direction: String? = nil, limits: Limits = .default,
                               headBytes: Int = 64) -> (records: [FrameRecord], error: WireError?) {
-        let d = MessageDecoder(limits: limits)
-        var records: [FrameRecord] = []
-        var ends: [Int] = []
-        d.onFrame = { f in
-            records.append(FrameRecord(header: f.header, offset: f.streamOffset, direction: direction,
-                                       payloadHead: Array(f.payload.prefix(headBytes)), body: nil))
-            if f.header.flags.contains(.endStream) { ends.append(records.count - 1) }
-        }
-        var error: WireError?
-        do {
-            try d.append(bytes)
-            try d.finish()
-        } catch let e {
-            error = e
-        }
-        var k = 0
-        while let m = d.nextMessage() {
-            let body: Result<MessageBody, WireError> = Result { () throws(WireError) in try MessageBody.decode(m, limits: limits) }
-            if k < ends.count { records[ends[k]].body = body }
-            k += 1
-        }
-        return (records, error)
+        let live = LiveFrameDump(direction: direction, limits: limits, headBytes: headBytes)
+        let records = live.feed(bytes)
+        live.finish()
+        return (records, live.error)
     }
 
     static func kindName(_ f: FrameFlags) -> String {

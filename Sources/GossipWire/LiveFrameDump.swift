@@ -4,7 +4,7 @@
 
 /// Decodes one direction of a live stream into frame records.
 public final class LiveFrameDump {
-    public let direction: String
+    public let direction: String?
     private let decoder: MessageDecoder
     private let limits: Limits
     private var pending: [FrameRecord] = []
@@ -12,7 +12,7 @@ public final class LiveFrameDump {
     /// The first malformed-frame error; after it the direction is no longer decoded.
     public private(set) var error: WireError?
 
-    public init(direction: String, limits: Limits = .default, headBytes: Int = 64) {
+    public init(direction: String?, limits: Limits = .default, headBytes: Int = 64) {
         self.direction = direction
         self.limits = limits
         self.decoder = MessageDecoder(limits: limits)
@@ -37,10 +37,17 @@ public final class LiveFrameDump {
             if k < ends.count { pending[ends[k]].body = body }
             k += 1
         }
-        // Frames of a message still in progress are returned too; only END frames wait for nothing.
+        // Frames of a message still in progress are returned as soon as they are complete.
         let out = pending
         pending.removeAll(keepingCapacity: true)
         ends.removeAll(keepingCapacity: true)
         return out
+    }
+
+    /// Declares the end of the stream: a frame or chunked message left unfinished becomes
+    /// `error` (`.truncated`), unless an earlier error stands.
+    public func finish() {
+        guard error == nil else { return }
+        do { try decoder.finish() } catch let e { error = e }
     }
 }
