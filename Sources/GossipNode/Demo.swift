@@ -61,7 +61,9 @@ public final class Demo: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
-        FileManager.default.createFile(atPath: log, contents: nil)
+        guard FileManager.default.createFile(atPath: log, contents: nil) else {
+            throw NodeError("cannot create the log file \(log)")
+        }
         let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         p.standardOutput = fh
         p.standardError = fh

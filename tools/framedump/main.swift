@@ -157,8 +157,11 @@ struct Proxy: ParsableCommand {
         }
         warn("proxy listening \(bound) -> \(up)")
         if let readyFile {
-            FileManager.default.createFile(atPath: readyFile + ".tmp", contents: Data("\(bound)\n".utf8))
-            _ = rename(readyFile + ".tmp", readyFile)
+            guard FileManager.default.createFile(atPath: readyFile + ".tmp", contents: Data("\(bound)\n".utf8)),
+                  rename(readyFile + ".tmp", readyFile) == 0 else {
+                warn("framedump: cannot write --ready-file \(readyFile)")
+                throw ExitCode(Exit.unreadable)
+            }
         }
         let stop = DispatchSemaphore(value: 0)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
@@ -209,7 +212,9 @@ final class LivePrinter: @unchecked Sendable {
                 if let record {
                     if files[key] == nil {
                         let path = "\(record)-\(c)-\(dir == .clientToServer ? "c2s" : "s2c").bin"
-                        FileManager.default.createFile(atPath: path, contents: nil)
+                        if !FileManager.default.createFile(atPath: path, contents: nil) {
+                            warn("framedump: cannot create \(path); not recording this direction")
+                        }
                         files[key] = FileHandle(forWritingAtPath: path)
                     }
                     files[key]?.write(Data(bytes))
