@@ -52,22 +52,30 @@ func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSo
     }
 }
 
-struct Bootstrap: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run the discovery service: registers peers, hands out the peer list and the initial model.")
-
+/// Where a daemon listens, what it advertises, and where it reports readiness.
+struct AddressOptions: ParsableArguments {
     @Option(help: "HOST:PORT to listen on (port 0: the OS picks; the bound address is printed as 'listening HOST:PORT').")
     var listen: String = "127.0.0.1:0"
     @Option(help: "HOST:PORT other nodes should use to reach this one (default: the bound address).")
     var advertise: String?
+    @Option(help: "Write the bound HOST:PORT to this file once the node serves (a peer: once it has a model).")
+    var readyFile: String?
+
+    func listenEndpoint() throws -> Endpoint { try parseEndpoint(listen, "--listen") }
+    func advertiseEndpoint() throws -> Endpoint? { try advertise.map { try parseEndpoint($0, "--advertise") } }
+}
+
+struct Bootstrap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the discovery service: registers peers, hands out the peer list and the initial model.")
+
+    @OptionGroup var address: AddressOptions
     @Option(help: "Initial model as a safetensors file (its __metadata__ must name 'arch').")
     var model: String?
     @Option(help: "Initial model architecture, e.g. 64,128,10 or 784,256,128,10 (with --seed).")
     var arch: String?
     @Option(help: "Seed of the initial model's initialization (with --arch).")
     var seed: UInt64 = 1
-    @Option(help: "Write the bound HOST:PORT to this file once serving.")
-    var readyFile: String?
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -92,9 +100,9 @@ struct Bootstrap: ParsableCommand {
             }
             params = architecture.makeParameters(seed: seed)
         }
-        var config = BootstrapConfig(listen: try parseEndpoint(listen, "--listen"), architecture: architecture, initialModel: params)
-        config.advertise = try advertise.map { try parseEndpoint($0, "--advertise") }
-        config.readyFile = readyFile
+        var config = BootstrapConfig(listen: try address.listenEndpoint(), architecture: architecture, initialModel: params)
+        config.advertise = try address.advertiseEndpoint()
+        config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
         _ = try node.start()
         let signals = onTerminationSignals { node.requestStop() }
@@ -108,10 +116,7 @@ struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.")
 
-    @Option(help: "HOST:PORT to listen on (port 0: the OS picks; printed as 'listening HOST:PORT').")
-    var listen: String = "127.0.0.1:0"
-    @Option(help: "HOST:PORT other nodes should use to reach this one (default: the bound address).")
-    var advertise: String?
+    @OptionGroup var address: AddressOptions
     @Option(help: "Bootstrap HOST:PORT. An unreachable bootstrap is reported and skipped.")
     var bootstrap: String?
     @Option(help: "A live peer's HOST:PORT to join through (repeatable).")
@@ -141,15 +146,13 @@ struct Peer: ParsableCommand {
     @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
     @Option(help: "Minimum milliseconds per round (to watch progress).") var paceMs: Int = 0
     @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
-    @Option(help: "Write the bound HOST:PORT to this file once the peer has a model and serves it.")
-    var readyFile: String?
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.peer")
-        var config = PeerConfig(listen: try parseEndpoint(listen, "--listen"))
-        config.advertise = try advertise.map { try parseEndpoint($0, "--advertise") }
+        var config = PeerConfig(listen: try address.listenEndpoint())
+        config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
         config.join = try join.map { try parseEndpoint($0, "--join") }
         guard config.bootstrap != nil || !config.join.isEmpty || stateDir != nil else {
@@ -187,7 +190,7 @@ struct Peer: ParsableCommand {
         case "zlib-shuffle": config.compression = .zlib(level: 1, shuffle: true)
         default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
         }
-        config.readyFile = readyFile
+        config.readyFile = address.readyFile
         let node = try PeerNode(config: config, logger: logger)
         _ = try node.start()
         let signals = onTerminationSignals { node.requestStop() }

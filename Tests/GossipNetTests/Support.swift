@@ -149,3 +149,28 @@ func rawConnect(_ endpoint: Endpoint) async throws -> Int32 {
 }
 
 func openFDCount() -> Int { Sys.openDescriptorCount() ?? -1 }
+
+/// Descriptors of this process that are TCP sockets with local or remote port `port`
+/// (read from /proc/net/tcp{,6} and /proc/self/fd). Unlike the process-wide count, other
+/// tests running in parallel do not disturb it. nil where /proc is missing.
+func openSocketCount(port: UInt16) -> Int? {
+    var inodes = Set<String>()
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 9 else { continue }
+            let local = f[1].split(separator: ":").last.flatMap { UInt16($0, radix: 16) }
+            let remote = f[2].split(separator: ":").last.flatMap { UInt16($0, radix: 16) }
+            if local == port || remote == port { inodes.insert(String(f[9])) }
+        }
+    }
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return nil }
+    var n = 0
+    for name in names {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + name),
+              target.hasPrefix("socket:["), target.hasSuffix("]") else { continue }
+        if inodes.contains(String(target.dropFirst(8).dropLast())) { n += 1 }
+    }
+    return n
+}
