@@ -54,6 +54,13 @@ public enum Averaging {
         }
     }
 
+    /// The same distance over raw float buffers of equal length (e.g. a model as received).
+    public static func relativeL2Distance(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> Double {
+        precondition(a.count == b.count, "relativeL2Distance: buffers differ in length")
+        let (diff, norm) = sumsOfSquares(a, b)
+        return diff.squareRoot() / max(norm.squareRoot(), 1e-30)
+    }
+
     /// (sum (a-b)^2, sum a^2).
     static func sumsOfSquares(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Double, Double) {
         guard let ap = a.baseAddress, let bp = b.baseAddress else { return (0, 0) }

@@ -107,6 +107,9 @@ public struct ParameterSet: Sendable, Equatable {
         storage.withUnsafeBufferPointer { Kernels.allFinite($0) }
     }
 
+    /// The same check over raw weights (e.g. as received, before they become a parameter set).
+    public static func allFinite(_ values: UnsafeBufferPointer<Float>) -> Bool { Kernels.allFinite(values) }
+
     /// FNV-1a 64 over the little-endian bytes of `storage` (a checksum of the weights).
     public var storageChecksum: UInt64 {
         storage.withUnsafeBytes { fnv1a64(UnsafeRawBufferPointer($0)) }

@@ -13,6 +13,15 @@ enum WireCodec {
         TensorTable(tensors: p.specs.map { TensorInfo(name: $0.name, shape: $0.shape) })
     }
 
+    /// Runs a typed-throwing encoder over the weights' raw bytes (no copy).
+    private static func withWeights(_ params: ParameterSet,
+                                    _ encode: (UnsafeRawBufferPointer) throws(WireError) -> ByteSlice) throws(WireError) -> ByteSlice {
+        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
+            Result { () throws(WireError) in try encode(data) }
+        }
+        return try r.get()
+    }
+
     static func peerList(_ peers: [String]) -> PeerList {
         PeerList(peers: Array(peers.prefix(limits.maxPeers)))
     }
@@ -37,27 +46,21 @@ enum WireCodec {
     static func encodeModel(architecture: MLPArchitecture, params: ParameterSet, round: UInt64, step: UInt64,
                             samples: UInt64) throws(WireError) -> ByteSlice {
         let t = table(params)
-        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
-            Result { () throws(WireError) in
-                try ModelState.encode(architecture: architecture.description, round: round, step: step, samples: samples,
-                                      table: t, data: data, limits: limits)
-            }
+        return try withWeights(params) { (data) throws(WireError) in
+            try ModelState.encode(architecture: architecture.description, round: round, step: step, samples: samples,
+                                  table: t, data: data, limits: limits)
         }
-        return try r.get()
     }
 
     static func encodeExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,
                                       round: UInt64, step: UInt64, samples: UInt64,
                                       into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let t = table(params)
-        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
-            Result { () throws(WireError) in
-                try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
-                                                 round: round, step: step, samples: samples, table: t, data: data,
-                                                 limits: limits, into: buffer)
-            }
+        return try withWeights(params) { (data) throws(WireError) in
+            try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
+                                             round: round, step: step, samples: samples, table: t, data: data,
+                                             limits: limits, into: buffer)
         }
-        return try r.get()
     }
 
     static func encodeExchangeReply(weight: Double, peers: PeerList, architecture: MLPArchitecture, params: ParameterSet,
@@ -65,14 +68,11 @@ enum WireCodec {
                                     into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let t = table(params)
         let list = peerList(peers.peers)
-        let r: Result<ByteSlice, WireError> = params.storage.withUnsafeBytes { data in
-            Result { () throws(WireError) in
-                try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
-                                               round: round, step: step, samples: samples, table: t, data: data,
-                                               limits: limits, into: buffer)
-            }
+        return try withWeights(params) { (data) throws(WireError) in
+            try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
+                                           round: round, step: step, samples: samples, table: t, data: data,
+                                           limits: limits, into: buffer)
         }
-        return try r.get()
     }
 
     static func decodeExchangeRequest(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeRequest {
@@ -107,12 +107,8 @@ enum WireCodec {
 
     /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity.
     static func checkFinite(_ model: ModelState) throws(WireError) {
-        let ok = model.data.withUnsafeBytes { raw -> Bool in
-            raw.withMemoryRebound(to: Float.self) { f in
-                var bad = false
-                for x in f where !x.isFinite { bad = true; break }
-                return !bad
-            }
+        let ok = model.data.withUnsafeBytes { raw in
+            raw.withMemoryRebound(to: Float.self) { ParameterSet.allFinite($0) }
         }
         guard ok else { throw WireError(.malformed, "model weights contain NaN or Inf; refused") }
     }
@@ -124,20 +120,14 @@ enum WireCodec {
             guard model.data.count == p.storage.count * 4 else {
                 throw WireError(.lengthMismatch, "reply model has \(model.data.count) bytes, expected \(p.storage.count * 4)")
             }
-            var diff: Double = 0, norm: Double = 0
-            model.data.withUnsafeBytes { raw in
-                raw.withMemoryRebound(to: Float.self) { f in
-                    p.storage.withUnsafeMutableBufferPointer { dst in
-                        for i in 0..<dst.count {
-                            let d = Double(f[i] - dst[i])
-                            diff += d * d
-                            norm += Double(dst[i]) * Double(dst[i])
-                            dst[i] = f[i]
-                        }
-                    }
+            // One vectorised pass for the distance (GossipML's kernel), then one memcpy.
+            let distance = model.data.withUnsafeBytes { raw in
+                raw.withMemoryRebound(to: Float.self) { incoming in
+                    p.storage.withUnsafeBufferPointer { own in Averaging.relativeL2Distance(own, incoming) }
                 }
             }
-            return (diff / max(norm, 1e-30)).squareRoot()
+            try model.copyData(into: &p.storage)
+            return distance
         }
     }
 
