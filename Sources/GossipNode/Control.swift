@@ -35,7 +35,8 @@ public struct ControlFailure: Error, CustomStringConvertible, Sendable {
     }
 }
 
-func jsonText(_ object: Any) -> String {
+/// `object` as compact JSON with sorted keys ("{}" if it cannot be encoded).
+public func jsonText(_ object: Any) -> String {
     guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
     return String(decoding: data, as: UTF8.self)
 }

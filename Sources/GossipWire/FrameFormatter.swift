@@ -50,6 +50,13 @@ public enum FrameDump {
         f.contains(.error) ? "error" : (f.contains(.response) ? "reply" : "request")
     }
 
+    /// A record as framedump prints it: a JSON line, or a line (or field tree with `verbose`)
+    /// followed by the hex dump with `hex`. Always ends with a newline.
+    public static func render(_ r: FrameRecord, verbose: Bool, hex: Bool, json: Bool) -> String {
+        if json { return self.json(r, verbose: verbose) + "\n" }
+        return (verbose ? tree(r) : line(r) + "\n") + (hex ? self.hex(r) : "")
+    }
+
     /// One line: offset, direction, type, kind, id, flags, sizes, and the status of errors.
     public static func line(_ r: FrameRecord) -> String {
         let h = r.header

@@ -98,12 +98,7 @@ struct Dump: ParsableCommand {
         for s in streams {
             if !check {
                 for r in s.records where FrameDump.matches(r, type: filterType, requestID: requestID) {
-                    var text: String
-                    switch output {
-                    case .json: text = FrameDump.json(r, verbose: verbose) + "\n"
-                    case .text: text = verbose ? FrameDump.tree(r) : FrameDump.line(r) + "\n"
-                    }
-                    if hex && output == .text { text += FrameDump.hex(r) }
+                    let text = FrameDump.render(r, verbose: verbose, hex: hex, json: output == .json)
                     FileHandle.standardOutput.write(Data(text.utf8))
                 }
             }
@@ -223,9 +218,7 @@ final class LivePrinter: @unchecked Sendable {
                 dumps[key] = dump
                 var out = ""
                 for r in dump.feed(bytes) where FrameDump.matches(r, type: type, requestID: requestID) {
-                    if json { out += FrameDump.json(r, verbose: verbose) + "\n" }
-                    else { out += verbose ? FrameDump.tree(r) : FrameDump.line(r) + "\n" }
-                    if hex && !json { out += FrameDump.hex(r) }
+                    out += FrameDump.render(r, verbose: verbose, hex: hex, json: json)
                 }
                 if !out.isEmpty { FileHandle.standardOutput.write(Data(out.utf8)) }
             }

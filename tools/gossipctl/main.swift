@@ -31,11 +31,6 @@ struct Options: ParsableArguments {
     }
 }
 
-func jsonString(_ object: Any) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
-}
-
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the node's state: role, round, loss, accuracy, peers, traffic.")
     @OptionGroup var options: Options
@@ -53,7 +48,7 @@ struct Peers: ParsableCommand {
     func run() throws {
         do {
             let s = try options.control().status()
-            options.emit(text: s.peers.joined(separator: "\n"), json: jsonString(["endpoint": s.endpoint, "peers": s.peers]))
+            options.emit(text: s.peers.joined(separator: "\n"), json: jsonText(["endpoint": s.endpoint, "peers": s.peers]))
         } catch let f as ControlFailure { options.fail(f) }
     }
 }
@@ -66,7 +61,7 @@ struct Model: ParsableCommand {
         do {
             let summary = try options.control().exportModel(to: out)
             let text = "wrote \(out): \(summary["architecture"] ?? "") (\(summary["parameters"] ?? 0) parameters, round \(summary["round"] ?? 0), schema \(summary["schema_hash"] ?? ""))"
-            options.emit(text: text, json: jsonString(summary))
+            options.emit(text: text, json: jsonText(summary))
         } catch let f as ControlFailure { options.fail(f) }
     }
 }
@@ -79,7 +74,7 @@ struct Gossip: ParsableCommand {
         do {
             let reply = try options.control().gossip(with: with ?? "")
             let d = (reply["distance_before"] as? Double).map { String(format: "%.4f%%", $0 * 100) } ?? "?"
-            options.emit(text: "exchanged with \(reply["peer"] ?? "?"): models were \(d) apart, now identical", json: jsonString(reply))
+            options.emit(text: "exchanged with \(reply["peer"] ?? "?"): models were \(d) apart, now identical", json: jsonText(reply))
         } catch let f as ControlFailure { options.fail(f) }
     }
 }
@@ -91,7 +86,7 @@ struct Stop: ParsableCommand {
         do {
             let c = try options.control()
             try c.stop()
-            options.emit(text: "stopping \(c.endpoint)", json: jsonString(["endpoint": c.endpoint.description, "stopping": true]))
+            options.emit(text: "stopping \(c.endpoint)", json: jsonText(["endpoint": c.endpoint.description, "stopping": true]))
         } catch let f as ControlFailure { options.fail(f) }
     }
 }
