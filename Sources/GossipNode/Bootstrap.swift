@@ -79,16 +79,8 @@ public final class BootstrapNode: @unchecked Sendable {
                 responder.fail(.invalidArgument, "\(error)")
             }
         }
-        server.register(.status) { [weak self] _, responder in
-            guard let self else { return }
-            responder.reply { try WireCodec.encode(StatusReply(json: self.status().json())) }
-        }
-        server.register(.ping) { msg, responder in responder.reply(msg.payload) }
-        server.register(.stop) { [weak self] _, responder in
-            responder.reply(ByteSlice(ByteStorage(count: 0)))
-            self?.logger.notice("stop requested over the wire")
-            self?.requestStop()
-        }
+        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
+                               stop: { [weak self] in self?.requestStop() })
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         let advertised = config.advertise ?? bound
         warnIfUnreachable(advertised, logger: logger)

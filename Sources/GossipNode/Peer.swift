@@ -402,18 +402,8 @@ public final class PeerNode: @unchecked Sendable {
             guard let self else { return }
             self.work.async { self.handleExchange(msg, responder) }
         }
-        server.register(.status) { [weak self] _, responder in
-            guard let self else { return }
-            responder.reply { try WireCodec.encode(StatusReply(json: self.status().json())) }
-        }
-        server.register(.ping) { msg, responder in
-            responder.reply(msg.payload)
-        }
-        server.register(.stop) { [weak self] _, responder in
-            responder.reply(ByteSlice(ByteStorage(count: 0)))
-            self?.logger.notice("stop requested over the wire")
-            self?.requestStop()
-        }
+        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
+                               stop: { [weak self] in self?.requestStop() })
         server.register(.triggerGossip) { [weak self] msg, responder in
             guard let self else { return }
             self.work.async { self.handleTrigger(msg, responder) }

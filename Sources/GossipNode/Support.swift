@@ -90,3 +90,19 @@ func warnIfUnreachable(_ advertised: Endpoint, logger: Logger) {
                        metadata: ["advertised": "\(advertised)"])
     }
 }
+
+/// The requests both roles answer alike: Status (the node's report), Ping (echo) and Stop
+/// (reply, then stop).
+func registerCommonHandlers(_ server: RPCServer, logger: Logger, status: @escaping @Sendable () -> StatusReport?,
+                            stop: @escaping @Sendable () -> Void) {
+    server.register(.status) { _, responder in
+        guard let s = status() else { return responder.fail(.unavailable, "the node is shutting down") }
+        responder.reply { try WireCodec.encode(StatusReply(json: s.json())) }
+    }
+    server.register(.ping) { msg, responder in responder.reply(msg.payload) }
+    server.register(.stop) { _, responder in
+        responder.reply(ByteSlice(ByteStorage(count: 0)))
+        logger.notice("stop requested over the wire")
+        stop()
+    }
+}
