@@ -1,20 +1,57 @@
 // The peer role: onboarding (Register, then GetModel or resume from a checkpoint), then the
 // loop Train -> Gossip -> Repeat, and the server side of every request a peer answers.
 //
-// Concurrency rule (one owner): every field below `lock` is touched only while holding it.
-// Model mutation happens under the lock: a training step, the in-place average of an
-// incoming exchange, and installing the reply of an outgoing one. While this node's own
-// outgoing exchange is in flight `busy` is set: training pauses and incoming exchanges are
-// answered ABORTED ("busy"), so two peers choosing each other at once both back off instead
-// of deadlocking. Averaging math for an incoming exchange runs under the lock in one
-// vectorised pass, so training never sees a half-averaged model.
+// Ownership (see PeerState.swift for the decisions):
+// - `core` (one `Mutex`) holds the decision state (`PeerState`) and the responder of a queued
+//   TriggerGossip. Every decision is one short critical section.
+// - `model` holds the trainer. It is written only under `core`'s lock (a training step, the
+//   install of an exchange's result) and only while the rules in PeerState allow it (a step
+//   only while no exchange holds the slot). The exchange that holds the slot may *read* the
+//   weights without the lock: nobody else writes them meanwhile. Everyone else reads under
+//   the lock.
+// - One thread runs the loop (`run()`): training, this node's own exchanges, triggered
+//   exchanges, evaluation and checkpoints. It is the only thread that blocks on the network.
+// - Request handlers run on Dispatch's pool and never block: an exchange that cannot take the
+//   slot is answered busy at once; a TriggerGossip is queued for the loop, which answers it.
 import Foundation
 import GossipML
 import GossipNet
 import GossipWire
 import Logging
+import Synchronization
 
-/// A training peer. `@unchecked Sendable`: mutable state is guarded by `lock`.
+/// What the peer's `Mutex` guards.
+struct PeerCore: Sendable {
+    var state: PeerState
+    /// The caller of the queued (or running) TriggerGossip, answered by the loop.
+    var triggerResponder: RPCResponder?
+}
+
+/// The model and its trainer. `@unchecked Sendable`: access follows the rule in the file
+/// header (writes under the peer's lock; the slot holder may read without it).
+final class ModelBox: @unchecked Sendable {
+    var trainer: Trainer?
+    var architecture: MLPArchitecture?
+    /// Training counters carried over from a checkpoint (the trainer counts from its start).
+    var stepBase = 0
+    var samplesBase = 0
+    /// Reused buffer for the average an incoming exchange computes (slot holder only).
+    var scratch: [Float] = []
+
+    var step: Int { stepBase + (trainer?.stepsDone ?? 0) }
+    var samples: Int { samplesBase + (trainer?.samplesSeen ?? 0) }
+}
+
+/// Wakes the loop thread from a timed sleep (stop, trigger, a freed exchange slot).
+final class LoopWakeup: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func signal() { semaphore.signal() }
+    /// Sleeps until signalled or `d` has passed. Only the loop thread calls this.
+    func wait(upTo d: Duration) { _ = semaphore.wait(timeout: .now() + d.seconds) }
+}
+
+/// A training peer. `@unchecked Sendable`: shared state lives in `core` (a `Mutex`) and
+/// `model` (see the file header); the rest is immutable or touched by the loop thread only.
 public final class PeerNode: @unchecked Sendable {
     public let config: PeerConfig
     let logger: Logger
@@ -23,31 +60,20 @@ public final class PeerNode: @unchecked Sendable {
     let split: DatasetSplit
     let shard: Dataset
     let started = ContinuousClock.now
-    private let work = DispatchQueue(label: "gossip.peer.work", attributes: .concurrent)
-
-    // Guarded by `lock`.
-    private let lock = NSCondition()
-    private var trainer: Trainer?
-    private var architecture: MLPArchitecture?
-    private var membership: Membership
-    private var busy = false
-    private var triggerRunning = false
-    private var stopping = false
-    private var phase = "onboarding"
-    private var round = 0
-    private var stepBase = 0
-    private var samplesBase = 0
-    private var lastLoss: Double?
-    private var accuracy: Double?
-    private var heldOutLoss: Double?
-    private var exchanges = StatusReport.Exchanges()
-    private var checkpointRound: Int?
-    private var resumedFromRound: Int?
+    let core: Mutex<PeerCore>
+    let model = ModelBox()
+    let wake = LoopWakeup()
+    let checkpoints: CheckpointStore?
+    private let endpointBox: Mutex<Endpoint>
+    /// Peer choice; touched by the loop thread only.
     private var rng: SplitMix
     /// Reused outgoing payload buffers (a large model is not re-allocated per exchange).
+    /// `requestBuffer`: loop thread only; `replyBuffer`: the incoming slot holder only.
     private let requestBuffer = PayloadBuffer()
     private let replyBuffer = PayloadBuffer()
-    private(set) public var endpoint: Endpoint
+
+    /// The advertised endpoint (the bound one until `start()` knows it).
+    public var endpoint: Endpoint { endpointBox.withLock { $0 } }
 
     /// Loads the dataset and its shard; does no I/O on the network yet.
     public init(config: PeerConfig, logger: Logger) throws {
@@ -64,9 +90,11 @@ public final class PeerNode: @unchecked Sendable {
         serverConfig.maxConnections = 1024   // pooled connections from every other peer
         self.server = RPCServer(config: serverConfig)
         self.client = RPCClient()
-        self.endpoint = config.listen
-        self.membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
+        self.endpointBox = Mutex(config.listen)
+        let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
+        self.core = Mutex(PeerCore(state: PeerState(membership: membership)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
+        self.checkpoints = try config.stateDir.map { try CheckpointStore(directory: $0, logger: logger) }
     }
 
     // MARK: - lifecycle
@@ -77,53 +105,75 @@ public final class PeerNode: @unchecked Sendable {
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         let advertised = config.advertise ?? bound
         warnIfUnreachable(advertised, logger: logger)
-        lock.withLock {
-            endpoint = advertised
-            membership.setSelf(advertised.description)
-        }
+        endpointBox.withLock { $0 = advertised }
+        core.withLock { $0.state.membership.setSelf(advertised.description) }
         emitLine("listening \(advertised)")
         logger.info("serving", metadata: ["endpoint": "\(advertised)", "dataset": "\(config.dataset)",
                                           "shard": "\(config.shardIndex)/\(config.shardCount)", "rows": "\(shard.count)"])
         return advertised
     }
 
-    /// Onboards, then trains and gossips until stopped. Blocks the calling thread.
-    /// - Throws: `NodeError` when no model can be had (no checkpoint, no live peer, no bootstrap).
+    /// Onboards, then trains and gossips until stopped. Blocks the calling thread, which
+    /// becomes the loop thread.
+    /// - Throws: `NodeError` when no model can be had (no checkpoint, no live peer, no
+    ///   bootstrap), or when the last checkpoint cannot be written (the caller exits non-zero).
     public func run() throws {
-        guard try onboard() else {
-            logger.notice("stopped while onboarding")
-            finish()
-            return
+        do {
+            guard try onboard() else {
+                logger.notice("stopped while onboarding")
+                try finish()
+                return
+            }
+        } catch {
+            try? finish(checkpoint: false)
+            throw error
         }
-        if let f = config.readyFile { try writeReadyFile(f, lock.withLock { endpoint.description }) }
+        if let f = config.readyFile { try writeReadyFile(f, endpoint.description) }
         loop()
-        finish()
+        try finish()
     }
 
     /// Asks the loop to stop; `run()` then checkpoints, shuts the server down and returns.
+    /// Safe from any thread, also before `run()` and during onboarding.
     public func requestStop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
+        if core.withLock({ $0.state.requestStop() }) { wake.signal() }
     }
 
-    private var isStopping: Bool { lock.withLock { stopping } }
+    private var isStopping: Bool { core.withLock { $0.state.stopRequested } }
 
-    private func finish() {
-        // Let an exchange in flight (e.g. one a TriggerGossip started) install its reply
-        // before the last checkpoint; none can start now that `stopping` is set.
-        lock.withLock {
-            phase = "stopping"
-            let until = Date().addingTimeInterval(config.exchangeTimeout.seconds + 1)
-            while busy && Date() < until { _ = lock.wait(until: until) }
+    /// Ends the node: answers a queued trigger, waits for an exchange being answered, writes
+    /// the last checkpoint, closes the server.
+    /// - Throws: `NodeError` when the last checkpoint fails (after the server is closed).
+    private func finish(checkpoint: Bool = true) throws {
+        let pending: RPCResponder? = core.withLock { c in
+            c.state.beginStopping()
+            guard c.state.cancelTrigger() else { return nil }
+            defer { c.triggerResponder = nil }
+            return c.triggerResponder
         }
-        if config.stateDir != nil { checkpoint() }
+        pending?.fail(.unavailable, "this peer is stopping")
+        // An incoming exchange that holds the slot installs its result before the last
+        // checkpoint; none can start now.
+        let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
+        while core.withLock({ $0.state.slot != .idle }) && ContinuousClock.now < until {
+            wake.wait(upTo: .milliseconds(10))
+        }
+        var checkpointError: Error?
+        if checkpoint, checkpoints != nil, model.trainer != nil {
+            do { try writeCheckpoint() } catch { checkpointError = error }
+        }
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(2)) { done.signal() }
         _ = done.wait(timeout: .now() + 5)
         client.close()
-        logger.info("stopped", metadata: ["round": "\(lock.withLock { round })"])
+        let r = core.withLock { c in
+            c.state.stopped()
+            return c.state.round
+        }
+        logger.info("stopped", metadata: ["round": "\(r)"])
+        if let checkpointError {
+            throw NodeError("the last checkpoint could not be written: \(checkpointError); the state in --state-dir is from round \(core.withLock { $0.state.checkpointRound.map(String.init) ?? "none" })")
+        }
     }
 
     // MARK: - onboarding
@@ -134,12 +184,14 @@ public final class PeerNode: @unchecked Sendable {
         let resumed = try loadCheckpoint()
         var attempt = 0
         while true {
+            if isStopping { return false }
             try registerEverywhere()
             if resumed { break }
             if let (arch, params, counters) = try fetchModel() {
                 try install(arch: arch, params: params)
+                core.withLock { $0.state.modelInstalled() }
                 logger.info("joined", metadata: ["model_from": "\(counters.source)", "round": "\(counters.round)",
-                                                 "peers": "\(lock.withLock { membership.count })"])
+                                                 "peers": "\(core.withLock { $0.state.membership.count })"])
                 break
             }
             attempt += 1
@@ -147,38 +199,39 @@ public final class PeerNode: @unchecked Sendable {
             if ContinuousClock.now > deadline {
                 throw NodeError("could not get a model: no checkpoint in --state-dir, no live peer and no reachable bootstrap (bootstrap \(config.bootstrap?.description ?? "none"), join \(config.join.map(\.description))); start a bootstrap or pass --join with a live peer")
             }
-            sleepUnlessStopped(.milliseconds(Int64(min(2000, 100 * attempt))))
+            sleep(for: .milliseconds(Int64(min(2000, 100 * attempt))))
         }
-        lock.withLock { phase = "training" }
-        return true
+        return !isStopping
     }
 
     /// Registers with the bootstrap and every --join target.
     /// - Throws: `NodeError` when one refuses this peer's model schema (a checkpoint from
     ///   another network): retrying cannot help.
     private func registerEverywhere() throws {
-        let (hash, me) = lock.withLock { (trainer?.parameters.schemaHash ?? 0, endpoint.description) }
+        let hash = model.trainer?.parameters.schemaHash ?? 0
+        let me = endpoint.description
         let req = RegisterRequest(endpoint: me, schemaHash: hash)
         var targets: [(Endpoint, Bool)] = config.join.map { ($0, true) }
         if let b = config.bootstrap { targets.insert((b, false), at: 0) }
         guard let payload = try? WireCodec.encode(req) else {
-            logger.error("cannot encode Register: endpoint '\(endpoint)' exceeds the wire limits")
+            logger.error("cannot encode Register: endpoint '\(me)' exceeds the wire limits")
             return
         }
         for (target, isPeer) in targets {
+            if isStopping { return }
             switch callBlocking(target, .register, payload, deadline: .seconds(5)) {
             case .success(let msg):
                 do {
                     let reply = try WireCodec.decodeRegisterReply(msg.payload)
-                    lock.withLock {
-                        membership.merge(reply.peers.peers)
-                        if isPeer { membership.markSuccess(target.description) }
+                    core.withLock { c in
+                        c.state.membership.merge(reply.peers.peers)
+                        if isPeer { c.state.membership.markSuccess(target.description) }
                     }
                 } catch {
                     logger.warning("register reply malformed", metadata: ["from": "\(target)", "error": "\(error)"])
                 }
             case .failure(let err) where err.code == .failedPrecondition:
-                let arch = lock.withLock { architecture?.description ?? "?" }
+                let arch = model.architecture?.description ?? "?"
                 throw NodeError("\(target) refused this peer's model \(arch) (schema \(StatusReport.hex(hash))): \(err.message); the checkpoint in --state-dir belongs to another network: move it away to join this one")
             case .failure(let err):
                 logger.warning("\(isPeer ? "peer" : "bootstrap") unreachable, skipped",
@@ -193,11 +246,12 @@ public final class PeerNode: @unchecked Sendable {
     /// - Throws: `NodeError` when the network's model cannot fit this peer's dataset (retrying
     ///   would not help).
     private func fetchModel() throws -> (MLPArchitecture, ParameterSet, ModelSourceInfo)? {
-        var candidates = lock.withLock { membership.endpoints }
-        lock.withLock { candidates.shuffle(using: &rng) }
+        var candidates = core.withLock { $0.state.membership.endpoints }
+        candidates.shuffle(using: &rng)
         var sources: [(String, Bool)] = candidates.map { ($0, true) }
         if let b = config.bootstrap { sources.append((b.description, false)) }
         for (source, isPeer) in sources {
+            if isStopping { return nil }
             guard let ep = try? Endpoint(parsing: source) else { continue }
             switch callBlocking(ep, .getModel, try! WireCodec.encode(GetModelRequest(schemaHash: 0)), deadline: config.exchangeTimeout) {
             case .success(let msg):
@@ -213,13 +267,15 @@ public final class PeerNode: @unchecked Sendable {
                     logger.warning("model refused", metadata: ["from": "\(source)", "error": "\(error)"])
                 }
             case .failure(let err):
-                if isPeer { lock.withLock { _ = membership.markFailure(source) } }
+                if isPeer { core.withLock { _ = $0.state.membership.markFailure(source) } }
                 logger.debug("no model from \(source)", metadata: ["error": "\(err)"])
             }
         }
         return nil
     }
 
+    /// Builds the trainer for a model. Called before the node holds a model (nothing else
+    /// reads `model` yet), so no lock is needed; `modelInstalled` publishes it.
     private func install(arch: MLPArchitecture, params: ParameterSet, resumedStep: Int = 0) throws {
         var sgd = config.sgd
         if config.cosineSchedule, let rounds = config.rounds {
@@ -228,9 +284,9 @@ public final class PeerNode: @unchecked Sendable {
         }
         let t = try Trainer(architecture: arch, parameters: params, data: shard, config: sgd,
                             seed: config.seed &+ UInt64(config.shardIndex) &+ UInt64(resumedStep))
-        lock.withLock {
-            trainer = t
-            architecture = arch
+        core.withLock { _ in
+            model.trainer = t
+            model.architecture = arch
         }
     }
 
@@ -239,69 +295,87 @@ public final class PeerNode: @unchecked Sendable {
     private func loop() {
         var averagingTicks = 0
         while !isStopping {
+            serviceTrigger()
             let roundStart = ContinuousClock.now
-            let trainingDone = lock.withLock { config.rounds.map { round >= $0 } ?? false }
+            let trainingDone = core.withLock { c in config.rounds.map { c.state.round >= $0 } ?? false }
             if trainingDone {
                 // Training rounds are done: keep averaging so the network reaches consensus,
                 // re-evaluating now and then so status shows the current model's accuracy.
-                lock.withLock { phase = "averaging" }
+                core.withLock { $0.state.enterAveraging() }
                 gossipOnce()
                 averagingTicks += 1
                 if averagingTicks % 5 == 0 { evaluateNow() }
-                if config.stateDir != nil, averagingTicks % 50 == 0 { checkpoint() }
-                sleepUnlessStopped(config.averagingInterval)
+                if checkpoints != nil, averagingTicks % 50 == 0 { checkpointLogged() }
+                sleep(for: config.averagingInterval)
                 continue
             }
             guard let loss = trainRound() else { break }
-            let r = lock.withLock { () -> Int in
-                round += 1
-                lastLoss = loss
-                return round
-            }
+            let r = core.withLock { $0.state.completeRound(loss: loss) }
             gossipOnce()
             if r % config.evalEvery == 0 || r == config.rounds { evaluateNow() }
-            if config.stateDir != nil, r % config.checkpointEvery == 0 { checkpoint() }
+            if checkpoints != nil, r % config.checkpointEvery == 0 { checkpointLogged() }
             let elapsed = ContinuousClock.now - roundStart
-            if elapsed < config.pace { sleepUnlessStopped(config.pace - elapsed) }
+            if elapsed < config.pace { sleep(for: config.pace - elapsed) }
         }
     }
 
-    /// Runs `localSteps` SGD steps, one lock hold each. Returns the mean loss, nil when stopping.
+    private enum StepResult: Sendable { case loss(Float), wait, stop }
+
+    /// Runs `localSteps` SGD steps, one lock hold each; a step waits while an exchange holds
+    /// the slot. Returns the mean loss, nil when stopping.
     private func trainRound() -> Double? {
         var total: Double = 0
-        for _ in 0..<config.localSteps {
-            lock.lock()
-            while busy && !stopping { lock.wait() }
-            if stopping { lock.unlock(); return nil }
-            let l = trainer!.train(steps: 1)
-            lock.unlock()
-            total += Double(l)
+        var done = 0
+        while done < config.localSteps {
+            let r: StepResult = core.withLock { c in
+                if c.state.stopRequested { return .stop }
+                guard c.state.mayTrain, let t = model.trainer else { return .wait }
+                return .loss(t.train(steps: 1))
+            }
+            switch r {
+            case .loss(let l):
+                total += Double(l)
+                done += 1
+            case .wait:
+                wake.wait(upTo: .milliseconds(5))
+            case .stop:
+                return nil
+            }
         }
         return total / Double(config.localSteps)
     }
 
-    private func sleepUnlessStopped(_ d: Duration) {
-        let until = Date().addingTimeInterval(d.seconds)
-        lock.lock()
-        while !stopping && Date() < until { _ = lock.wait(until: until) }
-        lock.unlock()
+    /// Sleeps for `d`, waking early to stop or to run a triggered exchange.
+    private func sleep(for d: Duration) {
+        let until = ContinuousClock.now + d
+        while ContinuousClock.now < until {
+            let (stop, trigger) = core.withLock { ($0.state.stopRequested, $0.state.pendingTrigger != nil) }
+            if stop { return }
+            if trigger { serviceTrigger() }
+            let left = until - ContinuousClock.now
+            if left > .zero { wake.wait(upTo: left) }
+        }
     }
 
     /// One exchange with a random live peer; tries up to three peers when one is busy or down.
     private func gossipOnce() {
         var tried = Set<String>()
         for _ in 0..<3 {
-            guard let peer = lock.withLock({ membership.randomPeer(excluding: tried, using: &rng) }) else { return }
+            guard let peer = choosePeer(excluding: tried) else { return }
             tried.insert(peer)
             switch exchange(with: peer) {
-            case .ok: return
-            case .localBusy: return
+            case .ok, .localBusy: return
             case .remoteBusy, .failed: continue
             }
         }
     }
 
-    // MARK: - outgoing exchange
+    private func choosePeer(excluding tried: Set<String> = []) -> String? {
+        let candidates = core.withLock { $0.state.membership.endpoints }.filter { !tried.contains($0) }
+        return candidates.randomElement(using: &rng)
+    }
+
+    // MARK: - outgoing exchange (loop thread)
 
     enum ExchangeOutcome: Equatable {
         case ok(distanceBefore: Double)
@@ -310,76 +384,72 @@ public final class PeerNode: @unchecked Sendable {
         case failed(StatusCode, String)
     }
 
-    /// A synchronous two-peer exchange started by this node.
+    private struct Counters: Sendable {
+        var round: UInt64, step: UInt64, samples: UInt64
+        var peers: [String]
+        var me: String
+    }
+
+    private func counters(_ c: borrowing PeerCore) -> Counters {
+        Counters(round: UInt64(c.state.round), step: UInt64(model.step), samples: UInt64(model.samples),
+                 peers: c.state.membership.endpoints, me: endpoint.description)
+    }
+
+    /// A synchronous two-peer exchange started by this node (loop thread only).
     @discardableResult
     func exchange(with peer: String) -> ExchangeOutcome {
         guard let ep = try? Endpoint(parsing: peer) else {
-            lock.withLock { membership.remove(peer) }
+            core.withLock { $0.state.membership.remove(peer) }
             return .failed(.invalidArgument, "not an endpoint: \(peer)")
         }
-        // Snapshot our weights straight into the request buffer and mark us busy.
-        let request: ByteSlice? = lock.withLock {
-            guard !busy, !stopping, let t = trainer, let arch = architecture else { return nil }
-            do {
-                let payload = try WireCodec.encodeExchangeRequest(sender: endpoint.description, weight: Double(shard.count),
-                                                                  architecture: arch, params: t.parameters,
-                                                                  round: UInt64(round), step: UInt64(stepBase + t.stepsDone),
-                                                                  samples: UInt64(samplesBase + t.samplesSeen),
-                                                                  into: requestBuffer)
-                busy = true
-                return payload
-            } catch {
-                logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
-                return nil
-            }
-        }
-        guard let request else {
+        let me = endpoint.description
+        guard let cnt = core.withLock({ c -> Counters? in
+            guard c.state.beginOutgoing(peer: peer) else { return nil }
+            return counters(c)
+        }) else { return .localBusy }
+        // We hold the slot: the weights cannot change until we install the reply.
+        guard let t = model.trainer, let arch = model.architecture else {
+            core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .failed) }
             return .localBusy
         }
-        defer {
-            lock.withLock {
-                busy = false
-                lock.broadcast()
-            }
+        let request: ByteSlice
+        do {
+            request = try WireCodec.encodeExchangeRequest(sender: me, weight: Double(shard.count), architecture: arch,
+                                                          params: t.parameters, round: cnt.round, step: cnt.step,
+                                                          samples: cnt.samples, into: requestBuffer)
+        } catch {
+            core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .badReply) }
+            logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
+            return .failed(.internal, "\(error)")
         }
         let result = callBlocking(ep, .gossipExchange, request, deadline: config.exchangeTimeout,
                                   options: RPCOptions(compression: config.compression, checksum: false))
         switch result {
         case .success(let msg):
             do {
-                let expected = lock.withLock { trainer!.parameters.schemaHash }
-                let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: expected)
-                let distance: Double = try lock.withLock {
-                    try WireCodec.installAveraged(reply.model, into: trainer!)
+                let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
+                try WireCodec.checkFinite(reply.model)
+                // Everything that can fail is checked; install in one short critical section.
+                let distance: Double = try core.withLock { c in
+                    let d = try WireCodec.installAveraged(reply.model, into: t)
+                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.peers)
+                    return d
                 }
-                lock.withLock {
-                    membership.merge(reply.peers.peers)
-                    membership.markSuccess(peer, exchange: true)
-                    exchanges.done += 1
-                }
+                wake.signal()
                 logger.debug("exchanged", metadata: ["with": "\(peer)", "distance_before": "\(distance)"])
                 return .ok(distanceBefore: distance)
             } catch {
-                lock.withLock { exchanges.failed += 1 }
+                core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .badReply) }
                 logger.warning("exchange reply refused", metadata: ["with": "\(peer)", "error": "\(error)"])
                 return .failed(.invalidArgument, "\(error)")
             }
         case .failure(let err):
-            if err.code == .aborted {
-                lock.withLock {
-                    exchanges.busy += 1
-                    membership.markSuccess(peer)
-                }
+            let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
+                : err.code == .failedPrecondition ? .incompatible : .failed
+            let dropped = core.withLock { $0.state.finishOutgoing(peer: peer, result: outcome) }
+            if outcome == .remoteBusy {
                 logger.debug("peer busy", metadata: ["peer": "\(peer)"])
                 return .remoteBusy
-            }
-            let dropped: Bool = lock.withLock {
-                exchanges.failed += 1
-                if err.code == .failedPrecondition {
-                    membership.remove(peer)
-                    return true
-                }
-                return membership.markFailure(peer)
             }
             logger.warning("exchange failed", metadata: ["with": "\(peer)", "status": "\(err.code.name)", "why": "\(err.message)"])
             if dropped { logger.notice("peer dropped", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"]) }
@@ -387,159 +457,22 @@ public final class PeerNode: @unchecked Sendable {
         }
     }
 
-    // MARK: - server side
-
-    private func registerHandlers() {
-        server.register(.register) { [weak self] msg, responder in
-            guard let self else { return }
-            self.work.async { self.handleRegister(msg, responder) }
-        }
-        server.register(.getModel) { [weak self] msg, responder in
-            guard let self else { return }
-            self.work.async { self.handleGetModel(msg, responder) }
-        }
-        server.register(.gossipExchange) { [weak self] msg, responder in
-            guard let self else { return }
-            self.work.async { self.handleExchange(msg, responder) }
-        }
-        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
-                               stop: { [weak self] in self?.requestStop() })
-        server.register(.triggerGossip) { [weak self] msg, responder in
-            guard let self else { return }
-            self.work.async { self.handleTrigger(msg, responder) }
-        }
-    }
-
-    private func handleRegister(_ msg: InboundMessage, _ responder: RPCResponder) {
-        do {
-            let req = try WireCodec.decodeRegisterRequest(msg.payload)
-            let reply: RegisterReply = try lock.withLock {
-                let hash = trainer?.parameters.schemaHash ?? 0
-                if req.schemaHash != 0, hash != 0, req.schemaHash != hash {
-                    throw RPCError(.failedPrecondition, "schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
-                }
-                membership.markSuccess(req.endpoint)
-                return RegisterReply(peers: PeerList(peers: membership.endpoints.filter { $0 != req.endpoint } + [endpoint.description]),
-                                     architecture: architecture?.description ?? "", schemaHash: hash)
-            }
-            logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])
-            responder.reply { try WireCodec.encode(reply) }
-        } catch let e as RPCError {
-            responder.fail(e.code, e.message)
-        } catch {
-            responder.fail(.invalidArgument, "\(error)")
-        }
-    }
-
-    private func handleGetModel(_ msg: InboundMessage, _ responder: RPCResponder) {
-        do {
-            let req = try WireCodec.decodeGetModelRequest(msg.payload)
-            let payload: ByteSlice = try lock.withLock {
-                guard let t = trainer, let arch = architecture else {
-                    throw RPCError(.unavailable, "peer is still onboarding and has no model yet; ask another peer")
-                }
-                let hash = t.parameters.schemaHash
-                if req.schemaHash != 0, req.schemaHash != hash {
-                    throw RPCError(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this peer holds \(StatusReport.hex(hash))")
-                }
-                return try WireCodec.encodeModel(architecture: arch, params: t.parameters, round: UInt64(round),
-                                             step: UInt64(stepBase + t.stepsDone), samples: UInt64(samplesBase + t.samplesSeen))
-            }
-            responder.reply(payload, options: RPCOptions(compression: config.compression, checksum: false))
-        } catch let e as RPCError {
-            responder.fail(e.code, e.message)
-        } catch {
-            responder.fail(.invalidArgument, "\(error)")
-        }
-    }
-
-    private func handleExchange(_ msg: InboundMessage, _ responder: RPCResponder) {
-        let expected: UInt64? = lock.withLock { trainer?.parameters.schemaHash }
-        guard let expected else {
-            responder.fail(.unavailable, "peer is still onboarding; try another peer")
-            return
-        }
-        let request: GossipExchangeRequest
-        do {
-            request = try WireCodec.decodeExchangeRequest(msg.payload, expectedSchemaHash: expected)
-            try WireCodec.checkFinite(request.model)
-            guard request.weight.isFinite, request.weight > 0, request.weight <= 1e12 else {
-                throw RPCError(.invalidArgument, "averaging weight \(request.weight) must be positive and at most 1e12")
-            }
-        } catch let e as WireError {
-            lock.withLock { exchanges.refused += 1 }
-            logger.warning("exchange refused", metadata: ["from": "\(responder.peerAddress)", "error": "\(e)"])
-            responder.fail(e.statusCode, e.description)
-            return
-        } catch let e as RPCError {
-            responder.fail(e.code, e.message)
-            return
-        } catch {
-            responder.fail(.invalidArgument, "\(error)")
-            return
-        }
-        let reply: ByteSlice? = lock.withLock {
-            guard !busy, !stopping, let t = trainer, let arch = architecture,
-                  request.model.data.count == t.parameters.parameterCount * 4 else { return nil }
-            // Average in place under the lock (one vectorised pass), then encode the result.
-            WireCodec.averageInPlace(t, ownWeight: Double(shard.count), incoming: request.model, incomingWeight: request.weight)
-            membership.markSuccess(request.sender, exchange: true)
-            exchanges.done += 1
-            return try? WireCodec.encodeExchangeReply(weight: Double(shard.count),
-                                                 peers: PeerList(peers: membership.endpoints + [endpoint.description]),
-                                                 architecture: arch, params: t.parameters, round: UInt64(round),
-                                                 step: UInt64(stepBase + t.stepsDone), samples: UInt64(samplesBase + t.samplesSeen),
-                                                 into: replyBuffer)
-        }
-        guard let reply else {
-            lock.withLock { exchanges.refused += 1 }
-            responder.fail(.aborted, "peer \(lock.withLock { endpoint }) is busy in another exchange; try another peer")
-            return
-        }
-        responder.reply(reply, options: RPCOptions(compression: config.compression, checksum: false))
-    }
-
-    /// Runs one exchange now, as `gossipctl gossip` asks. One at a time: a second trigger
-    /// while one runs is answered ABORTED at once rather than parking a worker thread.
-    private func handleTrigger(_ msg: InboundMessage, _ responder: RPCResponder) {
-        let req: TriggerGossipRequest
-        do {
-            req = try WireCodec.decodeTriggerRequest(msg.payload)
-        } catch {
-            responder.fail(error.statusCode, error.description)
-            return
-        }
-        enum Gate { case go, onboarding, stopping, triggered }
-        let gate: Gate = lock.withLock {
-            if stopping { return .stopping }
-            if trainer == nil { return .onboarding }
-            if triggerRunning { return .triggered }
-            triggerRunning = true
-            return .go
-        }
-        switch gate {
-        case .stopping: responder.fail(.unavailable, "this peer is stopping"); return
-        case .onboarding: responder.fail(.unavailable, "this peer has no model yet (still onboarding); try again shortly"); return
-        case .triggered: responder.fail(.aborted, "another triggered exchange is running on this peer; try again"); return
-        case .go: break
-        }
-        defer { lock.withLock { triggerRunning = false } }
-        var peer = req.peer
+    /// Runs the queued TriggerGossip, if any, and answers its caller (loop thread only).
+    private func serviceTrigger() {
+        guard let (asked, responder) = core.withLock({ c -> (String, RPCResponder)? in
+            guard let p = c.state.takeTrigger(), let r = c.triggerResponder else { return nil }
+            c.triggerResponder = nil
+            return (p, r)
+        }) else { return }
+        defer { core.withLock { $0.state.finishTrigger() } }
+        var peer = asked
         if peer.isEmpty {
-            guard let p = lock.withLock({ membership.randomPeer(using: &rng) }) else {
+            guard let p = choosePeer() else {
                 responder.fail(.notFound, "this peer knows no other peer to gossip with")
                 return
             }
             peer = p
-        } else if !Membership.isEndpoint(peer) {
-            responder.fail(.invalidArgument, "'\(peer)' is not HOST:PORT")
-            return
         }
-        // Wait briefly for our own exchange (if any) to finish.
-        let until = Date().addingTimeInterval(2)
-        lock.lock()
-        while busy && Date() < until { _ = lock.wait(until: until) }
-        lock.unlock()
         switch exchange(with: peer) {
         case .ok(let d):
             let json = jsonText(["distance_before": d, "peer": peer, "result": "ok"])
@@ -556,94 +489,261 @@ public final class PeerNode: @unchecked Sendable {
         }
     }
 
+    // MARK: - server side (Dispatch's pool; never blocks)
+
+    private func registerHandlers() {
+        server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
+        server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
+        server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
+        server.register(.triggerGossip) { [weak self] msg, responder in self?.handleTrigger(msg, responder) }
+        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
+                               stop: { [weak self] in self?.requestStop() })
+    }
+
+    private func handleRegister(_ msg: InboundMessage, _ responder: RPCResponder) {
+        do {
+            let req = try WireCodec.decodeRegisterRequest(msg.payload)
+            let me = endpoint.description
+            let reply: RegisterReply = try core.withLock { c in
+                let hash = model.trainer?.parameters.schemaHash ?? 0
+                if req.schemaHash != 0, hash != 0, req.schemaHash != hash {
+                    throw RPCError(.failedPrecondition, "schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
+                }
+                c.state.membership.markSuccess(req.endpoint)
+                return RegisterReply(peers: PeerList(peers: c.state.membership.endpoints.filter { $0 != req.endpoint } + [me]),
+                                     architecture: model.architecture?.description ?? "", schemaHash: hash)
+            }
+            logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])
+            responder.reply { try WireCodec.encode(reply) }
+        } catch let e as RPCError {
+            responder.fail(e.code, e.message)
+        } catch let e as WireError {
+            responder.fail(e.statusCode, e.description)
+        } catch {
+            responder.fail(.invalidArgument, "\(error)")
+        }
+    }
+
+    private func handleGetModel(_ msg: InboundMessage, _ responder: RPCResponder) {
+        do {
+            let req = try WireCodec.decodeGetModelRequest(msg.payload)
+            let payload: ByteSlice = try core.withLock { c in
+                guard c.state.hasModel, let t = model.trainer, let arch = model.architecture else {
+                    throw RPCError(.unavailable, "peer is still onboarding and has no model yet; ask another peer")
+                }
+                let hash = t.parameters.schemaHash
+                if req.schemaHash != 0, req.schemaHash != hash {
+                    throw RPCError(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this peer holds \(StatusReport.hex(hash))")
+                }
+                return try WireCodec.encodeModel(architecture: arch, params: t.parameters, round: UInt64(c.state.round),
+                                                 step: UInt64(model.step), samples: UInt64(model.samples))
+            }
+            responder.reply(payload, options: RPCOptions(compression: config.compression, checksum: false))
+        } catch let e as RPCError {
+            responder.fail(e.code, e.message)
+        } catch let e as WireError {
+            responder.fail(e.statusCode, e.description)
+        } catch {
+            responder.fail(.invalidArgument, "\(error)")
+        }
+    }
+
+    /// Answers an exchange: everything that can fail (decoding, checks, the average, the
+    /// reply's encoding) happens before the model changes; then the average is installed in
+    /// one short critical section and the reply handed to the transport. A refused exchange
+    /// leaves the model exactly as it was.
+    private func handleExchange(_ msg: InboundMessage, _ responder: RPCResponder) {
+        guard let expected: UInt64 = core.withLock({ _ in model.trainer?.parameters.schemaHash }) else {
+            core.withLock { $0.state.refusedBeforeSlot() }
+            responder.fail(.unavailable, "peer is still onboarding and has no model yet; try another peer")
+            return
+        }
+        let request: GossipExchangeRequest
+        do {
+            request = try WireCodec.decodeExchangeRequest(msg.payload, expectedSchemaHash: expected)
+            try WireCodec.checkFinite(request.model)
+            guard request.weight.isFinite, request.weight > 0, request.weight <= 1e12 else {
+                throw RPCError(.invalidArgument, "averaging weight \(request.weight) must be positive and at most 1e12")
+            }
+        } catch {
+            let (code, text) = statusAndText(error)
+            core.withLock { $0.state.refusedBeforeSlot() }
+            logger.warning("exchange refused", metadata: ["from": "\(responder.peerAddress)", "error": "\(text)"])
+            responder.fail(code, text)
+            return
+        }
+        let sender = request.sender
+        let decision: PeerState.IncomingDecision = core.withLock { $0.state.beginIncoming(sender: sender) }
+        switch decision {
+        case .busy:
+            responder.fail(.aborted, "peer \(endpoint) is busy in another exchange; try another peer")
+            return
+        case .unavailable(let why):
+            responder.fail(.unavailable, why)
+            return
+        case .accept:
+            break
+        }
+        // We hold the slot: training is paused and nobody else writes the weights.
+        do {
+            let reply = try averagedReply(request)
+            core.withLock { c in
+                model.trainer!.withParameters { p in swap(&p.storage, &model.scratch) }
+                c.state.finishIncoming(sender: sender, applied: true)
+            }
+            wake.signal()
+            responder.reply(reply, options: RPCOptions(compression: config.compression, checksum: false))
+        } catch {
+            core.withLock { $0.state.finishIncoming(sender: sender, applied: false) }
+            wake.signal()
+            let (code, text) = statusAndText(error)
+            logger.warning("exchange not applied", metadata: ["from": "\(sender)", "error": "\(text)"])
+            responder.fail(code == .aborted ? .internal : code, text)
+        }
+    }
+
+    /// The slot holder's work for an incoming exchange: the average of our weights and the
+    /// request's into `model.scratch`, and the reply carrying it. Changes no model state.
+    private func averagedReply(_ request: GossipExchangeRequest) throws -> ByteSlice {
+        guard let t = model.trainer, let arch = model.architecture else {
+            throw RPCError(.unavailable, "peer has no model")
+        }
+        let count = t.parameters.parameterCount
+        guard request.model.data.count == count * 4 else {
+            throw WireError(.lengthMismatch, "exchange model has \(request.model.data.count) bytes, expected \(count * 4)")
+        }
+        if model.scratch.count != count { model.scratch = [Float](repeating: 0, count: count) }
+        t.withParameters { p in
+            ExchangeMath.average(own: p.storage, ownWeight: Double(shard.count),
+                                 incoming: request.model, incomingWeight: request.weight, into: &model.scratch)
+        }
+        // A ParameterSet view of the scratch buffer for the encoder (swapped in and back, no copy).
+        var averaged = t.parameters
+        swap(&averaged.storage, &model.scratch)
+        defer { swap(&averaged.storage, &model.scratch) }
+        let cnt = core.withLock { counters($0) }
+        return try WireCodec.encodeExchangeReply(weight: Double(shard.count),
+                                                 peers: PeerList(peers: cnt.peers + [cnt.me]),
+                                                 architecture: arch, params: averaged, round: cnt.round,
+                                                 step: cnt.step, samples: cnt.samples, into: replyBuffer)
+    }
+
+    /// Queues a triggered exchange for the loop, which answers the caller when it ends.
+    private func handleTrigger(_ msg: InboundMessage, _ responder: RPCResponder) {
+        let req: TriggerGossipRequest
+        do {
+            req = try WireCodec.decodeTriggerRequest(msg.payload)
+        } catch {
+            responder.fail(error.statusCode, error.description)
+            return
+        }
+        if !req.peer.isEmpty, !Membership.isEndpoint(req.peer) {
+            responder.fail(.invalidArgument, "'\(req.peer)' is not HOST:PORT")
+            return
+        }
+        let decision: PeerState.TriggerDecision = core.withLock { c in
+            let d = c.state.requestTrigger(peer: req.peer)
+            if d == .queued { c.triggerResponder = responder }
+            return d
+        }
+        switch decision {
+        case .queued: wake.signal()
+        case .alreadyPending: responder.fail(.aborted, "another triggered exchange is running on this peer; try again")
+        case .unavailable(let why): responder.fail(.unavailable, why)
+        }
+    }
+
     // MARK: - evaluation, status, checkpoints
 
     private func evaluateNow() {
-        guard let (arch, params) = lock.withLock({ () -> (MLPArchitecture, ParameterSet)? in
-            guard let t = trainer, let a = architecture else { return nil }
+        guard let (arch, params) = core.withLock({ _ -> (MLPArchitecture, ParameterSet)? in
+            guard let t = model.trainer, let a = model.architecture else { return nil }
             return (a, t.parameters)
         }) else { return }
         let e = evaluate(architecture: arch, parameters: params, on: split.test)
-        lock.withLock {
-            accuracy = e.accuracy
-            heldOutLoss = Double(e.loss)
+        let r = core.withLock { c in
+            c.state.accuracy = e.accuracy
+            c.state.heldOutLoss = Double(e.loss)
+            return c.state.round
         }
-        logger.debug("evaluated", metadata: ["round": "\(lock.withLock { round })", "accuracy": "\(e.accuracy)", "loss": "\(e.loss)"])
+        logger.debug("evaluated", metadata: ["round": "\(r)", "accuracy": "\(e.accuracy)", "loss": "\(e.loss)"])
     }
 
     /// The node's status document.
     public func status() -> StatusReport {
         let stats = server.stats
-        return lock.withLock {
-            var s = StatusReport(role: "peer", endpoint: endpoint.description, phase: phase,
-                                 architecture: architecture?.description ?? "",
-                                 schemaHash: trainer?.parameters.schemaHash ?? 0)
-            s.step = stepBase + (trainer?.stepsDone ?? 0)
-            s.samplesSeen = samplesBase + (trainer?.samplesSeen ?? 0)
-            s.round = round
-            s.loss = lastLoss
-            s.accuracy = accuracy
-            s.heldOutLoss = heldOutLoss
+        let me = endpoint.description
+        return core.withLock { c in
+            let st = c.state
+            var s = StatusReport(role: "peer", endpoint: me, phase: st.phase.rawValue,
+                                 architecture: model.architecture?.description ?? "",
+                                 schemaHash: model.trainer?.parameters.schemaHash ?? 0)
+            s.step = model.step
+            s.samplesSeen = model.samples
+            s.round = st.round
+            s.loss = st.lastLoss
+            s.accuracy = st.accuracy
+            s.heldOutLoss = st.heldOutLoss
             s.heldOutCount = split.test.count
             s.dataset = config.dataset.description
             s.shard = "\(config.shardIndex)/\(config.shardCount)"
             s.shardSize = shard.count
             s.preprocessing = split.preprocessing
-            s.peers = membership.endpoints
-            s.exchanges = exchanges
+            s.peers = st.membership.endpoints
+            s.exchanges = st.exchanges
             s.bytesIn = stats.bytesIn + client.bytesIn
             s.bytesOut = stats.bytesOut + client.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
-            s.checkpointRound = checkpointRound
-            s.resumedFromRound = resumedFromRound
+            s.checkpointRound = st.checkpointRound
+            s.resumedFromRound = st.resumedFromRound
             return s
         }
     }
 
-    private var checkpointPath: String? { config.stateDir.map { ($0 as NSString).appendingPathComponent("model.safetensors") } }
+    /// Writes a checkpoint, logging (not throwing) a failure: the loop goes on.
+    private func checkpointLogged() {
+        do { try writeCheckpoint() } catch {
+            logger.error("checkpoint failed", metadata: ["dir": "\(config.stateDir ?? "")", "error": "\(error)"])
+        }
+    }
 
-    /// Writes the model and counters atomically (temporary file, fsync, rename).
-    private func checkpoint() {
-        guard let path = checkpointPath, let dir = config.stateDir else { return }
-        guard let (params, meta, r) = lock.withLock({ () -> (ParameterSet, [String: String], Int)? in
-            guard let t = trainer, let arch = architecture else { return nil }
+    /// Snapshots the model, the trainer's state and the counters under the lock, then writes
+    /// them atomically outside it.
+    private func writeCheckpoint() throws {
+        guard let store = checkpoints else { return }
+        guard let snap = core.withLock({ c -> CheckpointStore.Snapshot? in
+            guard let t = model.trainer, let arch = model.architecture else { return nil }
             var meta = split.preprocessing
             meta["arch"] = arch.description
             meta["activation"] = "relu"
             meta["dataset"] = config.dataset.description
-            meta["round"] = "\(round)"
-            meta["step"] = "\(stepBase + t.stepsDone)"
-            meta["samples_seen"] = "\(samplesBase + t.samplesSeen)"
+            meta["round"] = "\(c.state.round)"
+            meta["step"] = "\(model.step)"
+            meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
-            return (t.parameters, meta, round)
+            return CheckpointStore.Snapshot(parameters: t.parameters, metadata: meta, round: c.state.round)
         }) else { return }
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try SafeTensors.write(params, metadata: meta, to: path)
-            lock.withLock { checkpointRound = r }
-            logger.info("checkpoint written", metadata: ["path": "\(path)", "round": "\(r)"])
-        } catch {
-            logger.error("checkpoint failed", metadata: ["path": "\(path)", "error": "\(error)"])
-        }
+        try store.write(snap)
+        core.withLock { $0.state.checkpointRound = snap.round }
+        logger.info("checkpoint written", metadata: ["path": "\(store.path)", "round": "\(snap.round)"])
     }
 
     /// Resumes from `--state-dir` when it holds a checkpoint. Returns true when it did.
     private func loadCheckpoint() throws -> Bool {
-        guard let path = checkpointPath, FileManager.default.fileExists(atPath: path) else { return false }
-        let (params, meta) = try SafeTensors.read(path: path)
-        guard let archText = meta["arch"], let arch = try? MLPArchitecture(parsing: archText), arch.matches(params) else {
-            throw NodeError("checkpoint \(path) has no usable 'arch' metadata; move it away to start fresh")
+        guard let store = checkpoints, let loaded = try store.load() else { return false }
+        let meta = loaded.metadata
+        guard let archText = meta["arch"], let arch = try? MLPArchitecture(parsing: archText), arch.matches(loaded.parameters) else {
+            throw NodeError("checkpoint \(store.path) has no usable 'arch' metadata; move it away to start fresh")
         }
-        guard params.allFinite else { throw NodeError("checkpoint \(path) holds NaN or Inf weights; move it away to start fresh") }
-        try install(arch: arch, params: params, resumedStep: Int(meta["step"] ?? "") ?? 0)
-        lock.withLock {
-            round = Int(meta["round"] ?? "") ?? 0
-            stepBase = Int(meta["step"] ?? "") ?? 0
-            samplesBase = Int(meta["samples_seen"] ?? "") ?? 0
-            resumedFromRound = round
-            checkpointRound = round
+        let step = Int(meta["step"] ?? "") ?? 0
+        try install(arch: arch, params: loaded.parameters, resumedStep: step)
+        let r = Int(meta["round"] ?? "") ?? 0
+        core.withLock { c in
+            model.stepBase = step
+            model.samplesBase = Int(meta["samples_seen"] ?? "") ?? 0
+            c.state.modelInstalled(resumedAt: r)
         }
-        logger.notice("resumed from checkpoint", metadata: ["path": "\(path)", "round": "\(meta["round"] ?? "0")"])
+        logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)"])
         return true
     }
 
@@ -652,5 +752,15 @@ public final class PeerNode: @unchecked Sendable {
     func callBlocking(_ ep: Endpoint, _ type: MessageType, _ payload: ByteSlice, deadline: Duration,
                       options: RPCOptions = RPCOptions()) -> Result<InboundMessage, RPCError> {
         callSync(client, ep, type, payload, deadline: deadline, options: options)
+    }
+}
+
+/// The status code and text an error is answered with.
+func statusAndText(_ error: Error) -> (StatusCode, String) {
+    switch error {
+    case let e as WireError: return (e.statusCode, e.description)
+    case let e as RPCError: return (e.code, e.message)
+    case let e as MLError: return (.invalidArgument, "\(e)")
+    default: return (.internal, "\(error)")
     }
 }

@@ -1,0 +1,242 @@
+// The peer's state as one value: its phase, the single exchange slot, the pending triggered
+// exchange, training counters and membership. Every decision the peer makes about a request
+// or its own loop is a `mutating func` here that does no I/O and returns what to do; the node
+// (Peer.swift) holds this value behind one `Mutex` and performs the returned actions outside
+// the lock. Tests drive it with events and check the decisions, without sockets or timing.
+//
+// The exchange slot is the rule that keeps averaging consistent: at most one exchange (the
+// one this node started, or one it answers) touches the model at a time. While the slot is
+// taken, training pauses before its next step, and the slot's owner may read the model
+// without the lock (nobody else writes it) and installs the result in one short critical
+// section. A second exchange meanwhile is answered "busy" (ABORTED) at once.
+import GossipWire
+
+/// The peer's decision state. Not thread-safe by itself: the node keeps it behind a `Mutex`.
+struct PeerState: Sendable {
+    /// Where the peer is in its life.
+    enum Phase: String, Sendable, Equatable {
+        case onboarding, training, averaging, stopping, stopped
+    }
+
+    /// Who holds the exchange slot.
+    enum Slot: Sendable, Equatable {
+        case idle
+        /// This node's own exchange with `peer` is in flight.
+        case outgoing(peer: String)
+        /// This node is answering an exchange from `sender`.
+        case incoming(sender: String)
+    }
+
+    /// The decision on an incoming exchange request.
+    enum IncomingDecision: Sendable, Equatable {
+        /// Take it: the slot is now `.incoming`; finish with `finishIncoming`.
+        case accept
+        /// Another exchange holds the slot: answer ABORTED ("busy").
+        case busy
+        /// The node cannot take exchanges now (onboarding or stopping): answer UNAVAILABLE.
+        case unavailable(String)
+    }
+
+    /// The decision on a TriggerGossip request.
+    enum TriggerDecision: Sendable, Equatable {
+        /// Queued: the loop runs it at its next chance and answers the caller then.
+        case queued
+        /// Another triggered exchange is queued or running: answer ABORTED.
+        case alreadyPending
+        /// The node cannot start exchanges now: answer UNAVAILABLE.
+        case unavailable(String)
+    }
+
+    /// How an exchange this node started ended, as the state machine needs to know it.
+    enum OutgoingResult: Sendable, Equatable {
+        /// The reply was installed.
+        case installed
+        /// The other side answered busy (ABORTED): it is alive.
+        case remoteBusy
+        /// The other side runs another model (FAILED_PRECONDITION): forget it at once.
+        case incompatible
+        /// Unreachable, deadline, or an error reply: one failed contact.
+        case failed
+        /// The reply arrived but was refused here (malformed, wrong size, not finite): the
+        /// peer answered, so it is alive, but the exchange failed.
+        case badReply
+    }
+
+    private(set) var phase: Phase = .onboarding
+    private(set) var stopRequested = false
+    private(set) var slot: Slot = .idle
+    /// True once the node holds a model (after onboarding or resume).
+    private(set) var hasModel = false
+    /// The peer a queued TriggerGossip asked for ("" = a random one); nil when none is queued.
+    private(set) var pendingTrigger: String?
+    /// True while the loop runs a triggered exchange (a second trigger is refused meanwhile).
+    private(set) var triggerRunning = false
+
+    private(set) var round = 0
+    var lastLoss: Double?
+    var accuracy: Double?
+    var heldOutLoss: Double?
+    private(set) var exchanges = StatusReport.Exchanges()
+    var checkpointRound: Int?
+    var resumedFromRound: Int?
+    var membership: Membership
+
+    init(membership: Membership) {
+        self.membership = membership
+    }
+
+    // MARK: - lifecycle
+
+    /// The node now holds a model (onboarded or resumed at `round`).
+    mutating func modelInstalled(resumedAt resumedRound: Int? = nil) {
+        hasModel = true
+        if let r = resumedRound {
+            round = r
+            resumedFromRound = r
+            checkpointRound = r
+        }
+        if phase == .onboarding, !stopRequested { phase = .training }
+    }
+
+    /// Training rounds are over; the peer keeps averaging.
+    mutating func enterAveraging() {
+        if phase == .training { phase = .averaging }
+    }
+
+    /// Asks the node to stop. Returns true the first time.
+    @discardableResult
+    mutating func requestStop() -> Bool {
+        guard !stopRequested else { return false }
+        stopRequested = true
+        return true
+    }
+
+    /// The loop has ended; the node is finishing (last checkpoint, closing).
+    mutating func beginStopping() {
+        stopRequested = true
+        phase = .stopping
+    }
+
+    mutating func stopped() { phase = .stopped }
+
+    /// One training round finished with mean loss `loss`. Returns the new round number.
+    mutating func completeRound(loss: Double) -> Int {
+        round += 1
+        lastLoss = loss
+        return round
+    }
+
+    /// True when a training step may run now (no exchange holds the model, not stopping).
+    var mayTrain: Bool { slot == .idle && !stopRequested && hasModel }
+
+    // MARK: - exchanges this node answers
+
+    /// Decides on an incoming exchange from `sender`; on `.accept` the slot becomes `.incoming`.
+    mutating func beginIncoming(sender: String) -> IncomingDecision {
+        if stopRequested || phase == .stopping || phase == .stopped {
+            exchanges.refused += 1
+            return .unavailable("this peer is stopping; try another peer")
+        }
+        guard hasModel else {
+            exchanges.refused += 1
+            return .unavailable("this peer is still onboarding and has no model yet; try another peer")
+        }
+        guard slot == .idle else {
+            exchanges.refused += 1
+            return .busy
+        }
+        slot = .incoming(sender: sender)
+        return .accept
+    }
+
+    /// Counts an exchange refused before it could ask for the slot (malformed, wrong schema,
+    /// not finite, an out-of-range weight, or no model yet).
+    mutating func refusedBeforeSlot() { exchanges.refused += 1 }
+
+    /// Ends the incoming exchange that holds the slot. `applied`: the average was installed
+    /// and the reply handed to the transport; false: the model is unchanged.
+    mutating func finishIncoming(sender: String, applied: Bool) {
+        precondition(slot == .incoming(sender: sender), "finishIncoming without the slot")
+        slot = .idle
+        if applied {
+            exchanges.done += 1
+            membership.markSuccess(sender, exchange: true)
+        } else {
+            exchanges.refused += 1
+        }
+    }
+
+    // MARK: - exchanges this node starts
+
+    /// Takes the slot for an exchange with `peer`. False when it is taken, the node has no
+    /// model, or it is stopping.
+    mutating func beginOutgoing(peer: String) -> Bool {
+        guard slot == .idle, hasModel, !stopRequested else { return false }
+        slot = .outgoing(peer: peer)
+        return true
+    }
+
+    /// Ends this node's exchange with `peer`. Returns true when the peer was dropped from
+    /// membership by this outcome.
+    @discardableResult
+    mutating func finishOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
+        precondition(slot == .outgoing(peer: peer), "finishOutgoing without the slot")
+        slot = .idle
+        switch result {
+        case .installed:
+            membership.merge(learned)
+            membership.markSuccess(peer, exchange: true)
+            exchanges.done += 1
+            return false
+        case .remoteBusy:
+            exchanges.busy += 1
+            membership.markSuccess(peer)
+            return false
+        case .incompatible:
+            exchanges.failed += 1
+            membership.remove(peer)
+            return true
+        case .failed:
+            exchanges.failed += 1
+            return membership.markFailure(peer)
+        case .badReply:
+            exchanges.failed += 1
+            membership.markSuccess(peer)
+            return false
+        }
+    }
+
+    // MARK: - triggered exchanges
+
+    /// Queues a triggered exchange with `peer` ("" = random).
+    mutating func requestTrigger(peer: String) -> TriggerDecision {
+        if stopRequested || phase == .stopping || phase == .stopped {
+            return .unavailable("this peer is stopping")
+        }
+        guard hasModel else {
+            return .unavailable("this peer has no model yet (still onboarding); try again shortly")
+        }
+        guard pendingTrigger == nil, !triggerRunning else { return .alreadyPending }
+        pendingTrigger = peer
+        return .queued
+    }
+
+    /// The loop takes the queued trigger, if any, to run it now.
+    mutating func takeTrigger() -> String? {
+        guard let p = pendingTrigger else { return nil }
+        pendingTrigger = nil
+        triggerRunning = true
+        return p
+    }
+
+    /// The loop finished the triggered exchange it took.
+    mutating func finishTrigger() { triggerRunning = false }
+
+    /// Drops a queued trigger that will not run (the node is stopping). Returns true when
+    /// there was one, so its caller can be answered.
+    mutating func cancelTrigger() -> Bool {
+        guard pendingTrigger != nil else { return false }
+        pendingTrigger = nil
+        return true
+    }
+}
