@@ -386,13 +386,10 @@ public final class PeerNode: @unchecked Sendable {
 
     private struct Counters: Sendable {
         var round: UInt64, step: UInt64, samples: UInt64
-        var peers: [String]
-        var me: String
     }
 
     private func counters(_ c: borrowing PeerCore) -> Counters {
-        Counters(round: UInt64(c.state.round), step: UInt64(model.step), samples: UInt64(model.samples),
-                 peers: c.state.membership.endpoints, me: endpoint.description)
+        Counters(round: UInt64(c.state.round), step: UInt64(model.step), samples: UInt64(model.samples))
     }
 
     /// A synchronous two-peer exchange started by this node (loop thread only).
@@ -510,7 +507,7 @@ public final class PeerNode: @unchecked Sendable {
                     throw RPCError(.failedPrecondition, "schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
                 }
                 c.state.membership.markSuccess(req.endpoint)
-                return RegisterReply(peers: PeerList(peers: c.state.membership.endpoints.filter { $0 != req.endpoint } + [me]),
+                return RegisterReply(peers: PeerList(peers: c.state.peerSample(excluding: req.endpoint, me: me, limit: WireCodec.limits.maxPeers)),
                                      architecture: model.architecture?.description ?? "", schemaHash: hash)
             }
             logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])
@@ -621,9 +618,12 @@ public final class PeerNode: @unchecked Sendable {
         var averaged = t.parameters
         swap(&averaged.storage, &model.scratch)
         defer { swap(&averaged.storage, &model.scratch) }
-        let cnt = core.withLock { counters($0) }
+        let me = endpoint.description
+        let (cnt, peers) = core.withLock { c in
+            (counters(c), c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers))
+        }
         return try WireCodec.encodeExchangeReply(weight: Double(shard.count),
-                                                 peers: PeerList(peers: cnt.peers + [cnt.me]),
+                                                 peers: PeerList(peers: peers),
                                                  architecture: arch, params: averaged, round: cnt.round,
                                                  step: cnt.step, samples: cnt.samples, into: replyBuffer)
     }

@@ -80,9 +80,12 @@ struct PeerState: Sendable {
     var checkpointRound: Int?
     var resumedFromRound: Int?
     var membership: Membership
+    /// Draws the sample of a long peer list.
+    private var sampleRNG: SplitMix
 
-    init(membership: Membership) {
+    init(membership: Membership, seed: UInt64 = 1) {
         self.membership = membership
+        self.sampleRNG = SplitMix(seed: seed)
     }
 
     // MARK: - lifecycle
@@ -204,6 +207,20 @@ struct PeerState: Sendable {
             membership.markSuccess(peer)
             return false
         }
+    }
+
+    // MARK: - peer lists
+
+    /// The peer list this node sends in Register and exchange replies: this node itself plus
+    /// known members other than `excluding` (the asker), at most `limit` entries in all (a
+    /// random sample when it knows more), so the reply always fits the wire's peer limit.
+    mutating func peerSample(excluding asker: String, me: String, limit: Int) -> [String] {
+        var others = membership.endpoints.filter { $0 != asker && $0 != me }
+        if others.count > limit - 1 {
+            others.shuffle(using: &sampleRNG)
+            others = Array(others.prefix(max(0, limit - 1))).sorted()
+        }
+        return others + [me]
     }
 
     // MARK: - triggered exchanges

@@ -4,6 +4,7 @@ import Foundation
 import GossipNet
 import GossipWire
 import Logging
+import Synchronization
 
 /// An error of the node layer: what was wrong and what to do.
 public struct NodeError: Error, CustomStringConvertible, Sendable {
@@ -105,4 +106,34 @@ func registerCommonHandlers(_ server: RPCServer, logger: Logger, status: @escapi
         logger.notice("stop requested over the wire")
         stop()
     }
+}
+
+/// A stop request that may arrive before the node it is for exists (a signal during start-up):
+/// it is remembered and delivered as soon as the node attaches.
+public final class StopLatch: Sendable {
+    private struct State { var requested = false; var target: (@Sendable () -> Void)? }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Requests the stop: delivered now when a node is attached, else when one attaches.
+    public func request() {
+        let target = state.withLock { s -> (@Sendable () -> Void)? in
+            s.requested = true
+            return s.target
+        }
+        target?()
+    }
+
+    /// Attaches the node's stop; calls it at once when a stop was already requested.
+    public func attach(_ stop: @escaping @Sendable () -> Void) {
+        let fire = state.withLock { s -> Bool in
+            s.target = stop
+            return s.requested
+        }
+        if fire { stop() }
+    }
+
+    /// True once a stop was requested.
+    public var isRequested: Bool { state.withLock { $0.requested } }
 }

@@ -83,6 +83,9 @@ struct Bootstrap: ParsableCommand {
     }
 
     func run() throws {
+        // Signals first: a SIGTERM during start-up is remembered, never the default death.
+        let latch = StopLatch()
+        let signals = onTerminationSignals { latch.request() }
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.bootstrap")
         let architecture: MLPArchitecture
@@ -104,9 +107,9 @@ struct Bootstrap: ParsableCommand {
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
-        _ = try node.start()
-        let signals = onTerminationSignals { node.requestStop() }
-        let watcher = global.watchParent { node.requestStop() }
+        latch.attach { node.requestStop() }
+        let watcher = global.watchParent { latch.request() }
+        if !latch.isRequested { _ = try node.start() }
         node.wait()
         withExtendedLifetime((signals, watcher)) {}
     }
@@ -149,8 +152,13 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
+        // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
+        // checkpoint when it has a model), never the default death.
+        let latch = StopLatch()
+        let signals = onTerminationSignals { latch.request() }
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.peer")
+        logger.info("starting", metadata: ["pid": "\(getpid())"])
         var config = PeerConfig(listen: try address.listenEndpoint())
         config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
@@ -192,9 +200,10 @@ struct Peer: ParsableCommand {
         }
         config.readyFile = address.readyFile
         let node = try PeerNode(config: config, logger: logger)
+        latch.attach { node.requestStop() }
+        let watcher = global.watchParent { latch.request() }
         _ = try node.start()
-        let signals = onTerminationSignals { node.requestStop() }
-        let watcher = global.watchParent { node.requestStop() }
+        // Exits non-zero (1) when the last checkpoint could not be written.
         try node.run()
         withExtendedLifetime((signals, watcher)) {}
     }
