@@ -610,10 +610,10 @@ public final class PeerNode: @unchecked Sendable {
             throw WireError(.lengthMismatch, "exchange model has \(request.model.data.count) bytes, expected \(count * 4)")
         }
         if model.scratch.count != count { model.scratch = [Float](repeating: 0, count: count) }
-        t.withParameters { p in
-            ExchangeMath.average(own: p.storage, ownWeight: Double(shard.count),
-                                 incoming: request.model, incomingWeight: request.weight, into: &model.scratch)
-        }
+        // A read (not `withParameters`, which is a write access): others may read meanwhile.
+        let own = t.parameters
+        ExchangeMath.average(own: own.storage, ownWeight: Double(shard.count),
+                             incoming: request.model, incomingWeight: request.weight, into: &model.scratch)
         // A ParameterSet view of the scratch buffer for the encoder (swapped in and back, no copy).
         var averaged = t.parameters
         swap(&averaged.storage, &model.scratch)
