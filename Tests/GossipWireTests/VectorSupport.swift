@@ -61,12 +61,12 @@ enum Fixtures {
         VectorSpec(name: "stop_reply", comment: "Stop reply: empty payload", body: .stopReply, requestID: 7),
         VectorSpec(name: "trigger_gossip_request", comment: "TriggerGossip request: empty peer = pick a random live peer", body: .triggerGossipRequest(TriggerGossipRequest(peer: "")), requestID: 8),
         VectorSpec(name: "trigger_gossip_request_peer", comment: "TriggerGossip request naming peer 127.0.0.1:7002", body: .triggerGossipRequest(TriggerGossipRequest(peer: "127.0.0.1:7002")), requestID: 9),
-        VectorSpec(name: "trigger_gossip_reply", comment: "TriggerGossip reply: JSON text", body: .triggerGossipReply(StatusReply(json: #"{"peer":"127.0.0.1:7002","ok":true}"#)), requestID: 8),
+        VectorSpec(name: "trigger_gossip_reply", comment: "TriggerGossip reply after a successful exchange: JSON text, peer and relative_l2_change (SPEC 5.4)", body: .triggerGossipReply(StatusReply(json: #"{"peer":"127.0.0.1:7002","relative_l2_change":0.0123}"#)), requestID: 8),
         VectorSpec(name: "error_busy", comment: "Error reply to GossipExchange: ABORTED (10), the peer is busy in another exchange", body: .error(type: .gossipExchange, ErrorReply(code: .aborted, message: "busy: already in an exchange; try another peer")), requestID: 3),
         VectorSpec(name: "error_schema_mismatch", comment: "Error reply to GetModel: FAILED_PRECONDITION (9), schema hash differs", body: .error(type: .getModel, ErrorReply(code: .failedPrecondition, message: "schema mismatch: this node serves 0x25958d0cab31add1")), requestID: 2),
         VectorSpec(name: "error_unsupported_version", comment: "Connection-level error reply (type 0xFFFF, id 0) to a frame of version 2: UNIMPLEMENTED (12), sent in version 1 framing before closing", body: .error(type: .connection, ErrorReply.unsupportedVersion(2)), requestID: 0),
         VectorSpec(name: "error_unknown_type", comment: "Error reply to unknown message type 99: UNIMPLEMENTED (12)", body: .error(type: MessageType(rawValue: 99), ErrorReply(code: .unimplemented, message: "message type 99 is not implemented")), requestID: 10),
-        VectorSpec(name: "error_invalid_argument_zlib", comment: "Error reply INVALID_ARGUMENT (3) to Register, compressed (zlib level 6)", body: .error(type: .register, ErrorReply(code: .invalidArgument, message: "endpoint is 300 bytes, above the limit of 256 (limitExceeded)")), requestID: 11, compression: .zlib(level: 6, shuffle: false)),
+        VectorSpec(name: "error_resource_exhausted_zlib", comment: "Error reply RESOURCE_EXHAUSTED (8) to a Register whose endpoint is 300 bytes (limit 256), compressed (zlib level 6)", body: .error(type: .register, ErrorReply(code: .resourceExhausted, message: "endpoint is 300 bytes, above the limit of 256 (at byte offset 0, limitExceeded)")), requestID: 11, compression: .zlib(level: 6, shuffle: false)),
     ]
 }
 
