@@ -146,3 +146,138 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
         #expect(try TriggerGossipResult(json: try odd.json()) == odd)
     }
 }
+
+/// SPEC §4.1's table: message type name → (bootstrap cell, peer cell).
+func specRoleTable() throws -> [(type: String, bootstrap: String, peer: String)] {
+    let text = try String(contentsOf: protocolDirectory.appendingPathComponent("SPEC.md"), encoding: .utf8)
+    guard let start = text.range(of: "### 4.1 Which role serves what") else {
+        throw NodeError("SPEC.md has no section '### 4.1 Which role serves what'")
+    }
+    var rows: [(String, String, String)] = []
+    for line in text[start.upperBound...].split(separator: "\n").drop(while: { !$0.hasPrefix("|") }) {
+        guard line.hasPrefix("|") else { break }
+        let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard cells.count == 3, cells[0] != "type", !cells[0].hasPrefix("---") else { continue }
+        rows.append((cells[0], cells[1], cells[2]))
+    }
+    return rows
+}
+
+/// A valid request of each type SPEC §4 defines (GossipExchange built from `model`).
+func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
+    switch type {
+    case .register: return strBytes("127.0.0.1:9") + u64Bytes(0)
+    case .getModel: return u64Bytes(0)
+    case .gossipExchange:
+        guard let model else { return [0] }
+        let p = try GossipExchangeRequest(sender: "127.0.0.1:9", weight: 1, model: model).encode()
+        return p.withUnsafeBytes { Array($0) }
+    case .ping: return [1, 2, 3]
+    case .triggerGossip: return strBytes("")
+    default: return []
+    }
+}
+
+/// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
+func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
+                     call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .stop]
+    #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
+    for type in types {
+        guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
+        let result = call(type, try sampleRequest(type, model: model))
+        let code: StatusCode? = switch result {
+        case .success: nil
+        case .failure(let e): e.remote ? e.code : .unknown
+        }
+        if cell.hasPrefix("UNIMPLEMENTED") {
+            #expect(code == .unimplemented, "SPEC §4.1: a \(role) answers \(type.name) UNIMPLEMENTED; it answered \(code?.name ?? "OK")")
+        } else {
+            #expect(cell.hasPrefix("serves"), "SPEC §4.1 cell for \(role)/\(type.name) must start with 'serves' or 'UNIMPLEMENTED'")
+            #expect(code != .unimplemented && code != .unknown, "SPEC §4.1: a \(role) serves \(type.name); it answered \(code?.name ?? "OK"): \(result)")
+        }
+    }
+}
+
+extension SpecConformanceTests {
+    /// SPEC §4.1, bootstrap column: what a bootstrap serves and what it answers UNIMPLEMENTED.
+    @Test func theBootstrapServesWhatTheRoleTableSays() throws {
+        let table = try specRoleTable()
+        let b = try RunningBootstrap()
+        defer { b.stop() }
+        // Its model: the initial one, counters 0 (SPEC §5.2).
+        let m = try ModelState.decode(try b.call(.getModel, u64Bytes(0)).get().payload)
+        #expect(m.round == 0 && m.step == 0 && m.samples == 0)
+        // What it does not serve, its text says why and where to go instead.
+        for type in [MessageType.gossipExchange, .triggerGossip] {
+            if case .failure(let e) = b.call(type, try sampleRequest(type, model: m)) {
+                #expect(e.message.contains("bootstrap") && e.message.contains("peer"), "\(e.message)")
+            }
+        }
+        try checkRoleColumn("bootstrap", table.map { ($0.type, $0.bootstrap) }, model: m, call: b.call)
+    }
+
+    /// SPEC §4.1, peer column, against a real PeerNode onboarded from an in-process bootstrap.
+    @Test func thePeerServesWhatTheRoleTableSays() throws {
+        let table = try specRoleTable()
+        var config = PeerConfig(listen: Endpoint(host: "127.0.0.1", port: 0))
+        config.localSteps = 1
+        config.pace = .milliseconds(20)   // a light load: the test needs a live peer, not training
+        config.evalEvery = 1_000_000
+        config.exchangeTimeout = .seconds(5)
+        // A bootstrap with a tiny model that fits the built-in digits dataset (64 features, 10 classes).
+        let arch = try MLPArchitecture(parsing: "64,4,10")
+        let peerBootstrap = try BootstrapNode(
+            config: BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch, initialModel: arch.makeParameters(seed: 2)),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        config.bootstrap = try peerBootstrap.start()
+        defer { peerBootstrap.requestStop(); peerBootstrap.wait() }
+        let peer = try PeerNode(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let endpoint = try peer.start()
+        let finished = DispatchSemaphore(value: 0)
+        Thread { _ = try? peer.run(); finished.signal() }.start()
+        defer {
+            peer.requestStop()
+            #expect(finished.wait(timeout: .now() + 30) == .success, "the peer did not stop within 30 s")
+        }
+        #expect(waitUntil("the peer to onboard") { peer.status().phase == "training" })
+        let client = RPCClient()
+        defer { client.close() }
+        let call = { (type: MessageType, payload: [UInt8]) in
+            callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+        }
+        let m = try ModelState.decode(try call(.getModel, u64Bytes(0)).get().payload)
+        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: call)
+    }
+
+    /// SPEC §5.1: a bootstrap's Register reply lists the registered peers except the registrant.
+    @Test func aRegisterReplyNeverListsTheRegistrant() throws {
+        let b = try RunningBootstrap()
+        defer { b.stop() }
+        func register(_ ep: String) throws -> RegisterReply {
+            try RegisterReply.decode(try b.call(.register, strBytes(ep) + u64Bytes(0)).get().payload)
+        }
+        #expect(try register("127.0.0.1:9").peers.peers == [])
+        #expect(try register("127.0.0.1:10").peers.peers == ["127.0.0.1:9"])
+        let again = try register("127.0.0.1:9")
+        #expect(again.peers.peers == ["127.0.0.1:10"])
+        #expect(again.architecture == "4,3,2" && again.schemaHash != 0)
+        // An endpoint that is not HOST:PORT is INVALID_ARGUMENT (SPEC §5.1).
+        switch b.call(.register, strBytes("no-port") + u64Bytes(0)) {
+        case .success: Issue.record("'no-port' was registered")
+        case .failure(let e): #expect(e.remote && e.code == .invalidArgument, "\(e)")
+        }
+    }
+}
+
+/// SPEC §5.1/§5.3: the peer list of a reply puts the responder first, never the requester.
+@Test func replyPeersListSelfFirstAndNeverTheRequester() {
+    var m = Membership(selfEndpoint: "127.0.0.1:1")
+    m.merge(["127.0.0.1:3", "127.0.0.1:2", "127.0.0.1:4"])
+    #expect(m.replyPeers(for: "127.0.0.1:3", limit: 1024) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:4"])
+    #expect(m.replyPeers(for: "127.0.0.1:9", limit: 2) == ["127.0.0.1:1", "127.0.0.1:2"])
+    // A bootstrap has no endpoint of its own in the list.
+    var boot = Membership(selfEndpoint: "")
+    boot.merge(["127.0.0.1:2", "127.0.0.1:3"])
+    #expect(boot.replyPeers(for: "127.0.0.1:2", limit: 1024) == ["127.0.0.1:3"])
+}
