@@ -73,12 +73,19 @@ extension RPCResponder {
     func reply(options: RPCOptions = RPCOptions(), _ encode: () throws -> ByteSlice) {
         do {
             reply(try encode(), options: options)
-        } catch let e as WireError {
-            fail(e.statusCode, e.description)
-        } catch let e as RPCError {
-            fail(e.code, e.message)
         } catch {
-            fail(.internal, "\(error)")
+            fail(for: error)
+        }
+    }
+
+    /// Answers with the error reply `error` maps to (SPEC §5, "Which status a refused field
+    /// gets"): a `WireError` its own status (RESOURCE_EXHAUSTED past a limit, INVALID_ARGUMENT
+    /// when malformed, ...), an `RPCError` its code, anything else INTERNAL.
+    public func fail(for error: any Error) {
+        switch error {
+        case let e as WireError: fail(e.statusCode, e.description)
+        case let e as RPCError: fail(e.code, e.message)
+        default: fail(.internal, "\(error)")
         }
     }
 }

@@ -147,6 +147,46 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
     }
 }
 
+/// A PeerNode serving on 127.0.0.1, onboarded from its own in-process bootstrap (a tiny model
+/// for the built-in digits set), training lightly; `stop()` ends both and waits.
+final class RunningPeer: @unchecked Sendable {
+    let bootstrap: BootstrapNode
+    let node: PeerNode
+    let endpoint: Endpoint
+    let client = RPCClient()
+    private let finished = DispatchSemaphore(value: 0)
+
+    init() throws {
+        let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let arch = try MLPArchitecture(parsing: "64,4,10")
+        bootstrap = try BootstrapNode(config: BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
+                                                              initialModel: arch.makeParameters(seed: 2)), logger: quiet)
+        var config = PeerConfig(listen: Endpoint(host: "127.0.0.1", port: 0))
+        config.bootstrap = try bootstrap.start()
+        config.localSteps = 1
+        config.pace = .milliseconds(20)   // a light load: the tests need a live peer, not training
+        config.evalEvery = 1_000_000
+        config.exchangeTimeout = .seconds(5)
+        node = try PeerNode(config: config, logger: quiet)
+        endpoint = try node.start()
+        let (node, finished) = (node, finished)
+        Thread { _ = try? node.run(); finished.signal() }.start()
+        _ = waitUntil("the peer to onboard") { node.status().phase == "training" }
+    }
+
+    func call(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+        callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+    }
+
+    func stop() {
+        client.close()
+        node.requestStop()
+        #expect(finished.wait(timeout: .now() + 30) == .success, "the peer did not stop within 30 s")
+        bootstrap.requestStop()
+        bootstrap.wait()
+    }
+}
+
 /// SPEC §4.1's table: message type name → (bootstrap cell, peer cell).
 func specRoleTable() throws -> [(type: String, bootstrap: String, peer: String)] {
     let text = try String(contentsOf: protocolDirectory.appendingPathComponent("SPEC.md"), encoding: .utf8)
@@ -220,34 +260,85 @@ extension SpecConformanceTests {
     /// SPEC §4.1, peer column, against a real PeerNode onboarded from an in-process bootstrap.
     @Test func thePeerServesWhatTheRoleTableSays() throws {
         let table = try specRoleTable()
-        var config = PeerConfig(listen: Endpoint(host: "127.0.0.1", port: 0))
-        config.localSteps = 1
-        config.pace = .milliseconds(20)   // a light load: the test needs a live peer, not training
-        config.evalEvery = 1_000_000
-        config.exchangeTimeout = .seconds(5)
-        // A bootstrap with a tiny model that fits the built-in digits dataset (64 features, 10 classes).
-        let arch = try MLPArchitecture(parsing: "64,4,10")
-        let peerBootstrap = try BootstrapNode(
-            config: BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch, initialModel: arch.makeParameters(seed: 2)),
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        config.bootstrap = try peerBootstrap.start()
-        defer { peerBootstrap.requestStop(); peerBootstrap.wait() }
-        let peer = try PeerNode(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let endpoint = try peer.start()
-        let finished = DispatchSemaphore(value: 0)
-        Thread { _ = try? peer.run(); finished.signal() }.start()
-        defer {
-            peer.requestStop()
-            #expect(finished.wait(timeout: .now() + 30) == .success, "the peer did not stop within 30 s")
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let m = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
+        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: p.call)
+    }
+
+    /// SPEC §5.3: an exchange reply carries the responder's own counters (not the caller's)
+    /// and its peer list holds the responder, never the caller.
+    @Test func aPeersExchangeReplyIsWhatSpecSays() throws {
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let own = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
+        let mine = ModelState(architecture: own.architecture, round: 999_999, step: 999_999, samples: 999_999,
+                              table: own.table, data: own.data)
+        let sender = "127.0.0.1:9"
+        let request = try GossipExchangeRequest(sender: sender, weight: 1, model: mine).encode().withUnsafeBytes { Array($0) }
+        var reply: GossipExchangeReply?
+        // ABORTED only while the peer runs an exchange of its own (e.g. towards `sender`): retry.
+        _ = waitUntil("an exchange the peer does not refuse as busy") {
+            switch p.call(.gossipExchange, request) {
+            case .success(let msg): reply = try? GossipExchangeReply.decode(msg.payload); return true
+            case .failure(let e): return e.code != .aborted
+            }
         }
-        #expect(waitUntil("the peer to onboard") { peer.status().phase == "training" })
-        let client = RPCClient()
-        defer { client.close() }
-        let call = { (type: MessageType, payload: [UInt8]) in
-            callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+        let r = try #require(reply)
+        let after = p.node.status()
+        #expect(r.model.round != 999_999 && Int(r.model.round) <= after.round, "round \(r.model.round) is not the responder's")
+        #expect(r.model.step != 999_999 && Int(r.model.step) <= after.step)
+        #expect(r.model.samples != 999_999 && Int(r.model.samples) <= after.samplesSeen)
+        #expect(r.peers.peers.contains(p.endpoint.description), "\(r.peers.peers) lacks the responder")
+        withKnownIssue("Peer.swift lists the caller in its exchange reply; it must build the list with Membership.replyPeers(for: request.sender, limit:)") {
+            #expect(!r.peers.peers.contains(sender), "\(r.peers.peers) lists the caller")
         }
-        let m = try ModelState.decode(try call(.getModel, u64Bytes(0)).get().payload)
-        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: call)
+    }
+
+    /// SPEC §5: a peer answers an over-long endpoint as the bootstrap does (the vector).
+    @Test func aPeerAnswersAnOverLongEndpointAsTheVectorSays() throws {
+        let (_, body) = try vectorMessage("error_resource_exhausted_zlib")
+        guard case .error(_, let expected) = body else { return }
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let result = p.call(.register, strBytes(String(repeating: "h", count: 295) + ":7001") + u64Bytes(0))
+        withKnownIssue("Peer.swift's Register handler maps every decode error to INVALID_ARGUMENT; it must answer a WireError with its statusCode (RPCResponder.fail(for:))") {
+            guard case .failure(let e) = result else { Issue.record("accepted"); return }
+            #expect(e.code == expected.code && e.message == expected.message, "\(e)")
+        }
+    }
+
+    /// SPEC §5.4: a peer's TriggerGossip reply is `WireCodec.encodeTriggerGossipReply`'s output.
+    @Test func aPeersTriggerGossipReplyIsTheSpecsObject() throws {
+        // The other side: a server that answers an exchange with the caller's own model.
+        let other = RPCServer()
+        other.register(.gossipExchange) { msg, responder in
+            do {
+                let req = try GossipExchangeRequest.decode(msg.payload)
+                responder.reply(try GossipExchangeReply(weight: 1, peers: PeerList(peers: []), model: req.model).encode())
+            } catch {
+                responder.fail(for: error)
+            }
+        }
+        let otherEndpoint = try other.start(host: "127.0.0.1", port: 0)
+        defer { other.shutdown(grace: .zero) }
+        let p = try RunningPeer()
+        defer { p.stop() }
+        var payload: ByteSlice?
+        _ = waitUntil("a triggered exchange the peer does not refuse as busy") {
+            switch p.call(.triggerGossip, strBytes(otherEndpoint.description)) {
+            case .success(let msg): payload = msg.payload; return true
+            case .failure(let e): return e.code != .aborted
+            }
+        }
+        let got = try #require(payload, "the triggered exchange failed")
+        let result = try WireCodec.decodeTriggerGossipReply(got)
+        #expect(result.peer == otherEndpoint.description)
+        #expect(result.relativeL2Change == 0, "the other side sent the peer's own model back")
+        let want = try WireCodec.encodeTriggerGossipReply(result).withUnsafeBytes { Array($0) }
+        withKnownIssue("Peer.swift still sends {distance_before, peer, result}; it must reply with WireCodec.encodeTriggerGossipReply(TriggerGossipResult(peer:relativeL2Change:))") {
+            #expect(got.withUnsafeBytes { Array($0) } == want)
+        }
     }
 
     /// SPEC §5.1: a bootstrap's Register reply lists the registered peers except the registrant.
