@@ -408,3 +408,19 @@ extension SpecConformanceTests {
     boot.merge(["127.0.0.1:2", "127.0.0.1:3"])
     #expect(boot.replyPeers(for: "127.0.0.1:2", limit: 1024) == ["127.0.0.1:3"])
 }
+
+/// SPEC §5.4: a status object needs only `role`; the vector's example is one gossipctl reads.
+@Test func statusObjectsAreReadAsSpecSays() throws {
+    let (_, body) = try vectorMessage("status_reply")
+    guard case .statusReply(let reply) = body else {
+        Issue.record("status_reply.hex is not a Status reply: \(body)")
+        return
+    }
+    let s = try StatusReport.parse(reply.json)
+    #expect(s.role == "peer" && s.phase == "training" && s.round == 3 && s.peers == ["127.0.0.1:7002"])
+    #expect(s.accuracy == nil && s.step == 0 && s.exchanges == StatusReport.Exchanges())
+    let minimal = try StatusReport.parse(#"{"role":"bootstrap","future_key":{"x":1},"loss":null}"#)
+    #expect(minimal.role == "bootstrap" && minimal.loss == nil && minimal.peers.isEmpty)
+    #expect(throws: (any Error).self) { _ = try StatusReport.parse(#"{"round":3}"#) }
+    #expect(throws: (any Error).self) { _ = try StatusReport.parse(#"{"role":"peer","round":"three"}"#) }
+}

@@ -54,7 +54,7 @@ enum Fixtures {
         VectorSpec(name: "gossip_exchange_reply", comment: "GossipExchange reply: weight 400, two peers, the averaged model; zlib level 1", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 3, compression: .zlib(level: 1, shuffle: false)),
         VectorSpec(name: "gossip_exchange_reply_chunked_shuffle", comment: "GossipExchange reply as above, chunks of 64 bytes (limits.chunkBytes = 64), each byte-shuffled then zlib level 6", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 4, compression: .zlib(level: 6, shuffle: true), chunkBytes: 64),
         VectorSpec(name: "status_request", comment: "Status request: empty payload", body: .statusRequest, requestID: 5),
-        VectorSpec(name: "status_reply", comment: "Status reply: JSON text", body: .statusReply(StatusReply(json: #"{"role":"peer","round":3,"peers":2}"#)), requestID: 5),
+        VectorSpec(name: "status_reply", comment: "Status reply: JSON text; only role is required (SPEC 5.4)", body: .statusReply(StatusReply(json: #"{"role":"peer","phase":"training","round":3,"peers":["127.0.0.1:7002"]}"#)), requestID: 5),
         VectorSpec(name: "ping_request", comment: "Ping request: 8 opaque bytes", body: .pingRequest(pingBytes), requestID: 6),
         VectorSpec(name: "ping_reply", comment: "Ping reply: the same 8 bytes echoed", body: .pingReply(pingBytes), requestID: 6),
         VectorSpec(name: "stop_request", comment: "Stop request: empty payload, no checksum", body: .stopRequest, requestID: 7, checksum: false),
