@@ -38,8 +38,8 @@ struct RunningBootstrap {
     let endpoint: Endpoint
     let client = RPCClient()
 
-    init() throws {
-        let arch = try MLPArchitecture(parsing: "4,3,2")
+    init(architecture: String = "4,3,2") throws {
+        let arch = try MLPArchitecture(parsing: architecture)
         let config = BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
                                      initialModel: arch.makeParameters(seed: 1))
         node = try BootstrapNode(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -375,6 +375,25 @@ extension SpecConformanceTests {
             #expect(e.message == expected.message)
         }
         #expect(throws: Never.self) { _ = try b.call(.ping, [7]).get() }
+    }
+
+    /// SPEC §5.2: GetModel for another schema is FAILED_PRECONDITION, exactly as
+    /// `error_schema_mismatch.hex` (the bootstrap of the examples' 3,2 model, asked for 0x0123456789abcdef).
+    @Test func getModelForAnotherSchemaIsAnsweredAsTheVectorSays() throws {
+        let (_, body) = try vectorMessage("error_schema_mismatch")
+        guard case .error(let type, let expected) = body else {
+            Issue.record("the vector is not an error reply: \(body)")
+            return
+        }
+        #expect(type == .getModel && expected.code == .failedPrecondition)
+        let b = try RunningBootstrap(architecture: "3,2")
+        defer { b.stop() }
+        switch b.call(.getModel, u64Bytes(0x0123_4567_89ab_cdef)) {
+        case .success: Issue.record("a model of another schema was served")
+        case .failure(let e):
+            #expect(e.remote && e.code == expected.code, "\(e)")
+            #expect(e.message == expected.message)
+        }
     }
 
     /// SPEC §5.1: a bootstrap's Register reply lists the registered peers except the registrant.
