@@ -51,7 +51,7 @@ public final class BootstrapNode: @unchecked Sendable {
                 }
                 let peers: [String] = self.lock.withLock {
                     self.membership.markSuccess(req.endpoint)
-                    return self.membership.endpoints.filter { $0 != req.endpoint }
+                    return self.membership.replyPeers(for: req.endpoint, limit: WireCodec.limits.maxPeers)
                 }
                 self.logger.info("peer registered", metadata: ["peer": "\(req.endpoint)", "peers": "\(peers.count + 1)"])
                 responder.reply {
@@ -77,6 +77,12 @@ public final class BootstrapNode: @unchecked Sendable {
                 responder.fail(e.statusCode, e.description)
             } catch {
                 responder.fail(.invalidArgument, "\(error)")
+            }
+        }
+        // A bootstrap holds no training state (SPEC §4.1): it takes part in no exchange.
+        for type in [MessageType.gossipExchange, .triggerGossip] {
+            server.register(type) { _, responder in
+                responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send \(type.name) to a peer (Register's reply lists them)")
             }
         }
         registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },

@@ -41,6 +41,65 @@ public func jsonText(_ object: Any) -> String {
     return String(decoding: data, as: UTF8.self)
 }
 
+/// The reply to a TriggerGossip request that ran its exchange (SPEC §5.4): a JSON object
+/// `{"peer":"HOST:PORT","relative_l2_change":0.0123}`, both keys always present, in that
+/// order. A failed exchange is answered with an error reply instead, never with this.
+public struct TriggerGossipResult: Sendable, Equatable {
+    /// The peer the exchange ran with, as HOST:PORT.
+    public var peer: String
+    /// How far this node's weights moved: `‖after − before‖₂ / ‖before‖₂` over all its
+    /// float32 weights, a plain ratio (0.0123 = 1.23 %); 0 when the two models were identical.
+    /// Finite and ≥ 0.
+    public var relativeL2Change: Double
+
+    public init(peer: String, relativeL2Change: Double) {
+        self.peer = peer
+        self.relativeL2Change = relativeL2Change
+    }
+
+    /// The JSON text: fixed key order, the number in Swift's shortest round-trip form.
+    /// - Throws: `WireError(.malformed)` when `relativeL2Change` is negative or not finite.
+    public func json() throws(WireError) -> String {
+        guard relativeL2Change.isFinite, relativeL2Change >= 0 else {
+            throw WireError(.malformed, "relative_l2_change \(relativeL2Change) must be finite and non-negative")
+        }
+        return #"{"peer":"# + Self.quoted(peer) + #","relative_l2_change":"# + "\(relativeL2Change)" + "}"
+    }
+
+    /// Reads the JSON object a node sent (keys it does not know are ignored).
+    /// - Throws: `NodeError` naming the missing or mistyped key.
+    public init(json text: String) throws {
+        guard let obj = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+            throw NodeError("TriggerGossip reply is not a JSON object: \(text.prefix(200))")
+        }
+        guard let peer = obj["peer"] as? String else {
+            throw NodeError("TriggerGossip reply has no string \"peer\": \(text.prefix(200))")
+        }
+        let number = obj["relative_l2_change"]
+        guard let change = (number as? NSNumber)?.doubleValue, change.isFinite, change >= 0 else {
+            throw NodeError("TriggerGossip reply has no non-negative number \"relative_l2_change\": \(text.prefix(200))")
+        }
+        self.init(peer: peer, relativeL2Change: change)
+    }
+
+    /// `s` as a JSON string literal.
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
+
 /// A client for one node's control requests.
 public final class Control: @unchecked Sendable {
     public let endpoint: Endpoint
@@ -115,8 +174,8 @@ public final class Control: @unchecked Sendable {
         return summary
     }
 
-    /// Triggers one exchange now with `peer` ("" = a random known peer); returns the reply object.
-    public func gossip(with peer: String) throws(ControlFailure) -> [String: Any] {
+    /// Triggers one exchange now with `peer` ("" = a random known peer); returns the node's report of it.
+    public func gossip(with peer: String) throws(ControlFailure) -> TriggerGossipResult {
         let request: ByteSlice
         do {
             request = try WireCodec.encode(TriggerGossipRequest(peer: peer))
@@ -125,8 +184,7 @@ public final class Control: @unchecked Sendable {
         }
         let m = try call(.triggerGossip, request)
         do {
-            let text = try WireCodec.decodeStatusReply(m.payload).json
-            return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+            return try WireCodec.decodeTriggerGossipReply(m.payload)
         } catch {
             throw ControlFailure(exitCode: .failure, message: "unreadable gossip reply: \(error)", status: nil)
         }

@@ -98,6 +98,15 @@ public struct Membership: Sendable {
         dropped[p] = .now
     }
 
+    /// The peer list of a Register or GossipExchange reply to `requester` (SPEC §5.1, §5.3):
+    /// this node's own endpoint first (when it has one: a peer; a bootstrap has none), then
+    /// every known peer in sorted order, never the requester itself; at most `limit` entries.
+    public func replyPeers(for requester: String, limit: Int) -> [String] {
+        var list = selfEndpoint.isEmpty || selfEndpoint == requester ? [] : [selfEndpoint]
+        list += endpoints.lazy.filter { $0 != requester }
+        return Array(list.prefix(max(0, limit)))
+    }
+
     /// A peer chosen uniformly at random; nil when none is known. Peers with recent failures
     /// stay in the draw, so a dead peer is tried again (failing fast) until it is dropped.
     public func randomPeer<G: RandomNumberGenerator>(excluding: Set<String> = [], using rng: inout G) -> String? {

@@ -389,6 +389,9 @@ public final class PeerNode: @unchecked Sendable {
     func handleRegister(_ msg: InboundMessage, _ responder: RPCResponder) {
         do {
             let req = try WireCodec.decodeRegisterRequest(msg.payload)
+            guard Membership.isEndpoint(req.endpoint) else {
+                throw RPCError(.invalidArgument, "'\(req.endpoint)' is not HOST:PORT with a non-zero port; register the address other peers can dial")
+            }
             let me = endpoint.description
             let reply: RegisterReply = try core.withLock { c in
                 let hash = model.trainer?.parameters.schemaHash ?? 0
@@ -401,12 +404,8 @@ public final class PeerNode: @unchecked Sendable {
             }
             logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])
             responder.reply { try WireCodec.encode(reply) }
-        } catch let e as RPCError {
-            responder.fail(e.code, e.message)
-        } catch let e as WireError {
-            responder.fail(e.statusCode, e.description)
         } catch {
-            responder.fail(.invalidArgument, "\(error)")
+            responder.fail(for: error)
         }
     }
 
@@ -425,12 +424,8 @@ public final class PeerNode: @unchecked Sendable {
                                                  step: UInt64(model.step), samples: UInt64(model.samples))
             }
             responder.reply(payload, options: RPCOptions(compression: config.compression, checksum: false))
-        } catch let e as RPCError {
-            responder.fail(e.code, e.message)
-        } catch let e as WireError {
-            responder.fail(e.statusCode, e.description)
         } catch {
-            responder.fail(.invalidArgument, "\(error)")
+            responder.fail(for: error)
         }
     }
 

@@ -108,8 +108,7 @@ extension PeerNode {
         }
         switch exchange(with: peer) {
         case .ok(let d):
-            let json = jsonText(["distance_before": d, "peer": peer, "result": "ok"])
-            responder.reply { try WireCodec.encode(StatusReply(json: json)) }
+            responder.reply { try WireCodec.encodeTriggerGossipReply(TriggerGossipResult(peer: peer, relativeL2Change: d)) }
         case .localBusy:
             responder.fail(.aborted, "this peer is busy in another exchange; try again")
         case .remoteBusy:

@@ -211,16 +211,17 @@ struct PeerState: Sendable {
 
     // MARK: - peer lists
 
-    /// The peer list this node sends in Register and exchange replies: this node itself plus
-    /// known members other than `excluding` (the asker), at most `limit` entries in all (a
-    /// random sample when it knows more), so the reply always fits the wire's peer limit.
+    /// The peer list this node sends in Register and exchange replies (SPEC §5.1, §5.3): this
+    /// node itself first, then known members other than `excluding` (the asker), at most
+    /// `limit` entries in all: a random sample when it knows more, so that the reply always
+    /// fits the wire's peer limit and different askers learn different members.
     mutating func peerSample(excluding asker: String, me: String, limit: Int) -> [String] {
         var others = membership.endpoints.filter { $0 != asker && $0 != me }
         if others.count > limit - 1 {
             others.shuffle(using: &sampleRNG)
             others = Array(others.prefix(max(0, limit - 1))).sorted()
         }
-        return others + [me]
+        return [me] + others
     }
 
     // MARK: - triggered exchanges

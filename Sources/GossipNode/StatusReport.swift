@@ -15,6 +15,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// Exchanges this node refused because it was busy.
         public var refused: Int = 0
         public init() {}
+
+        /// Missing counts read as 0 (SPEC §5.4: every key but `role` is optional).
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            done = try c.decodeIfPresent(Int.self, forKey: .done) ?? 0
+            failed = try c.decodeIfPresent(Int.self, forKey: .failed) ?? 0
+            busy = try c.decodeIfPresent(Int.self, forKey: .busy) ?? 0
+            refused = try c.decodeIfPresent(Int.self, forKey: .refused) ?? 0
+        }
+
+        enum CodingKeys: String, CodingKey { case done, failed, busy, refused }
     }
     /// "peer" or "bootstrap".
     public var role: String
@@ -103,6 +114,36 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(finite(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
         try c.encode(checkpointRound, forKey: .checkpointRound)
         try c.encode(resumedFromRound, forKey: .resumedFromRound)
+    }
+
+    /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
+    /// may be missing (or `null`) and then takes its "not known" value (0, "", empty, nil).
+    /// Keys this version does not know are ignored.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        role = try c.decode(String.self, forKey: .role)
+        endpoint = try c.decodeIfPresent(String.self, forKey: .endpoint) ?? ""
+        phase = try c.decodeIfPresent(String.self, forKey: .phase) ?? ""
+        architecture = try c.decodeIfPresent(String.self, forKey: .architecture) ?? ""
+        schemaHash = try c.decodeIfPresent(String.self, forKey: .schemaHash) ?? ""
+        step = try c.decodeIfPresent(Int.self, forKey: .step) ?? 0
+        round = try c.decodeIfPresent(Int.self, forKey: .round) ?? 0
+        samplesSeen = try c.decodeIfPresent(Int.self, forKey: .samplesSeen) ?? 0
+        loss = try c.decodeIfPresent(Double.self, forKey: .loss)
+        accuracy = try c.decodeIfPresent(Double.self, forKey: .accuracy)
+        heldOutLoss = try c.decodeIfPresent(Double.self, forKey: .heldOutLoss)
+        heldOutCount = try c.decodeIfPresent(Int.self, forKey: .heldOutCount) ?? 0
+        dataset = try c.decodeIfPresent(String.self, forKey: .dataset) ?? ""
+        shard = try c.decodeIfPresent(String.self, forKey: .shard) ?? ""
+        shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? 0
+        preprocessing = try c.decodeIfPresent([String: String].self, forKey: .preprocessing) ?? [:]
+        peers = try c.decodeIfPresent([String].self, forKey: .peers) ?? []
+        exchanges = try c.decodeIfPresent(Exchanges.self, forKey: .exchanges) ?? Exchanges()
+        bytesIn = try c.decodeIfPresent(Int.self, forKey: .bytesIn) ?? 0
+        bytesOut = try c.decodeIfPresent(Int.self, forKey: .bytesOut) ?? 0
+        uptimeSeconds = try c.decodeIfPresent(Double.self, forKey: .uptimeSeconds) ?? 0
+        checkpointRound = try c.decodeIfPresent(Int.self, forKey: .checkpointRound)
+        resumedFromRound = try c.decodeIfPresent(Int.self, forKey: .resumedFromRound)
     }
 
     /// The JSON text (sorted keys, so output is stable).

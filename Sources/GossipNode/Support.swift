@@ -74,12 +74,19 @@ extension RPCResponder {
     func reply(options: RPCOptions = RPCOptions(), _ encode: () throws -> ByteSlice) {
         do {
             reply(try encode(), options: options)
-        } catch let e as WireError {
-            fail(e.statusCode, e.description)
-        } catch let e as RPCError {
-            fail(e.code, e.message)
         } catch {
-            fail(.internal, "\(error)")
+            fail(for: error)
+        }
+    }
+
+    /// Answers with the error reply `error` maps to (SPEC §5, "Which status a refused field
+    /// gets"): a `WireError` its own status (RESOURCE_EXHAUSTED past a limit, INVALID_ARGUMENT
+    /// when malformed, ...), an `RPCError` its code, anything else INTERNAL.
+    public func fail(for error: any Error) {
+        switch error {
+        case let e as WireError: fail(e.statusCode, e.description)
+        case let e as RPCError: fail(e.code, e.message)
+        default: fail(.internal, "\(error)")
         }
     }
 }
@@ -94,17 +101,36 @@ func warnIfUnreachable(_ advertised: Endpoint, logger: Logger) {
 
 /// The requests both roles answer alike: Status (the node's report), Ping (echo) and Stop
 /// (reply, then stop).
+///
+/// Status and Stop requests have an empty payload (SPEC §5.4); one with any payload byte is
+/// answered INVALID_ARGUMENT and changes nothing (a Stop carrying garbage does not stop the node).
 func registerCommonHandlers(_ server: RPCServer, logger: Logger, status: @escaping @Sendable () -> StatusReport?,
                             stop: @escaping @Sendable () -> Void) {
-    server.register(.status) { _, responder in
+    server.register(.status) { msg, responder in
+        if let refusal = nonEmptyPayloadRefusal(msg) { return responder.fail(refusal.code, refusal.message) }
         guard let s = status() else { return responder.fail(.unavailable, "the node is shutting down") }
         responder.reply { try WireCodec.encode(StatusReply(json: s.json())) }
     }
     server.register(.ping) { msg, responder in responder.reply(msg.payload) }
-    server.register(.stop) { _, responder in
+    server.register(.stop) { msg, responder in
+        if let refusal = nonEmptyPayloadRefusal(msg) {
+            logger.warning("Stop request with a payload refused; not stopping", metadata: ["from": "\(responder.peerAddress)"])
+            return responder.fail(refusal.code, refusal.message)
+        }
         responder.reply(ByteSlice(ByteStorage(count: 0)))
         logger.notice("stop requested over the wire")
         stop()
+    }
+}
+
+/// The error reply for a request whose body must be empty (Status, Stop) but is not: the
+/// body decoder's own INVALID_ARGUMENT, naming the request and its byte count. nil when empty.
+func nonEmptyPayloadRefusal(_ msg: InboundMessage) -> ErrorReply? {
+    do {
+        _ = try MessageBody.decode(type: msg.type, kind: .request, payload: msg.payload)
+        return nil
+    } catch {
+        return ErrorReply(code: error.statusCode, message: error.description)
     }
 }
 

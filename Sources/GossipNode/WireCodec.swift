@@ -42,6 +42,17 @@ enum WireCodec {
     static func decodeStatusReply(_ p: ByteSlice) throws(WireError) -> StatusReply { try .decode(p, limits: limits) }
     static func decodeTriggerRequest(_ p: ByteSlice) throws(WireError) -> TriggerGossipRequest { try .decode(p, limits: limits) }
 
+    /// The payload of a TriggerGossip reply (SPEC §5.4): `text json` holding `result.json()`.
+    /// The peer's TriggerGossip handler answers a successful exchange with exactly this.
+    static func encodeTriggerGossipReply(_ result: TriggerGossipResult) throws(WireError) -> ByteSlice {
+        try StatusReply(json: try result.json()).encode(limits: limits)
+    }
+
+    /// Reads a TriggerGossip reply payload.
+    static func decodeTriggerGossipReply(_ p: ByteSlice) throws -> TriggerGossipResult {
+        try TriggerGossipResult(json: try decodeStatusReply(p).json)
+    }
+
     /// A GetModel reply carrying `params` (weights copied once into the payload).
     static func encodeModel(architecture: MLPArchitecture, params: ParameterSet, round: UInt64, step: UInt64,
                             samples: UInt64) throws(WireError) -> ByteSlice {

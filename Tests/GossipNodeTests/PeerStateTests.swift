@@ -126,11 +126,11 @@ private func ready() -> PeerState {
         s.membership.merge((2..<3002).map { "127.0.0.1:\($0)" })
         let list = s.peerSample(excluding: "127.0.0.1:7", me: "127.0.0.1:1", limit: 1024)
         #expect(list.count == 1024)
-        #expect(list.last == "127.0.0.1:1")
+        #expect(list.first == "127.0.0.1:1")
         #expect(!list.contains("127.0.0.1:7"))
         #expect(Set(list).count == list.count)
         var r2 = ready()
         let small = r2.peerSample(excluding: "127.0.0.1:2", me: "127.0.0.1:1", limit: 1024)
-        #expect(small == ["127.0.0.1:3", "127.0.0.1:1"])
+        #expect(small == ["127.0.0.1:1", "127.0.0.1:3"])
     }
 }

@@ -72,9 +72,10 @@ struct Gossip: ParsableCommand {
     @Option(help: "The peer HOST:PORT to exchange with (default: a random known peer).") var with: String?
     func run() throws {
         do {
-            let reply = try options.control().gossip(with: with ?? "")
-            let d = (reply["distance_before"] as? Double).map { String(format: "%.4f%%", $0 * 100) } ?? "?"
-            options.emit(text: "exchanged with \(reply["peer"] ?? "?"): models were \(d) apart, now identical", json: jsonText(reply))
+            let r = try options.control().gossip(with: with ?? "")
+            let moved = String(format: "%.4f%%", r.relativeL2Change * 100)
+            options.emit(text: "exchanged with \(r.peer): this node's weights moved \(moved) (relative L2); both now hold the same model",
+                         json: (try? r.json()) ?? "{}")
         } catch let f as ControlFailure { options.fail(f) }
     }
 }
