@@ -63,7 +63,7 @@ public final class PeerNode: @unchecked Sendable {
     let core: Mutex<PeerCore>
     let model = ModelBox()
     let wake = LoopWakeup()
-    let checkpoints: CheckpointStore?
+    let checkpoints: PeerCheckpoints?
     private let endpointBox: Mutex<Endpoint>
     /// Peer choice; touched by the loop thread only.
     var rng: SplitMix
@@ -94,7 +94,7 @@ public final class PeerNode: @unchecked Sendable {
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
         self.core = Mutex(PeerCore(state: PeerState(membership: membership)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
-        self.checkpoints = try config.stateDir.map { try CheckpointStore(directory: $0, logger: logger) }
+        self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
     }
 
     // MARK: - lifecycle
@@ -488,7 +488,7 @@ public final class PeerNode: @unchecked Sendable {
     /// them atomically outside it.
     private func writeCheckpoint() throws {
         guard let store = checkpoints else { return }
-        guard let snap = core.withLock({ c -> CheckpointStore.Snapshot? in
+        guard let snap = core.withLock({ c -> PeerCheckpoints.Snapshot? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }
             var meta = split.preprocessing
             meta["arch"] = arch.description
@@ -498,7 +498,7 @@ public final class PeerNode: @unchecked Sendable {
             meta["step"] = "\(model.step)"
             meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
-            return CheckpointStore.Snapshot(parameters: t.parameters, metadata: meta, round: c.state.round)
+            return PeerCheckpoints.Snapshot(parameters: t.parameters, metadata: meta, round: c.state.round)
         }) else { return }
         try store.write(snap)
         core.withLock { $0.state.checkpointRound = snap.round }

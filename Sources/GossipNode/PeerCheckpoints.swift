@@ -7,7 +7,7 @@ import GossipML
 import Logging
 
 /// Reads and writes the peer's checkpoint in one directory.
-final class CheckpointStore: Sendable {
+final class PeerCheckpoints: Sendable {
     /// What the peer saves, captured under its lock.
     struct Snapshot: Sendable {
         var parameters: ParameterSet
