@@ -195,6 +195,23 @@ public final class Trainer {
         epochsDone = state.epochsDone
     }
 
+    /// Installs a checkpoint's weights and state together (see `restoreState`): afterwards
+    /// this trainer continues exactly as the one that wrote the checkpoint would have.
+    ///
+    /// Everything is checked before anything changes: on a throw the trainer is untouched.
+    /// - Throws: `MLError.schemaMismatch` when the weights do not fit this trainer's model;
+    ///   `MLError.invalidArgument` for non-finite weights and every `restoreState` refusal.
+    public func restore(from checkpoint: TrainerCheckpoint) throws {
+        guard checkpoint.parameters.specs == params.specs else {
+            throw MLError(.schemaMismatch, "checkpoint weights have schema hash \(checkpoint.parameters.schemaHash), the trainer's model has \(params.schemaHash); the checkpoint belongs to another architecture")
+        }
+        guard checkpoint.parameters.allFinite else {
+            throw MLError(.invalidArgument, "checkpoint weights hold NaN or Inf; move the checkpoint away to start fresh")
+        }
+        try restoreState(checkpoint.state)
+        params = checkpoint.parameters
+    }
+
     /// Runs `steps` mini-batches and returns their mean loss (0 for no steps).
     @discardableResult
     public func train(steps: Int) -> Float {

@@ -31,7 +31,7 @@ import Testing
 
     static func bytes(_ p: ParameterSet) -> [UInt8] { p.storage.withUnsafeBytes { Array($0) } }
 
-    @Test(arguments: [(1, 30), (13, 29), (37, 23)])
+    @Test(arguments: [(1, 30), (13, 29), (37, 23), (48, 11)])
     func resumedTrainerContinuesBitIdentically(_ n: Int, _ m: Int) throws {
         let data = try Self.data()
         let dir = try Self.tempDir()
@@ -52,8 +52,12 @@ import Testing
         #expect(ckpt.metadata == ["arch": Self.arch.description, "round": "7"])
         let resumed = try Trainer(architecture: Self.arch, parameters: Self.arch.makeParameters(seed: 99), data: data,
                                   config: Self.config, seed: 7)
-        try resumed.setParameters(ckpt.parameters)
-        try resumed.restoreState(ckpt.state)
+        if n % 2 == 0 {
+            try resumed.setParameters(ckpt.parameters)
+            try resumed.restoreState(ckpt.state)
+        } else {
+            try resumed.restore(from: ckpt)
+        }
         #expect(resumed.stepsDone == n && resumed.samplesSeen == first.samplesSeen && resumed.epochsDone == first.epochsDone)
         resumed.train(steps: m)
 
@@ -177,6 +181,21 @@ import Testing
         #expect(throws: MLError.self) { try t.restoreState(wrong) }
         #expect(throws: MLError.self) { try TrainerCheckpoint(parameters: t.parameters, state: wrong, metadata: [:]).encode() }
         #expect(throws: MLError.self) { try TrainerCheckpoint(trainer: t, metadata: ["trainer.step": "1"]).encode() }
+        // restore(from:) checks weights and state before changing either.
+        let untouched = t.exportState(), weights = t.parameters
+        var nanWeights = TrainerCheckpoint(trainer: t, metadata: [:])
+        nanWeights.parameters.storage[0] = .nan
+        nanWeights.state.stepsDone = 1000
+        #expect(throws: MLError.self) { try t.restore(from: nanWeights) }
+        var badState = TrainerCheckpoint(trainer: t, metadata: [:])
+        badState.parameters.storage[0] = 123
+        badState.state.cursor = 51
+        #expect(throws: MLError.self) { try t.restore(from: badState) }
+        let otherArch = try MLPArchitecture(parsing: "16,5,3")
+        #expect(throws: MLError.self) {
+            try t.restore(from: TrainerCheckpoint(parameters: otherArch.makeParameters(seed: 1), state: untouched, metadata: [:]))
+        }
+        #expect(t.exportState() == untouched && t.parameters == weights)
     }
 
     @Test func leftoverTemporaryFilesAreRemovedAndNothingElse() throws {
