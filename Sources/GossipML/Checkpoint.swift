@@ -264,6 +264,29 @@ public enum CheckpointStore {
         }
     }
 
+    /// Reads a state directory's model file for a restart: an exact-resume checkpoint gives
+    /// its weights, metadata and state; a plain model file (as gossip wrote before exact
+    /// resume, or `gossipctl model`) gives weights and metadata and `state` nil, so the caller
+    /// resumes the weights only. Either way the weights are checked to be finite.
+    ///
+    /// - Throws: `MLError.io` when the file cannot be read; `MLError.invalidSafeTensors`
+    ///   (prefixed with the path) when it is malformed, a checkpoint fails validation, or the
+    ///   weights hold NaN or Inf.
+    public static func readForResume(path: String) throws -> (parameters: ParameterSet, metadata: [String: String], state: TrainerState?) {
+        let bytes = try DatasetLoader.readFile(path)
+        do {
+            let (all, meta) = try SafeTensors.decode(bytes)
+            if meta["trainer.format"] != nil {
+                let c = try TrainerCheckpoint.decode(bytes)
+                return (c.parameters, c.metadata, c.state)
+            }
+            guard all.allFinite else { throw TrainerCheckpoint.bad("the model holds NaN or Inf") }
+            return (all, meta, nil)
+        } catch let e as MLError {
+            throw MLError(e.kind, "\(path): \(e.message); move the file away to start fresh")
+        }
+    }
+
     /// Whether `name` is a temporary file of `SafeTensors.write` / `write`: `<file>.tmp-<pid>-<n>`.
     public static func isTemporaryFileName(_ name: String) -> Bool {
         guard let r = name.range(of: ".tmp-", options: .backwards), r.lowerBound != name.startIndex else { return false }

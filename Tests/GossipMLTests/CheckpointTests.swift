@@ -222,7 +222,22 @@ import Testing
         try CheckpointStore.write(TrainerCheckpoint(trainer: t, metadata: [:]), to: path)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["model.safetensors"])
         #expect(try CheckpointStore.read(path: path).state.stepsDone == 2)
+        #expect(throws: MLError.self) { try CheckpointStore.read(path: dir + "/missing.safetensors") }
         #expect(throws: MLError.self) { try CheckpointStore.write(TrainerCheckpoint(trainer: t, metadata: [:]), to: dir + "/no/such/dir/m.safetensors") }
+        // readForResume takes both: a checkpoint with its state, a plain model file without.
+        let full = try CheckpointStore.readForResume(path: path)
+        #expect(full.state == t.exportState() && full.parameters == t.parameters && full.metadata.isEmpty)
+        try SafeTensors.write(t.parameters, metadata: ["arch": Self.arch.description], to: dir + "/old.safetensors")
+        let old = try CheckpointStore.readForResume(path: dir + "/old.safetensors")
+        #expect(old.state == nil && old.parameters == t.parameters && old.metadata == ["arch": Self.arch.description])
+        var nan = t.parameters
+        nan.storage[1] = .nan
+        try SafeTensors.write(nan, metadata: [:], to: dir + "/nan.safetensors")
+        #expect(throws: MLError.self) { try CheckpointStore.readForResume(path: dir + "/nan.safetensors") }
+        var torn = try TrainerCheckpoint(trainer: t, metadata: [:]).encode()
+        torn.removeLast(5)
+        #expect(FileManager.default.createFile(atPath: dir + "/torn.safetensors", contents: Data(torn)))
+        #expect(throws: MLError.self) { try CheckpointStore.readForResume(path: dir + "/torn.safetensors") }
         // A plain model file is not a checkpoint: refused with a message that says so.
         try SafeTensors.write(t.parameters, metadata: ["arch": Self.arch.description], to: dir + "/plain.safetensors")
         do {
