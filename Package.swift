@@ -13,8 +13,8 @@ import PackageDescription
 // `swift test` (debug) trains models end to end. It applies only in a checkout that is not at
 // a tag (`Context.gitInformation`), i.e. working on this repository. Tried and rejected:
 // clang ignores `__attribute__((optimize))` and `#pragma GCC optimize` (debug C stays -O0);
-// Swift's `@_optimize(speed)` does not raise an -Onone build; SwiftPM checks unsafeFlags
-// guarded by a package trait regardless of the enabled traits; an environment variable
+// Swift's `@_optimize(speed)` does not raise an -Onone build; SwiftPM (6.3.1) refuses
+// unsafeFlags guarded by a package trait even when the trait is off; an environment variable
 // would make `swift test` no longer the plain command. A dependent package building this one
 // in debug gets unoptimized kernels (correct, slower); release builds are fast everywhere.
 let isDevelopmentCheckout = Context.gitInformation?.currentTag == nil
