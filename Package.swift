@@ -2,25 +2,33 @@
 // gossip: decentralized peer-to-peer model training over a hand-written binary frame protocol.
 import PackageDescription
 
-// GossipML's GEMM micro-kernel uses AVX2 + FMA in release builds on x86_64 (Haswell, 2013,
-// or newer CPUs); debug builds and other architectures use portable SIMD code.
+// Library products and unsafeFlags. SwiftPM refuses a dependency required by version (a
+// tagged release) whose products contain `unsafeFlags`, so the library targets get none when
+// this package is checked out at a tag, which is how a dependency checkout always is. CPU
+// features need no flag at all: GossipML picks its AVX2/FMA GEMM kernel at run time
+// (CGossipKernels compiles just that function for AVX2/FMA), so every build runs on any CPU.
 //
-// GossipML is also optimized in debug builds: unoptimized, its kernels run about 170 times
-// slower, which would make `swift test` (debug) and its end-to-end training runs crawl.
-let mlDebugOptimized: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
-#if arch(x86_64)
-let mlSwiftSettings: [SwiftSetting] = mlDebugOptimized + [
-    .unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)),
-    .define("GOSSIP_FMA", .when(configuration: .release)),
-]
-#else
-let mlSwiftSettings: [SwiftSetting] = mlDebugOptimized
-#endif
+// One flag remains, for development only: GossipML and CGossipKernels are optimized (-O /
+// -O2) in debug builds, because unoptimized their kernels run about 170 times slower and
+// `swift test` (debug) trains models end to end. It applies only in a checkout that is not at
+// a tag (`Context.gitInformation`), i.e. working on this repository. Tried and rejected:
+// clang ignores `__attribute__((optimize))` and `#pragma GCC optimize` (debug C stays -O0);
+// Swift's `@_optimize(speed)` does not raise an -Onone build; SwiftPM (6.3.1) refuses
+// unsafeFlags guarded by a package trait even when the trait is off; an environment variable
+// would make `swift test` no longer the plain command. A dependent package building this one
+// in debug gets unoptimized kernels (correct, slower); release builds are fast everywhere.
+let isDevelopmentCheckout = Context.gitInformation?.currentTag == nil
+let mlSwiftSettings: [SwiftSetting] = isDevelopmentCheckout ? [.unsafeFlags(["-O"], .when(configuration: .debug))] : []
+let kernelCSettings: [CSetting] = isDevelopmentCheckout ? [.unsafeFlags(["-O2"], .when(configuration: .debug))] : []
 
 let package = Package(
     name: "gossip",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "GossipWire", targets: ["GossipWire"]),
+        .library(name: "GossipNet", targets: ["GossipNet"]),
+        .library(name: "GossipML", targets: ["GossipML"]),
+        .library(name: "GossipNode", targets: ["GossipNode"]),
         .executable(name: "gossipd", targets: ["gossipd"]),
         .executable(name: "gossipctl", targets: ["gossipctl"]),
         .executable(name: "framedump", targets: ["framedump"]),
@@ -41,10 +49,12 @@ let package = Package(
         .target(name: "GossipWire", dependencies: ["CZlib"]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
+        // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
+        .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
         .target(
             name: "GossipML",
-            dependencies: ["CZlib"],
+            dependencies: ["CZlib", "CGossipKernels"],
             resources: [.copy("Resources/digits.csv.gz")],
             swiftSettings: mlSwiftSettings
         ),

@@ -2,40 +2,58 @@
 
 /// Vectorised kernels that combine two parameter sets.
 public enum Averaging {
-    /// a = (wa*a + wb*b) / (wa + wb), in place.
+    /// a = (wa*a + wb*b) / (wa + wb), in place, by the exact rule of `weightedAverage(into:...)`.
     ///
-    /// Precondition: same schema, wa >= 0, wb >= 0, wa + wb > 0.
+    /// Precondition: same schema, wa >= 0, wb >= 0, wa + wb > 0 (all finite).
     public static func weightedAverage(_ a: inout ParameterSet, weight wa: Double,
                                        with b: ParameterSet, weight wb: Double) {
         precondition(a.specs == b.specs, "weightedAverage: parameter sets have different schemas")
         a.storage.withUnsafeMutableBufferPointer { ap in
             b.storage.withUnsafeBufferPointer { bp in
-                weightedAverage(into: ap, weight: Float(wa), other: bp, weight: Float(wb))
+                weightedAverage(into: ap, weight: wa, other: bp, weight: wb)
             }
         }
     }
 
-    /// Raw kernel: a[i] = a[i]*(wa/(wa+wb)) + b[i]*(wb/(wa+wb)) over equal-length buffers.
+    /// The two float32 coefficients of the averaging rule: `ca = float32(wa / (wa + wb))` and
+    /// `cb = float32(wb / (wa + wb))`, the sum and the divisions in float64 (IEEE 754,
+    /// round to nearest even), each quotient rounded to float32 once.
     ///
-    /// The two coefficients are computed once in Double and rounded to Float.
-    public static func weightedAverage(into a: UnsafeMutableBufferPointer<Float>, weight wa: Float,
-                                       other b: UnsafeBufferPointer<Float>, weight wb: Float) {
+    /// The weights are used as float64 exactly as given (the wire's `f64 weight`); they are
+    /// not rounded to float32 first. Precondition: wa >= 0, wb >= 0, wa + wb > 0, finite.
+    public static func coefficients(weight wa: Double, other wb: Double) -> (ca: Float, cb: Float) {
+        precondition(wa >= 0 && wb >= 0 && wa.isFinite && wb.isFinite && wa + wb > 0,
+                     "weightedAverage: weights must be finite, >= 0, with a positive sum")
+        let total = wa + wb
+        return (Float(wa / total), Float(wb / total))
+    }
+
+    /// Raw kernel, the exact averaging rule of the protocol (SPEC §5.3):
+    /// `a[i] = float32(float32(a[i] * ca) + float32(b[i] * cb))` with `(ca, cb)` from
+    /// `coefficients(weight:other:)`.
+    ///
+    /// Two float32 products, each rounded, then one float32 sum, rounded: **not fused** (no
+    /// FMA). Swift never contracts `x * y + z` into an FMA, so the SIMD loop and the scalar
+    /// tail compute the same bits on every CPU (SSE, AVX2, NEON) and in every build, and numpy
+    /// reproduces them with `a * np.float32(ca) + b * np.float32(cb)` on float32 arrays.
+    public static func weightedAverage(into a: UnsafeMutableBufferPointer<Float>, weight wa: Double,
+                                       other b: UnsafeBufferPointer<Float>, weight wb: Double) {
         precondition(a.count == b.count, "weightedAverage: buffers differ in length")
-        precondition(wa >= 0 && wb >= 0 && wa + wb > 0, "weightedAverage: weights must be >= 0 with a positive sum")
+        let (ca, cb) = coefficients(weight: wa, other: wb)
         guard let ap = a.baseAddress, let bp = b.baseAddress else { return }
-        let total = Double(wa) + Double(wb)
-        let ca = Float(Double(wa) / total), cb = Float(Double(wb) / total)
         let n = a.count
         var i = 0
         let va = SIMD16<Float>(repeating: ca), vb = SIMD16<Float>(repeating: cb)
         while i + 16 <= n {
             let x = UnsafeRawPointer(ap + i).loadUnaligned(as: SIMD16<Float>.self)
             let y = UnsafeRawPointer(bp + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(ap + i).storeBytes(of: x * va + y * vb, as: SIMD16<Float>.self)
+            let px = x * va, py = y * vb
+            UnsafeMutableRawPointer(ap + i).storeBytes(of: px + py, as: SIMD16<Float>.self)
             i += 16
         }
         while i < n {
-            ap[i] = ap[i] * ca + bp[i] * cb
+            let px = ap[i] * ca, py = bp[i] * cb
+            ap[i] = px + py
             i += 1
         }
     }

@@ -8,6 +8,48 @@
 // Operands are packed into contiguous panels (A: MR rows interleaved; B: NR columns), zero
 // padded at the edges, and a 6x16 micro-kernel keeps twelve SIMD8 accumulators in registers
 // while streaming K.
+//
+// Two micro-kernels, chosen at run time (`MicroKernel.best`): the AVX2/FMA one in C
+// (CGossipKernels, compiled for AVX2/FMA per function) on x86_64 CPUs that have both, and the
+// portable Swift one (SIMD8 multiply, then add) everywhere else. Nothing else in GossipML is
+// compiled for a particular CPU, so the library runs on any CPU of its architecture.
+
+import CGossipKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The GEMM micro-kernel implementations.
+///
+/// They differ in rounding: the AVX2 kernel fuses each multiply-add (one rounding), the
+/// portable one rounds the product and the sum. Training results are therefore reproducible
+/// per kernel, not across kernels; the averaging rule (SPEC §5.3) does not use either.
+public enum MicroKernel: String, Sendable, CaseIterable {
+    /// SIMD8 multiply then add, in Swift; runs on every CPU.
+    case portable
+    /// 256-bit fused multiply-add, in C; needs an x86_64 CPU with AVX2 and FMA.
+    case avx2fma
+
+    /// Whether this CPU can run the kernel.
+    public var isSupported: Bool {
+        switch self {
+        case .portable: return true
+        case .avx2fma: return MicroKernel.cpuHasAVX2FMA
+        }
+    }
+
+    private static let cpuHasAVX2FMA: Bool = gossip_cpu_has_avx2_fma() != 0
+
+    /// The kernel GossipML uses: `avx2fma` when the CPU supports it, else `portable`. The
+    /// environment variable `GOSSIP_ML_KERNEL=portable` forces the portable kernel (to run
+    /// what a CPU without AVX2 runs); any other value is ignored.
+    public static let best: MicroKernel = {
+        if let forced = getenv("GOSSIP_ML_KERNEL"), String(cString: forced) == "portable" { return .portable }
+        return cpuHasAVX2FMA ? .avx2fma : .portable
+    }()
+}
 
 /// Reusable packing buffers for `Kernels.gemm`; grows on demand, never shrinks.
 final class GemmScratch {
@@ -66,26 +108,24 @@ enum Kernels {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
-    /// c += a * b: one fused multiply-add per lane when compiled with FMA (release on x86_64).
+    /// c += a * b, product and sum each rounded (the portable kernel; Swift never fuses them).
     @inline(__always)
     static func madd(_ c: inout SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) {
-        #if GOSSIP_FMA
-        c = c.addingProduct(a, b)
-        #else
         c += a * b
-        #endif
     }
 
     /// C[m,n] (row-major, leading dimension n) = A · B.
     ///
     /// A element (i, p) is `a[i*ars + p*acs]`; B element (p, j) is `b[p*brs + j*bcs]`.
-    /// C is overwritten. `scratch` must not be used concurrently.
+    /// C is overwritten. `scratch` must not be used concurrently. `kernel` must be supported
+    /// by this CPU (`MicroKernel.isSupported`); the default is `MicroKernel.best`.
     static func gemm(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
         b: UnsafePointer<Float>, brs: Int, bcs: Int,
         c: UnsafeMutablePointer<Float>,
-        scratch: GemmScratch
+        scratch: GemmScratch,
+        kernel: MicroKernel = .best
     ) {
         if m == 0 || n == 0 { return }
         if k == 0 {
@@ -145,6 +185,17 @@ enum Kernels {
                     }
                 }
             }
+            #if arch(x86_64)
+            if kernel == .avx2fma {
+                precondition(kernel.isSupported, "gemm: the AVX2/FMA kernel was requested on a CPU without AVX2 and FMA")
+                for q in 0..<panels {
+                    let rows = min(mr, m - q * mr)
+                    gossip_gemm_microkernel_6x16_avx2_fma(k, pa + q * mr * k, pb, c + q * mr * n + j0, n, rows, w)
+                }
+                j0 += nr
+                continue
+            }
+            #endif
             for q in 0..<panels {
                 let rows = min(mr, m - q * mr)
                 microKernel(k: k, pa: pa + q * mr * k, pb: pb,

@@ -27,6 +27,21 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         s0 = splitMix64(&sm); s1 = splitMix64(&sm); s2 = splitMix64(&sm); s3 = splitMix64(&sm)
     }
 
+    /// The four xoshiro256** state words (s0, s1, s2, s3): with `init(state:)`, a generator
+    /// saved and restored continues exactly where it stopped.
+    public var state: [UInt64] { [s0, s1, s2, s3] }
+
+    /// Restores a generator from `state` (as read from `state`).
+    ///
+    /// - Throws: `MLError.invalidArgument` unless there are exactly four words, not all zero
+    ///   (the all-zero state is the one xoshiro256** can never leave or reach).
+    public init(state: [UInt64]) throws {
+        guard state.count == 4, state.contains(where: { $0 != 0 }) else {
+            throw MLError(.invalidArgument, "a generator state is four 64-bit words, not all zero; got \(state.count) words \(state); the saved state is corrupt")
+        }
+        s0 = state[0]; s1 = state[1]; s2 = state[2]; s3 = state[3]
+    }
+
     /// Next 64 random bits.
     @inlinable
     public mutating func next() -> UInt64 {

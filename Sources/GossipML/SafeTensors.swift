@@ -181,15 +181,24 @@ public enum SafeTensors {
                 throw bad("tensor '\(e.name)' starts at byte \(e.begin) but the previous data ends at \(expected); offsets overlap or leave a gap")
             }
             guard e.end >= e.begin else { throw bad("tensor '\(e.name)': data_offsets end \(e.end) is before begin \(e.begin)") }
+            guard e.end <= dataLen else {
+                throw bad("tensor '\(e.name)': data_offsets end \(e.end) is past the \(dataLen) data bytes of the file; the file is truncated or corrupt")
+            }
+            // Every product below is checked: a hostile shape must be refused, never trap. The
+            // byte count must equal the span, which is bounded by the file size, so whatever
+            // passes allocates at most what the file holds.
             var elems = 1
             for d in e.shape {
                 let (m, o) = elems.multipliedReportingOverflow(by: d)
-                guard !o else { throw bad("tensor '\(e.name)': shape \(e.shape) overflows") }
+                guard !o else {
+                    throw bad("tensor '\(e.name)': shape \(e.shape) has more elements than fit in a 64-bit count; the file is corrupt")
+                }
                 elems = m
             }
             let (byteCount, o) = elems.multipliedReportingOverflow(by: 4)
             guard !o, byteCount == e.end - e.begin else {
-                throw bad("tensor '\(e.name)': shape \(e.shape) of F32 needs \(elems * 4) bytes but data_offsets span \(e.end - e.begin)")
+                let need = o ? "more than \(Int.max) bytes" : "\(byteCount) bytes"
+                throw bad("tensor '\(e.name)': shape \(e.shape) of F32 (\(elems) elements) needs \(need) but data_offsets span \(e.end - e.begin); the file is corrupt")
             }
             expected = e.end
         }

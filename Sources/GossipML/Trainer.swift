@@ -148,6 +148,70 @@ public final class Trainer {
         return try body(&params)
     }
 
+    /// Everything besides the weights and `config` that decides the next steps: momentum,
+    /// the generator, the epoch permutation and cursor, the counters. See `TrainerState`.
+    public func exportState() -> TrainerState {
+        TrainerState(velocity: velocity, rngState: rng.state, order: order, cursor: cursor, batchSize: batch,
+                     stepsDone: stepsDone, samplesSeen: samplesSeen, epochsDone: epochsDone,
+                     dataFingerprint: TrainerState.fingerprint(of: data))
+    }
+
+    /// Makes this trainer continue exactly where the trainer that exported `state` stopped
+    /// (with its weights installed by `setParameters` and the same `config`): the next steps
+    /// are bit-identical to that trainer's.
+    ///
+    /// All checks happen before anything changes: on a throw the trainer is untouched.
+    /// - Throws: `MLError.schemaMismatch` when the momentum does not fit the model;
+    ///   `MLError.invalidArgument` when the state was made for other data (row count,
+    ///   labels fingerprint) or another batch size, the order is not a permutation of the
+    ///   rows, the cursor is past the end, or the generator state is invalid.
+    public func restoreState(_ state: TrainerState) throws {
+        guard state.velocity.count == params.parameterCount else {
+            throw MLError(.schemaMismatch, "saved momentum has \(state.velocity.count) floats, the model has \(params.parameterCount); the state belongs to another architecture")
+        }
+        guard state.batchSize == batch else {
+            throw MLError(.invalidArgument, "saved state was trained with batch size \(state.batchSize), this trainer uses \(batch); restart with the same batch size or start fresh")
+        }
+        guard state.order.count == data.count, state.dataFingerprint == TrainerState.fingerprint(of: data) else {
+            throw MLError(.invalidArgument, "saved state was made for other data (\(state.order.count) rows, fingerprint \(String(state.dataFingerprint, radix: 16))); this trainer has '\(data.name)' with \(data.count) rows (fingerprint \(String(TrainerState.fingerprint(of: data), radix: 16))); use the same dataset and shard or start fresh")
+        }
+        try TrainerState.validatePermutation(state.order)
+        guard state.cursor >= 0, state.cursor <= state.order.count else {
+            throw MLError(.invalidArgument, "saved data cursor \(state.cursor) is outside 0...\(state.order.count); the state is corrupt")
+        }
+        guard state.stepsDone >= 0, state.samplesSeen >= 0, state.epochsDone >= 0 else {
+            throw MLError(.invalidArgument, "saved counters are negative (steps \(state.stepsDone), samples \(state.samplesSeen), epochs \(state.epochsDone)); the state is corrupt")
+        }
+        guard state.velocity.withUnsafeBufferPointer({ Kernels.allFinite($0) }) else {
+            throw MLError(.invalidArgument, "saved momentum holds NaN or Inf; the state is corrupt")
+        }
+        let generator = try SeededGenerator(state: state.rngState)
+        velocity = state.velocity
+        rng = generator
+        order = state.order
+        cursor = state.cursor
+        stepsDone = state.stepsDone
+        samplesSeen = state.samplesSeen
+        epochsDone = state.epochsDone
+    }
+
+    /// Installs a checkpoint's weights and state together (see `restoreState`): afterwards
+    /// this trainer continues exactly as the one that wrote the checkpoint would have.
+    ///
+    /// Everything is checked before anything changes: on a throw the trainer is untouched.
+    /// - Throws: `MLError.schemaMismatch` when the weights do not fit this trainer's model;
+    ///   `MLError.invalidArgument` for non-finite weights and every `restoreState` refusal.
+    public func restore(from checkpoint: TrainerCheckpoint) throws {
+        guard checkpoint.parameters.specs == params.specs else {
+            throw MLError(.schemaMismatch, "checkpoint weights have schema hash \(checkpoint.parameters.schemaHash), the trainer's model has \(params.schemaHash); the checkpoint belongs to another architecture")
+        }
+        guard checkpoint.parameters.allFinite else {
+            throw MLError(.invalidArgument, "checkpoint weights hold NaN or Inf; move the checkpoint away to start fresh")
+        }
+        try restoreState(checkpoint.state)
+        params = checkpoint.parameters
+    }
+
     /// Runs `steps` mini-batches and returns their mean loss (0 for no steps).
     @discardableResult
     public func train(steps: Int) -> Float {

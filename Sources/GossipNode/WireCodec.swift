@@ -148,7 +148,7 @@ enum WireCodec {
             incoming.data.withUnsafeBytes { raw in
                 raw.withMemoryRebound(to: Float.self) { f in
                     p.storage.withUnsafeMutableBufferPointer { dst in
-                        Averaging.weightedAverage(into: dst, weight: Float(ownWeight), other: f, weight: Float(incomingWeight))
+                        Averaging.weightedAverage(into: dst, weight: ownWeight, other: f, weight: incomingWeight)
                     }
                 }
             }

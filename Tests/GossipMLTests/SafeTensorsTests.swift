@@ -105,6 +105,48 @@ import Testing
         }
     }
 
+    /// Hostile headers (defect 5 of issue 8): each is refused with `invalidSafeTensors` and a
+    /// message naming the tensor, never a trap. Before the fix, a shape whose element count fits
+    /// in Int but whose byte count (x4) does not trapped while formatting the error message.
+    @Test(arguments: [
+        ("dim 2^62 (bytes overflow)", #"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,4]}}"#),
+        ("dims 2^61 x 2 (bytes overflow)", #"{"a":{"dtype":"F32","shape":[2305843009213693952,2],"data_offsets":[0,4]}}"#),
+        ("dim Int.max/4+1", #"{"a":{"dtype":"F32","shape":[2305843009213693952],"data_offsets":[0,4]}}"#),
+        ("dims product overflow", #"{"a":{"dtype":"F32","shape":[3037000500,3037000500,4],"data_offsets":[0,4]}}"#),
+        ("dim 2^63", #"{"a":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,4]}}"#),
+        ("dim 1e30", #"{"a":{"dtype":"F32","shape":[1e30],"data_offsets":[0,4]}}"#),
+        ("negative dim", #"{"a":{"dtype":"F32","shape":[2,-2],"data_offsets":[0,4]}}"#),
+        ("huge dims with a zero dim", #"{"a":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,4]}}"#),
+        ("end far past the file", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775807]}}"#),
+        ("both offsets past the file", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#),
+        ("huge end with huge shape", #"{"a":{"dtype":"F32","shape":[1152921504606846976],"data_offsets":[0,4611686018427387904]}}"#),
+        ("overlapping second tensor", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
+        ("negative offset", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#),
+        ("three offsets", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#),
+        ("shape not an array", #"{"a":{"dtype":"F32","shape":4,"data_offsets":[0,4]}}"#),
+        ("shape of strings", #"{"a":{"dtype":"F32","shape":["1"],"data_offsets":[0,4]}}"#),
+    ] as [(String, String)])
+    func hostileHeadersAreRefusedCleanly(_ name: String, _ header: String) {
+        do {
+            _ = try SafeTensors.decode(Self.file(header, data: [0, 0, 0, 0]))
+            Issue.record("\(name): decoded, expected a refusal")
+        } catch let e as MLError {
+            #expect(e.kind == .invalidSafeTensors, "\(name)")
+            #expect(e.message.contains("'a'") || e.message.contains("'b'"), "\(name): message should name the tensor: \(e.message)")
+        } catch {
+            Issue.record("\(name): unexpected error type \(error)")
+        }
+    }
+
+    /// The same hostile file read from disk (the `--model` and checkpoint path) is refused too.
+    @Test func hostileFileOnDiskIsRefused() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gossip-st-hostile-\(getpid()).safetensors").path
+        defer { unlink(path) }
+        let bytes = Self.file(#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        #expect(throws: MLError.self) { try SafeTensors.read(path: path) }
+    }
+
     @Test func validHandWrittenFileDecodes() throws {
         var data = [UInt8]()
         for v in [Float(1.5), -2] { withUnsafeBytes(of: v.bitPattern.littleEndian) { data += $0 } }
