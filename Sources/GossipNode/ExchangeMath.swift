@@ -17,7 +17,7 @@ enum ExchangeMath {
             own.withUnsafeBufferPointer { src in _ = dst.update(fromContentsOf: src) }
             incoming.data.withUnsafeBytes { raw in
                 raw.withMemoryRebound(to: Float.self) { f in
-                    Averaging.weightedAverage(into: dst, weight: Float(ownWeight), other: f, weight: Float(incomingWeight))
+                    Averaging.weightedAverage(into: dst, weight: ownWeight, other: f, weight: incomingWeight)
                 }
             }
         }

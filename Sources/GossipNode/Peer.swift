@@ -35,6 +35,9 @@ final class ModelBox: @unchecked Sendable {
     /// Training counters carried over from a checkpoint (the trainer counts from its start).
     var stepBase = 0
     var samplesBase = 0
+    /// Steps already done in the unfinished round (a checkpoint written at stop saves it, so
+    /// that a resumed peer completes that round with the steps it still owes).
+    var roundSteps = 0
     /// Reused buffer for the average an incoming exchange computes (slot holder only).
     var scratch: [Float] = []
 
@@ -276,7 +279,8 @@ public final class PeerNode: @unchecked Sendable {
 
     /// Builds the trainer for a model. Called before the node holds a model (nothing else
     /// reads `model` yet), so no lock is needed; `modelInstalled` publishes it.
-    private func install(arch: MLPArchitecture, params: ParameterSet, resumedStep: Int = 0) throws {
+    private func install(arch: MLPArchitecture, params: ParameterSet, resumedStep: Int = 0,
+                         exact: TrainerCheckpoint? = nil) throws {
         var sgd = config.sgd
         if config.cosineSchedule, let rounds = config.rounds {
             sgd.decaySteps = max(1, rounds * config.localSteps)
@@ -284,6 +288,7 @@ public final class PeerNode: @unchecked Sendable {
         }
         let t = try Trainer(architecture: arch, parameters: params, data: shard, config: sgd,
                             seed: config.seed &+ UInt64(config.shardIndex) &+ UInt64(resumedStep))
+        if let exact { try t.restore(from: exact) }
         core.withLock { _ in
             model.trainer = t
             model.architecture = arch
@@ -310,7 +315,10 @@ public final class PeerNode: @unchecked Sendable {
                 continue
             }
             guard let loss = trainRound() else { break }
-            let r = core.withLock { $0.state.completeRound(loss: loss) }
+            let r = core.withLock { c in
+                model.roundSteps = 0
+                return c.state.completeRound(loss: loss)
+            }
             gossipOnce()
             if r % config.evalEvery == 0 || r == config.rounds { evaluateNow() }
             if checkpoints != nil, r % config.checkpointEvery == 0 { checkpointLogged() }
@@ -326,11 +334,14 @@ public final class PeerNode: @unchecked Sendable {
     private func trainRound() -> Double? {
         var total: Double = 0
         var done = 0
-        while done < config.localSteps {
+        let owed = config.localSteps - min(model.roundSteps, config.localSteps - 1)
+        while done < owed {
             let r: StepResult = core.withLock { c in
                 if c.state.stopRequested { return .stop }
                 guard c.state.mayTrain, let t = model.trainer else { return .wait }
-                return .loss(t.train(steps: 1))
+                let loss = t.train(steps: 1)
+                model.roundSteps += 1
+                return .loss(loss)
             }
             switch r {
             case .loss(let l):
@@ -342,7 +353,7 @@ public final class PeerNode: @unchecked Sendable {
                 return nil
             }
         }
-        return total / Double(config.localSteps)
+        return total / Double(done)
     }
 
     /// Sleeps for `d`, waking early to stop or to run a triggered exchange.
@@ -498,7 +509,8 @@ public final class PeerNode: @unchecked Sendable {
             meta["step"] = "\(model.step)"
             meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
-            return PeerCheckpoints.Snapshot(parameters: t.parameters, metadata: meta, round: c.state.round)
+            meta["round_steps"] = "\(model.roundSteps)"
+            return PeerCheckpoints.Snapshot(checkpoint: TrainerCheckpoint(trainer: t, metadata: meta), round: c.state.round)
         }) else { return }
         try store.write(snap)
         core.withLock { $0.state.checkpointRound = snap.round }
@@ -513,14 +525,35 @@ public final class PeerNode: @unchecked Sendable {
             throw NodeError("checkpoint \(store.path) has no usable 'arch' metadata; move it away to start fresh")
         }
         let step = Int(meta["step"] ?? "") ?? 0
-        try install(arch: arch, params: loaded.parameters, resumedStep: step)
         let r = Int(meta["round"] ?? "") ?? 0
-        core.withLock { c in
-            model.stepBase = step
-            model.samplesBase = Int(meta["samples_seen"] ?? "") ?? 0
-            c.state.modelInstalled(resumedAt: r)
+        var exact = false
+        if let state = loaded.trainer {
+            // Exact resume: the trainer continues with the same momentum, generator, data order
+            // and counters (its step count drives the learning-rate schedule).
+            do {
+                try install(arch: arch, params: loaded.parameters, resumedStep: 0,
+                            exact: TrainerCheckpoint(parameters: loaded.parameters, state: state, metadata: meta))
+                let partial = max(0, Int(meta["round_steps"] ?? "") ?? 0)
+                core.withLock { _ in model.roundSteps = partial }
+                exact = true
+            } catch {
+                // Another batch size or shard than the checkpoint's: the saved optimizer state
+                // does not apply. The weights still do.
+                logger.warning("the checkpoint's trainer state does not fit this run; resuming from its weights alone (momentum and data order start afresh)",
+                               metadata: ["path": "\(store.path)", "why": "\(error)"])
+            }
         }
-        logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)"])
+        if !exact {
+            // A model-only file: the weights resume, the optimizer starts afresh.
+            try install(arch: arch, params: loaded.parameters, resumedStep: step)
+            core.withLock { _ in
+                model.stepBase = step
+                model.samplesBase = Int(meta["samples_seen"] ?? "") ?? 0
+            }
+        }
+        core.withLock { $0.state.modelInstalled(resumedAt: r) }
+        logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)",
+                                                            "exact": "\(exact)"])
         return true
     }
 

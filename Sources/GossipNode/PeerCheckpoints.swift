@@ -1,67 +1,63 @@
-// The peer's checkpoint store: one file, `model.safetensors` in the state directory, written
-// atomically (temporary file in the same directory, fsync, rename, fsync of the directory),
-// so a kill at any moment leaves either the previous checkpoint or the new one. Temporary
-// files a killed writer left behind are removed when the store opens.
+// The peer's checkpoint store: one file, `model.safetensors` in the state directory, holding
+// the model under its usual tensor names (so `gossipctl model`, numpy and safetensors readers
+// read it as a plain model) plus the trainer's whole state (momentum, generator, data order
+// and cursor, counters: GossipML's TrainerCheckpoint), so a restarted peer continues exactly
+// where it stopped. Written atomically (temporary file in the same directory, fsync, rename,
+// fsync of the directory): a kill at any moment leaves the previous checkpoint or the new
+// one. Temporary files a killed writer left behind are removed when the store opens.
 import Foundation
 import GossipML
 import Logging
 
 /// Reads and writes the peer's checkpoint in one directory.
 final class PeerCheckpoints: Sendable {
-    /// What the peer saves, captured under its lock.
+    /// What the peer saves, captured under its lock (copies; the write happens outside it).
     struct Snapshot: Sendable {
-        var parameters: ParameterSet
-        var metadata: [String: String]
+        var checkpoint: TrainerCheckpoint
         var round: Int
     }
 
-    /// What a checkpoint holds.
+    /// What a checkpoint holds. `trainer` is nil for a model-only file (an older gossip's
+    /// checkpoint, or a model exported by hand): then training resumes from the weights alone.
     struct Loaded: Sendable {
         var parameters: ParameterSet
         var metadata: [String: String]
+        var trainer: TrainerState?
     }
 
     let directory: String
     let path: String
 
     /// Opens (creating it when needed) the state directory and removes stale temporaries.
-    /// - Throws: `NodeError` when the directory cannot be created.
+    /// - Throws: `NodeError` when the directory cannot be created or read.
     init(directory: String, logger: Logger) throws {
         self.directory = directory
         self.path = (directory as NSString).appendingPathComponent("model.safetensors")
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for stale in try CheckpointStore.removeLeftoverTemporaryFiles(in: directory) {
+                logger.notice("removed a temporary checkpoint left by an interrupted write", metadata: ["file": "\(stale)"])
+            }
         } catch {
-            throw NodeError("cannot create --state-dir \(directory): \(error); pick a writable directory")
+            throw NodeError("cannot use --state-dir \(directory): \(error); pick a writable directory")
         }
-        for stale in Self.staleTemporaries(in: directory) {
-            try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(stale))
-            logger.notice("removed a temporary checkpoint left by an interrupted write", metadata: ["file": "\(stale)"])
-        }
-    }
-
-    /// Names of temporary checkpoint files in `directory` (left by a writer that was killed).
-    static func staleTemporaries(in directory: String) -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasPrefix("model.safetensors.tmp") }.sorted()
     }
 
     /// Writes a checkpoint atomically.
     func write(_ s: Snapshot) throws {
-        try SafeTensors.write(s.parameters, metadata: s.metadata, to: path)
+        try CheckpointStore.write(s.checkpoint, to: path)
     }
 
     /// The checkpoint, or nil when the directory holds none.
-    /// - Throws: when the file exists but is not a valid checkpoint (the message says to move it away).
+    /// - Throws: `NodeError` when the file exists but is not a valid checkpoint.
     func load() throws -> Loaded? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        let (params, meta): (ParameterSet, [String: String])
         do {
-            (params, meta) = try SafeTensors.read(path: path)
+            let r = try CheckpointStore.readForResume(path: path)
+            guard r.parameters.allFinite else { throw NodeError("it holds NaN or Inf weights") }
+            return Loaded(parameters: r.parameters, metadata: r.metadata, trainer: r.state)
         } catch {
-            throw NodeError("checkpoint \(path) cannot be read: \(error); move it away to start fresh")
+            throw NodeError("checkpoint \(path) cannot be resumed from: \(error); move it away to start fresh")
         }
-        guard params.allFinite else { throw NodeError("checkpoint \(path) holds NaN or Inf weights; move it away to start fresh") }
-        return Loaded(parameters: params, metadata: meta)
     }
 }

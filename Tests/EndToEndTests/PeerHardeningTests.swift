@@ -171,6 +171,7 @@ struct PeerHardeningTests {
         #expect(p.terminationReason == .exit, "killed by a signal during start-up:\n\(read(log))")
         #expect(p.terminationStatus == 0, "\(read(log))")
         #expect(read(log).contains("stopped"))
+        #expect(read(log).contains("resuming from its weights alone"), "another batch size than the checkpoint's: weights-only resume, said so")
         let (params, meta) = try SafeTensors.read(path: state + "/model.safetensors")
         #expect(params.allFinite && meta["arch"] == "64,32,10")
     }
@@ -205,5 +206,35 @@ struct PeerHardeningTests {
         let peer = try c.peer(["--bootstrap", boot.endpoint.description], shard: "0/1", stateDir: state)
         #expect(!FileManager.default.fileExists(atPath: stale))
         #expect(read(peer.log).contains("removed a temporary checkpoint"))
+    }
+
+    /// Exact resume, end to end: a lone peer stopped by SIGTERM in the middle of its training
+    /// and restarted from its --state-dir ends with the same model, bit for bit, as one that
+    /// trained without interruption (momentum, generator, data cursor and the unfinished
+    /// round's steps are all in the checkpoint).
+    @Test func interruptedPeerResumesBitIdentically() throws {
+        func run(_ name: String, interruptAt: Int?) throws -> ParameterSet {
+            let c = try Cluster(name)
+            defer { c.shutdown() }
+            let state = c.dir + "/state"
+            let boot = try c.bootstrap()
+            let args = ["--bootstrap", boot.endpoint.description, "--pace-ms", "15", "--input-noise", "0.3",
+                        "--checkpoint-every", "7"]
+            var peer = try c.peer(args, shard: "0/1", rounds: 60, stateDir: state)
+            if let at = interruptAt {
+                try c.wait("round \(at)") { try c.status(peer).round >= at }
+                kill(peer.pid, SIGTERM)
+                try waitExit(peer.process, "the interrupted peer")
+                #expect(peer.process.terminationStatus == 0)
+                peer = try c.peer(args, shard: "0/1", rounds: 60, stateDir: state)
+                #expect(read(peer.log).contains("exact=true") || read(peer.log).contains("exact: true"), "resume was not exact:\n\(peer.logTail)")
+            }
+            try c.wait("training ends") { try c.status(peer).phase == "averaging" }
+            return try c.model(peer)
+        }
+        let straight = try run("resume-a", interruptAt: nil)
+        let resumed = try run("resume-b", interruptAt: 23)
+        #expect(straight.storage.withUnsafeBytes { Array($0) } == resumed.storage.withUnsafeBytes { Array($0) },
+                "the resumed peer's model differs from the uninterrupted one's")
     }
 }
