@@ -39,6 +39,9 @@ let package = Package(
         ),
         // Frame header, messages, tensor payloads, compression, limits. No I/O.
         .target(name: "GossipWire", dependencies: ["CZlib"]),
+        // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
+        // formatting. Nodes (GossipNode, gossipd) must not link it.
+        .target(name: "GossipInspect", dependencies: ["GossipWire"]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
         // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
@@ -75,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "framedump",
             dependencies: [
-                "GossipWire", "GossipNet",
+                "GossipInspect", "GossipWire", "GossipNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/framedump"
@@ -86,8 +89,9 @@ let package = Package(
             path: "tools/gossip-bench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
-        // Fixtures/ (a pcap, its script and README) is read by path (#filePath), not bundled.
-        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["Fixtures"]),
+        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"]),
+        // Fixtures/ (pcaps, their script and README) is read by path (#filePath), not bundled.
+        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),

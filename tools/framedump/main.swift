@@ -1,9 +1,10 @@
 // framedump: prints gossip frames from a raw byte stream or a pcap capture. Argument parsing
-// and output only; decoding and formatting live in GossipWire (FrameFormatter, Pcap,
+// and output only; decoding and formatting live in GossipInspect (FrameFormatter, Pcap,
 // TCPReassembly). `dump` is the default subcommand; more (e.g. `proxy`) can be added.
 import ArgumentParser
 import Foundation
 import GossipNet
+import GossipInspect
 import GossipWire
 
 /// Exit codes, documented in --help.
