@@ -100,7 +100,7 @@ struct Dump: ParsableCommand {
             if !check {
                 for r in s.records where FrameDump.matches(r, type: filterType, requestID: requestID) {
                     let text = FrameDump.render(r, verbose: verbose, hex: hex, json: output == .json)
-                    FileHandle.standardOutput.write(Data(text.utf8))
+                    Console.out.write(text)
                 }
             }
             if s.hasGap { warn("framedump: \(s.direction ?? "stream"): the capture misses bytes; frames after the gap are not shown") }
@@ -221,7 +221,7 @@ final class LivePrinter: @unchecked Sendable {
                 for r in dump.feed(bytes) where FrameDump.matches(r, type: type, requestID: requestID) {
                     out += FrameDump.render(r, verbose: verbose, hex: hex, json: json)
                 }
-                if !out.isEmpty { FileHandle.standardOutput.write(Data(out.utf8)) }
+                if !out.isEmpty { Console.out.write(out) }
             }
         }
     }
@@ -231,5 +231,7 @@ final class LivePrinter: @unchecked Sendable {
     }
 }
 
-func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+func warn(_ s: String) { Console.err.line(s) }
+
+Console.setUp(onClosedStdout: .exit)
 FrameDumpCommand.main()
