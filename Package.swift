@@ -85,7 +85,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "gossip-bench",
-            dependencies: ["GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib"],
+            dependencies: [
+                "GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "tools/gossip-bench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
@@ -98,7 +101,7 @@ let package = Package(
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump"]
+            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump", "gossip-bench"]
         ),
     ]
 )
