@@ -1,5 +1,6 @@
 // Hostile and broken input: every case must end in a typed WireError, never a trap, and
 // never an allocation sized by an unchecked field.
+import Foundation
 import Testing
 @testable import GossipWire
 
@@ -331,5 +332,35 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
+    }
+}
+
+/// The fuzzer's inputs replayed (tools/fuzz/run.sh, DecodeOracle.fuzzOne): its seeds (every
+/// golden vector as a frame stream, split at several points, and every vector's payload as a
+/// body of every type and kind, and of its own under the default limits) and every input in KnownBad/
+/// (inputs that once broke a decoder promise or crashed the fuzz target). None may trap or
+/// break a promise.
+@Test func fuzzSeedsAndKnownBadInputsKeepPromises() throws {
+    var inputs: [(String, [UInt8])] = []
+    for spec in Fixtures.specs {
+        let bytes = try spec.encode()
+        for cut in [0, 1, 24, 128, 255] { inputs.append(("\(spec.name) stream cut \(cut)", [0, UInt8(cut)] + bytes)) }
+        let payload = try spec.body.encode(limits: spec.limits).array
+        for pick in 0..<(DecodeOracle.bodyTypes.count * DecodeOracle.kinds.count) {
+            inputs.append(("\(spec.name) as body \(pick)", [1, UInt8(pick)] + payload))
+        }
+        // Its own type and kind under the default limits too.
+        let own = DecodeOracle.bodyTypes.firstIndex(of: spec.body.type)! + DecodeOracle.bodyTypes.count * DecodeOracle.kinds.firstIndex(of: spec.body.kind)!
+        inputs.append(("\(spec.name) as its own body, default limits", [2, UInt8(own)] + payload))
+    }
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("KnownBad")
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+    for f in files.sorted() where f.hasSuffix(".bin") {
+        inputs.append((f, try [UInt8](Data(contentsOf: dir.appendingPathComponent(f)))))
+    }
+    #expect(inputs.count > Fixtures.specs.count * 30)
+    for (name, input) in inputs {
+        let violations = DecodeOracle.fuzzOne(input)
+        #expect(violations.isEmpty, "\(name): \(violations)")
     }
 }

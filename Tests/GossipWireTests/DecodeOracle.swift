@@ -138,7 +138,9 @@ enum DecodeOracle {
     /// The fuzz entry: the first byte selects the target. Selector % 4 == 0: the bytes after
     /// it are a frame stream (the second byte picks the split point of a two-piece feed, and
     /// the result must equal the one-piece feed). Otherwise the next byte picks a message
-    /// type and kind and the rest is that body's payload (tensor payloads included).
+    /// type and kind and the rest is that body's payload (tensor payloads included), decoded
+    /// under the small fuzz limits, or under the default limits when selector % 4 == 2 (a
+    /// body is at most the input, so that allocates little too).
     static func fuzzOne(_ data: [UInt8]) -> [String] {
         guard let selector = data.first else { return [] }
         var violations: [String] = []
@@ -155,7 +157,8 @@ enum DecodeOracle {
             guard let pick = rest.first else { return [] }
             let type = bodyTypes[Int(pick) % bodyTypes.count]
             let kind = kinds[Int(pick) / bodyTypes.count % kinds.count]
-            _ = decodeBody(type: type, kind: kind, payload: Array(rest.dropFirst()), violations: &violations)
+            _ = decodeBody(type: type, kind: kind, payload: Array(rest.dropFirst()),
+                           limits: selector % 4 == 2 ? .default : limits, violations: &violations)
         }
         return violations
     }
