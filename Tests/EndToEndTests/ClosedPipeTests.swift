@@ -68,7 +68,8 @@ struct ClosedPipeTests {
         #expect(!r.stderr.contains("Fatal error"), "stderr:\n\(r.stderr)")
     }
 
-    /// `framedump BIG | head -3` exits 0 at once, quietly.
+    /// `framedump BIG | head -3` exits 0 at once, quietly (before: killed by SIGPIPE, status 141
+    /// in a shell).
     @Test func framedumpStopsQuietlyOnAClosedStdout() throws {
         let c = try Cluster("framedump-epipe")
         defer { c.shutdown() }
@@ -85,6 +86,13 @@ struct ClosedPipeTests {
         #expect(r.reason == .exit, "framedump died of signal \(r.status); stderr:\n\(r.stderr)")
         #expect(r.status == 0, "framedump exited \(r.status); stderr:\n\(r.stderr)")
         #expect(r.stderr.isEmpty, "stderr:\n\(r.stderr)")
+
+        // A real capture, verbose with hex (about 90 KB of text, more than a pipe holds).
+        let capture = Cluster.repoRoot + "/Tests/GossipInspectTests/Fixtures/gossipd-network.pcap"
+        let v = try runClosingStdout(Cluster.binary("framedump"), ["-V", "-x", capture], afterLines: 3, dir: c.dir, timeout: 60)
+        #expect(v.lines.first?.hasPrefix("@0 127.0.0.1:") == true, "\(v.lines)")
+        #expect(v.reason == .exit && v.status == 0, "framedump on a capture: \(v.reason) \(v.status); stderr:\n\(v.stderr)")
+        #expect(v.stderr.isEmpty, "stderr:\n\(v.stderr)")
     }
 
     /// Cluster.run reads stdout and stderr at once: a child writing 1 MB to stderr before its
