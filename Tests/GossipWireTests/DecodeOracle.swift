@@ -1,6 +1,6 @@
 // The checks that the fuzzer (tools/fuzz) and the bad-input tests run on any input: decoding
 // either succeeds or throws a typed WireError whose offset lies inside the input, and what
-// decodes re-encodes to something that decodes to the same value (byte-stable from then on).
+// decodes re-encodes to exactly the payload it came from and decodes back to the same value.
 // Public GossipWire API only: tools/fuzz/run.sh compiles this file into the fuzz binary.
 import GossipWire
 
@@ -43,7 +43,9 @@ enum DecodeOracle {
                 result.requestIDs.append(m.requestID)
                 let body = Result { () throws(WireError) in try MessageBody.decode(m, limits: limits, expectedSchemaHash: expectedSchemaHash) }
                 switch body {
-                case .success(let b): checkRoundTrip(b, limits: limits, violations: &violations)
+                case .success(let b):
+                    checkCanonical(b, payload: m.payload, limits: limits, violations: &violations)
+                    checkRoundTrip(b, limits: limits, violations: &violations)
                 case .failure(let e): checkOffset(e, within: m.payload.count, "body of message \(m.requestID)", &violations)
                 }
                 result.bodies.append(body)
@@ -75,6 +77,7 @@ enum DecodeOracle {
         case .failure(let e):
             checkOffset(e, within: payload.count, "\(type) \(kind) body", &violations)
         case .success(let b):
+            checkCanonical(b, payload: slice, limits: limits, violations: &violations)
             checkRoundTrip(b, limits: limits, violations: &violations)
             if let model = b.model {
                 let hash = model.table.schemaHash
@@ -99,6 +102,26 @@ enum DecodeOracle {
             }
         }
         return body
+    }
+
+    /// Bodies have one encoding: what decodes re-encodes to exactly the payload it came from
+    /// (so a decoder that reads a field wrongly, or accepts a non-canonical form, shows here),
+    /// except an error reply's unknown status number, which reads as UNKNOWN.
+    static func checkCanonical(_ b: MessageBody, payload: ByteSlice, limits: Limits, violations: inout [String]) {
+        var expected = payload.array
+        if case .error = b, expected.count >= 4 {
+            let wire = UInt32(expected[0]) | UInt32(expected[1]) << 8 | UInt32(expected[2]) << 16 | UInt32(expected[3]) << 24
+            if StatusCode(rawValue: wire) == nil {      // SPEC §8: unknown numbers are read as UNKNOWN (2)
+                expected.replaceSubrange(0..<4, with: [UInt8(StatusCode.unknown.rawValue), 0, 0, 0])
+            }
+        }
+        do {
+            if try b.encode(limits: limits).array != expected {
+                violations.append("\(b.type) \(b.kind): encode(decode(payload)) differs from the payload")
+            }
+        } catch {
+            violations.append("\(b.type) \(b.kind): a decoded body fails to re-encode: \(error)")
+        }
     }
 
     /// decode(encode(b)) == b, encode is byte-stable, and the framed message decodes back.

@@ -6,6 +6,7 @@
 # payloads as bodies) plus Tests/GossipWireTests/KnownBad/*.bin. A crash or a broken
 # round-trip promise stops the run, leaves the input in $FUZZ_WORK/crash-*, and exits 1;
 # copy that file into Tests/GossipWireTests/KnownBad/NAME.bin so that a unit test replays it.
+# FUZZ_OPT=-Onone builds without optimisation, so that `assert`s are checked too (slower).
 # FUZZ_WORK=DIR keeps the binary, corpora and logs in DIR (else a temporary directory, removed
 # after a clean run).
 # Needs: swiftc with -sanitize=fuzzer (Linux toolchains), zlib headers (zlib1g-dev).
@@ -26,7 +27,7 @@ echo "fuzz: building $BIN"
 # GossipWire compiled into one module with the oracle and the entry point: the oracle uses
 # public API only, so one module needs no -enable-testing.
 sed 's/^import GossipWire$//' Tests/GossipWireTests/DecodeOracle.swift > "$WORK/DecodeOracle.swift"
-swiftc -sanitize=fuzzer,address -O -parse-as-library -module-name GossipWire \
+swiftc -sanitize=fuzzer,address "${FUZZ_OPT:--O}" -parse-as-library -module-name GossipWire \
     -I Sources/CZlib Sources/GossipWire/*.swift "$WORK/DecodeOracle.swift" tools/fuzz/FuzzMain.swift \
     -lz -o "$BIN" 2> "$WORK/build.log" || { cat "$WORK/build.log" >&2; exit 2; }
 
@@ -53,17 +54,28 @@ for path in sorted(glob.glob("Protocol/vectors/*.hex")):
         pick = types.index(mtype) + kind * len(types)
         open(os.path.join(work, "body", name), "wb").write(bytes([1, pick]) + data[24:])
         open(os.path.join(work, "body", name + "-default-limits"), "wb").write(bytes([2, pick]) + data[24:])
+# Bodies exactly at DecodeOracle.limits (64 peers, 256-byte names, 4 KiB text): one mutation
+# from just past them, where an off-by-one in a bound check would show.
+def seed(name, pick, payload):
+    open(os.path.join(work, "body", "edge-" + name), "wb").write(bytes([1, pick]) + payload)
+u16 = lambda v: struct.pack("<H", v); u32 = lambda v: struct.pack("<I", v); u64 = lambda v: struct.pack("<Q", v)
+seed("register_reply_64_peers", types.index(1) + len(types), u32(64) + u16(0) * 64 + u16(3) + b"3,2" + u64(1))
+seed("register_request_256_byte_endpoint", types.index(1), u16(256) + b"a" * 256 + u64(1))
+seed("status_reply_4096_byte_text", types.index(4) + len(types), u32(4096) + b"x" * 4096)
+seed("error_4096_byte_text", types.index(5) + 2 * len(types), u32(10) + u32(4096) + b"x" * 4096)
 for path in sorted(glob.glob("Tests/GossipWireTests/KnownBad/*.bin")):
     data = open(path, "rb").read()
     target = "stream" if data and data[0] % 4 == 0 else "body"
     open(os.path.join(work, target, os.path.basename(path)), "wb").write(data)
 PY
 
+# A crash is reported by libFuzzer; Swift's own backtracer can take minutes to symbolicate.
+export SWIFT_BACKTRACE=enable=no
 total=0
 for target in stream body; do
     echo "fuzz: $target: $RUNS runs"
     mkdir -p "$WORK/corpus-$target"
-    if ! "$BIN" -runs="$RUNS" -max_len=4096 -rss_limit_mb=2048 -seed=1 -print_final_stats=1 \
+    if ! "$BIN" -runs="$RUNS" -max_len=8192 -rss_limit_mb=2048 -seed=1 -print_final_stats=1 \
             -artifact_prefix="$WORK/" "$WORK/corpus-$target" "$WORK/$target" > "$WORK/$target.log" 2>&1; then
         tail -40 "$WORK/$target.log" >&2
         echo "fuzz: FAILED in target $target; the input is in $WORK/crash-* (add it to Tests/GossipWireTests/KnownBad/)" >&2
