@@ -47,6 +47,9 @@ let package = Package(
         ),
         // Frame header, messages, tensor payloads, compression, limits. No I/O.
         .target(name: "GossipWire", dependencies: ["CZlib"]),
+        // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
+        // formatting. Nodes (GossipNode, gossipd) must not link it.
+        .target(name: "GossipInspect", dependencies: ["GossipWire"]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
@@ -85,26 +88,31 @@ let package = Package(
         .executableTarget(
             name: "framedump",
             dependencies: [
-                "GossipWire", "GossipNet",
+                "GossipInspect", "GossipWire", "GossipNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/framedump"
         ),
         .executableTarget(
             name: "gossip-bench",
-            dependencies: ["GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib"],
+            dependencies: [
+                "GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "tools/gossip-bench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
-        // Fixtures/ (a pcap, its script and README) is read by path (#filePath), not bundled.
-        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["Fixtures"]),
+        // KnownBad/ (fuzzer inputs that once broke a decoder) is read by path, not bundled.
+        .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["KnownBad"]),
+        // Fixtures/ (pcaps, their script and README) is read by path (#filePath), not bundled.
+        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump"]
+            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump", "gossip-bench"]
         ),
     ]
 )

@@ -64,9 +64,10 @@ func writeReadyFile(_ path: String, _ text: String) throws {
     }
 }
 
-/// Prints one line on stdout at once (unbuffered), for scripts that read it.
+/// Prints one line on stdout at once (unbuffered), for scripts that read it. When stdout's
+/// reader has gone away the line is dropped (see `Console`); it never traps.
 public func emitLine(_ s: String) {
-    FileHandle.standardOutput.write(Data((s + "\n").utf8))
+    Console.out.line(s)
 }
 
 extension RPCResponder {

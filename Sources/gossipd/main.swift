@@ -261,4 +261,5 @@ struct Gossipd: ParsableCommand {
         subcommands: [Bootstrap.self, Peer.self, Demo.self])
 }
 
+Console.setUp(onClosedStdout: .keepRunning)
 Gossipd.main()

@@ -91,6 +91,7 @@ final class Cluster: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Cluster.binary("gossipd"))
         p.arguments = args + ["--ready-file", ready]
         let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        defer { try? fh.close() }      // the child has its own copy once started
         p.standardOutput = fh
         p.standardError = fh
         p.standardInput = FileHandle.nullDevice
@@ -133,7 +134,11 @@ final class Cluster: @unchecked Sendable {
         try Cluster.run(Cluster.binary("gossipctl"), args)
     }
 
-    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (Int32, String, String) {
+    /// Runs `exe` to completion and returns (exit status, stdout, stderr). Both pipes are read
+    /// at once (a child that fills one while we wait on the other would block forever); after
+    /// `timeout` seconds the child is killed and `TimedOut` thrown.
+    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil,
+                    timeout: Double = 300) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
@@ -142,11 +147,25 @@ final class Cluster: @unchecked Sendable {
         p.standardOutput = out
         p.standardError = err
         p.standardInput = FileHandle.nullDevice
+        defer {
+            try? out.fileHandleForReading.close()
+            try? err.fileHandleForReading.close()
+        }
         try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        final class Output: @unchecked Sendable { var data = Data() }
+        let o = Output(), e = Output()
+        let group = DispatchGroup()
+        for (pipe, sink) in [(out, o), (err, e)] {
+            DispatchQueue.global().async(group: group) { sink.data = pipe.fileHandleForReading.readDataToEndOfFile() }
+        }
+        if group.wait(timeout: .now() + timeout) == .timedOut {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            _ = group.wait(timeout: .now() + 10)
+            throw TimedOut(description: "\(exe) \(args.joined(separator: " ")) did not finish within \(timeout) s; killed")
+        }
         p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        return (p.terminationStatus, String(decoding: o.data, as: UTF8.self), String(decoding: e.data, as: UTF8.self))
     }
 
     func status(_ n: NodeProcess) throws -> StatusReport {

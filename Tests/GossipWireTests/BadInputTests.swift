@@ -1,5 +1,6 @@
 // Hostile and broken input: every case must end in a typed WireError, never a trap, and
 // never an allocation sized by an unchecked field.
+import Foundation
 import Testing
 @testable import GossipWire
 
@@ -235,37 +236,90 @@ private func frameError(_ bytes: [UInt8], limits: Limits = .default) -> WireErro
     #expect(frameError(huge, limits: limits)?.kind == .messageTooLarge)
 }
 
-@Test func randomBitFlipsNeverTrap() throws {
+/// Where a flipped bit landed, and what that must lead to.
+private enum FlipClass: String, CaseIterable {
+    case version            // header byte 4: refused, unsupportedVersion
+    case checksummed        // payload or CRC field of a checksummed frame: refused, checksumMismatch
+    case requestID          // one frame's request id: a single frame decodes unchanged under the new
+                            // id; a frame of a chunked message breaks the stream (streamViolation)
+    case plainPayload       // payload of an uncompressed, unchecked frame: the frame layer accepts it;
+                            // the body decodes to a different value or is refused by the body decoder
+    case otherHeader        // length, flags, type, sizes: refused or decoded, promises kept
+}
+
+/// Error kinds only the frame layer raises (never the body decoder).
+private let frameLayerKinds: Set<WireError.Kind> = [
+    .frameTooShort, .frameTooLarge, .unsupportedVersion, .unknownFlags, .invalidFlags, .checksumMismatch,
+    .decompressionFailed, .decompressionOverflow, .streamViolation,
+]
+
+/// Single-bit flips in the golden vectors, half of them with checksums: each mutated input is
+/// classified by where the flip landed and checked against what that class must give, and
+/// every input that decodes must keep the codec's promises (DecodeOracle: offsets inside the
+/// input, decode(encode(x)) == x, re-framed bodies decode back).
+@Test func bitFlipsAreRefusedWithTheRightKind() throws {
     var rng = SplitMix(seed: 0x5eed)
-    let specs = Fixtures.specs
-    let valid: [(bytes: [UInt8], limits: Limits)] = try specs.map { s in
-        var s = s
-        s.checksum = false      // let mutations reach the decompressor and the body decoder
-        return (try s.encode(), s.limits)
-    }
-    var decoded = 0, refused = 0
-    for _ in 0..<10_000 {
-        let pick = valid[Int(rng.next() % UInt64(valid.count))]
-        var b = pick.bytes
-        let flips = 1 + Int(rng.next() % 3)
-        for _ in 0..<flips {
-            let bit = Int(rng.next() % UInt64(b.count * 8))
-            b[bit / 8] ^= UInt8(1 << (bit % 8))
-        }
-        do {
-            let d = MessageDecoder(limits: pick.limits)
-            try d.append(b)
-            try d.finish()
-            while let m = d.nextMessage() {
-                _ = try MessageBody.decode(m, expectedSchemaHash: rng.next() % 2 == 0 ? Fixtures.hash : nil)
+    var counts: [FlipClass: Int] = [:]
+    for i in 0..<10_000 {
+        var spec = Fixtures.specs[Int(rng.next() % UInt64(Fixtures.specs.count))]
+        spec.checksum = i % 2 == 0
+        let original = try spec.encode()
+        // The frame holding the flipped byte: walk the length prefixes.
+        let bit = Int(rng.next() % UInt64(original.count * 8))
+        var start = 0, frames = 0, frame: FrameHeader?, frameStart = 0
+        while start < original.count {
+            let h = try original.withUnsafeBytes { (raw) throws(WireError) in
+                try FrameHeader.parse(UnsafeRawBufferPointer(rebasing: raw[start...]), at: start, limits: spec.limits)
             }
-            decoded += 1
-        } catch {
-            refused += 1
+            if (start..<(start + Int(h.frameLength))).contains(bit / 8) { frame = h; frameStart = start }
+            start += Int(h.frameLength)
+            frames += 1
         }
+        let h = try #require(frame)
+        let at = bit / 8 - frameStart
+        var mutated = original
+        mutated[bit / 8] ^= UInt8(1 << (bit % 8))
+
+        var violations: [String] = []
+        let got = DecodeOracle.decodeStream(mutated, limits: spec.limits, expectedSchemaHash: Fixtures.hash, violations: &violations)
+        let want = DecodeOracle.decodeStream(original, limits: spec.limits, expectedSchemaHash: Fixtures.hash, violations: &violations)
+        #expect(violations.isEmpty, "\(spec.name) bit \(bit): \(violations)")
+        try #require(want.error == nil && want.bodies.count == 1, "\(spec.name) does not decode")
+
+        let kind: FlipClass
+        if at == 4 {
+            kind = .version
+            #expect(got.error?.kind == .unsupportedVersion, "\(spec.name) bit \(bit): \(got)")
+        } else if h.flags.contains(.checksummed) && at >= 20 {
+            kind = .checksummed
+            #expect(got.error?.kind == .checksumMismatch, "\(spec.name) bit \(bit): \(got)")
+        } else if (8..<12).contains(at) {
+            kind = .requestID
+            if frames == 1 {
+                #expect(got.error == nil && got.bodies == want.bodies && got.requestIDs != want.requestIDs,
+                        "\(spec.name) bit \(bit): \(got)")
+            } else {
+                #expect(got.error?.kind == .streamViolation, "\(spec.name) bit \(bit): \(got)")
+            }
+        } else if at >= 24 && !h.flags.contains(.compressed) {
+            kind = .plainPayload
+            #expect(got.error == nil && got.bodies.count == 1, "\(spec.name) bit \(bit): \(got)")
+            switch got.bodies.first {
+            case .success?:
+                #expect(got.bodies != want.bodies, "\(spec.name) bit \(bit): a flipped payload bit decoded to the same body")
+            case .failure(let e)?:
+                #expect(!frameLayerKinds.contains(e.kind), "\(spec.name) bit \(bit): body refused with frame-layer kind \(e)")
+            case nil:
+                break
+            }
+        } else {
+            kind = .otherHeader
+        }
+        counts[kind, default: 0] += 1
     }
-    #expect(decoded + refused == 10_000)
-    #expect(refused > 1000)
+    for c in FlipClass.allCases {
+        #expect(counts[c, default: 0] >= 100, "only \(counts[c, default: 0]) flips in class \(c)")
+    }
 }
 
 /// SplitMix64: a small seeded generator for reproducible fuzzing.
@@ -278,5 +332,35 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
+    }
+}
+
+/// The fuzzer's inputs replayed (tools/fuzz/run.sh, DecodeOracle.fuzzOne): its seeds (every
+/// golden vector as a frame stream, split at several points, and every vector's payload as a
+/// body of every type and kind, and of its own under the default limits) and every input in KnownBad/
+/// (inputs that once broke a decoder promise or crashed the fuzz target). None may trap or
+/// break a promise.
+@Test func fuzzSeedsAndKnownBadInputsKeepPromises() throws {
+    var inputs: [(String, [UInt8])] = []
+    for spec in Fixtures.specs {
+        let bytes = try spec.encode()
+        for cut in [0, 1, 24, 128, 255] { inputs.append(("\(spec.name) stream cut \(cut)", [0, UInt8(cut)] + bytes)) }
+        let payload = try spec.body.encode(limits: spec.limits).array
+        for pick in 0..<(DecodeOracle.bodyTypes.count * DecodeOracle.kinds.count) {
+            inputs.append(("\(spec.name) as body \(pick)", [1, UInt8(pick)] + payload))
+        }
+        // Its own type and kind under the default limits too.
+        let own = DecodeOracle.bodyTypes.firstIndex(of: spec.body.type)! + DecodeOracle.bodyTypes.count * DecodeOracle.kinds.firstIndex(of: spec.body.kind)!
+        inputs.append(("\(spec.name) as its own body, default limits", [2, UInt8(own)] + payload))
+    }
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("KnownBad")
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+    for f in files.sorted() where f.hasSuffix(".bin") {
+        inputs.append((f, try [UInt8](Data(contentsOf: dir.appendingPathComponent(f)))))
+    }
+    #expect(inputs.count > Fixtures.specs.count * 30)
+    for (name, input) in inputs {
+        let violations = DecodeOracle.fuzzOne(input)
+        #expect(violations.isEmpty, "\(name): \(violations)")
     }
 }

@@ -1,9 +1,10 @@
 // framedump: prints gossip frames from a raw byte stream or a pcap capture. Argument parsing
-// and output only; decoding and formatting live in GossipWire (FrameFormatter, Pcap,
+// and output only; decoding and formatting live in GossipInspect (FrameFormatter, Pcap,
 // TCPReassembly). `dump` is the default subcommand; more (e.g. `proxy`) can be added.
 import ArgumentParser
 import Foundation
 import GossipNet
+import GossipInspect
 import GossipWire
 
 /// Exit codes, documented in --help.
@@ -99,7 +100,7 @@ struct Dump: ParsableCommand {
             if !check {
                 for r in s.records where FrameDump.matches(r, type: filterType, requestID: requestID) {
                     let text = FrameDump.render(r, verbose: verbose, hex: hex, json: output == .json)
-                    FileHandle.standardOutput.write(Data(text.utf8))
+                    Console.out.write(text)
                 }
             }
             if s.hasGap { warn("framedump: \(s.direction ?? "stream"): the capture misses bytes; frames after the gap are not shown") }
@@ -220,7 +221,7 @@ final class LivePrinter: @unchecked Sendable {
                 for r in dump.feed(bytes) where FrameDump.matches(r, type: type, requestID: requestID) {
                     out += FrameDump.render(r, verbose: verbose, hex: hex, json: json)
                 }
-                if !out.isEmpty { FileHandle.standardOutput.write(Data(out.utf8)) }
+                if !out.isEmpty { Console.out.write(out) }
             }
         }
     }
@@ -230,5 +231,7 @@ final class LivePrinter: @unchecked Sendable {
     }
 }
 
-func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+func warn(_ s: String) { Console.err.line(s) }
+
+Console.setUp(onClosedStdout: .exit)
 FrameDumpCommand.main()

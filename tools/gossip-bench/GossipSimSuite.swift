@@ -1,5 +1,6 @@
 // gossip-sim: the networked digits setting simulated in one process, to choose node defaults.
 
+import ArgumentParser
 import Foundation
 import GossipML
 
@@ -8,26 +9,18 @@ import GossipML
 /// the node does), then the peers are paired by a seeded random perfect matching and each
 /// pair is replaced by its `Averaging.weightedAverage` (weights = shard sizes, as on the wire).
 /// Prints per-peer held-out accuracy, the mean, and the largest pairwise relative L2 distance.
-func runGossipSimSuite(_ args: [String]) -> Int32 {
-    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "peers", "rounds", "local-steps", "lr", "momentum",
-                                                       "weight-decay", "batch", "seed", "noise", "shift", "schedule",
-                                                       "min-lr-frac", "holdout", "eval-every", "non-iid-alpha"]) else { return 64 }
+func runGossipSimSuite(_ o: TrainingOptions, peers n: Int, rounds: Int, localSteps k: Int, evalEvery: Int,
+                       nonIIDAlpha alpha: Double?) throws {
     do {
         let t0 = now()
-        let source = try DatasetSource(parsing: opts["dataset"] ?? "digits")
-        let split = try loadSplit(source, opts)
+        let source = try DatasetSource(parsing: o.dataset)
+        let split = try loadSplit(source, holdout: o.holdout)
         let defaultArch = split.train.featureCount == 64 ? "64,256,128,10" : "\(split.train.featureCount),256,128,\(split.train.classCount)"
-        let arch = try MLPArchitecture(parsing: opts["arch"] ?? defaultArch)
-        let n = Int(opts["peers"] ?? "4") ?? 4
-        let rounds = Int(opts["rounds"] ?? "60") ?? 60
-        let k = Int(opts["local-steps"] ?? "10") ?? 10
-        let seed = UInt64(opts["seed"] ?? "1") ?? 1
-        let evalEvery = Int(opts["eval-every"] ?? "10") ?? 10
-        let alpha = opts["non-iid-alpha"].flatMap(Double.init)
-        guard n >= 1, rounds >= 1, k >= 1 else { return fail("--peers, --rounds and --local-steps must be >= 1") }
-        let (config, schedule) = try sgdConfig(opts, isDigits: source == .digits, totalSteps: rounds * k,
-                                               defaults: digitsGossipDefaults, defaultSchedule: "cosine")
-        guard schedule != "step" else { return fail("gossip-sim supports --schedule cosine or none") }
+        let arch = try MLPArchitecture(parsing: o.arch ?? defaultArch)
+        let seed = o.seed
+        let (config, schedule) = sgdConfig(o, isDigits: source == .digits, totalSteps: rounds * k,
+                                           defaults: digitsGossipDefaults, defaultSchedule: "cosine")
+        guard schedule != "step" else { throw ValidationError("gossip-sim supports --schedule cosine or none") }
         let initial = arch.makeParameters(seed: seed)
         var trainers: [Trainer] = []
         for i in 0..<n {
@@ -35,15 +28,15 @@ func runGossipSimSuite(_ args: [String]) -> Int32 {
             trainers.append(try Trainer(architecture: arch, parameters: initial, data: shard, config: config,
                                         seed: seed &* 1000 &+ UInt64(i) &+ 1))
         }
-        print(String(format: "gossip-sim: %@ peers %d rounds %d local-steps %d arch %@ lr %g momentum %g wd %g batch %d noise %g shift %d schedule %@ (decaySteps %d, floor %g) seed %llu",
+        out(String(format: "gossip-sim: %@ peers %d rounds %d local-steps %d arch %@ lr %g momentum %g wd %g batch %d noise %g shift %d schedule %@ (decaySteps %d, floor %g) seed %llu",
                      source.description, n, rounds, k, arch.description, Double(config.learningRate), Double(config.momentum),
                      Double(config.weightDecay), config.batchSize, Double(config.inputNoise), config.maxShift, schedule,
                      config.decaySteps, Double(config.finalLearningRateFraction), seed))
-        print("shards: " + trainers.map { "\($0.data.count)" }.joined(separator: " ") + " rows; held-out \(split.test.count) rows")
+        out("shards: " + trainers.map { "\($0.data.count)" }.joined(separator: " ") + " rows; held-out \(split.test.count) rows")
         var rng = SeededGenerator(seed: seed ^ 0x676F_7373_6970)  // "gossip"
         func report(_ round: Int) -> [Double] {
             let accs = trainers.map { evaluate(architecture: arch, parameters: $0.parameters, on: split.test).accuracy }
-            print(String(format: "round %3d  peers %@  mean %.4f  t %.1f s", round,
+            out(String(format: "round %3d  peers %@  mean %.4f  t %.1f s", round,
                          accs.map { String(format: "%.4f", $0) }.joined(separator: " "),
                          accs.reduce(0, +) / Double(accs.count), now() - t0))
             return accs
@@ -68,14 +61,15 @@ func runGossipSimSuite(_ args: [String]) -> Int32 {
         for a in trainers { for b in trainers where a !== b {
             maxDist = max(maxDist, Averaging.relativeL2Distance(a.parameters, b.parameters))
         } }
-        print(String(format: "per_peer_accuracy: %@", accs.map { String(format: "%.4f", $0) }.joined(separator: " ")))
-        print(String(format: "min_peer_accuracy: %.4f", accs.min() ?? 0))
-        print(String(format: "mean_peer_accuracy: %.4f", accs.reduce(0, +) / Double(max(accs.count, 1))))
-        print(String(format: "max_pairwise_rel_l2: %.3e", maxDist))
-        print(String(format: "steps_per_peer: %d  samples_per_peer: %d  wall_s: %.2f", rounds * k, rounds * k * config.batchSize, now() - t0))
-        return 0
+        out(String(format: "per_peer_accuracy: %@", accs.map { String(format: "%.4f", $0) }.joined(separator: " ")))
+        out(String(format: "min_peer_accuracy: %.4f", accs.min() ?? 0))
+        out(String(format: "mean_peer_accuracy: %.4f", accs.reduce(0, +) / Double(max(accs.count, 1))))
+        out(String(format: "max_pairwise_rel_l2: %.3e", maxDist))
+        out(String(format: "steps_per_peer: %d  samples_per_peer: %d  wall_s: %.2f", rounds * k, rounds * k * config.batchSize, now() - t0))
+    } catch let e as ValidationError {
+        throw e
     } catch {
-        return fail("\(error)")
+        throw fail("\(error)")
     }
 }
 

@@ -25,29 +25,14 @@ import GossipWire
 import Glibc
 #endif
 
-func runNetSuite(_ args: [String]) throws {
-    ignoreSIGPIPE()
+/// - Parameters: sizes: a subset of 1M, 10M, 100M; reps: samples per size (nil: 11, 7, 5).
+func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
     let server = RPCServer()
     server.register(.gossipExchange) { m, r in r.reply(m.payload, options: .init(checksum: false)) }
     let endpoint = try server.start(host: "127.0.0.1", port: 0)
     let client = RPCClient()
     let echo = try EchoServer()
     defer { echo.stop() }
-
-    // Options (for quick iteration; the defaults are the full suite):
-    //   --sizes 1M,10M   only these sizes   --reps N   samples per size
-    var sizes: Set<String> = ["1M", "10M", "100M"]
-    var repsOverride: Int?
-    var i = 0
-    while i < args.count {
-        if args[i] == "--sizes", i + 1 < args.count {
-            sizes = Set(args[i + 1].split(separator: ",").map(String.init)); i += 2
-        } else if args[i] == "--reps", i + 1 < args.count, let n = Int(args[i + 1]), n > 0 {
-            repsOverride = n; i += 2
-        } else {
-            throw RPCError(.invalidArgument, "net: unknown option \(args[i]) (use --sizes 1M,10M,100M and --reps N)")
-        }
-    }
 
     // Warm up the pooled connection (not timed).
     _ = try exchange(client, endpoint, floats: 1024)
@@ -77,10 +62,10 @@ func runNetSuite(_ args: [String]) throws {
         for _ in 0..<reps { fresh.append(try echo.exchange(bytes: floats * 4, freshBuffers: true)) }
         lines.append("exchange_\(label)_socket_freshbuf_ms: \(fmt(median(fresh)))  (echo reading into untouched memory)")
     }
-    for l in lines { print(l) }
+    for l in lines { out(l) }
     if sizes.contains("100M") {
-        print("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
-        print("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
+        out("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
+        out("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
     }
 
     client.close()

@@ -1,36 +1,9 @@
 // Training suites of gossip-bench: throughput vs numpy and memcpy, accuracy runs, export.
 
+import ArgumentParser
 import Foundation
 import GossipML
 
-
-func fail(_ message: String) -> Int32 {
-    FileHandle.standardError.write(Data("gossip-bench: \(message)\n".utf8))
-    return 1
-}
-
-/// Parses `--key value` options; returns nil (after printing) on a malformed list.
-func parseOptions(_ args: [String], allowed: Set<String>) -> (options: [String: String], positional: [String])? {
-    var opts: [String: String] = [:]
-    var pos: [String] = []
-    var i = 0
-    while i < args.count {
-        let a = args[i]
-        if a.hasPrefix("--") {
-            let key = String(a.dropFirst(2))
-            guard allowed.contains(key), i + 1 < args.count else {
-                FileHandle.standardError.write(Data("gossip-bench: unknown or incomplete option '\(a)'\n\(usage)\n".utf8))
-                return nil
-            }
-            opts[key] = args[i + 1]
-            i += 2
-        } else {
-            pos.append(a)
-            i += 1
-        }
-    }
-    return (opts, pos)
-}
 
 /// Directory holding tools/ scripts: derived from this source file, else the working directory.
 func toolsDirectory() -> String {
@@ -63,12 +36,9 @@ func runNumpyBench(arch: String, batch: Int, seconds: Double) -> Double? {
 }
 
 /// `gossip-bench train`: single-thread training samples/s vs numpy, averaging vs memcpy.
-func runTrainSuite(_ args: [String]) -> Int32 {
-    guard let (opts, _) = parseOptions(args, allowed: ["arch", "batch", "seconds"]) else { return 64 }
+func runTrainSuite(arch archText: String, batch: Int, seconds: Double) throws {
     do {
-        let arch = try MLPArchitecture(parsing: opts["arch"] ?? "784,256,128,10")
-        let batch = Int(opts["batch"] ?? "64") ?? 64
-        let seconds = Double(opts["seconds"] ?? "3") ?? 3
+        let arch = try MLPArchitecture(parsing: archText)
         // Synthetic data: speed, not accuracy.
         var rng = SeededGenerator(seed: 42)
         let rows = 4096
@@ -87,13 +57,13 @@ func runTrainSuite(_ args: [String]) -> Int32 {
         }
         let dt = now() - t0
         let sps = Double(steps * batch) / dt
-        print("arch: \(arch) batch: \(batch) threads: 1")
-        print(String(format: "train_samples_per_s: %.0f", sps))
+        out("arch: \(arch) batch: \(batch) threads: 1")
+        out(String(format: "train_samples_per_s: %.0f", sps))
         if let np = runNumpyBench(arch: arch.description, batch: batch, seconds: seconds) {
-            print(String(format: "numpy_samples_per_s: %.0f", np))
-            print(String(format: "train_vs_numpy: %.3f", sps / np))
+            out(String(format: "numpy_samples_per_s: %.0f", np))
+            out(String(format: "train_vs_numpy: %.3f", sps / np))
         } else {
-            print("numpy_samples_per_s: unavailable")
+            out("numpy_samples_per_s: unavailable")
         }
 
         // Averaging vs memcpy over the model's bytes.
@@ -117,49 +87,42 @@ func runTrainSuite(_ args: [String]) -> Int32 {
                 measure { memcpy(d.baseAddress!, src.baseAddress!, src.count) }
             }
         }
-        print(String(format: "average_bytes: %.0f", bytes))
-        print(String(format: "average_MB_per_s: %.0f", avgMB))
-        print(String(format: "memcpy_MB_per_s: %.0f", cpyMB))
-        print(String(format: "average_vs_memcpy: %.3f", avgMB / cpyMB))
-        if !a.allFinite { return fail("averaging produced non-finite values") }
-        return 0
+        out(String(format: "average_bytes: %.0f", bytes))
+        out(String(format: "average_MB_per_s: %.0f", avgMB))
+        out(String(format: "memcpy_MB_per_s: %.0f", cpyMB))
+        out(String(format: "average_vs_memcpy: %.3f", avgMB / cpyMB))
+        if !a.allFinite { throw fail("averaging produced non-finite values") }
+    } catch let e as ExitCode {
+        throw e
     } catch {
-        return fail("\(error)")
+        throw fail("\(error)")
     }
 }
 
 /// SGD hyperparameters from bench options (shared by train-accuracy and gossip-sim).
 /// `--schedule cosine` sets `decaySteps` to `totalSteps`; `step` and `none` leave it 0.
-func sgdConfig(_ opts: [String: String], isDigits: Bool, totalSteps: Int,
-               defaults: SGDConfig = SGDConfig(), defaultSchedule: String = "step") throws -> (SGDConfig, String) {
-    func num<T: LosslessStringConvertible>(_ key: String, _ d: T) throws -> T {
-        guard let t = opts[key] else { return d }
-        guard let v = T(t) else { throw MLError(.invalidArgument, "--\(key) '\(t)' is not a number") }
-        return v
-    }
-    let schedule = opts["schedule"] ?? defaultSchedule
-    guard ["step", "cosine", "none"].contains(schedule) else {
-        throw MLError(.invalidArgument, "--schedule '\(schedule)': use step, cosine or none")
-    }
-    let config = SGDConfig(learningRate: try num("lr", defaults.learningRate),
-                           momentum: try num("momentum", defaults.momentum),
-                           weightDecay: try num("weight-decay", defaults.weightDecay),
-                           batchSize: try num("batch", defaults.batchSize),
-                           inputNoise: try num("noise", isDigits ? defaults.inputNoise : 0),
+func sgdConfig(_ o: TrainingOptions, isDigits: Bool, totalSteps: Int,
+               defaults: SGDConfig = SGDConfig(), defaultSchedule: String = "step") -> (SGDConfig, String) {
+    let schedule = o.schedule ?? defaultSchedule   // validated by TrainingOptions
+    let config = SGDConfig(learningRate: o.lr ?? defaults.learningRate,
+                           momentum: o.momentum ?? defaults.momentum,
+                           weightDecay: o.weightDecay ?? defaults.weightDecay,
+                           batchSize: o.batch ?? defaults.batchSize,
+                           inputNoise: o.noise ?? (isDigits ? defaults.inputNoise : 0),
                            decaySteps: schedule == "cosine" ? totalSteps : 0,
-                           finalLearningRateFraction: try num("min-lr-frac", defaults.finalLearningRateFraction),
-                           maxShift: try num("shift", isDigits ? defaults.maxShift : 0))
+                           finalLearningRateFraction: o.minLrFrac ?? defaults.finalLearningRateFraction,
+                           maxShift: o.shift ?? (isDigits ? defaults.maxShift : 0))
     return (config, schedule)
 }
 
 /// Loads `source`; with `--holdout N` the test set is replaced by the last N training rows
 /// (validation, for choosing hyperparameters without looking at the test rows) and the
 /// training set by the rows before them.
-func loadSplit(_ source: DatasetSource, _ opts: [String: String]) throws -> DatasetSplit {
+func loadSplit(_ source: DatasetSource, holdout: Int?) throws -> DatasetSplit {
     let split = try source.load()
-    guard let h = opts["holdout"] else { return split }
-    guard let n = Int(h), n > 0, n < split.train.count else {
-        throw MLError(.invalidArgument, "--holdout '\(h)': give a row count between 1 and \(split.train.count - 1)")
+    guard let n = holdout else { return split }
+    guard n > 0, n < split.train.count else {
+        throw MLError(.invalidArgument, "--holdout \(n): give a row count between 1 and \(split.train.count - 1)")
     }
     let k = split.train.count - n
     var pre = split.preprocessing
@@ -168,31 +131,31 @@ func loadSplit(_ source: DatasetSource, _ opts: [String: String]) throws -> Data
                         preprocessing: pre)
 }
 
-/// Digits defaults of train-accuracy (see README of the bench / `usage`).
+/// Digits defaults of train-accuracy (see `gossip-bench train-accuracy --help`).
 let digitsCentralDefaults = SGDConfig(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-4, batchSize: 64,
                                       inputNoise: 0.4, maxShift: 0)
 
 /// Trains centrally; prints test accuracy about 12 times. Schedules: `step` (x0.1 after
 /// 75% of the epochs, applied here), `cosine` (applied by the Trainer), `none`.
-func trainCentrally(source: DatasetSource, arch archText: String?, opts: [String: String]) throws
+func trainCentrally(source: DatasetSource, options o: TrainingOptions, epochs epochsOption: Int?) throws
     -> (arch: MLPArchitecture, params: ParameterSet, eval: Evaluation, split: DatasetSplit, seconds: Double, steps: Int) {
     let t0 = now()
-    let split = try loadSplit(source, opts)
+    let split = try loadSplit(source, holdout: o.holdout)
     let defaultArch = split.train.featureCount == 64 ? "64,256,128,10" : "\(split.train.featureCount),256,128,\(split.train.classCount)"
-    let arch = try MLPArchitecture(parsing: archText ?? defaultArch)
+    let arch = try MLPArchitecture(parsing: o.arch ?? defaultArch)
     let isDigits = source == .digits
     // Digits defaults (chosen on --holdout 300 validation): cosine over 300 epochs, noise 0.4.
-    let epochs = Int(opts["epochs"] ?? (isDigits ? "300" : "12")) ?? 12
-    let batch = min(Int(opts["batch"] ?? "64") ?? 64, split.train.count)
+    let epochs = epochsOption ?? (isDigits ? 300 : 12)
+    let batch = min(o.batch ?? 64, split.train.count)
     let stepsPerEpoch = max(1, split.train.count / max(batch, 1))
-    var (config, schedule) = try sgdConfig(opts, isDigits: isDigits, totalSteps: epochs * stepsPerEpoch,
-                                           defaults: digitsCentralDefaults,
-                                           defaultSchedule: isDigits ? "cosine" : "step")
-    let seed = UInt64(opts["seed"] ?? "1") ?? 1
+    var (config, schedule) = sgdConfig(o, isDigits: isDigits, totalSteps: epochs * stepsPerEpoch,
+                                       defaults: digitsCentralDefaults,
+                                       defaultSchedule: isDigits ? "cosine" : "step")
+    let seed = o.seed
     let trainer = try Trainer(architecture: arch, parameters: arch.makeParameters(seed: seed),
                               data: split.train, config: config, seed: seed &+ 1)
     let loadTime = now() - t0
-    print(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d noise %g shift %d schedule %@ wd %g",
+    out(String(format: "dataset: %@ train %d test %d (load %.2f s) arch %@ epochs %d lr %g batch %d noise %g shift %d schedule %@ wd %g",
                  source.description, split.train.count, split.test.count, loadTime, arch.description, epochs,
                  Double(config.learningRate), config.batchSize, Double(config.inputNoise), config.maxShift,
                  schedule, Double(config.weightDecay)))
@@ -205,7 +168,7 @@ func trainCentrally(source: DatasetSource, arch archText: String?, opts: [String
         let loss = trainer.train(epochs: 1)
         if e % max(1, epochs / 12) == 0 || e == epochs {
             let ev = evaluate(architecture: arch, parameters: trainer.parameters, on: split.test)
-            print(String(format: "epoch %3d  train_loss %.4f  test_loss %.4f  test_accuracy %.4f  t %.1f s",
+            out(String(format: "epoch %3d  train_loss %.4f  test_loss %.4f  test_accuracy %.4f  t %.1f s",
                          e, Double(loss), Double(ev.loss), ev.accuracy, now() - t0))
         }
     }
@@ -225,42 +188,30 @@ func metadata(arch: MLPArchitecture, split: DatasetSplit, eval: Evaluation, step
 }
 
 /// `gossip-bench train-accuracy`: central training, prints `test_accuracy:` and `wall_s:`.
-func runTrainAccuracySuite(_ args: [String]) -> Int32 {
-    guard let (opts, _) = parseOptions(args, allowed: ["dataset", "arch", "epochs", "lr", "momentum", "weight-decay", "batch", "seed", "out", "noise",
-                                                            "shift", "schedule", "min-lr-frac", "holdout"]) else { return 64 }
+func runTrainAccuracySuite(_ o: TrainingOptions, epochs: Int?, out file: String?) throws {
     do {
-        if opts["holdout"] != nil && opts["out"] != nil { return fail("--holdout models are not exported; drop --out") }
-        let source = try DatasetSource(parsing: opts["dataset"] ?? "digits")
-        let r = try trainCentrally(source: source, arch: opts["arch"], opts: opts)
-        print(String(format: "test_accuracy: %.4f", r.eval.accuracy))
-        print(String(format: "test_loss: %.4f", Double(r.eval.loss)))
-        print(String(format: "wall_s: %.2f", r.seconds))
-        if let out = opts["out"] {
-            try SafeTensors.write(r.params, metadata: metadata(arch: r.arch, split: r.split, eval: r.eval, steps: r.steps, params: r.params), to: out)
-            print("wrote: \(out)")
+        let source = try DatasetSource(parsing: o.dataset)
+        let r = try trainCentrally(source: source, options: o, epochs: epochs)
+        out(String(format: "test_accuracy: %.4f", r.eval.accuracy))
+        out(String(format: "test_loss: %.4f", Double(r.eval.loss)))
+        out(String(format: "wall_s: %.2f", r.seconds))
+        if let file {
+            try SafeTensors.write(r.params, metadata: metadata(arch: r.arch, split: r.split, eval: r.eval, steps: r.steps, params: r.params), to: file)
+            out("wrote: \(file)")
         }
-        return 0
     } catch {
-        return fail("\(error)")
+        throw fail("\(error)")
     }
 }
 
 /// `gossip-bench export-digits OUT`: brief digits training, export, print `swift_accuracy:`.
-func runExportDigitsSuite(_ args: [String]) -> Int32 {
-    guard let (opts, pos) = parseOptions(args, allowed: ["epochs", "arch", "seed", "noise", "shift", "schedule", "min-lr-frac"]), pos.count == 1 else {
-        FileHandle.standardError.write(Data("usage: gossip-bench export-digits OUT.safetensors [--epochs E]\n".utf8))
-        return 64
-    }
+func runExportDigitsSuite(_ o: TrainingOptions, epochs: Int, output: String) throws {
     do {
-        var o = opts
-        o["epochs"] = opts["epochs"] ?? "20"
-        o["schedule"] = opts["schedule"] ?? "step"
-        let r = try trainCentrally(source: .digits, arch: opts["arch"], opts: o)
-        try SafeTensors.write(r.params, metadata: metadata(arch: r.arch, split: r.split, eval: r.eval, steps: r.steps, params: r.params), to: pos[0])
-        print(String(format: "swift_accuracy: %.6f", r.eval.accuracy))
-        print("wrote: \(pos[0])")
-        return 0
+        let r = try trainCentrally(source: .digits, options: o, epochs: epochs)
+        try SafeTensors.write(r.params, metadata: metadata(arch: r.arch, split: r.split, eval: r.eval, steps: r.steps, params: r.params), to: output)
+        out(String(format: "swift_accuracy: %.6f", r.eval.accuracy))
+        out("wrote: \(output)")
     } catch {
-        return fail("\(error)")
+        throw fail("\(error)")
     }
 }

@@ -42,8 +42,7 @@ private func best(_ reps: Int, _ body: () throws -> Void) rethrows -> Double {
 
 private func fmt(_ x: Double) -> String { String(format: "%.3f", x) }
 
-func runWireSuite(_ args: [String]) throws {
-    let floats = args.first.flatMap(Int.init) ?? 10_000_000
+func runWireSuite(floats: Int) throws {
     let reps = 7
     let bytes = floats * 4
     let mb = Double(bytes) / 1e6
@@ -151,25 +150,25 @@ func runWireSuite(_ args: [String]) throws {
     let crc = try measure(crcWire, connection)
     guard destination == source else { throw WireError(.malformed, "bench: decoded weights differ from the source") }
 
-    print("# \(floats) float32 weights = \(bytes) bytes; figures are the best of \(reps) runs; x_vs_memcpy = memcpy time / x time")
-    print("# encode: steady-state sender, [Float] -> payload in a reused PayloadBuffer -> frames (no socket write)")
-    print("# encode_alloc: the same with the allocating API (fresh buffer: page faults)")
-    print("# decode: message already received into MessageDecoder's space: frame validation + reassembly + body decode + copy into [Float]")
-    print("# receive_decode: decode plus the simulated socket read (a memcpy per 256 KiB read into the decoder's space)")
-    print("# *_crc: the same with CHECKSUMMED frames (CRC-32 checked per frame)")
-    print("floats: \(floats)")
-    print("memcpy_mb_per_s: \(fmt(mb / tMemcpy))")
-    print("encode_mb_per_s: \(fmt(mb / tEncode))")
-    print("encode_alloc_mb_per_s: \(fmt(mb / tEncodeAlloc))")
-    print("decode_mb_per_s: \(fmt(mb / plain.decode))")
-    print("decode_crc_mb_per_s: \(fmt(mb / crc.decode))")
-    print("receive_decode_mb_per_s: \(fmt(mb / plain.receive))")
-    print("encode_vs_memcpy: \(fmt(tMemcpy / tEncode))")
-    print("encode_alloc_vs_memcpy: \(fmt(tMemcpy / tEncodeAlloc))")
-    print("decode_vs_memcpy: \(fmt(tMemcpy / plain.decode))")
-    print("decode_crc_vs_memcpy: \(fmt(tMemcpy / crc.decode))")
-    print("receive_decode_vs_memcpy: \(fmt(tMemcpy / plain.receive))")
-    print("receive_decode_crc_vs_memcpy: \(fmt(tMemcpy / crc.receive))")
+    out("# \(floats) float32 weights = \(bytes) bytes; figures are the best of \(reps) runs; x_vs_memcpy = memcpy time / x time")
+    out("# encode: steady-state sender, [Float] -> payload in a reused PayloadBuffer -> frames (no socket write)")
+    out("# encode_alloc: the same with the allocating API (fresh buffer: page faults)")
+    out("# decode: message already received into MessageDecoder's space: frame validation + reassembly + body decode + copy into [Float]")
+    out("# receive_decode: decode plus the simulated socket read (a memcpy per 256 KiB read into the decoder's space)")
+    out("# *_crc: the same with CHECKSUMMED frames (CRC-32 checked per frame)")
+    out("floats: \(floats)")
+    out("memcpy_mb_per_s: \(fmt(mb / tMemcpy))")
+    out("encode_mb_per_s: \(fmt(mb / tEncode))")
+    out("encode_alloc_mb_per_s: \(fmt(mb / tEncodeAlloc))")
+    out("decode_mb_per_s: \(fmt(mb / plain.decode))")
+    out("decode_crc_mb_per_s: \(fmt(mb / crc.decode))")
+    out("receive_decode_mb_per_s: \(fmt(mb / plain.receive))")
+    out("encode_vs_memcpy: \(fmt(tMemcpy / tEncode))")
+    out("encode_alloc_vs_memcpy: \(fmt(tMemcpy / tEncodeAlloc))")
+    out("decode_vs_memcpy: \(fmt(tMemcpy / plain.decode))")
+    out("decode_crc_vs_memcpy: \(fmt(tMemcpy / crc.decode))")
+    out("receive_decode_vs_memcpy: \(fmt(tMemcpy / plain.receive))")
+    out("receive_decode_crc_vs_memcpy: \(fmt(tMemcpy / crc.receive))")
 
     // zlib level 1, per 4 MiB chunk as the node sends, without and with the byte-shuffle.
     let raw = source.withUnsafeBytes { ByteSlice(ByteStorage(copying: $0)) }
@@ -180,7 +179,7 @@ func runWireSuite(_ args: [String]) throws {
                                         compression: .zlib(level: 1, shuffle: shuffle), checksum: false)
             compressed = m.frames.reduce(0) { $0 + $1.payload.count }
         }
-        print("zlib_ratio_\(name): \(fmt(Double(bytes) / Double(compressed)))")
-        print("zlib_\(name)_mb_per_s: \(fmt(mb / t))")
+        out("zlib_ratio_\(name): \(fmt(Double(bytes) / Double(compressed)))")
+        out("zlib_\(name)_mb_per_s: \(fmt(mb / t))")
     }
 }

@@ -21,12 +21,12 @@ struct Options: ParsableArguments {
     }
 
     func emit(text: String, json: String) {
-        print(output == .json ? json : text)
+        Console.out.line(output == .json ? json : text)
     }
 
     func fail(_ f: ControlFailure) -> Never {
-        FileHandle.standardError.write(Data("gossipctl: \(f.message)\n".utf8))
-        if output == .json { print(f.json) }
+        Console.err.line("gossipctl: \(f.message)")
+        if output == .json { Console.out.line(f.json) }
         Foundation.exit(f.exitCode.rawValue)
     }
 }
@@ -109,5 +109,5 @@ struct Gossipctl: ParsableCommand {
     @OptionGroup var options: Options
 }
 
-ignoreSIGPIPE()
+Console.setUp(onClosedStdout: .exit)
 Gossipctl.main()

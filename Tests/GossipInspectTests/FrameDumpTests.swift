@@ -3,7 +3,8 @@
 // segments, and exact formatter output.
 import Foundation
 import Testing
-@testable import GossipWire
+import GossipInspect
+import GossipWire
 
 /// Writes a classic pcap file by hand.
 private struct PcapWriter {
@@ -44,8 +45,8 @@ private let a: [UInt8] = [10, 0, 0, 1], b: [UInt8] = [10, 0, 0, 2]
 /// A request from a:5000 to b:7001 and its reply, in segments split mid-frame; the request's
 /// second and third segments arrive swapped and the first is retransmitted.
 private func conversation(wrap: ([UInt8]) -> [UInt8], link: UInt32, bigEndian: Bool = false, nano: Bool = false) throws -> [UInt8] {
-    let req = try Fixtures.specs.first { $0.name == "gossip_exchange_request_chunked" }!.encode()
-    let rep = try Fixtures.specs.first { $0.name == "error_busy" }!.encode()
+    let req = try Vectors.bytes("gossip_exchange_request_chunked")
+    let rep = try Vectors.bytes("error_busy")
     var w = PcapWriter(linkType: link, bigEndian: bigEndian, nano: nano)
     let isn: UInt32 = 0xffff_ff00   // wraps around 2^32 mid-stream
     w.packet(wrap(ipv4(a, b, tcp(5000, 7001, seq: isn, flags: 0x02, []))))       // SYN
@@ -72,7 +73,7 @@ private func checkConversation(_ capture: [UInt8]) throws {
     #expect(streams[0].records.count == 4)
     #expect(streams[0].records.map(\.header.requestID) == [4, 4, 4, 4])
     if case .success(.gossipExchangeRequest(let r))? = streams[0].records[3].body {
-        #expect(r.model == Fixtures.model())
+        #expect(try r.model == Vectors.model())
     } else { Issue.record("request body not decoded") }
     #expect(streams[1].records.count == 1)
     #expect(FrameDump.line(streams[1].records[0]) ==
@@ -100,7 +101,7 @@ private func checkConversation(_ capture: [UInt8]) throws {
 }
 
 @Test func pcapIPv6() throws {
-    let frame = try Fixtures.specs.first { $0.name == "ping_request" }!.encode()
+    let frame = try Vectors.bytes("ping_request")
     var w = PcapWriter(linkType: 101)
     w.packet(ipv6(tcp(5000, 7001, seq: 1, Array(frame[0..<5]))))
     w.packet(ipv6(tcp(5000, 7001, seq: 6, Array(frame[5...]))))
@@ -117,8 +118,8 @@ private func checkConversation(_ capture: [UInt8]) throws {
 
 @Test func formatterExactLines() throws {
     // The compressed frame comes from its vector file: its length depends on the zlib version.
-    let bytes = try Fixtures.specs.first { $0.name == "register_request" }!.encode()
-        + HexFile.parse(String(contentsOf: HexFile.vectorsDirectory.appendingPathComponent("getmodel_reply_zlib_shuffle.hex"), encoding: .utf8))
+    let bytes = try Vectors.bytes("register_request")
+        + Vectors.bytes("getmodel_reply_zlib_shuffle")
     let (records, error) = FrameDump.decode(bytes)
     #expect(error == nil)
     #expect(records.map(FrameDump.line) == [
@@ -133,7 +134,7 @@ private func checkConversation(_ capture: [UInt8]) throws {
 }
 
 @Test func formatterReportsMalformedOffset() throws {
-    var bytes = try Fixtures.specs.first { $0.name == "ping_request" }!.encode()
+    var bytes = try Vectors.bytes("ping_request")
     bytes += [0x30, 0, 0, 0, 9]     // next frame claims version 9
     bytes += [UInt8](repeating: 0, count: 19)
     let (records, error) = FrameDump.decode(bytes)
@@ -151,7 +152,7 @@ private func checkConversation(_ capture: [UInt8]) throws {
 private func vectorRecords(_ names: [String]) throws -> [FrameRecord] {
     var bytes: [UInt8] = []
     for n in names {
-        bytes += try HexFile.parse(String(contentsOf: HexFile.vectorsDirectory.appendingPathComponent(n + ".hex"), encoding: .utf8))
+        bytes += try Vectors.bytes(n)
     }
     let (records, error) = FrameDump.decode(bytes)
     #expect(error == nil)
@@ -186,7 +187,7 @@ private func vectorRecords(_ names: [String]) throws -> [FrameRecord] {
     }
     #expect(streams[0].records.map { FrameDump.line($0) }.first == "@0 127.0.0.1:55514 > 127.0.0.1:47001 Register request id=1 flags=END|C len=48 raw=24/24")
     if case .success(.getModelReply(let m))? = streams[1].records[1].body {
-        #expect(m == Fixtures.model())
+        #expect(try m == Vectors.model())
     } else { Issue.record("GetModel reply not decoded from the capture") }
 }
 

@@ -1,6 +1,7 @@
 // framedump's logic: decodes a byte stream into frame records (header, offset, and for the
 // last frame of each message its decoded body), and formats them as one line, a field tree,
 // hex, or JSON. Tensor data is summarised (min/max/mean, NaN/Inf counts), never dumped.
+import GossipWire
 
 /// One decoded frame, with its message's body when this frame ends the message.
 public struct FrameRecord {

@@ -1,6 +1,7 @@
 // Incremental frame dumping for live traffic (framedump proxy): feed the bytes of one
 // direction of one connection as they pass, get each frame's record as soon as it is
 // complete (the last frame of a message carries the decoded body). No I/O here.
+import GossipWire
 
 /// Decodes one direction of a live stream into frame records.
 public final class LiveFrameDump {

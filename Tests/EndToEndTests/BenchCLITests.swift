@@ -1,0 +1,40 @@
+// gossip-bench's command line (swift-argument-parser): subcommands per suite, usage errors
+// exit 64, and the `key: value` lines scripts read keep their keys.
+import Foundation
+import Testing
+
+@Suite struct BenchCLITests {
+    private func bench(_ args: [String]) throws -> (Int32, String, String) {
+        try Cluster.run(Cluster.binary("gossip-bench"), args, timeout: 120)
+    }
+
+    private func keys(_ out: String) -> [String] {
+        out.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { String($0.prefix { $0 != ":" }) }
+    }
+
+    @Test func wireKeysAreUnchanged() throws {
+        let (status, out, err) = try bench(["wire", "4096"])
+        #expect(status == 0, "\(err)")
+        #expect(keys(out) == ["floats", "memcpy_mb_per_s", "encode_mb_per_s", "encode_alloc_mb_per_s", "decode_mb_per_s",
+                              "decode_crc_mb_per_s", "receive_decode_mb_per_s", "encode_vs_memcpy", "encode_alloc_vs_memcpy",
+                              "decode_vs_memcpy", "decode_crc_vs_memcpy", "receive_decode_vs_memcpy",
+                              "receive_decode_crc_vs_memcpy", "zlib_ratio_plain", "zlib_plain_mb_per_s", "zlib_ratio_shuffle",
+                              "zlib_shuffle_mb_per_s"])
+        #expect(out.contains("floats: 4096\n"))
+    }
+
+    @Test func netKeysAreUnchanged() throws {
+        let (status, out, err) = try bench(["net", "--sizes", "1M", "--reps", "1"])
+        #expect(status == 0, "\(err)")
+        #expect(keys(out) == ["exchange_1M_rpc_ms", "exchange_1M_socket_ms", "exchange_1M_vs_socket", "exchange_1M_socket_freshbuf_ms"])
+    }
+
+    @Test func usageErrorsExit64() throws {
+        for args in [["no-such-suite"], ["net", "--sizes", "2M"], ["train-accuracy", "--schedule", "weekly"],
+                     ["gossip-sim", "--peers", "0"], ["export-digits"], ["train", "--batch", "x"]] {
+            let (status, _, err) = try bench(args)
+            #expect(status == 64, "gossip-bench \(args) exited \(status): \(err)")
+            #expect(err.contains("Error:") || err.contains("error"), "gossip-bench \(args): no diagnostic on stderr")
+        }
+    }
+}
