@@ -197,10 +197,9 @@ private final class ConnectWait: @unchecked Sendable {
 }
 
 extension Duration {
-    /// As a DispatchTimeInterval (nanoseconds, saturating).
-    var dispatch: DispatchTimeInterval {
-        let c = components
-        let ns = Double(c.seconds) * 1e9 + Double(c.attoseconds) / 1e9
-        return .nanoseconds(Int(Swift.min(ns, Double(Int.max / 2))))
+    /// As a DispatchTimeInterval: whole nanoseconds (GossipWire's `Duration.nanoseconds`),
+    /// negative durations as zero, saturating far in the future.
+    public var dispatch: DispatchTimeInterval {
+        .nanoseconds(Int(Swift.max(0, Swift.min(nanoseconds, Int64(Int.max / 2)))))
     }
 }

@@ -25,14 +25,6 @@ struct SplitMix: RandomNumberGenerator {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
-}
-
 private final class ResultBox<T>: @unchecked Sendable {
     var value: T?
 }
