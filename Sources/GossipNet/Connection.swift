@@ -77,6 +77,8 @@ final class Connection: @unchecked Sendable {
     var isClosed: Bool { state == .closed }
 
     private let decoder: MessageDecoder
+    /// The limits this connection decodes with.
+    var limits: Limits { decoder.limits }
     private var readSource: DispatchSourceRead?
     private var writeSource: DispatchSourceWrite?
     private var timer: DispatchSourceTimer?
@@ -108,13 +110,15 @@ final class Connection: @unchecked Sendable {
     private let idleTimeout: Duration?
     private let frameTimeout: Duration?
 
-    init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, maxQueuedBytes: Int = 64 << 20,
+    init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, buffers: ReceiveBuffers = .shared,
+         maxQueuedBytes: Int = 64 << 20,
          counters: IOCounters? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil) {
         self.fd = fd
         self.queue = queue
         self.peer = peer
         self.maxQueuedBytes = maxQueuedBytes
-        self.decoder = MessageDecoder(limits: limits)
+        self.decoder = MessageDecoder(limits: limits, buffers: buffers)
+        ReceiveBufferTrimmer.start()
         self.counters = counters
         self.idleTimeout = idleTimeout
         self.frameTimeout = frameTimeout
@@ -148,7 +152,7 @@ final class Connection: @unchecked Sendable {
         if let shortest = [idleTimeout, frameTimeout].compactMap({ $0 }).min() {
             let t = DispatchSource.makeTimerSource(queue: queue)
             let tick = Swift.min(Swift.max(shortest / 4, .milliseconds(5)), .seconds(1))
-            let ns = Int(tick.components.seconds) * 1_000_000_000 + Int(tick.components.attoseconds / 1_000_000_000)
+            let ns = Int(tick.nanoseconds)
             t.schedule(deadline: .now() + .nanoseconds(ns), repeating: .nanoseconds(ns), leeway: .nanoseconds(ns / 4))
             t.setEventHandler { [unowned self] in self.checkTimeouts() }
             t.resume()
@@ -419,7 +423,7 @@ final class Connection: @unchecked Sendable {
         guard state == .open else { return }
         state = .draining
         onMessage = nil
-        queue.asyncAfter(deadline: .now() + .milliseconds(Int(linger.components.seconds * 1000))) { [self] in
+        queue.asyncAfter(deadline: .now() + linger.dispatch) { [self] in
             if state != .closed { close(.local("closed after a protocol error")) }
         }
         if pendingHead == pending.count { finishDrainWrites() } else if !writeArmed { flush() }

@@ -25,6 +25,9 @@ public struct ServerConfig: Sendable {
     /// A connection that has not sent one whole request this long after connecting is closed,
     /// so idle sockets cannot hold the connection slots.
     public var silentTimeout: Duration = .seconds(10)
+    /// The receive budget and buffer pool of this server's connections: the process's one
+    /// (`ReceiveBuffers.shared`) unless a test isolates its own.
+    public var receiveBuffers: ReceiveBuffers = .shared
 
     public init() {}
 }
@@ -50,8 +53,33 @@ public final class RPCServer: @unchecked Sendable {
     let counters = IOCounters()
     private let acceptQueue = DispatchQueue(label: "gossip.rpc.accept")
 
+    private var currentLimits: Limits
+
     public init(config: ServerConfig = .init()) {
         self.config = config
+        self.currentLimits = config.limits
+    }
+
+    /// The limits connections accepted from now on decode with: `config.limits`, with
+    /// `maxMessageBytes` as `fitModel(payloadBytes:)` last set it.
+    public var limits: Limits { lock.locked { currentLimits } }
+
+    /// Bounds receive memory by this node's model (issue 8, defect 1): model-carrying
+    /// messages (GetModel reply, GossipExchange request and reply) may be at most
+    /// `payloadBytes` plus `Limits.modelMessageMargin`, and the process-wide receive budget
+    /// (`config.receiveBuffers`, by default `ReceiveBuffers.shared`: every connection of the
+    /// process together, clients' too)
+    /// becomes `ReceiveBuffers.budget(forModelMessageBytes:)` of that. Call it once the node
+    /// knows its model, before or after `start`; connections accepted earlier keep the limits
+    /// they started with.
+    /// - Parameter payloadBytes: size of the node's encoded model (its GetModel reply
+    ///   payload); the raw weight bytes are close enough, the margin covers the rest.
+    public func fitModel(payloadBytes: Int) {
+        let fitted = lock.locked { () -> Limits in
+            currentLimits = config.limits.fittingModel(payloadBytes: payloadBytes)
+            return currentLimits
+        }
+        config.receiveBuffers.setBudget(ReceiveBuffers.budget(forModelMessageBytes: fitted.maxMessageBytes))
     }
 
     /// Registers (or replaces) the handler for `type`.
@@ -126,7 +154,8 @@ public final class RPCServer: @unchecked Sendable {
 
     private func accept(fd: Int32, peer: String) {
         let queue = DispatchQueue(label: "gossip.rpc.server.conn")
-        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: config.limits, maxQueuedBytes: config.maxQueuedBytes,
+        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, buffers: config.receiveBuffers,
+                              maxQueuedBytes: config.maxQueuedBytes,
                               counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout)
         conn.silentTimeout = config.silentTimeout
         let sc = ServerConnection(conn: conn, server: self)
@@ -212,9 +241,7 @@ final class ServerConnection: @unchecked Sendable {
         conn.onWritable = { [self] in pumpReplies() }
         conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
         conn.onProtocolError = { [self] e in
-            let where_ = e.offset.map { "at byte offset \($0)" } ?? "at an unknown offset"
-            sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode,
-                      "malformed frame \(where_): \(e.message); closing the connection")
+            sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode, ServerConnection.protocolErrorText(e))
             conn.closeAfterFlush()
         }
         conn.onClose = { [self] _ in
@@ -223,6 +250,15 @@ final class ServerConnection: @unchecked Sendable {
             server.connectionClosed(self)
         }
         conn.start()
+    }
+
+    /// The text of the connection-level error reply to a malformed stream: the byte offset
+    /// and what was wrong; a frame of another protocol version gets exactly the text SPEC §2
+    /// quotes (`FrameHeader.unsupportedVersionText`), so any version can recognise it.
+    static func protocolErrorText(_ e: WireError) -> String {
+        if e.kind == .unsupportedVersion { return e.message }
+        let where_ = e.offset.map { "at byte offset \($0)" } ?? "at an unknown offset"
+        return "malformed frame \(where_): \(e.message); closing the connection"
     }
 
     /// Over the connection limit: say so, then close.
@@ -260,7 +296,7 @@ final class ServerConnection: @unchecked Sendable {
     }
 
     var peer: String { conn.peer }
-    var limits: Limits { server.config.limits }
+    var limits: Limits { conn.limits }
 
     /// Called once per request from any thread with its reply.
     func finish(_ reply: OutboundMessage) {

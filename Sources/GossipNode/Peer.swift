@@ -232,6 +232,7 @@ public final class PeerNode: @unchecked Sendable {
             trainer = t
             architecture = arch
         }
+        server.fitModel(payloadBytes: params.parameterCount * 4)   // receive limits follow the model
     }
 
     // MARK: - the loop
