@@ -21,10 +21,16 @@ public final class RPCClient: @unchecked Sendable {
     private var pool: [Endpoint: ClientChannel] = [:]
     private var closed = false
 
-    public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20) {
+    /// How host names are resolved (off the connection queues; `connectTimeout` and each
+    /// call's deadline cover it).
+    public let resolver: HostResolver
+
+    public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20,
+                resolver: HostResolver = .system) {
         self.limits = limits
         self.connectTimeout = connectTimeout
         self.maxQueuedBytes = maxQueuedBytes
+        self.resolver = resolver
     }
 
     deinit { close() }
@@ -152,7 +158,7 @@ final class ClientChannel: @unchecked Sendable {
         if let fd = connectedFD {
             queue.async { self.connected(fd: fd, peer: endpoint.description) }
         } else {
-            Connector.connect(to: endpoint, timeout: client.connectTimeout, queue: queue) { result in
+            Connector.connect(to: endpoint, timeout: client.connectTimeout, queue: queue, resolver: client.resolver) { result in
                 switch result {
                 case .success(let (fd, peer)): self.connected(fd: fd, peer: peer)
                 case .failure(let e): self.fail(e)

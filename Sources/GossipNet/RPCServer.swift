@@ -32,11 +32,16 @@ public struct ServerConfig: Sendable {
     public init() {}
 }
 
-/// A request handler: answer through the responder, now or later, from any thread.
+/// A request handler: answer through the responder, now or later, from any thread. It runs on
+/// Dispatch's pool and must not block (see `RPCServer`).
 public typealias RPCHandler = @Sendable (InboundMessage, RPCResponder) -> Void
 
-/// Serves requests; thread-safe. Handlers run on a global concurrent queue, never on a
-/// connection's queue, so they may block (but should answer within the client's deadline).
+/// Serves requests; thread-safe. Handlers run on Dispatch's global concurrent queue, never on
+/// a connection's queue. Handlers must not block: a handler that waits (on a lock held for
+/// long, a condition, a semaphore, a synchronous RPC) holds one of Dispatch's pool threads,
+/// and enough of them starve every other handler of the process. Do slow work elsewhere (a
+/// thread or a queue of your own) and answer through the responder when it is done, within
+/// the client's deadline.
 public final class RPCServer: @unchecked Sendable {
     public let config: ServerConfig
     private let lock = PThreadLock()
