@@ -5,6 +5,7 @@
 // cancel handlers ran.
 import Dispatch
 import GossipWire
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -31,14 +32,13 @@ enum CloseReason: Sendable, CustomStringConvertible {
 }
 
 /// Byte counters shared by the connections of one server.
-final class IOCounters: @unchecked Sendable {
-    private let lock = PThreadLock()
-    private var _in = 0
-    private var _out = 0
-    func add(in n: Int) { lock.locked { _in += n } }
-    func add(out n: Int) { lock.locked { _out += n } }
-    var bytesIn: Int { lock.locked { _in } }
-    var bytesOut: Int { lock.locked { _out } }
+final class IOCounters: Sendable {
+    private let _in = Atomic<Int>(0)
+    private let _out = Atomic<Int>(0)
+    func add(in n: Int) { _in.add(n, ordering: .relaxed) }
+    func add(out n: Int) { _out.add(n, ordering: .relaxed) }
+    var bytesIn: Int { _in.load(ordering: .relaxed) }
+    var bytesOut: Int { _out.load(ordering: .relaxed) }
 }
 
 /// A framed connection; `@unchecked Sendable` because all its state is touched only on
@@ -472,24 +472,5 @@ extension Result {
     var failureValue: Failure? {
         if case .failure(let e) = self { return e }
         return nil
-    }
-}
-
-/// A small pthread mutex (Foundation-free, usable from any thread).
-final class PThreadLock: @unchecked Sendable {
-    private let m: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        m = .allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(m)
-        m.deallocate()
-    }
-    @inline(__always)
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(m)
-        defer { pthread_mutex_unlock(m) }
-        return try body()
     }
 }
