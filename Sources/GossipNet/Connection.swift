@@ -50,7 +50,7 @@ final class Connection: @unchecked Sendable {
     let peer: String
     /// The bound on queued outbound bytes: a message is admitted while it fits (or when the
     /// queue is empty, so one message larger than the bound still goes out alone).
-    let maxQueuedBytes: Int
+    var maxQueuedBytes: Int { sendQueue.maxQueuedBytes }
 
     /// Called on `queue` for each complete message.
     var onMessage: ((InboundMessage) -> Void)?
@@ -65,8 +65,8 @@ final class Connection: @unchecked Sendable {
     /// For idle timeouts: whether the owner still has work outstanding.
     var isBusy: (() -> Bool)?
 
-    private(set) var queuedBytes = 0
-    private(set) var peakQueuedBytes = 0
+    var queuedBytes: Int { sendQueue.queuedBytes }
+    var peakQueuedBytes: Int { sendQueue.peakQueuedBytes }
     private(set) var bytesIn = 0
     private(set) var bytesOut = 0
     private let counters: IOCounters?
@@ -86,15 +86,8 @@ final class Connection: @unchecked Sendable {
     private var flushing = false
     private var cancelsOutstanding = 0
 
-    private struct Pending {
-        let message: OutboundMessage
-        let headers: ByteStorage
-        var frame = 0
-        var offset = 0
-        let completion: ((Bool) -> Void)?
-    }
-    private var pending: [Pending?] = []
-    private var pendingHead = 0
+    /// What waits to be written (a pure value; this class performs the writes).
+    private var sendQueue: SendQueue
     private let iov: UnsafeMutablePointer<iovec>
 
     private var lastActivity = ContinuousClock.now
@@ -116,7 +109,7 @@ final class Connection: @unchecked Sendable {
         self.fd = fd
         self.queue = queue
         self.peer = peer
-        self.maxQueuedBytes = maxQueuedBytes
+        self.sendQueue = SendQueue(maxQueuedBytes: maxQueuedBytes)
         self.decoder = MessageDecoder(limits: limits, buffers: buffers)
         ReceiveBufferTrimmer.start()
         self.counters = counters
@@ -158,7 +151,7 @@ final class Connection: @unchecked Sendable {
             t.resume()
             timer = t
         }
-        if pendingHead < pending.count { flush() }
+        if !sendQueue.isEmpty { flush() }
     }
 
     private func sourceCancelled() {
@@ -170,9 +163,7 @@ final class Connection: @unchecked Sendable {
     // MARK: sending
 
     /// Whether a message of `wireBytes` would be admitted now.
-    func hasRoom(for wireBytes: Int) -> Bool {
-        queuedBytes == 0 || queuedBytes + wireBytes <= maxQueuedBytes
-    }
+    func hasRoom(for wireBytes: Int) -> Bool { sendQueue.hasRoom(for: wireBytes) }
 
     /// Queues `message` (with `requestID` written into every header when given) if it fits
     /// the send-queue bound; returns false, queuing nothing, when it does not. On a closed
@@ -186,19 +177,9 @@ final class Connection: @unchecked Sendable {
             completion?(false)
             return true
         }
-        let size = message.wireBytes
-        guard hasRoom(for: size) else { return false }
-        let headers = ByteStorage(count: message.frames.count * FrameHeader.size)
-        let base = headers.mutableBytes.baseAddress!
-        for (i, f) in message.frames.enumerated() {
-            var h = f.header
-            if let requestID { h.requestID = requestID }
-            h.write(to: base + i * FrameHeader.size)
-        }
-        if pendingHead == pending.count { lastWriteProgress = .now }
-        pending.append(Pending(message: message, headers: headers, completion: completion))
-        queuedBytes += size
-        if queuedBytes > peakQueuedBytes { peakQueuedBytes = queuedBytes }
+        let wasEmpty = sendQueue.isEmpty
+        guard sendQueue.enqueue(message, requestID: requestID, completion: completion) else { return false }
+        if wasEmpty { lastWriteProgress = .now }
         if state != .idle && !writeArmed && !flushing { flush(notify: false) }
         return true
     }
@@ -211,8 +192,8 @@ final class Connection: @unchecked Sendable {
         guard state == .open || state == .draining, !flushing else { return }
         flushing = true
         defer { flushing = false }
-        while pendingHead < pending.count {
-            let n = fillIOVecs()
+        while !sendQueue.isEmpty {
+            let n = sendQueue.fill(iov, capacity: Sys.iovMax)
             let result: IOResult<Int>
             do { result = try Sys.sendmsg(fd, iov, n) } catch {
                 close(.failed(error))
@@ -236,73 +217,13 @@ final class Connection: @unchecked Sendable {
         if state == .draining { finishDrainWrites() }
     }
 
-    private func fillIOVecs() -> Int {
-        var n = 0
-        var i = pendingHead
-        var total = 0
-        outer: while i < pending.count {
-            let p = pending[i]!
-            let hbase = p.headers.bytes.baseAddress!
-            var f = p.frame
-            var off = p.offset
-            let frames = p.message.frames
-            while f < frames.count {
-                if n + 2 > Sys.iovMax || total >= 256 << 20 { break outer }
-                let payload = frames[f].payload
-                if off < FrameHeader.size {
-                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hbase + f * FrameHeader.size + off),
-                                   iov_len: FrameHeader.size - off)
-                    n += 1
-                    total += FrameHeader.size - off
-                    off = FrameHeader.size
-                }
-                let pOff = off - FrameHeader.size
-                if pOff < payload.count {
-                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.bytes.baseAddress! + pOff),
-                                   iov_len: payload.count - pOff)
-                    n += 1
-                    total += payload.count - pOff
-                }
-                f += 1
-                off = 0
-            }
-            i += 1
-        }
-        return n
-    }
-
+    /// Hands the finished messages' completions their result and drops big payloads off-queue.
     private func advance(by written: Int) {
-        var left = written
-        queuedBytes -= written
-        while left > 0 && pendingHead < pending.count {
-            var p = pending[pendingHead]!
-            let frames = p.message.frames
-            while left > 0 && p.frame < frames.count {
-                let frameSize = FrameHeader.size + frames[p.frame].payload.count
-                let take = Swift.min(left, frameSize - p.offset)
-                p.offset += take
-                left -= take
-                if p.offset == frameSize { p.frame += 1; p.offset = 0 }
+        for f in sendQueue.advance(by: written) {
+            if f.message.frames.count > 1 || (f.message.frames.first?.payload.count ?? 0) >= Connection.backgroundReleaseBytes {
+                Connection.releaseInBackground(f.message)
             }
-            if p.frame == frames.count {
-                pending[pendingHead] = nil
-                pendingHead += 1
-                if pendingHead == pending.count {
-                    pending.removeAll(keepingCapacity: true)
-                    pendingHead = 0
-                } else if pendingHead >= 1024 && pendingHead * 2 >= pending.count {
-                    pending.removeFirst(pendingHead)
-                    pendingHead = 0
-                }
-                let completion = p.completion
-                if p.message.frames.count > 1 || (p.message.frames.first?.payload.count ?? 0) >= Connection.backgroundReleaseBytes {
-                    Connection.releaseInBackground(p.message)
-                }
-                completion?(true)
-                if state == .closed { return }
-            } else {
-                pending[pendingHead] = p
-            }
+            f.completion?(true)
         }
     }
 
@@ -401,7 +322,7 @@ final class Connection: @unchecked Sendable {
             return
         }
         // Queued output that makes no progress: the peer stopped reading.
-        if let frameTimeout, pendingHead < pending.count, now - lastWriteProgress > frameTimeout {
+        if let frameTimeout, !sendQueue.isEmpty, now - lastWriteProgress > frameTimeout {
             close(.timedOut("\(peer) read none of \(queuedBytes) queued bytes for \(frameTimeout); it stopped reading"))
             return
         }
@@ -409,7 +330,7 @@ final class Connection: @unchecked Sendable {
             close(.timedOut("\(peer) sent no complete message within \(silentTimeout) of connecting"))
             return
         }
-        if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), pendingHead == pending.count {
+        if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), sendQueue.isEmpty {
             close(.timedOut("connection from \(peer) was idle for \(idleTimeout)"))
         }
     }
@@ -426,7 +347,7 @@ final class Connection: @unchecked Sendable {
         queue.asyncAfter(deadline: .now() + linger.dispatch) { [self] in
             if state != .closed { close(.local("closed after a protocol error")) }
         }
-        if pendingHead == pending.count { finishDrainWrites() } else if !writeArmed { flush() }
+        if sendQueue.isEmpty { finishDrainWrites() } else if !writeArmed { flush() }
     }
 
     private var halfClosed = false
@@ -453,10 +374,7 @@ final class Connection: @unchecked Sendable {
         } else {
             Sys.close(fd)
         }
-        let left = pending[pendingHead...].compactMap { $0?.completion }
-        pending.removeAll()
-        pendingHead = 0
-        queuedBytes = 0
+        let left = sendQueue.removeAll()
         for c in left { c(false) }
         onMessage = nil
         onWritable = nil
