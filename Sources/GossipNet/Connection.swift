@@ -45,7 +45,9 @@ final class IOCounters: Sendable {
 /// `queue` (checked with `dispatchPrecondition` in debug builds).
 final class Connection: @unchecked Sendable {
     let queue: DispatchQueue
-    let fd: Int32
+    /// The socket; this connection is its one owner.
+    private let descriptor: Descriptor
+    var fd: Int32 { descriptor.raw }
     /// The peer's address ("127.0.0.1:5555", or "local" for a socket pair).
     let peer: String
     /// The bound on queued outbound bytes: a message is admitted while it fits (or when the
@@ -84,7 +86,6 @@ final class Connection: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
     private var writeArmed = false
     private var flushing = false
-    private var cancelsOutstanding = 0
 
     /// What waits to be written (a pure value; this class performs the writes).
     private var sendQueue: SendQueue
@@ -106,7 +107,7 @@ final class Connection: @unchecked Sendable {
     init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, buffers: ReceiveBuffers = .shared,
          maxQueuedBytes: Int = 64 << 20,
          counters: IOCounters? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil) {
-        self.fd = fd
+        self.descriptor = Descriptor(fd)
         self.queue = queue
         self.peer = peer
         self.sendQueue = SendQueue(maxQueuedBytes: maxQueuedBytes)
@@ -131,14 +132,16 @@ final class Connection: @unchecked Sendable {
         onQueue()
         precondition(state == .idle)
         state = .open
-        cancelsOutstanding = 2
+        descriptor.sourceAttached()
+        descriptor.sourceAttached()
         let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         r.setEventHandler { [unowned self] in self.readable() }
         w.setEventHandler { [unowned self] in self.flush() }
-        // The handlers keep `self` alive until both ran; only then is the fd released.
-        r.setCancelHandler { self.sourceCancelled() }
-        w.setCancelHandler { self.sourceCancelled() }
+        // The handlers keep the descriptor alive until both ran; only then is it closed.
+        let d = descriptor
+        r.setCancelHandler { d.sourceCancelled() }
+        w.setCancelHandler { d.sourceCancelled() }
         readSource = r
         writeSource = w
         r.resume()
@@ -152,12 +155,6 @@ final class Connection: @unchecked Sendable {
             timer = t
         }
         if !sendQueue.isEmpty { flush() }
-    }
-
-    private func sourceCancelled() {
-        onQueue()
-        cancelsOutstanding -= 1
-        if cancelsOutstanding == 0 { Sys.close(fd) }
     }
 
     // MARK: sending
@@ -371,9 +368,8 @@ final class Connection: @unchecked Sendable {
             writeSource?.cancel()
             if !writeArmed { writeSource?.resume() }   // a suspended source never runs its cancel handler
             writeArmed = true
-        } else {
-            Sys.close(fd)
         }
+        descriptor.close()   // at once, or after both cancel handlers ran
         let left = sendQueue.removeAll()
         for c in left { c(false) }
         onMessage = nil

@@ -12,7 +12,9 @@ import Darwin
 /// A listening socket whose accepted connections are handed to `onAccept` on `queue`.
 /// `@unchecked Sendable`: state is touched only on `queue`.
 final class Listener: @unchecked Sendable {
-    let fd: Int32
+    /// The listening socket; this listener is its one owner.
+    private let descriptor: Descriptor
+    var fd: Int32 { descriptor.raw }
     let queue: DispatchQueue
     let address: SocketAddress
     private var source: DispatchSourceRead?
@@ -38,7 +40,7 @@ final class Listener: @unchecked Sendable {
             if fd >= 0 { Sys.close(fd) }
             throw RPCError(.unavailable, "cannot listen on \(Endpoint(host: host, port: port)): \(error); pick another port or address")
         }
-        self.fd = fd
+        self.descriptor = Descriptor(fd)
         self.queue = queue
         self.onAccept = onAccept
     }
@@ -48,7 +50,9 @@ final class Listener: @unchecked Sendable {
         queue.async { [self] in
             let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [unowned self] in self.acceptAll() }
-            s.setCancelHandler { Sys.close(self.fd) }
+            let d = descriptor
+            d.sourceAttached()
+            s.setCancelHandler { d.sourceCancelled() }
             source = s
             s.resume()
         }
@@ -88,9 +92,8 @@ final class Listener: @unchecked Sendable {
             if let s = source {
                 s.cancel()
                 if suspended { suspended = false; s.resume() }
-            } else {
-                Sys.close(fd)
             }
+            descriptor.close()   // at once, or after the source's cancel handler ran
         }
     }
 }
