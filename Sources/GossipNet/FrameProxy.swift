@@ -90,7 +90,9 @@ final class ProxySession: @unchecked Sendable {
     let observer: @Sendable (ProxyEvent) -> Void
     private let onDone: @Sendable () -> Void
     private var pipes: [Pipe] = []
-    private var fds: [Int32]
+    /// Client and server sockets; this session is their one owner.
+    private let descriptors: [Descriptor]
+    private var fds: [Int32] { [descriptors[0].raw, descriptors[1].raw] }
     private var cancelsLeft = [2, 2]
     private var closed = false
 
@@ -121,7 +123,7 @@ final class ProxySession: @unchecked Sendable {
         self.queue = queue
         self.observer = observer
         self.onDone = onDone
-        self.fds = [client, server]
+        self.descriptors = [Descriptor(client), Descriptor(server)]
         pipes = [Pipe(from: 0, to: 1, direction: .clientToServer, bytes: bufferBytes),
                  Pipe(from: 1, to: 0, direction: .serverToClient, bytes: bufferBytes)]
     }
@@ -133,6 +135,8 @@ final class ProxySession: @unchecked Sendable {
             let w = DispatchSource.makeWriteSource(fileDescriptor: fds[p.to], queue: queue)
             r.setEventHandler { [unowned self] in readable(p) }
             w.setEventHandler { [unowned self] in flush(p) }
+            descriptors[p.from].sourceAttached()
+            descriptors[p.to].sourceAttached()
             r.setCancelHandler { self.cancelled(p.from) }
             w.setCancelHandler { self.cancelled(p.to) }
             p.readSource = r
@@ -143,7 +147,7 @@ final class ProxySession: @unchecked Sendable {
 
     private func cancelled(_ side: Int) {
         cancelsLeft[side] -= 1
-        if cancelsLeft[side] == 0 { Sys.close(fds[side]) }
+        descriptors[side].sourceCancelled()   // the last one closes it
         if cancelsLeft == [0, 0] { onDone() }
     }
 
@@ -220,6 +224,7 @@ final class ProxySession: @unchecked Sendable {
             if !p.reading { p.readSource.resume() }
             if !p.writing { p.writeSource.resume() }
         }
+        for d in descriptors { d.close() }   // after both of its sources' cancel handlers
         observer(.closed(connection: id, reason: reason))
     }
 }

@@ -7,7 +7,10 @@ import GossipWire
 
 enum ReceiveBufferTrimmer {
     /// How long the pool must go unused before it is trimmed, and how often that is checked.
-    static let idle: Duration = .seconds(1)
+    /// Long enough that a node exchanging models every second or so keeps reusing its buffers
+    /// (a fresh 400 MB buffer costs more in page faults than receiving into it), short enough
+    /// that memory falls back soon after a burst.
+    static let idle: Duration = .seconds(3)
     static let interval: Duration = .milliseconds(500)
 
     private nonisolated(unsafe) static let timer: DispatchSourceTimer = {
