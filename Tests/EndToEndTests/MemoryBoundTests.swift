@@ -63,8 +63,24 @@ struct MemoryBoundTests {
         var attackers: [Attacker] = []
         defer { for a in attackers { close(a.fd) } }
         for _ in 0..<100 { attackers.append(Attacker(fd: try connectRaw(node.endpoint))) }
+        // And the bomb, once per connection before it: a small zlib Ping whose
+        // declared size (64 MiB) it really inflates to. Refused at its header now; it used to
+        // be allocated and inflated on every connection.
+        let bombs: [Int32] = try (0..<100).map { _ in try connectRaw(node.endpoint) }
+        defer { for fd in bombs { close(fd) } }
+        let bombBytes: [UInt8] = try {
+            let zeros = ByteStorage(count: 64 << 20, zeroed: true)
+            let z = try Compression.deflate(zeros.bytes, level: 9, shuffle: false)
+            return FrameHeader(frameLength: UInt32(FrameHeader.size + z.count), flags: [.compressed, .endStream], type: .ping,
+                               requestID: 1, chunkRawLength: 64 << 20, messageRawLength: 64 << 20, checksum: 0).bytes + z.array
+        }()
+        var peakDuringBombs = before
+        for fd in bombs {
+            _ = bombBytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            peakDuringBombs = max(peakDuringBombs, rss(node.pid) ?? 0)
+        }
 
-        var peak = before
+        var peak = peakDuringBombs
         var statusCalls = 0
         let until = Date().addingTimeInterval(4)
         while Date() < until {
