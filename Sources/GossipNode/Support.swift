@@ -1,5 +1,5 @@
 // Small shared pieces of the node: its error type, a seeded RNG, a blocking RPC call for
-// threads that may block, duration arithmetic and the ready-file writer.
+// threads that may block and the ready-file writer (durations: GossipWire's Duration helpers).
 import Foundation
 import GossipNet
 import GossipWire
