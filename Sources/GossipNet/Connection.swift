@@ -5,6 +5,7 @@
 // cancel handlers ran.
 import Dispatch
 import GossipWire
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -31,26 +32,27 @@ enum CloseReason: Sendable, CustomStringConvertible {
 }
 
 /// Byte counters shared by the connections of one server.
-final class IOCounters: @unchecked Sendable {
-    private let lock = PThreadLock()
-    private var _in = 0
-    private var _out = 0
-    func add(in n: Int) { lock.locked { _in += n } }
-    func add(out n: Int) { lock.locked { _out += n } }
-    var bytesIn: Int { lock.locked { _in } }
-    var bytesOut: Int { lock.locked { _out } }
+final class IOCounters: Sendable {
+    private let _in = Atomic<Int>(0)
+    private let _out = Atomic<Int>(0)
+    func add(in n: Int) { _in.add(n, ordering: .relaxed) }
+    func add(out n: Int) { _out.add(n, ordering: .relaxed) }
+    var bytesIn: Int { _in.load(ordering: .relaxed) }
+    var bytesOut: Int { _out.load(ordering: .relaxed) }
 }
 
 /// A framed connection; `@unchecked Sendable` because all its state is touched only on
 /// `queue` (checked with `dispatchPrecondition` in debug builds).
 final class Connection: @unchecked Sendable {
     let queue: DispatchQueue
-    let fd: Int32
+    /// The socket; this connection is its one owner.
+    private let descriptor: Descriptor
+    var fd: Int32 { descriptor.raw }
     /// The peer's address ("127.0.0.1:5555", or "local" for a socket pair).
     let peer: String
     /// The bound on queued outbound bytes: a message is admitted while it fits (or when the
     /// queue is empty, so one message larger than the bound still goes out alone).
-    let maxQueuedBytes: Int
+    var maxQueuedBytes: Int { sendQueue.maxQueuedBytes }
 
     /// Called on `queue` for each complete message.
     var onMessage: ((InboundMessage) -> Void)?
@@ -65,8 +67,8 @@ final class Connection: @unchecked Sendable {
     /// For idle timeouts: whether the owner still has work outstanding.
     var isBusy: (() -> Bool)?
 
-    private(set) var queuedBytes = 0
-    private(set) var peakQueuedBytes = 0
+    var queuedBytes: Int { sendQueue.queuedBytes }
+    var peakQueuedBytes: Int { sendQueue.peakQueuedBytes }
     private(set) var bytesIn = 0
     private(set) var bytesOut = 0
     private let counters: IOCounters?
@@ -77,22 +79,16 @@ final class Connection: @unchecked Sendable {
     var isClosed: Bool { state == .closed }
 
     private let decoder: MessageDecoder
+    /// The limits this connection decodes with.
+    var limits: Limits { decoder.limits }
     private var readSource: DispatchSourceRead?
     private var writeSource: DispatchSourceWrite?
     private var timer: DispatchSourceTimer?
     private var writeArmed = false
     private var flushing = false
-    private var cancelsOutstanding = 0
 
-    private struct Pending {
-        let message: OutboundMessage
-        let headers: ByteStorage
-        var frame = 0
-        var offset = 0
-        let completion: ((Bool) -> Void)?
-    }
-    private var pending: [Pending?] = []
-    private var pendingHead = 0
+    /// What waits to be written (a pure value; this class performs the writes).
+    private var sendQueue: SendQueue
     private let iov: UnsafeMutablePointer<iovec>
 
     private var lastActivity = ContinuousClock.now
@@ -108,13 +104,15 @@ final class Connection: @unchecked Sendable {
     private let idleTimeout: Duration?
     private let frameTimeout: Duration?
 
-    init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, maxQueuedBytes: Int = 64 << 20,
+    init(fd: Int32, queue: DispatchQueue, peer: String, limits: Limits, buffers: ReceiveBuffers = .shared,
+         maxQueuedBytes: Int = 64 << 20,
          counters: IOCounters? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil) {
-        self.fd = fd
+        self.descriptor = Descriptor(fd)
         self.queue = queue
         self.peer = peer
-        self.maxQueuedBytes = maxQueuedBytes
-        self.decoder = MessageDecoder(limits: limits)
+        self.sendQueue = SendQueue(maxQueuedBytes: maxQueuedBytes)
+        self.decoder = MessageDecoder(limits: limits, buffers: buffers)
+        ReceiveBufferTrimmer.start()
         self.counters = counters
         self.idleTimeout = idleTimeout
         self.frameTimeout = frameTimeout
@@ -134,41 +132,35 @@ final class Connection: @unchecked Sendable {
         onQueue()
         precondition(state == .idle)
         state = .open
-        cancelsOutstanding = 2
+        descriptor.sourceAttached()
+        descriptor.sourceAttached()
         let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         r.setEventHandler { [unowned self] in self.readable() }
         w.setEventHandler { [unowned self] in self.flush() }
-        // The handlers keep `self` alive until both ran; only then is the fd released.
-        r.setCancelHandler { self.sourceCancelled() }
-        w.setCancelHandler { self.sourceCancelled() }
+        // The handlers keep the descriptor alive until both ran; only then is it closed.
+        let d = descriptor
+        r.setCancelHandler { d.sourceCancelled() }
+        w.setCancelHandler { d.sourceCancelled() }
         readSource = r
         writeSource = w
         r.resume()
         if let shortest = [idleTimeout, frameTimeout].compactMap({ $0 }).min() {
             let t = DispatchSource.makeTimerSource(queue: queue)
             let tick = Swift.min(Swift.max(shortest / 4, .milliseconds(5)), .seconds(1))
-            let ns = Int(tick.components.seconds) * 1_000_000_000 + Int(tick.components.attoseconds / 1_000_000_000)
+            let ns = Int(tick.nanoseconds)
             t.schedule(deadline: .now() + .nanoseconds(ns), repeating: .nanoseconds(ns), leeway: .nanoseconds(ns / 4))
             t.setEventHandler { [unowned self] in self.checkTimeouts() }
             t.resume()
             timer = t
         }
-        if pendingHead < pending.count { flush() }
-    }
-
-    private func sourceCancelled() {
-        onQueue()
-        cancelsOutstanding -= 1
-        if cancelsOutstanding == 0 { Sys.close(fd) }
+        if !sendQueue.isEmpty { flush() }
     }
 
     // MARK: sending
 
     /// Whether a message of `wireBytes` would be admitted now.
-    func hasRoom(for wireBytes: Int) -> Bool {
-        queuedBytes == 0 || queuedBytes + wireBytes <= maxQueuedBytes
-    }
+    func hasRoom(for wireBytes: Int) -> Bool { sendQueue.hasRoom(for: wireBytes) }
 
     /// Queues `message` (with `requestID` written into every header when given) if it fits
     /// the send-queue bound; returns false, queuing nothing, when it does not. On a closed
@@ -182,19 +174,9 @@ final class Connection: @unchecked Sendable {
             completion?(false)
             return true
         }
-        let size = message.wireBytes
-        guard hasRoom(for: size) else { return false }
-        let headers = ByteStorage(count: message.frames.count * FrameHeader.size)
-        let base = headers.mutableBytes.baseAddress!
-        for (i, f) in message.frames.enumerated() {
-            var h = f.header
-            if let requestID { h.requestID = requestID }
-            h.write(to: base + i * FrameHeader.size)
-        }
-        if pendingHead == pending.count { lastWriteProgress = .now }
-        pending.append(Pending(message: message, headers: headers, completion: completion))
-        queuedBytes += size
-        if queuedBytes > peakQueuedBytes { peakQueuedBytes = queuedBytes }
+        let wasEmpty = sendQueue.isEmpty
+        guard sendQueue.enqueue(message, requestID: requestID, completion: completion) else { return false }
+        if wasEmpty { lastWriteProgress = .now }
         if state != .idle && !writeArmed && !flushing { flush(notify: false) }
         return true
     }
@@ -207,8 +189,8 @@ final class Connection: @unchecked Sendable {
         guard state == .open || state == .draining, !flushing else { return }
         flushing = true
         defer { flushing = false }
-        while pendingHead < pending.count {
-            let n = fillIOVecs()
+        while !sendQueue.isEmpty {
+            let n = sendQueue.fill(iov, capacity: Sys.iovMax)
             let result: IOResult<Int>
             do { result = try Sys.sendmsg(fd, iov, n) } catch {
                 close(.failed(error))
@@ -232,73 +214,13 @@ final class Connection: @unchecked Sendable {
         if state == .draining { finishDrainWrites() }
     }
 
-    private func fillIOVecs() -> Int {
-        var n = 0
-        var i = pendingHead
-        var total = 0
-        outer: while i < pending.count {
-            let p = pending[i]!
-            let hbase = p.headers.bytes.baseAddress!
-            var f = p.frame
-            var off = p.offset
-            let frames = p.message.frames
-            while f < frames.count {
-                if n + 2 > Sys.iovMax || total >= 256 << 20 { break outer }
-                let payload = frames[f].payload
-                if off < FrameHeader.size {
-                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hbase + f * FrameHeader.size + off),
-                                   iov_len: FrameHeader.size - off)
-                    n += 1
-                    total += FrameHeader.size - off
-                    off = FrameHeader.size
-                }
-                let pOff = off - FrameHeader.size
-                if pOff < payload.count {
-                    iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.bytes.baseAddress! + pOff),
-                                   iov_len: payload.count - pOff)
-                    n += 1
-                    total += payload.count - pOff
-                }
-                f += 1
-                off = 0
-            }
-            i += 1
-        }
-        return n
-    }
-
+    /// Hands the finished messages' completions their result and drops big payloads off-queue.
     private func advance(by written: Int) {
-        var left = written
-        queuedBytes -= written
-        while left > 0 && pendingHead < pending.count {
-            var p = pending[pendingHead]!
-            let frames = p.message.frames
-            while left > 0 && p.frame < frames.count {
-                let frameSize = FrameHeader.size + frames[p.frame].payload.count
-                let take = Swift.min(left, frameSize - p.offset)
-                p.offset += take
-                left -= take
-                if p.offset == frameSize { p.frame += 1; p.offset = 0 }
+        for f in sendQueue.advance(by: written) {
+            if f.message.frames.count > 1 || (f.message.frames.first?.payload.count ?? 0) >= Connection.backgroundReleaseBytes {
+                Connection.releaseInBackground(f.message)
             }
-            if p.frame == frames.count {
-                pending[pendingHead] = nil
-                pendingHead += 1
-                if pendingHead == pending.count {
-                    pending.removeAll(keepingCapacity: true)
-                    pendingHead = 0
-                } else if pendingHead >= 1024 && pendingHead * 2 >= pending.count {
-                    pending.removeFirst(pendingHead)
-                    pendingHead = 0
-                }
-                let completion = p.completion
-                if p.message.frames.count > 1 || (p.message.frames.first?.payload.count ?? 0) >= Connection.backgroundReleaseBytes {
-                    Connection.releaseInBackground(p.message)
-                }
-                completion?(true)
-                if state == .closed { return }
-            } else {
-                pending[pendingHead] = p
-            }
+            f.completion?(true)
         }
     }
 
@@ -397,7 +319,7 @@ final class Connection: @unchecked Sendable {
             return
         }
         // Queued output that makes no progress: the peer stopped reading.
-        if let frameTimeout, pendingHead < pending.count, now - lastWriteProgress > frameTimeout {
+        if let frameTimeout, !sendQueue.isEmpty, now - lastWriteProgress > frameTimeout {
             close(.timedOut("\(peer) read none of \(queuedBytes) queued bytes for \(frameTimeout); it stopped reading"))
             return
         }
@@ -405,7 +327,7 @@ final class Connection: @unchecked Sendable {
             close(.timedOut("\(peer) sent no complete message within \(silentTimeout) of connecting"))
             return
         }
-        if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), pendingHead == pending.count {
+        if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), sendQueue.isEmpty {
             close(.timedOut("connection from \(peer) was idle for \(idleTimeout)"))
         }
     }
@@ -419,10 +341,10 @@ final class Connection: @unchecked Sendable {
         guard state == .open else { return }
         state = .draining
         onMessage = nil
-        queue.asyncAfter(deadline: .now() + .milliseconds(Int(linger.components.seconds * 1000))) { [self] in
+        queue.asyncAfter(deadline: .now() + linger.dispatch) { [self] in
             if state != .closed { close(.local("closed after a protocol error")) }
         }
-        if pendingHead == pending.count { finishDrainWrites() } else if !writeArmed { flush() }
+        if sendQueue.isEmpty { finishDrainWrites() } else if !writeArmed { flush() }
     }
 
     private var halfClosed = false
@@ -446,13 +368,9 @@ final class Connection: @unchecked Sendable {
             writeSource?.cancel()
             if !writeArmed { writeSource?.resume() }   // a suspended source never runs its cancel handler
             writeArmed = true
-        } else {
-            Sys.close(fd)
         }
-        let left = pending[pendingHead...].compactMap { $0?.completion }
-        pending.removeAll()
-        pendingHead = 0
-        queuedBytes = 0
+        descriptor.close()   // at once, or after both cancel handlers ran
+        let left = sendQueue.removeAll()
         for c in left { c(false) }
         onMessage = nil
         onWritable = nil
@@ -468,24 +386,5 @@ extension Result {
     var failureValue: Failure? {
         if case .failure(let e) = self { return e }
         return nil
-    }
-}
-
-/// A small pthread mutex (Foundation-free, usable from any thread).
-final class PThreadLock: @unchecked Sendable {
-    private let m: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        m = .allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(m)
-        m.deallocate()
-    }
-    @inline(__always)
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(m)
-        defer { pthread_mutex_unlock(m) }
-        return try body()
     }
 }

@@ -3,6 +3,7 @@
 // stops reading that side: backpressure), and reports every chunk to an observer.
 import Dispatch
 import GossipWire
+import Synchronization
 
 /// Which way bytes flow through the proxy.
 public enum ProxyDirection: Sendable, Equatable {
@@ -25,10 +26,12 @@ public final class FrameProxy: @unchecked Sendable {
     public let upstream: Endpoint
     let bufferBytes: Int
     let observer: @Sendable (ProxyEvent) -> Void
-    private let lock = PThreadLock()
-    private var listener: Listener?
-    private var nextID = 0
-    private var sessions: [Int: ProxySession] = [:]
+    private struct State {
+        var listener: Listener?
+        var nextID = 0
+        var sessions: [Int: ProxySession] = [:]
+    }
+    private let state = Mutex(State())
     private let acceptQueue = DispatchQueue(label: "gossip.proxy.accept")
 
     /// - Parameters:
@@ -43,7 +46,7 @@ public final class FrameProxy: @unchecked Sendable {
     /// Listens on host:port (0: the OS picks); returns the bound endpoint.
     public func start(host: String, port: UInt16) throws(RPCError) -> Endpoint {
         let l = try Listener(host: host, port: port, queue: acceptQueue) { [self] fd, peer in accepted(fd, peer.description) }
-        lock.locked { listener = l }
+        state.withLock { $0.listener = l }
         l.start()
         let (h, p) = l.address.hostAndPort
         return Endpoint(host: h, port: p)
@@ -51,17 +54,17 @@ public final class FrameProxy: @unchecked Sendable {
 
     /// Stops listening and closes every proxied connection.
     public func stop() {
-        let (l, all) = lock.locked { () -> (Listener?, [ProxySession]) in
-            let l = listener
-            listener = nil
-            return (l, Array(sessions.values))
+        let (l, all) = state.withLock { s -> (Listener?, [ProxySession]) in
+            let l = s.listener
+            s.listener = nil
+            return (l, Array(s.sessions.values))
         }
         l?.close()
         for s in all { s.queue.async { s.close("the proxy stopped") } }
     }
 
     private func accepted(_ fd: Int32, _ peer: String) {
-        let id = lock.locked { nextID += 1; return nextID }
+        let id = state.withLock { s in s.nextID += 1; return s.nextID }
         let queue = DispatchQueue(label: "gossip.proxy.\(id)")
         Connector.connect(to: upstream, timeout: .seconds(10), queue: queue) { [self] r in
             switch r {
@@ -70,9 +73,9 @@ public final class FrameProxy: @unchecked Sendable {
                 observer(.closed(connection: id, reason: "cannot reach upstream: \(e.message)"))
             case .success(let (up, _)):
                 let s = ProxySession(id: id, client: fd, server: up, queue: queue, bufferBytes: bufferBytes, observer: observer) { [self] in
-                    lock.locked { _ = sessions.removeValue(forKey: id) }
+                    state.withLock { _ = $0.sessions.removeValue(forKey: id) }
                 }
-                lock.locked { sessions[id] = s }
+                state.withLock { $0.sessions[id] = s }
                 observer(.opened(connection: id, client: peer))
                 s.start()
             }
@@ -87,7 +90,9 @@ final class ProxySession: @unchecked Sendable {
     let observer: @Sendable (ProxyEvent) -> Void
     private let onDone: @Sendable () -> Void
     private var pipes: [Pipe] = []
-    private var fds: [Int32]
+    /// Client and server sockets; this session is their one owner.
+    private let descriptors: [Descriptor]
+    private var fds: [Int32] { [descriptors[0].raw, descriptors[1].raw] }
     private var cancelsLeft = [2, 2]
     private var closed = false
 
@@ -118,7 +123,7 @@ final class ProxySession: @unchecked Sendable {
         self.queue = queue
         self.observer = observer
         self.onDone = onDone
-        self.fds = [client, server]
+        self.descriptors = [Descriptor(client), Descriptor(server)]
         pipes = [Pipe(from: 0, to: 1, direction: .clientToServer, bytes: bufferBytes),
                  Pipe(from: 1, to: 0, direction: .serverToClient, bytes: bufferBytes)]
     }
@@ -130,6 +135,8 @@ final class ProxySession: @unchecked Sendable {
             let w = DispatchSource.makeWriteSource(fileDescriptor: fds[p.to], queue: queue)
             r.setEventHandler { [unowned self] in readable(p) }
             w.setEventHandler { [unowned self] in flush(p) }
+            descriptors[p.from].sourceAttached()
+            descriptors[p.to].sourceAttached()
             r.setCancelHandler { self.cancelled(p.from) }
             w.setCancelHandler { self.cancelled(p.to) }
             p.readSource = r
@@ -140,7 +147,7 @@ final class ProxySession: @unchecked Sendable {
 
     private func cancelled(_ side: Int) {
         cancelsLeft[side] -= 1
-        if cancelsLeft[side] == 0 { Sys.close(fds[side]) }
+        descriptors[side].sourceCancelled()   // the last one closes it
         if cancelsLeft == [0, 0] { onDone() }
     }
 
@@ -217,6 +224,7 @@ final class ProxySession: @unchecked Sendable {
             if !p.reading { p.readSource.resume() }
             if !p.writing { p.writeSource.resume() }
         }
+        for d in descriptors { d.close() }   // after both of its sources' cancel handlers
         observer(.closed(connection: id, reason: reason))
     }
 }

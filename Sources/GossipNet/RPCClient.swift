@@ -3,6 +3,7 @@
 // terminal outcome per call (the reply, or an RPCError with a status code).
 import Dispatch
 import GossipWire
+import Synchronization
 
 /// Sends requests and returns their replies; thread-safe.
 ///
@@ -13,18 +14,24 @@ public final class RPCClient: @unchecked Sendable {
     public let connectTimeout: Duration
     /// Bound on bytes queued for sending per connection (backpressure past it).
     public let maxQueuedBytes: Int
-    private let lock = PThreadLock()
+
     /// Bytes this client's connections have read and written, all endpoints together.
     let counters = IOCounters()
     public var bytesIn: Int { counters.bytesIn }
     public var bytesOut: Int { counters.bytesOut }
-    private var pool: [Endpoint: ClientChannel] = [:]
-    private var closed = false
+    /// One pooled channel per endpoint.
+    private let pool = Mutex<[Endpoint: ClientChannel]>([:])
 
-    public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20) {
+    /// How host names are resolved (off the connection queues; `connectTimeout` and each
+    /// call's deadline cover it).
+    public let resolver: HostResolver
+
+    public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20,
+                resolver: HostResolver = .system) {
         self.limits = limits
         self.connectTimeout = connectTimeout
         self.maxQueuedBytes = maxQueuedBytes
+        self.resolver = resolver
     }
 
     deinit { close() }
@@ -66,7 +73,7 @@ public final class RPCClient: @unchecked Sendable {
     /// Closes every pooled connection; in-flight calls end with UNAVAILABLE. Later calls
     /// open new connections (close does not disable the client).
     public func close() {
-        let channels = lock.locked { () -> [ClientChannel] in
+        let channels = pool.withLock { pool -> [ClientChannel] in
             let c = Array(pool.values)
             pool.removeAll()
             return c
@@ -78,7 +85,7 @@ public final class RPCClient: @unchecked Sendable {
     /// connection for `endpoint`; the client owns and closes the descriptor.
     public func adopt(socket fd: Int32, as endpoint: Endpoint) {
         let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd)
-        let old = lock.locked { () -> ClientChannel? in
+        let old = pool.withLock { pool -> ClientChannel? in
             let o = pool[endpoint]
             pool[endpoint] = channel
             return o
@@ -88,12 +95,12 @@ public final class RPCClient: @unchecked Sendable {
 
     /// Send-queue statistics of the pooled connection to `endpoint` (tests, diagnostics).
     func queueStats(_ endpoint: Endpoint) -> (queued: Int, peak: Int, bound: Int)? {
-        guard let c = lock.locked({ pool[endpoint] }) else { return nil }
+        guard let c = pool.withLock({ $0[endpoint] }) else { return nil }
         return c.queue.sync { c.queueStats }
     }
 
     private func channel(for endpoint: Endpoint) -> ClientChannel? {
-        lock.locked {
+        pool.withLock { pool in
             if let c = pool[endpoint], !c.isDead { return c }
             let c = ClientChannel(endpoint: endpoint, client: self, connectedFD: nil)
             pool[endpoint] = c
@@ -102,14 +109,14 @@ public final class RPCClient: @unchecked Sendable {
     }
 
     fileprivate func remove(_ channel: ClientChannel) {
-        lock.locked {
+        pool.withLock { pool in
             if pool[channel.endpoint] === channel { pool[channel.endpoint] = nil }
         }
     }
 }
 
 /// One pooled connection and its calls. `@unchecked Sendable`: all state on `queue`
-/// (except `isDead`, which is under `deadLock`).
+/// (except `isDead`, an atomic).
 final class ClientChannel: @unchecked Sendable {
     let endpoint: Endpoint
     let queue: DispatchQueue
@@ -138,9 +145,9 @@ final class ClientChannel: @unchecked Sendable {
     private var waitingHead = 0
     private var nextID: UInt32 = 1
 
-    private let deadLock = PThreadLock()
-    private var _dead = false
-    var isDead: Bool { deadLock.locked { _dead } }
+    /// Set once the channel failed; read by the pool from any thread.
+    private let dead = Atomic<Bool>(false)
+    var isDead: Bool { dead.load(ordering: .acquiring) }
 
     init(endpoint: Endpoint, client: RPCClient, connectedFD: Int32?) {
         self.endpoint = endpoint
@@ -152,7 +159,7 @@ final class ClientChannel: @unchecked Sendable {
         if let fd = connectedFD {
             queue.async { self.connected(fd: fd, peer: endpoint.description) }
         } else {
-            Connector.connect(to: endpoint, timeout: client.connectTimeout, queue: queue) { result in
+            Connector.connect(to: endpoint, timeout: client.connectTimeout, queue: queue, resolver: client.resolver) { result in
                 switch result {
                 case .success(let (fd, peer)): self.connected(fd: fd, peer: peer)
                 case .failure(let e): self.fail(e)
@@ -279,7 +286,7 @@ final class ClientChannel: @unchecked Sendable {
         let conn: Connection?
         if case .ready(let c) = state { conn = c } else { conn = nil }
         state = .closed(error)
-        deadLock.locked { _dead = true }
+        dead.store(true, ordering: .releasing)
         client?.remove(self)
         let all = calls
         calls.removeAll()

@@ -4,6 +4,7 @@
 // and shuts down gracefully.
 import Dispatch
 import GossipWire
+import Synchronization
 
 /// Server limits and timeouts.
 public struct ServerConfig: Sendable {
@@ -25,38 +26,73 @@ public struct ServerConfig: Sendable {
     /// A connection that has not sent one whole request this long after connecting is closed,
     /// so idle sockets cannot hold the connection slots.
     public var silentTimeout: Duration = .seconds(10)
+    /// The receive budget and buffer pool of this server's connections: the process's one
+    /// (`ReceiveBuffers.shared`) unless a test isolates its own.
+    public var receiveBuffers: ReceiveBuffers = .shared
 
     public init() {}
 }
 
-/// A request handler: answer through the responder, now or later, from any thread.
+/// A request handler: answer through the responder, now or later, from any thread. It runs on
+/// Dispatch's pool and must not block (see `RPCServer`).
 public typealias RPCHandler = @Sendable (InboundMessage, RPCResponder) -> Void
 
-/// Serves requests; thread-safe. Handlers run on a global concurrent queue, never on a
-/// connection's queue, so they may block (but should answer within the client's deadline).
+/// Serves requests; thread-safe. Handlers run on Dispatch's global concurrent queue, never on
+/// a connection's queue. Handlers must not block: a handler that waits (on a lock held for
+/// long, a condition, a semaphore, a synchronous RPC) holds one of Dispatch's pool threads,
+/// and enough of them starve every other handler of the process. Do slow work elsewhere (a
+/// thread or a queue of your own) and answer through the responder when it is done, within
+/// the client's deadline.
 public final class RPCServer: @unchecked Sendable {
     public let config: ServerConfig
-    private let lock = PThreadLock()
-    private var handlers: [MessageType: RPCHandler] = [:]
-    private var connections: [ObjectIdentifier: ServerConnection] = [:]
-    private var listener: Listener?
-    private var draining = false
-    private var stopped = false
-    private var shutdownCompletion: (@Sendable () -> Void)?
-    private var accepted = 0
-    private var requestCount = 0
-    private var inFlight = 0
-    private var pendingRejects = 0
+    /// Everything mutable, behind one `Mutex`.
+    private struct State {
+        var handlers: [MessageType: RPCHandler] = [:]
+        var connections: [ObjectIdentifier: ServerConnection] = [:]
+        var listener: Listener?
+        var draining = false
+        var stopped = false
+        var closingAll = false
+        var shutdownCompletion: (@Sendable () -> Void)?
+        var accepted = 0
+        var requestCount = 0
+        var inFlight = 0
+        var currentLimits: Limits
+    }
+    private let state: Mutex<State>
     let counters = IOCounters()
     private let acceptQueue = DispatchQueue(label: "gossip.rpc.accept")
 
     public init(config: ServerConfig = .init()) {
         self.config = config
+        self.state = Mutex(State(currentLimits: config.limits))
+    }
+
+    /// The limits connections accepted from now on decode with: `config.limits`, with
+    /// `maxMessageBytes` as `fitModel(payloadBytes:)` last set it.
+    public var limits: Limits { state.withLock { s in s.currentLimits } }
+
+    /// Bounds receive memory by this node's model (issue 8, defect 1): model-carrying
+    /// messages (GetModel reply, GossipExchange request and reply) may be at most
+    /// `payloadBytes` plus `Limits.modelMessageMargin`, and the process-wide receive budget
+    /// (`config.receiveBuffers`, by default `ReceiveBuffers.shared`: every connection of the
+    /// process together, clients' too)
+    /// becomes `ReceiveBuffers.budget(forModelMessageBytes:)` of that. Call it once the node
+    /// knows its model, before or after `start`; connections accepted earlier keep the limits
+    /// they started with.
+    /// - Parameter payloadBytes: size of the node's encoded model (its GetModel reply
+    ///   payload); the raw weight bytes are close enough, the margin covers the rest.
+    public func fitModel(payloadBytes: Int) {
+        let fitted = state.withLock { s -> Limits in
+            s.currentLimits = config.limits.fittingModel(payloadBytes: payloadBytes)
+            return s.currentLimits
+        }
+        config.receiveBuffers.setBudget(ReceiveBuffers.budget(forModelMessageBytes: fitted.maxMessageBytes))
     }
 
     /// Registers (or replaces) the handler for `type`.
     public func register(_ type: MessageType, handler: @escaping RPCHandler) {
-        lock.locked { handlers[type] = handler }
+        state.withLock { s in s.handlers[type] = handler }
     }
 
     /// Binds host:port (port 0: the OS picks) and starts accepting.
@@ -67,9 +103,9 @@ public final class RPCServer: @unchecked Sendable {
         let l = try Listener(host: host, port: port, queue: acceptQueue) { [self] fd, peer in
             accept(fd: fd, peer: peer.description)
         }
-        let fresh = lock.locked { () -> Bool in
-            guard listener == nil, !draining else { return false }
-            listener = l
+        let fresh = state.withLock { s -> Bool in
+            guard s.listener == nil, !s.draining else { return false }
+            s.listener = l
             return true
         }
         guard fresh else {
@@ -89,21 +125,21 @@ public final class RPCServer: @unchecked Sendable {
 
     /// Counters, read at one instant.
     public var stats: ServerStats {
-        lock.locked {
-            ServerStats(connections: connections.count, acceptedConnections: accepted, requests: requestCount,
-                        inFlight: inFlight, bytesIn: counters.bytesIn, bytesOut: counters.bytesOut)
+        state.withLock { s in
+            ServerStats(connections: s.connections.count, acceptedConnections: s.accepted, requests: s.requestCount,
+                        inFlight: s.inFlight, bytesIn: counters.bytesIn, bytesOut: counters.bytesOut)
         }
     }
 
     /// Stops accepting, lets in-flight requests finish within `grace` (new requests get
     /// UNAVAILABLE), then closes every connection and calls `completion` once all closed.
     public func shutdown(grace: Duration, completion: (@Sendable () -> Void)? = nil) {
-        let (l, already) = lock.locked { () -> (Listener?, Bool) in
-            if draining { return (nil, true) }
-            draining = true
-            shutdownCompletion = completion
-            let l = listener
-            listener = nil
+        let (l, already) = state.withLock { s -> (Listener?, Bool) in
+            if s.draining { return (nil, true) }
+            s.draining = true
+            s.shutdownCompletion = completion
+            let l = s.listener
+            s.listener = nil
             return (l, false)
         }
         if already {
@@ -117,7 +153,7 @@ public final class RPCServer: @unchecked Sendable {
     }
 
     private func whenStopped(_ completion: @escaping @Sendable () -> Void) {
-        if lock.locked({ stopped }) { completion() } else {
+        if state.withLock({ $0.stopped }) { completion() } else {
             acceptQueue.asyncAfter(deadline: .now() + .milliseconds(10)) { self.whenStopped(completion) }
         }
     }
@@ -126,14 +162,15 @@ public final class RPCServer: @unchecked Sendable {
 
     private func accept(fd: Int32, peer: String) {
         let queue = DispatchQueue(label: "gossip.rpc.server.conn")
-        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: config.limits, maxQueuedBytes: config.maxQueuedBytes,
+        let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, buffers: config.receiveBuffers,
+                              maxQueuedBytes: config.maxQueuedBytes,
                               counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout)
         conn.silentTimeout = config.silentTimeout
         let sc = ServerConnection(conn: conn, server: self)
-        let admitted = lock.locked { () -> Bool in
-            guard !draining, connections.count < config.maxConnections else { return false }
-            connections[ObjectIdentifier(sc)] = sc
-            accepted += 1
+        let admitted = state.withLock { s -> Bool in
+            guard !s.draining, s.connections.count < config.maxConnections else { return false }
+            s.connections[ObjectIdentifier(sc)] = sc
+            s.accepted += 1
             return true
         }
         queue.async {
@@ -145,37 +182,36 @@ public final class RPCServer: @unchecked Sendable {
         }
     }
 
-    func handler(for type: MessageType) -> RPCHandler? { lock.locked { handlers[type] } }
-    var isDraining: Bool { lock.locked { draining } }
+    func handler(for type: MessageType) -> RPCHandler? { state.withLock { s in s.handlers[type] } }
+    var isDraining: Bool { state.withLock { s in s.draining } }
 
     func noteRequest(started: Bool) {
-        lock.locked {
-            requestCount += 1
-            if started { inFlight += 1 }
+        state.withLock { s in
+            s.requestCount += 1
+            if started { s.inFlight += 1 }
         }
     }
 
     func requestFinished() {
-        lock.locked { inFlight -= 1 }
+        state.withLock { s in s.inFlight -= 1 }
         maybeFinishDraining()
     }
 
     func connectionClosed(_ sc: ServerConnection) {
-        lock.locked { _ = connections.removeValue(forKey: ObjectIdentifier(sc)) }
+        state.withLock { s in _ = s.connections.removeValue(forKey: ObjectIdentifier(sc)) }
         maybeCompleteShutdown()
     }
 
     private func maybeFinishDraining() {
-        let ready = lock.locked { draining && inFlight == 0 }
+        let ready = state.withLock { s in s.draining && s.inFlight == 0 }
         if ready { acceptQueue.async { self.closeAll() } }
     }
 
-    private var closingAll = false
     private func closeAll() {
-        let all = lock.locked { () -> [ServerConnection]? in
-            if closingAll { return nil }
-            closingAll = true
-            return Array(connections.values)
+        let all = state.withLock { s -> [ServerConnection]? in
+            if s.closingAll { return nil }
+            s.closingAll = true
+            return Array(s.connections.values)
         }
         guard let all else { return }
         for sc in all { sc.conn.queue.async { sc.conn.closeAfterFlush(linger: .milliseconds(500)) } }
@@ -183,11 +219,11 @@ public final class RPCServer: @unchecked Sendable {
     }
 
     private func maybeCompleteShutdown() {
-        let c = lock.locked { () -> (@Sendable () -> Void)?? in
-            guard closingAll, !stopped, connections.isEmpty else { return nil }
-            stopped = true
-            let c = shutdownCompletion
-            shutdownCompletion = nil
+        let c = state.withLock { s -> (@Sendable () -> Void)?? in
+            guard s.closingAll, !s.stopped, s.connections.isEmpty else { return nil }
+            s.stopped = true
+            let c = s.shutdownCompletion
+            s.shutdownCompletion = nil
             return .some(c)
         }
         if case .some(let completion) = c { completion?() }
@@ -212,9 +248,7 @@ final class ServerConnection: @unchecked Sendable {
         conn.onWritable = { [self] in pumpReplies() }
         conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
         conn.onProtocolError = { [self] e in
-            let where_ = e.offset.map { "at byte offset \($0)" } ?? "at an unknown offset"
-            sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode,
-                      "malformed frame \(where_): \(e.message); closing the connection")
+            sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode, ServerConnection.protocolErrorText(e))
             conn.closeAfterFlush()
         }
         conn.onClose = { [self] _ in
@@ -223,6 +257,15 @@ final class ServerConnection: @unchecked Sendable {
             server.connectionClosed(self)
         }
         conn.start()
+    }
+
+    /// The text of the connection-level error reply to a malformed stream: the byte offset
+    /// and what was wrong; a frame of another protocol version gets exactly the text SPEC §2
+    /// quotes (`FrameHeader.unsupportedVersionText`), so any version can recognise it.
+    static func protocolErrorText(_ e: WireError) -> String {
+        if e.kind == .unsupportedVersion { return e.message }
+        let where_ = e.offset.map { "at byte offset \($0)" } ?? "at an unknown offset"
+        return "malformed frame \(where_): \(e.message); closing the connection"
     }
 
     /// Over the connection limit: say so, then close.
@@ -260,7 +303,7 @@ final class ServerConnection: @unchecked Sendable {
     }
 
     var peer: String { conn.peer }
-    var limits: Limits { server.config.limits }
+    var limits: Limits { conn.limits }
 
     /// Called once per request from any thread with its reply.
     func finish(_ reply: OutboundMessage) {
@@ -307,8 +350,7 @@ final class ResponderState: @unchecked Sendable {
     let owner: ServerConnection
     let type: MessageType
     let requestID: UInt32
-    private let lock = PThreadLock()
-    private var answered = false
+    private let answered = Atomic<Bool>(false)
 
     init(owner: ServerConnection, type: MessageType, requestID: UInt32) {
         self.owner = owner
@@ -318,15 +360,11 @@ final class ResponderState: @unchecked Sendable {
 
     /// True for the first caller only.
     func claim() -> Bool {
-        lock.locked {
-            if answered { return false }
-            answered = true
-            return true
-        }
+        !answered.exchange(true, ordering: .acquiringAndReleasing)
     }
 
     deinit {
-        if !answered {
+        if !answered.load(ordering: .acquiring) {
             owner.finish(ServerConnection.errorMessage(type, requestID, .internal,
                                                        "the handler for \(type) dropped its responder without answering"))
         }

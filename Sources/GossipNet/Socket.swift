@@ -12,7 +12,9 @@ import Darwin
 /// A listening socket whose accepted connections are handed to `onAccept` on `queue`.
 /// `@unchecked Sendable`: state is touched only on `queue`.
 final class Listener: @unchecked Sendable {
-    let fd: Int32
+    /// The listening socket; this listener is its one owner.
+    private let descriptor: Descriptor
+    var fd: Int32 { descriptor.raw }
     let queue: DispatchQueue
     let address: SocketAddress
     private var source: DispatchSourceRead?
@@ -38,7 +40,7 @@ final class Listener: @unchecked Sendable {
             if fd >= 0 { Sys.close(fd) }
             throw RPCError(.unavailable, "cannot listen on \(Endpoint(host: host, port: port)): \(error); pick another port or address")
         }
-        self.fd = fd
+        self.descriptor = Descriptor(fd)
         self.queue = queue
         self.onAccept = onAccept
     }
@@ -48,7 +50,9 @@ final class Listener: @unchecked Sendable {
         queue.async { [self] in
             let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [unowned self] in self.acceptAll() }
-            s.setCancelHandler { Sys.close(self.fd) }
+            let d = descriptor
+            d.sourceAttached()
+            s.setCancelHandler { d.sourceCancelled() }
             source = s
             s.resume()
         }
@@ -88,9 +92,39 @@ final class Listener: @unchecked Sendable {
             if let s = source {
                 s.cancel()
                 if suspended { suspended = false; s.resume() }
-            } else {
-                Sys.close(fd)
             }
+            descriptor.close()   // at once, or after the source's cancel handler ran
+        }
+    }
+}
+
+/// Turns a host name into addresses for connecting. Names are resolved on a thread of their
+/// own (`getaddrinfo` may block without bound), never on a connection's queue or Dispatch's
+/// pool; numeric addresses are parsed in place and never reach the resolver. Injectable so
+/// tests can play a slow resolver.
+public struct HostResolver: Sendable {
+    let resolve: @Sendable (_ host: String, _ port: UInt16) throws(RPCError) -> [SocketAddress]
+
+    init(_ resolve: @escaping @Sendable (_ host: String, _ port: UInt16) throws(RPCError) -> [SocketAddress]) {
+        self.resolve = resolve
+    }
+
+    /// The system resolver (`getaddrinfo`), IPv4 addresses first.
+    public static let system = HostResolver { host, port throws(RPCError) in try Sys.resolve(host: host, port: port) }
+
+    /// Resolves off the caller's thread and calls `completion` on `queue`.
+    func resolve(_ endpoint: Endpoint, queue: DispatchQueue,
+                 completion: @escaping @Sendable (Result<[SocketAddress], RPCError>) -> Void) {
+        if Sys.isNumericHost(endpoint.host) {
+            // A numeric address is parsed, not looked up: no resolver, no thread.
+            let r = Result { () throws(RPCError) in try Sys.resolve(host: endpoint.host, port: endpoint.port) }
+            queue.async { completion(r) }
+            return
+        }
+        let resolve = self.resolve
+        Sys.detachThread {
+            let r = Result { () throws(RPCError) in try resolve(endpoint.host, endpoint.port) }
+            queue.async { completion(r) }
         }
     }
 }
@@ -98,20 +132,30 @@ final class Listener: @unchecked Sendable {
 /// Non-blocking connect with a timeout.
 enum Connector {
     /// Connects to `endpoint`; calls `completion` on `queue` with the connected fd and peer
-    /// text, or `RPCError(.unavailable)` saying why (refused, timed out, unresolvable).
+    /// text, or `RPCError(.unavailable)` saying why (refused, timed out, unresolvable). The
+    /// `timeout` covers name resolution too: a resolver that does not answer in time fails the
+    /// connect (its thread is left to finish on its own, its answer ignored).
     static func connect(to endpoint: Endpoint, timeout: Duration, queue: DispatchQueue,
+                        resolver: HostResolver = .system,
                         completion: @escaping @Sendable (Result<(Int32, String), RPCError>) -> Void) {
         queue.async {
-            let addrs: [SocketAddress]
-            switch Result(catching: { () throws(RPCError) in try Sys.resolve(host: endpoint.host, port: endpoint.port) }) {
-            case .success(let a): addrs = a
-            case .failure(let e): completion(.failure(e)); return
+            let wait = ResolveWait(queue: queue)
+            wait.start(timeout: timeout) {
+                completion(.failure(RPCError(.unavailable, "cannot resolve host '\(endpoint.host)' within \(timeout); the name server does not answer")))
             }
-            guard !addrs.isEmpty else {
-                completion(.failure(RPCError(.unavailable, "host '\(endpoint.host)' resolves to no IPv4 or IPv6 address")))
-                return
+            resolver.resolve(endpoint, queue: queue) { result in
+                guard wait.finish() else { return }   // too late: the timeout already failed it
+                let addrs: [SocketAddress]
+                switch result {
+                case .success(let a): addrs = a
+                case .failure(let e): completion(.failure(e)); return
+                }
+                guard !addrs.isEmpty else {
+                    completion(.failure(RPCError(.unavailable, "host '\(endpoint.host)' resolves to no IPv4 or IPv6 address")))
+                    return
+                }
+                attempt(addrs, index: 0, endpoint: endpoint, timeout: timeout, queue: queue, lastError: nil, completion: completion)
             }
-            attempt(addrs, index: 0, endpoint: endpoint, timeout: timeout, queue: queue, lastError: nil, completion: completion)
         }
     }
 
@@ -148,6 +192,36 @@ enum Connector {
                 next(why)
             }
         }.start()
+    }
+}
+
+/// The race between a resolution and its timeout; state on `queue`.
+private final class ResolveWait: @unchecked Sendable {
+    let queue: DispatchQueue
+    private var done = false
+    private var timer: DispatchSourceTimer?
+
+    init(queue: DispatchQueue) { self.queue = queue }
+
+    func start(timeout: Duration, onTimeout: @escaping () -> Void) {
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + timeout.dispatch)
+        t.setEventHandler { [self] in
+            guard finish() else { return }
+            onTimeout()
+        }
+        t.resume()
+        timer = t
+    }
+
+    /// True for the first caller (the answer or the timeout); cancels the timer.
+    func finish() -> Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if done { return false }
+        done = true
+        timer?.cancel()
+        timer = nil
+        return true
     }
 }
 
@@ -197,10 +271,9 @@ private final class ConnectWait: @unchecked Sendable {
 }
 
 extension Duration {
-    /// As a DispatchTimeInterval (nanoseconds, saturating).
-    var dispatch: DispatchTimeInterval {
-        let c = components
-        let ns = Double(c.seconds) * 1e9 + Double(c.attoseconds) / 1e9
-        return .nanoseconds(Int(Swift.min(ns, Double(Int.max / 2))))
+    /// As a DispatchTimeInterval: whole nanoseconds (GossipWire's `Duration.nanoseconds`),
+    /// negative durations as zero, saturating far in the future.
+    public var dispatch: DispatchTimeInterval {
+        .nanoseconds(Int(Swift.max(0, Swift.min(nanoseconds, Int64(Int.max / 2)))))
     }
 }

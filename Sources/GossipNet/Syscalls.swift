@@ -282,6 +282,32 @@ enum Sys {
         return out
     }
 
+    /// Whether `host` is a numeric IPv4 or IPv6 address (resolving it needs no DNS).
+    static func isNumericHost(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+
+    /// Runs `body` on a new detached thread (not one of Dispatch's): for calls that may block
+    /// without bound, such as a resolver that never answers.
+    static func detachThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        let arg = Unmanaged.passRetained(Box(body)).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, arg)
+        if rc == 0 {
+            pthread_detach(tid)
+        } else {
+            // No thread to be had: run it here rather than lose it.
+            Unmanaged<Box>.fromOpaque(arg).takeRetainedValue().body()
+        }
+    }
+
     /// Counts open descriptors of this process (Linux: entries of /proc/self/fd).
     static func openDescriptorCount() -> Int? {
         guard let dir = opendir("/proc/self/fd") else { return nil }

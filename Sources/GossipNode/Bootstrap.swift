@@ -32,6 +32,8 @@ public final class BootstrapNode: @unchecked Sendable {
         self.membership = Membership(selfEndpoint: "", dropAfter: config.dropAfter)
         self.initialPayload = try WireCodec.encodeModel(architecture: config.architecture, params: config.initialModel,
                                                     round: 0, step: 0, samples: 0)
+        // Model messages and the process's receive budget follow the model (issue 8, defect 1).
+        server.fitModel(payloadBytes: initialPayload.count)
     }
 
     /// Starts serving; prints `listening HOST:PORT` and writes the ready file.

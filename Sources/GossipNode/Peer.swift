@@ -293,6 +293,7 @@ public final class PeerNode: @unchecked Sendable {
             model.trainer = t
             model.architecture = arch
         }
+        server.fitModel(payloadBytes: params.parameterCount * 4)   // receive limits follow the model
     }
 
     // MARK: - the loop

@@ -1,5 +1,5 @@
 // Small shared pieces of the node: its error type, a seeded RNG, a blocking RPC call for
-// threads that may block, duration arithmetic and the ready-file writer.
+// threads that may block and the ready-file writer (durations: GossipWire's Duration helpers).
 import Foundation
 import GossipNet
 import GossipWire
@@ -23,14 +23,6 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
     }
 }
 

@@ -16,13 +16,24 @@ public final class ByteStorage: @unchecked Sendable {
     /// Number of bytes.
     public let count: Int
     private let base: UnsafeMutableRawPointer
+    /// The receive budget this storage is charged to (credited back in `deinit`), if any.
+    let ledger: ReceiveBuffers?
 
     /// Allocates `count` uninitialized bytes (zero-filled when `zeroed`).
     public init(count: Int, zeroed: Bool = false) {
         precondition(count >= 0, "negative storage size")
         self.count = count
+        self.ledger = nil
         self.base = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(count, 1), alignment: 64)
         if zeroed { base.initializeMemory(as: UInt8.self, repeating: 0, count: count) }
+    }
+
+    /// Allocates `count` uninitialized bytes already charged to `ledger`, which is credited
+    /// when this storage is freed.
+    init(count: Int, chargedTo ledger: ReceiveBuffers) {
+        self.count = count
+        self.ledger = ledger
+        self.base = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(count, 1), alignment: 64)
     }
 
     /// Copies `bytes` into a new storage.
@@ -35,7 +46,10 @@ public final class ByteStorage: @unchecked Sendable {
         }
     }
 
-    deinit { base.deallocate() }
+    deinit {
+        base.deallocate()
+        ledger?.credit(count)
+    }
 
     /// The bytes, read-only. Valid while `self` is alive.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }

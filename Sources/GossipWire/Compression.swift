@@ -27,6 +27,15 @@ public enum Compression {
     /// inflated bytes).
     public static let goldenVectorZlibVersion = "1.2.13"
 
+    /// The largest compressed payload a receiver accepts for a chunk of `n` bytes:
+    /// `n + n/8 + 64`. zlib itself never needs more than `compressBound(n)` (about
+    /// `n + n/1000 + 13`); the eighth covers other deflaters, whose fixed-Huffman blocks spend
+    /// up to 9 bits per byte. Refusing more bounds what a receiver buffers before inflating by
+    /// the chunk's own, type-checked size (SPEC §7).
+    public static func maxDeflatedSize(_ n: Int) -> Int {
+        n + (n >> 3) + 64
+    }
+
     /// Byte-shuffles `src` into `dst` (same count): for the `n = count / 4` whole elements,
     /// `dst[k * n + i] = src[4 * i + k]`; the `count % 4` trailing bytes are copied as they are.
     public static func shuffle(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) {

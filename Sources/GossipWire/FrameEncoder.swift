@@ -53,8 +53,9 @@ public struct OutboundMessage: Sendable {
     public init(type: MessageType, kind: MessageKind, requestID: UInt32, payload: ByteSlice,
                 compression: CompressionMode = .none, checksum: Bool = true,
                 limits: Limits = .default) throws(WireError) {
-        guard payload.count <= limits.maxMessageBytes, payload.count <= Int(UInt32.max) else {
-            throw WireError(.messageTooLarge, "message of \(payload.count) bytes exceeds the limit of \(limits.maxMessageBytes)")
+        let typeLimit = limits.maxMessageBytes(for: type, kind: kind)
+        guard payload.count <= typeLimit, payload.count <= Int(UInt32.max) else {
+            throw WireError(.messageTooLarge, "\(type) \(kind) of \(payload.count) bytes exceeds \(Limits.limitName(for: type, kind: kind)) of \(typeLimit)")
         }
         precondition(type.rawValue != 0, "message type 0 is reserved")
         let chunk = Swift.max(1, Swift.min(limits.chunkBytes, limits.maxFrameBytes - FrameHeader.size - 64))

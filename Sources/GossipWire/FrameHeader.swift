@@ -139,6 +139,12 @@ public struct FrameHeader: Sendable, Equatable {
         }
     }
 
+    /// The text of the UNIMPLEMENTED error reply to a frame of `version` (SPEC §2, §10 and
+    /// `Protocol/vectors/error_unsupported_version.hex` quote it; tests keep the three equal).
+    public static func unsupportedVersionText(_ version: UInt8) -> String {
+        "protocol version \(version) is not supported; this node speaks version \(currentVersion)"
+    }
+
     /// Reads the length prefix alone and checks it, so a hostile length is refused after
     /// four bytes, before anything is allocated.
     public static func checkLength(_ length: UInt32, at offset: Int, limits: Limits) throws(WireError) {
@@ -160,8 +166,7 @@ public struct FrameHeader: Sendable, Equatable {
         try checkLength(length, at: offset, limits: limits)
         let version = raw[4]
         guard version == currentVersion else {
-            throw WireError(.unsupportedVersion, at: offset + 4,
-                            "protocol version \(version) is not supported (this node speaks version \(currentVersion))")
+            throw WireError(.unsupportedVersion, at: offset + 4, unsupportedVersionText(version))
         }
         let flags = FrameFlags(rawValue: raw[5])
         let unknown = flags.subtracting(.known)
@@ -179,15 +184,21 @@ public struct FrameHeader: Sendable, Equatable {
         guard type.rawValue != 0 else {
             throw WireError(.malformed, at: offset + 6, "message type 0 is reserved")
         }
+        if type == .connection && !flags.contains(.error) {
+            throw WireError(.malformed, at: offset + 6,
+                            "message type 0xFFFF (Connection) is reserved for connection-level error replies (SPEC §8.1); it is never a request or a plain reply")
+        }
         let header = FrameHeader(
             frameLength: length, version: version, flags: flags, type: type,
             requestID: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
             chunkRawLength: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self)),
             messageRawLength: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt32.self)),
             checksum: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 20, as: UInt32.self)))
-        guard UInt64(header.messageRawLength) <= UInt64(limits.maxMessageBytes) else {
+        let kind: MessageKind = flags.contains(.error) ? .error : (flags.contains(.response) ? .response : .request)
+        let typeLimit = limits.maxMessageBytes(for: type, kind: kind)
+        guard Int(header.messageRawLength) <= typeLimit else {
             throw WireError(.messageTooLarge, at: offset + 16,
-                            "message of \(header.messageRawLength) uncompressed bytes exceeds the limit of \(limits.maxMessageBytes)")
+                            "\(type) \(kind) of \(header.messageRawLength) uncompressed bytes exceeds this receiver's \(Limits.limitName(for: type, kind: kind)) of \(typeLimit); send less (model messages are bounded by the receiver's model size)")
         }
         guard header.chunkRawLength <= header.messageRawLength else {
             throw WireError(.lengthMismatch, at: offset + 12,
@@ -199,6 +210,10 @@ public struct FrameHeader: Sendable, Equatable {
         }
         if flags.contains(.compressed) && header.payloadLength == 0 {
             throw WireError(.lengthMismatch, at: offset, "compressed frame carries no zlib stream")
+        }
+        if flags.contains(.compressed) && header.payloadLength > Compression.maxDeflatedSize(Int(header.chunkRawLength)) {
+            throw WireError(.frameTooLarge, at: offset,
+                            "compressed frame carries \(header.payloadLength) bytes for a \(header.chunkRawLength)-byte chunk, more than any zlib stream of that chunk needs (\(Compression.maxDeflatedSize(Int(header.chunkRawLength)))); send it uncompressed")
         }
         if !flags.contains(.checksummed) && header.checksum != 0 {
             throw WireError(.reservedNonZero, at: offset + 20, "checksum field must be 0 when the checksummed flag is clear")

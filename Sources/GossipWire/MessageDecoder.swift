@@ -71,27 +71,19 @@ public final class MessageDecoder {
     private var completedHead = 0
     private var failure: WireError?
 
-    /// Message buffers of completed large messages, kept for reuse (see `takeBuffer`).
-    private var pool: [ByteStorage] = []
-    private var pooledBytes = 0
-    /// Most buffers the pool keeps.
-    private static let poolEntries = 4
-    /// Smallest message whose buffer is pooled: below it malloc recycles memory itself.
-    private static let poolThreshold = 1 << 20
-    /// Most bytes the pool keeps (counting buffers the application still holds).
-    public let maxPooledBytes: Int
+    /// The process-wide receive budget and buffer pool every large buffer comes from.
+    public let buffers: ReceiveBuffers
 
-    /// - Parameter maxPooledBytes: bound on the memory kept for reusing the buffers of
-    ///   large messages once the application released them (default: one message of
-    ///   `limits.maxMessageBytes`); 0 disables reuse.
-    public init(limits: Limits = .default, maxPooledBytes: Int? = nil) {
+    /// - Parameter buffers: the budget and pool of large receive buffers (default: the
+    ///   process's one, `ReceiveBuffers.shared`; tests pass their own).
+    public init(limits: Limits = .default, buffers: ReceiveBuffers = .shared) {
         self.limits = limits
-        self.maxPooledBytes = maxPooledBytes ?? limits.maxMessageBytes
+        self.buffers = buffers
         self.staging = ByteStorage(count: MessageDecoder.stagingSize)
     }
 
     /// Bytes currently kept by the buffer pool (tests, diagnostics).
-    public var pooledBufferBytes: Int { pooledBytes }
+    public var pooledBufferBytes: Int { buffers.pooledBytes }
 
     /// True while a frame or a chunked message is partly received.
     public var hasPartialData: Bool {
@@ -198,33 +190,16 @@ public final class MessageDecoder {
         }
     }
 
-    /// A buffer of exactly `count` bytes for a new message: a pooled one the application
-    /// has released (no other reference left), else a fresh allocation. Reuse matters for
-    /// large messages: a fresh 40 MB buffer costs more in page faults (the kernel zeroing
-    /// and mapping 10,000 pages as the payload lands) than copying the payload itself.
-    private func takeBuffer(count: Int) -> ByteStorage {
-        var i = pool.count - 1
-        while i >= 0 {
-            if pool[i].count == count && isKnownUniquelyReferenced(&pool[i]) {
-                // Pair with the application's release of its last reference (on any thread)
-                // before this buffer is overwritten.
-                atomicMemoryFence(ordering: .acquiring)
-                pooledBytes -= count
-                return pool.remove(at: i)
-            }
-            i -= 1
+    /// A buffer of exactly `count` bytes from the process's receive budget (a pooled one
+    /// the application released, else a fresh one). Reuse matters for large messages: a
+    /// fresh 40 MB buffer costs more in page faults than copying the payload itself.
+    /// - Throws: `.limitExceeded` (RESOURCE_EXHAUSTED) when the budget has no room.
+    private func takeBuffer(count: Int, for what: String, at offset: Int) throws(WireError) -> ByteStorage {
+        guard let s = buffers.take(count: count) else {
+            throw WireError(.limitExceeded, at: offset,
+                            "no receive memory for \(what) of \(count) bytes: this node's receive budget (\(buffers.budget) bytes for all connections) is in use; retry later")
         }
-        return ByteStorage(count: count)
-    }
-
-    /// Remembers a completed message's buffer, evicting the oldest entries past the bounds.
-    private func keepForReuse(_ storage: ByteStorage) {
-        guard storage.count >= MessageDecoder.poolThreshold, storage.count <= maxPooledBytes else { return }
-        pool.append(storage)
-        pooledBytes += storage.count
-        while pool.count > MessageDecoder.poolEntries || pooledBytes > maxPooledBytes {
-            pooledBytes -= pool.removeFirst().count
-        }
+        return s
     }
 
     private func destination(for h: FrameHeader, from received: Int, count: Int) -> UnsafeMutableRawBufferPointer {
@@ -278,14 +253,18 @@ public final class MessageDecoder {
                                 "chunk of \(h.chunkRawLength) bytes overruns the message's declared \(a.first.messageRawLength) bytes (\(a.filled) already received)")
             }
         } else {
-            // Allocation is bounded: messageRawLength was checked against maxMessageBytes.
-            let storage = takeBuffer(count: Int(h.messageRawLength))
+            // Allocation is bounded: messageRawLength was checked against its type's limit,
+            // and the process-wide budget bounds all connections together.
+            let storage = try takeBuffer(count: Int(h.messageRawLength), for: "a \(h.type) message", at: offset)
             assembly = Assembly(first: h, storage: storage, filled: 0,
                                 frames: 0, wireBytes: 0, startOffset: offset)
         }
         if h.flags.contains(.compressed) {
             if scratch == nil || scratch!.count < h.payloadLength {
-                scratch = ByteStorage(count: h.payloadLength)   // bounded by maxFrameBytes
+                // Bounded by the chunk's size (FrameHeader.parse checks it against
+                // Compression.maxDeflatedSize) and charged to the budget when large.
+                scratch = nil
+                scratch = try takeBuffer(count: h.payloadLength, for: "a compressed frame", at: offset)
             }
         }
         phase = .payload(header: h, headerOffset: offset, received: 0)
@@ -314,6 +293,9 @@ public final class MessageDecoder {
             try Compression.inflate(wire, into: dst, shuffled: h.flags.contains(.shuffled), at: payloadOffset)
         }
         onFrame?(InboundFrame(header: h, streamOffset: at, payload: wire))
+        if h.flags.contains(.compressed), let s = scratch, s.count > ReceiveBuffers.uncharged {
+            scratch = nil   // a large scratch buffer is charged: do not hold it between frames
+        }
         a.filled += Int(h.chunkRawLength)
         a.frames += 1
         a.wireBytes += Int(h.frameLength)
@@ -328,7 +310,7 @@ public final class MessageDecoder {
                                             payload: ByteSlice(a.storage), frameCount: a.frames,
                                             wireBytes: a.wireBytes, streamOffset: a.startOffset,
                                             firstFrameFlags: a.first.flags))
-            keepForReuse(a.storage)
+            buffers.offer(a.storage)
             assembly = nil
         } else {
             assembly = a

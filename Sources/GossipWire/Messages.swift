@@ -271,8 +271,7 @@ public struct ErrorReply: Sendable, Equatable, Error {
 
     /// The reply to a frame of an unknown protocol version (UNIMPLEMENTED, naming ours).
     public static func unsupportedVersion(_ version: UInt8) -> ErrorReply {
-        ErrorReply(code: .unimplemented,
-                   message: "protocol version \(version) is not supported; this node speaks version \(FrameHeader.currentVersion)")
+        ErrorReply(code: .unimplemented, message: FrameHeader.unsupportedVersionText(version))
     }
 
     /// Encodes the payload: `u32 code, text message` (a message past the limit is cut at a character boundary).

@@ -14,6 +14,7 @@ import GossipWire
         config.limits = limits
         let server = RPCServer(config: config)
         server.register(.ping, handler: echo)
+        server.register(.gossipExchange, handler: echo)
         server.register(.status) { _, r in r.fail(.notFound, "nothing here") }
         let upstream = try server.start(host: "127.0.0.1", port: 0)
 
@@ -33,7 +34,7 @@ import GossipWire
         let big = pattern(100_000)
         var requestFrames = 0
         for i in 0..<5 {
-            let r = try await client.call(front, type: .ping, payload: i == 4 ? big : bytes("msg \(i)"), deadline: .seconds(10))
+            let r = try await client.call(front, type: i == 4 ? .gossipExchange : .ping, payload: i == 4 ? big : bytes("msg \(i)"), deadline: .seconds(10))
             #expect(r.payload.array == (i == 4 ? big.array : Array("msg \(i)".utf8)))
             requestFrames += i == 4 ? 25 : 1
         }

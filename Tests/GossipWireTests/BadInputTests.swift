@@ -223,12 +223,18 @@ private func frameError(_ bytes: [UInt8], limits: Limits = .default) -> WireErro
 }
 
 @Test func decompressionBombStaysBounded() throws {
-    // 64 MiB of zeros deflates to ~64 KiB; the frame declares 4 KiB. The decoder allocates the
-    // declared 4 KiB, stops inflating there and refuses the frame.
+    // 64 MiB of zeros deflates to ~64 KiB; the frame declares 4 KiB. A payload that large for a
+    // 4 KiB chunk is refused at the header (no deflater needs it: SPEC §7), before buffering.
     let big = ByteStorage(count: 64 << 20, zeroed: true)
     let z = try Compression.deflate(big.bytes, level: 9, shuffle: true)
     let bytes = frame(header(length: 24 + z.count, flags: 0x13, chunk: 4096, message: 4096), z.array)
-    #expect(frameError(bytes)?.kind == .decompressionOverflow)
+    #expect(frameError(bytes)?.kind == .frameTooLarge)
+    #expect(frameError(bytes)?.statusCode == .resourceExhausted)
+    // A small bomb that passes that check (1 MiB of zeros in ~1 KiB, declared 4 KiB) is
+    // stopped while inflating, at the declared size.
+    let small = try Compression.deflate(ByteStorage(count: 1 << 20, zeroed: true).bytes, level: 9, shuffle: true)
+    let smallBytes = frame(header(length: 24 + small.count, flags: 0x13, chunk: 4096, message: 4096), small.array)
+    #expect(frameError(smallBytes)?.kind == .decompressionOverflow)
     // Declaring the full size is refused by the message limit before allocating.
     var limits = Limits()
     limits.maxMessageBytes = 1 << 20
