@@ -6,8 +6,10 @@ import GossipML
 import GossipNet
 import GossipWire
 import Logging
+import Synchronization
 
-/// The bootstrap node. `@unchecked Sendable`: mutable state is guarded by `lock`.
+/// The bootstrap node. `@unchecked Sendable`: mutable state lives in `state` (a `Mutex`);
+/// `pinger` is set once by `start()` and cancelled by `wait()`, both on the owner's thread.
 public final class BootstrapNode: @unchecked Sendable {
     public let config: BootstrapConfig
     let logger: Logger
@@ -15,10 +17,14 @@ public final class BootstrapNode: @unchecked Sendable {
     let client = RPCClient()
     let started = ContinuousClock.now
     private let initialPayload: ByteSlice
-    private let lock = NSCondition()
-    private var membership: Membership
-    private var stopping = false
-    private var endpoint: Endpoint
+    private struct State {
+        var membership: Membership
+        var stopping = false
+        var endpoint: Endpoint
+    }
+    private let state: Mutex<State>
+    /// Wakes `wait()` when a stop is requested.
+    private let stopped = DispatchSemaphore(value: 0)
     private var pinger: DispatchSourceTimer?
 
     public init(config: BootstrapConfig, logger: Logger) throws {
@@ -28,8 +34,7 @@ public final class BootstrapNode: @unchecked Sendable {
         guard config.initialModel.allFinite else { throw NodeError("the initial model holds NaN or Inf weights") }
         self.config = config
         self.logger = logger
-        self.endpoint = config.listen
-        self.membership = Membership(selfEndpoint: "", dropAfter: config.dropAfter)
+        self.state = Mutex(State(membership: Membership(selfEndpoint: "", dropAfter: config.dropAfter), endpoint: config.listen))
         self.initialPayload = try WireCodec.encodeModel(architecture: config.architecture, params: config.initialModel,
                                                     round: 0, step: 0, samples: 0)
         // Model messages and the process's receive budget follow the model (issue 8, defect 1).
@@ -51,9 +56,9 @@ public final class BootstrapNode: @unchecked Sendable {
                     responder.fail(.invalidArgument, "'\(req.endpoint)' is not HOST:PORT")
                     return
                 }
-                let peers: [String] = self.lock.withLock {
-                    self.membership.markSuccess(req.endpoint)
-                    return self.membership.replyPeers(for: req.endpoint, limit: WireCodec.limits.maxPeers)
+                let peers: [String] = self.state.withLock { s in
+                    s.membership.markSuccess(req.endpoint)
+                    return s.membership.replyPeers(for: req.endpoint, limit: WireCodec.limits.maxPeers)
                 }
                 self.logger.info("peer registered", metadata: ["peer": "\(req.endpoint)", "peers": "\(peers.count + 1)"])
                 responder.reply {
@@ -92,7 +97,7 @@ public final class BootstrapNode: @unchecked Sendable {
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         let advertised = config.advertise ?? bound
         warnIfUnreachable(advertised, logger: logger)
-        lock.withLock { endpoint = advertised }
+        state.withLock { $0.endpoint = advertised }
         emitLine("listening \(advertised)")
         logger.info("bootstrap serving", metadata: ["endpoint": "\(advertised)", "arch": "\(config.architecture)",
                                                     "schema": "\(StatusReport.hex(hash))"])
@@ -108,18 +113,21 @@ public final class BootstrapNode: @unchecked Sendable {
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [weak self] in
             guard let self else { return }
-            for peer in self.lock.withLock({ self.membership.endpoints }) {
+            for peer in self.state.withLock({ $0.membership.endpoints }) {
                 guard let ep = try? Endpoint(parsing: peer) else { continue }
                 self.client.call(ep, type: .ping, payload: ByteSlice(ByteStorage(count: 0)),
                                  options: RPCOptions(), deadline: .seconds(max(1, interval))) { result in
-                    self.lock.withLock {
+                    let forgotten: Bool = self.state.withLock { s in
                         switch result {
-                        case .success: self.membership.markSuccess(peer)
-                        case .failure(let err):
-                            if self.membership.markFailure(peer) {
-                                self.logger.notice("peer forgotten", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"])
-                            }
+                        case .success:
+                            s.membership.markSuccess(peer)
+                            return false
+                        case .failure:
+                            return s.membership.markFailure(peer)
                         }
+                    }
+                    if forgotten, case .failure(let err) = result {
+                        self.logger.notice("peer forgotten", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"])
                     }
                 }
             }
@@ -130,9 +138,7 @@ public final class BootstrapNode: @unchecked Sendable {
 
     /// Blocks until stopped (Stop request or `requestStop`), then shuts down.
     public func wait() {
-        lock.lock()
-        while !stopping { lock.wait() }
-        lock.unlock()
+        while !state.withLock({ $0.stopping }) { stopped.wait() }
         pinger?.cancel()
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(1)) { done.signal() }
@@ -142,18 +148,19 @@ public final class BootstrapNode: @unchecked Sendable {
     }
 
     public func requestStop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
+        let first = state.withLock { s -> Bool in
+            defer { s.stopping = true }
+            return !s.stopping
         }
+        if first { stopped.signal() }
     }
 
     public func status() -> StatusReport {
         let stats = server.stats
-        return lock.withLock {
-            var s = StatusReport(role: "bootstrap", endpoint: endpoint.description, phase: stopping ? "stopping" : "serving",
+        return state.withLock { st in
+            var s = StatusReport(role: "bootstrap", endpoint: st.endpoint.description, phase: st.stopping ? "stopping" : "serving",
                                  architecture: config.architecture.description, schemaHash: config.initialModel.schemaHash)
-            s.peers = membership.endpoints
+            s.peers = st.membership.endpoints
             s.bytesIn = stats.bytesIn
             s.bytesOut = stats.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
