@@ -29,6 +29,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // System zlib (apt: zlib1g-dev). No logic here.
@@ -41,6 +42,13 @@ let package = Package(
         .target(name: "GossipWire", dependencies: ["CZlib"]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
+        // Noise (revision 34) handshake and cipher states as pure state machines; key files.
+        // No networking; the only I/O is reading and writing key files.
+        .target(
+            name: "GossipSecure",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["README.md"]
+        ),
         // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
         .target(
             name: "GossipML",
@@ -90,6 +98,8 @@ let package = Package(
         .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
+        // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).
+        .testTarget(name: "GossipSecureTests", dependencies: ["GossipSecure"], exclude: ["Vectors"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
