@@ -145,3 +145,12 @@ public struct CipherState: Sendable {
         self.k = SymmetricKey(data: out[..<32])
     }
 }
+
+extension CipherState: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Shows the cipher, whether a key is set and the nonce; never the key.
+    public var description: String { "CipherState(\(cipher.rawValue), key: \(hasKey ? "<redacted>" : "none"), n: \(n))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["cipher": cipher, "key": hasKey ? "<redacted>" : "none", "n": n])
+    }
+}

@@ -24,6 +24,30 @@ public struct HandshakePattern: Sendable, Equatable {
     /// How many pre-shared keys the pattern consumes.
     public var pskCount: Int { messages.reduce(0) { $0 + $1.filter { $0 == .psk }.count } }
 
+    /// The exact length of handshake message `index` when it carries `payloadLength` payload
+    /// bytes: 32 per "e", 32 (+16 once a key is set) per "s", the payload (+16 once a key is
+    /// set). A transport can bound its read buffer by this before the peer is authenticated.
+    /// - Precondition: `index` is a valid message index.
+    public func messageLength(_ index: Int, payloadLength: Int) -> Int {
+        precondition(messages.indices.contains(index), "message index \(index) outside pattern \(name)")
+        var hasKey = false
+        var length = 0
+        for (i, tokens) in messages.enumerated() where i <= index {
+            for token in tokens {
+                switch token {
+                case .e:
+                    if i == index { length += 32 }
+                    if isPSK { hasKey = true }
+                case .s:
+                    if i == index { length += 32 + (hasKey ? NoiseCipher.tagLength : 0) }
+                case .ee, .es, .se, .ss, .psk:
+                    hasKey = true
+                }
+            }
+        }
+        return length + payloadLength + (hasKey ? NoiseCipher.tagLength : 0)
+    }
+
     public static let nn = HandshakePattern(name: "NN", initiatorPreMessage: [], responderPreMessage: [],
                                             messages: [[.e], [.e, .ee]])
     public static let nnpsk0 = HandshakePattern(name: "NNpsk0", initiatorPreMessage: [], responderPreMessage: [],

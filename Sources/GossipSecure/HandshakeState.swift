@@ -324,3 +324,27 @@ public struct HandshakeState: Sendable {
                               handshakeHash: symmetric.handshakeHash, remoteStaticKey: remoteStaticKey)
     }
 }
+
+extension HandshakeState: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Shows the protocol, role, next step and the peer's static key; never a private key or PSK.
+    public var description: String {
+        "HandshakeState(\(noiseProtocol.name), \(role.rawValue), next: \(nextStep), remote static: \(remoteStaticKey.map(Hex.encode) ?? "none"))"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["protocol": noiseProtocol.name, "role": role, "nextStep": nextStep,
+                                "symmetric": symmetric, "remoteStatic": remoteStaticKey.map(Hex.encode) ?? "none"])
+    }
+}
+
+extension NoiseTransport: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Shows both cipher states (nonces only), the handshake hash and the peer's static key.
+    public var description: String {
+        "NoiseTransport(sender: \(sender), receiver: \(receiver), handshake hash: \(Hex.encode(handshakeHash)), remote static: \(remoteStaticKey.map(Hex.encode) ?? "none"))"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["sender": sender, "receiver": receiver, "handshakeHash": Hex.encode(handshakeHash),
+                                "remoteStatic": remoteStaticKey.map(Hex.encode) ?? "none"])
+    }
+}

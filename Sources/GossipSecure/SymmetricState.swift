@@ -107,3 +107,12 @@ public struct SymmetricState: Sendable {
         return (c1, c2)
     }
 }
+
+extension SymmetricState: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Shows the cipher state and the (public) handshake hash; never the chaining key.
+    public var description: String { "SymmetricState(\(cipherState), ck: <redacted>, h: \(Hex.encode(h)))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["cipherState": cipherState, "ck": "<redacted>", "h": Hex.encode(h)])
+    }
+}

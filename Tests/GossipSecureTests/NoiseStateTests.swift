@@ -126,6 +126,46 @@ func flipped(_ bytes: [UInt8], at index: Int, mask: UInt8 = 0x01) -> [UInt8] {
         }
     }
 
+    @Test func xxpsk3MessageLengthsBoundTheHandshake() throws {
+        // -> e (payload encrypted: "e" does MixKey in PSK patterns); <- e, ee, s, es; -> s, se, psk.
+        #expect(HandshakePattern.xxpsk3.messageLength(0, payloadLength: 0) == 48)
+        #expect(HandshakePattern.xxpsk3.messageLength(1, payloadLength: 0) == 96)
+        #expect(HandshakePattern.xxpsk3.messageLength(2, payloadLength: 0) == 64)
+        #expect(HandshakePattern.xx.messageLength(0, payloadLength: 5) == 37)  // no key yet: plaintext payload
+        var (i, r) = try Pair(cipher: .aesGCM).states()
+        let m1 = try i.writeMessage(payload: [1, 2, 3]).message
+        #expect(m1.count == HandshakePattern.xxpsk3.messageLength(0, payloadLength: 3))
+        _ = try r.readMessage(m1)
+        #expect(try r.writeMessage(payload: [4]).message.count == HandshakePattern.xxpsk3.messageLength(1, payloadLength: 1))
+    }
+
+    /// No state value exposes a key through description, debugDescription or reflection.
+    @Test func statesNeverPrintKeys() throws {
+        let pair = Pair(cipher: .aesGCM)
+        var (i, r) = try pair.states()
+        _ = try r.readMessage(i.writeMessage().message)
+        let m2 = try r.writeMessage()
+        _ = try i.readMessage(m2.message)
+        let m3 = try i.writeMessage()
+        let (it, rt) = (try #require(m3.transport), try #require(r.readMessage(m3.message).transport))
+        func holdsSecret(_ value: Any, depth: Int = 0) -> Bool {
+            if value is SymmetricKey || value is Curve25519.KeyAgreement.PrivateKey || value is SharedSecret { return true }
+            guard depth < 8 else { return false }
+            return Mirror(reflecting: value).children.contains { holdsSecret($0.value, depth: depth + 1) }
+        }
+        let secrets = [NoiseHash.bytes(pair.networkKey.symmetricKey), Array(pair.initiatorIdentity.privateKey.rawRepresentation),
+                       Array(pair.responderIdentity.privateKey.rawRepresentation)].map { Hex.encode($0.prefix(8)) }
+        for value in [i, r, it, rt, it.sender, rt.receiver, pair.networkKey, pair.initiatorIdentity] as [Any] {
+            #expect(!holdsSecret(value), "\(type(of: value)) reflects a key")
+            var dumped = ""
+            dump(value, to: &dumped)
+            for text in [String(describing: value), String(reflecting: value), dumped] {
+                #expect(!secrets.contains { text.contains($0) }, "\(text)")
+            }
+        }
+        #expect("\(it.sender)".contains("<redacted>"))
+    }
+
     @Test func wrongPrologueFailsTheHandshake() throws {
         let pair = Pair(cipher: .aesGCM)
         let proto = NoiseProtocol.gossipChannel(cipher: .aesGCM)

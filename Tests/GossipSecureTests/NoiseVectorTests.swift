@@ -104,6 +104,7 @@ func publicKey(_ s: String?) throws -> Curve25519.KeyAgreement.PublicKey? {
                 #expect(initiator.nextStep == (fromInitiator ? .write : .read))
                 #expect(responder.nextStep == (fromInitiator ? .read : .write))
                 handshakeMessages += 1
+                #expect(proto.pattern.messageLength(i, payloadLength: payload.count) == expected.count, "messageLength(\(i))")
                 if fromInitiator {
                     let w = try initiator.writeMessage(payload: payload)
                     #expect(w.message == expected, "handshake message \(i) (initiator) differs")
