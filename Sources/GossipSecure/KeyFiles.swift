@@ -63,7 +63,8 @@ enum KeyFile {
     /// Reads `path`, checks its type, size and permissions, and returns the 32 secret bytes.
     static func read(_ path: String, header: String, what: String) throws(NoiseError) -> [UInt8] {
         let fd: Int32
-        do { fd = try KeyFileSyscall.open(path, O_RDONLY) } catch {
+        // O_NONBLOCK: opening a FIFO by mistake must not hang; fstat then refuses it.
+        do { fd = try KeyFileSyscall.open(path, O_RDONLY | O_NONBLOCK) } catch {
             throw NoiseError(.keyFile, "cannot open \(what) file \(path): \(error.reason); check the path (create one with `gossipctl keygen`)")
         }
         defer { KeyFileSyscall.close(fd) }

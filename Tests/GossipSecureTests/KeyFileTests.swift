@@ -134,6 +134,15 @@ struct TempDir {
         #expect(missing?.message.contains("cannot open") == true)
     }
 
+    /// A FIFO at the key path is refused at once instead of blocking the reader forever.
+    @Test(.timeLimit(.minutes(1))) func aFIFOIsRefusedWithoutBlocking() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(mkfifo(dir.file("fifo"), 0o600) == 0)
+        let error = #expect(throws: NoiseError.self) { _ = try NetworkKey.read(from: dir.file("fifo")) }
+        #expect(error?.message.contains("not a regular file") == true)
+    }
+
     @Test func secretsAreNeverPrinted() throws {
         let key = NetworkKey.generate()
         let secretHex = Hex.encode(NoiseHash.bytes(key.symmetricKey))
