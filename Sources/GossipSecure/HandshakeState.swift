@@ -9,13 +9,19 @@ import Foundation
 enum NoiseDH {
     static let dhLength = 32
 
+    /// DH(private, public) of §4.1. swift-crypto returns the all-zero result of a low-order
+    /// public key without complaint; we refuse it (§12.1 allows either).
     static func dh(_ privateKey: Curve25519.KeyAgreement.PrivateKey, _ publicKey: Curve25519.KeyAgreement.PublicKey) throws(NoiseError) -> [UInt8] {
+        let shared: [UInt8]
         do {
-            let shared = try privateKey.sharedSecretFromKeyAgreement(with: publicKey)
-            return shared.withUnsafeBytes { [UInt8]($0) }
+            shared = try privateKey.sharedSecretFromKeyAgreement(with: publicKey).withUnsafeBytes { [UInt8]($0) }
         } catch {
-            throw NoiseError(.invalidPublicKey, "the peer's Curve25519 public key gives no valid shared secret (a low-order point?): refuse the peer")
+            throw NoiseError(.invalidPublicKey, "the peer's Curve25519 public key gives no shared secret (\(error)): refuse the peer")
         }
+        guard !constantTimeEqual(shared, [UInt8](repeating: 0, count: dhLength)) else {
+            throw NoiseError(.invalidPublicKey, "the peer's Curve25519 public key is a low-order point (all-zero shared secret): the peer is hostile or broken; refuse it")
+        }
+        return shared
     }
 
     static func publicKey(_ bytes: [UInt8], what: String) throws(NoiseError) -> Curve25519.KeyAgreement.PublicKey {

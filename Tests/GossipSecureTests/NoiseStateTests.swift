@@ -166,6 +166,25 @@ func flipped(_ bytes: [UInt8], at index: Int, mask: UInt8 = 0x01) -> [UInt8] {
         #expect("\(it.sender)".contains("<redacted>"))
     }
 
+    /// A hostile first message with a low-order ephemeral key (here the all-zero point, whose
+    /// payload an outsider can encrypt: XXpsk3 mixes the PSK only in message 3) is refused
+    /// at the first DH with it, never a crash and never a zero shared secret.
+    @Test(arguments: NoiseCipher.allCases)
+    func lowOrderEphemeralKeyIsRefused(cipher: NoiseCipher) throws {
+        let proto = NoiseProtocol.gossipChannel(cipher: cipher)
+        for point in [[UInt8](repeating: 0, count: 32), [1] + [UInt8](repeating: 0, count: 31)] {
+            var forger = SymmetricState(protocolName: proto.name, cipher: cipher)
+            forger.mixHash(Array("gossip".utf8))
+            forger.mixHash(point)
+            forger.mixKey(point)
+            let message = point + (try forger.encryptAndHash([]))
+            var (_, r) = try Pair(cipher: cipher).states()
+            _ = try r.readMessage(message)
+            expectNoise(.invalidPublicKey) { _ = try r.writeMessage() }
+            #expect(r.nextStep == .failed)
+        }
+    }
+
     @Test func wrongPrologueFailsTheHandshake() throws {
         let pair = Pair(cipher: .aesGCM)
         let proto = NoiseProtocol.gossipChannel(cipher: .aesGCM)
