@@ -71,6 +71,25 @@ public struct NoiseTransport: Sendable {
         }
         return try receiver.decryptWithAd(ad, ciphertext)
     }
+
+    /// Seals one transport message, appending it to a caller-owned buffer (no allocation when
+    /// `out` has capacity: the record layer's fast path). Without associated data.
+    /// - Throws: as `encrypt(_:ad:)`; when it throws, `out` is unchanged.
+    public mutating func encrypt(_ plaintext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws(NoiseError) {
+        guard plaintext.count <= Self.maxPlaintextLength else {
+            throw NoiseError(.messageTooLarge, "a transport plaintext of \(plaintext.count) bytes exceeds \(Self.maxPlaintextLength) (Noise messages are at most 65535 bytes): split it across records")
+        }
+        try sender.encryptWithAd(UnsafeRawBufferPointer(start: nil, count: 0), plaintext, appendingTo: &out)
+    }
+
+    /// Opens one transport message, appending the plaintext to a caller-owned buffer.
+    /// - Throws: as `decrypt(_:ad:)`; when it throws, `out` and the nonce are unchanged.
+    public mutating func decrypt(_ ciphertext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws(NoiseError) {
+        guard ciphertext.count <= Self.maxMessageLength else {
+            throw NoiseError(.messageTooLarge, "a transport message of \(ciphertext.count) bytes exceeds the Noise limit of 65535: the peer is broken or hostile; close the connection")
+        }
+        try receiver.decryptWithAd(UnsafeRawBufferPointer(start: nil, count: 0), ciphertext, appendingTo: &out)
+    }
 }
 
 /// The Noise `HandshakeState` (revision 34, §5.3) for the patterns in `HandshakePattern`.

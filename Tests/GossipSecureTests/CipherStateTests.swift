@@ -102,6 +102,66 @@ func referenceEncrypt(_ cipher: NoiseCipher, key: SymmetricKey, n: UInt64, ad: [
         #expect(try rt.decrypt(sealed) == [2])
     }
 
+    /// The appending variants produce the same bytes as the array ones, after what `out`
+    /// already holds, and leave `out` and `n` unchanged when they throw.
+    @Test(arguments: NoiseCipher.allCases)
+    func appendingVariantsMatchAndAreAtomic(cipher: NoiseCipher) throws {
+        var a = CipherState(cipher: cipher), b = CipherState(cipher: cipher)
+        try a.initializeKey(key)
+        try b.initializeKey(key)
+        let ad: [UInt8] = [1, 2], plain = [UInt8](repeating: 9, count: 1000)
+        var out: [UInt8] = [0xee]
+        try ad.withUnsafeBytes { adp in try plain.withUnsafeBytes { try a.encryptWithAd(adp, $0, appendingTo: &out) } }
+        let expected = try b.encryptWithAd(ad, plain)
+        #expect(out == [0xee] + expected)
+        #expect(a.n == 1 && b.n == 1)
+        var receiver = CipherState(cipher: cipher)
+        try receiver.initializeKey(key)
+        var opened: [UInt8] = [7]
+        let sealed = Array(out.dropFirst())
+        // A forged record: throws, and neither `opened` nor the nonce moves.
+        let forged = flipped(sealed, at: 3)
+        expectNoise(.decryptFailed) {
+            try ad.withUnsafeBytes { adp in try forged.withUnsafeBytes { try receiver.decryptWithAd(adp, $0, appendingTo: &opened) } }
+        }
+        #expect(opened == [7] && receiver.n == 0)
+        try ad.withUnsafeBytes { adp in try sealed.withUnsafeBytes { try receiver.decryptWithAd(adp, $0, appendingTo: &opened) } }
+        #expect(opened == [7] + plain && receiver.n == 1)
+        // Exhausted: throws, `out` unchanged.
+        a.setNonce(UInt64.max)
+        let before = out
+        expectNoise(.nonceExhausted) { try plain.withUnsafeBytes { try a.encryptWithAd(UnsafeRawBufferPointer(start: nil, count: 0), $0, appendingTo: &out) } }
+        #expect(out == before)
+        // Without a key the bytes pass through, appended.
+        var none = CipherState(cipher: cipher)
+        var clear: [UInt8] = [1]
+        try plain.withUnsafeBytes { try none.encryptWithAd(UnsafeRawBufferPointer(start: nil, count: 0), $0, appendingTo: &clear) }
+        #expect(clear == [1] + plain)
+    }
+
+    @Test(arguments: NoiseCipher.allCases)
+    func transportAppendingVariantsReuseOneBuffer(cipher: NoiseCipher) throws {
+        var (it, rt) = try Pair(cipher: cipher).handshake()
+        var (it2, rt2) = (it, rt)
+        var sealed: [UInt8] = [], opened: [UInt8] = []
+        for size in [0, 1, 100, NoiseTransport.maxPlaintextLength] {
+            let plain = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            sealed.removeAll(keepingCapacity: true)
+            opened.removeAll(keepingCapacity: true)
+            try plain.withUnsafeBytes { try it.encrypt($0, appendingTo: &sealed) }
+            #expect(sealed == (try it2.encrypt(plain)), "same bytes as encrypt(_:) at size \(size)")
+            try sealed.withUnsafeBytes { try rt.decrypt($0, appendingTo: &opened) }
+            #expect(opened == plain)
+            _ = try rt2.decrypt(sealed)
+        }
+        let tooBig = [UInt8](repeating: 0, count: NoiseTransport.maxPlaintextLength + 1)
+        sealed = [5]
+        expectNoise(.messageTooLarge) { try tooBig.withUnsafeBytes { try it.encrypt($0, appendingTo: &sealed) } }
+        let hugeRecord = [UInt8](repeating: 0, count: 65536)
+        expectNoise(.messageTooLarge) { try hugeRecord.withUnsafeBytes { try rt.decrypt($0, appendingTo: &sealed) } }
+        #expect(sealed == [5])
+    }
+
     /// HKDF of §4.3 equals RFC 5869 HKDF with salt = chaining key and empty info.
     @Test func hkdfMatchesRFC5869WithEmptyInfo() throws {
         let ck = SymmetricKey(data: (0..<32).map { UInt8(255 - $0) })
