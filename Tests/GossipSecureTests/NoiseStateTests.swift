@@ -84,6 +84,25 @@ func flipped(_ bytes: [UInt8], at index: Int, mask: UInt8 = 0x01) -> [UInt8] {
         }
     }
 
+    /// Plain XX has no key in message 1, so a flipped byte there is accepted by the responder
+    /// but changes `h`: the handshake then fails at message 2, which the initiator cannot
+    /// decrypt. (XXpsk3 catches it one message earlier; see above.)
+    @Test(arguments: NoiseCipher.allCases)
+    func xxWithoutPSKCatchesAFlipInMessage1AtMessage2(cipher: NoiseCipher) throws {
+        let pair = Pair(cipher: cipher)
+        let (i0, r0) = try pair.states(pattern: .xx)
+        var i1 = i0
+        let m1 = try i1.writeMessage(payload: Array("first".utf8)).message
+        for index in m1.indices {
+            var i = i1, r = r0
+            let tampered = flipped(m1, at: index)
+            let payload = try r.readMessage(tampered).payload  // no key yet: accepted
+            #expect(payload == Array(tampered.dropFirst(32)))
+            let m2 = try r.writeMessage().message
+            expectNoise(.decryptFailed, "XX message 1 byte \(index) flipped") { _ = try i.readMessage(m2) }
+        }
+    }
+
     @Test(arguments: NoiseCipher.allCases)
     func flippedByteInATransportMessageFailsAndLeavesTheNonce(cipher: NoiseCipher) throws {
         var (it, rt) = try Pair(cipher: cipher).handshake()
