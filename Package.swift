@@ -37,6 +37,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // System zlib (apt: zlib1g-dev). No logic here.
@@ -54,6 +55,13 @@ let package = Package(
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
+        // Noise (revision 34) handshake and cipher states as pure state machines; key files.
+        // No networking; the only I/O is reading and writing key files.
+        .target(
+            name: "GossipSecure",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["README.md"]
+        ),
         // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
         .target(
             name: "GossipML",
@@ -108,6 +116,8 @@ let package = Package(
         .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
+        // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).
+        .testTarget(name: "GossipSecureTests", dependencies: ["GossipSecure"], exclude: ["Vectors"]),
         .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
