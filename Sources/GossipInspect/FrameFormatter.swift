@@ -148,22 +148,8 @@ public enum FrameDump {
     static func hex2(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
     static func hexBytes(_ b: [UInt8]) -> String { b.map(hex2).joined(separator: " ") }
 
-    /// A JSON string literal.
-    public static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += "\\u00" + hex2(UInt8(u.value)) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (GossipWire's one writer).
+    public static func quote(_ s: String) -> String { JSONString.quote(s) }
 }
 
 /// The frames of one byte stream (a raw file, or one direction of a captured connection).

@@ -63,7 +63,7 @@ public struct TriggerGossipResult: Sendable, Equatable {
         guard relativeL2Change.isFinite, relativeL2Change >= 0 else {
             throw WireError(.malformed, "relative_l2_change \(relativeL2Change) must be finite and non-negative")
         }
-        return #"{"peer":"# + Self.quoted(peer) + #","relative_l2_change":"# + "\(relativeL2Change)" + "}"
+        return #"{"peer":"# + JSONString.quote(peer) + #","relative_l2_change":"# + "\(relativeL2Change)" + "}"
     }
 
     /// Reads the JSON object a node sent (keys it does not know are ignored).
@@ -82,22 +82,6 @@ public struct TriggerGossipResult: Sendable, Equatable {
         self.init(peer: peer, relativeL2Change: change)
     }
 
-    /// `s` as a JSON string literal.
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
 }
 
 /// A client for one node's control requests.
