@@ -121,18 +121,15 @@ public final class PeerNode: @unchecked Sendable {
     /// - Throws: `NodeError` when no model can be had (no checkpoint, no live peer, no
     ///   bootstrap), or when the last checkpoint cannot be written (the caller exits non-zero).
     public func run() throws {
+        let onboarded: Bool
         do {
-            guard try onboard() else {
-                logger.notice("stopped while onboarding")
-                try finish()
-                return
-            }
+            onboarded = try onboard()
+            if onboarded, let f = config.readyFile { try writeReadyFile(f, endpoint.description) }
         } catch {
-            try? finish(checkpoint: false)
+            try? finish(checkpoint: model.trainer != nil)
             throw error
         }
-        if let f = config.readyFile { try writeReadyFile(f, endpoint.description) }
-        loop()
+        if onboarded { loop() } else { logger.notice("stopped while onboarding") }
         try finish()
     }
 
@@ -211,7 +208,7 @@ public final class PeerNode: @unchecked Sendable {
     /// - Throws: `NodeError` when one refuses this peer's model schema (a checkpoint from
     ///   another network): retrying cannot help.
     private func registerEverywhere() throws {
-        let hash = model.trainer?.parameters.schemaHash ?? 0
+        let hash = core.withLock { _ in model.trainer?.parameters.schemaHash } ?? 0
         let me = endpoint.description
         let req = RegisterRequest(endpoint: me, schemaHash: hash)
         var targets: [(Endpoint, Bool)] = config.join.map { ($0, true) }
@@ -424,17 +421,19 @@ public final class PeerNode: @unchecked Sendable {
     func handleGetModel(_ msg: InboundMessage, _ responder: RPCResponder) {
         do {
             let req = try WireCodec.decodeGetModelRequest(msg.payload)
-            let payload: ByteSlice = try core.withLock { c in
+            // A reference to the weights and the counters under the lock; the copy into the
+            // payload outside it (the next training step copies on write instead).
+            let (arch, params, round, step, samples) = try core.withLock { c in
                 guard c.state.hasModel, let t = model.trainer, let arch = model.architecture else {
                     throw RPCError(.unavailable, "peer is still onboarding and has no model yet; ask another peer")
                 }
-                let hash = t.parameters.schemaHash
-                if req.schemaHash != 0, req.schemaHash != hash {
-                    throw RPCError(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this peer holds \(StatusReport.hex(hash))")
-                }
-                return try WireCodec.encodeModel(architecture: arch, params: t.parameters, round: UInt64(c.state.round),
-                                                 step: UInt64(model.step), samples: UInt64(model.samples))
+                return (arch, t.parameters, UInt64(c.state.round), UInt64(model.step), UInt64(model.samples))
             }
+            let hash = params.schemaHash
+            if req.schemaHash != 0, req.schemaHash != hash {
+                throw RPCError(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this peer holds \(StatusReport.hex(hash))")
+            }
+            let payload = try WireCodec.encodeModel(architecture: arch, params: params, round: round, step: step, samples: samples)
             responder.reply(payload, options: RPCOptions(compression: config.compression, checksum: false))
         } catch {
             responder.fail(for: error)
@@ -515,7 +514,8 @@ public final class PeerNode: @unchecked Sendable {
         }) else { return }
         try store.write(snap)
         core.withLock { $0.state.checkpointRound = snap.round }
-        logger.info("checkpoint written", metadata: ["path": "\(store.path)", "round": "\(snap.round)"])
+        logger.info("checkpoint written", metadata: ["path": "\(store.path)", "round": "\(snap.round)",
+                                                     "round_steps": "\(snap.checkpoint.metadata["round_steps"] ?? "0")"])
     }
 
     /// Resumes from `--state-dir` when it holds a checkpoint. Returns true when it did.
@@ -526,16 +526,24 @@ public final class PeerNode: @unchecked Sendable {
             throw NodeError("checkpoint \(store.path) has no usable 'arch' metadata; move it away to start fresh")
         }
         let step = Int(meta["step"] ?? "") ?? 0
+        let samples = Int(meta["samples_seen"] ?? "") ?? 0
         let r = Int(meta["round"] ?? "") ?? 0
         var exact = false
         if let state = loaded.trainer {
             // Exact resume: the trainer continues with the same momentum, generator, data order
-            // and counters (its step count drives the learning-rate schedule).
+            // and counters. Its own step count starts where its trainer was built; the steps
+            // before that (a weights-only resume earlier in this peer's life) are the base, and
+            // base + its count drives the learning-rate schedule as before the stop.
+            let base = max(0, step - state.stepsDone), samplesBase = max(0, samples - state.samplesSeen)
             do {
-                try install(arch: arch, params: loaded.parameters, resumedStep: 0,
+                try install(arch: arch, params: loaded.parameters, resumedStep: base,
                             exact: TrainerCheckpoint(parameters: loaded.parameters, state: state, metadata: meta))
                 let partial = max(0, Int(meta["round_steps"] ?? "") ?? 0)
-                core.withLock { _ in model.roundSteps = partial }
+                core.withLock { _ in
+                    model.roundSteps = partial
+                    model.stepBase = base
+                    model.samplesBase = samplesBase
+                }
                 exact = true
             } catch {
                 // Another batch size or shard than the checkpoint's: the saved optimizer state
@@ -549,7 +557,7 @@ public final class PeerNode: @unchecked Sendable {
             try install(arch: arch, params: loaded.parameters, resumedStep: step)
             core.withLock { _ in
                 model.stepBase = step
-                model.samplesBase = Int(meta["samples_seen"] ?? "") ?? 0
+                model.samplesBase = samples
             }
         }
         core.withLock { $0.state.modelInstalled(resumedAt: r) }
@@ -560,9 +568,26 @@ public final class PeerNode: @unchecked Sendable {
 
     // MARK: - helpers
 
+    /// Calls an RPC and blocks the loop thread until its outcome, or until a stop is requested
+    /// (then it returns CANCELLED at once and the late outcome is ignored), so a SIGTERM never
+    /// waits for a partner that does not answer before the last checkpoint is written.
     func callBlocking(_ ep: Endpoint, _ type: MessageType, _ payload: ByteSlice, deadline: Duration,
                       options: RPCOptions = RPCOptions()) -> Result<InboundMessage, RPCError> {
-        callSync(client, ep, type, payload, deadline: deadline, options: options)
+        let outcome = Mutex<Result<InboundMessage, RPCError>?>(nil)
+        let wake = self.wake
+        client.call(ep, type: type, payload: payload, options: options, deadline: deadline) { result in
+            outcome.withLock { $0 = result }
+            wake.signal()
+        }
+        let until = ContinuousClock.now + deadline + .seconds(10)   // the RPC layer answers by the deadline
+        while true {
+            if let r = outcome.withLock({ $0 }) { return r }
+            if isStopping { return .failure(RPCError(.cancelled, "this peer is stopping")) }
+            if ContinuousClock.now > until {
+                return .failure(RPCError(.deadlineExceeded, "no outcome from \(ep) within \(deadline) (internal)"))
+            }
+            wake.wait(upTo: .milliseconds(50))
+        }
     }
 }
 

@@ -36,10 +36,12 @@ extension PeerNode {
             return .failed(.invalidArgument, "not an endpoint: \(peer)")
         }
         let me = endpoint.description
-        guard let cnt = core.withLock({ c -> Counters? in
-            guard c.state.beginOutgoing(peer: peer) else { return nil }
-            return counters(c)
-        }) else { return .localBusy }
+        let (begun, stopping) = core.withLock { c -> (Counters?, Bool) in
+            guard c.state.beginOutgoing(peer: peer) else { return (nil, c.state.stopRequested) }
+            return (counters(c), false)
+        }
+        if stopping { return .failed(.unavailable, "this peer is stopping") }
+        guard let cnt = begun else { return .localBusy }
         // We hold the slot: the weights cannot change until we install the reply.
         guard let t = model.trainer, let arch = model.architecture else {
             core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .failed) }
@@ -51,7 +53,7 @@ extension PeerNode {
                                                           params: t.parameters, round: cnt.round, step: cnt.step,
                                                           samples: cnt.samples, into: requestBuffer)
         } catch {
-            core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .badReply) }
+            core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .notSent) }
             logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
             return .failed(.internal, "\(error)")
         }
@@ -74,11 +76,12 @@ extension PeerNode {
             } catch {
                 core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .badReply) }
                 logger.warning("exchange reply refused", metadata: ["with": "\(peer)", "error": "\(error)"])
-                return .failed(.invalidArgument, "\(error)")
+                return .failed(.internal, "the reply of \(peer) was refused: \(error)")
             }
         case .failure(let err):
             let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
-                : err.code == .failedPrecondition ? .incompatible : .failed
+                : err.code == .failedPrecondition ? .incompatible
+                : err.code == .cancelled ? .notSent : .failed
             let dropped = core.withLock { $0.state.finishOutgoing(peer: peer, result: outcome) }
             if outcome == .remoteBusy {
                 logger.debug("peer busy", metadata: ["peer": "\(peer)"])
@@ -93,9 +96,9 @@ extension PeerNode {
     /// Runs the queued TriggerGossip, if any, and answers its caller (loop thread only).
     func serviceTrigger() {
         guard let (asked, responder) = core.withLock({ c -> (String, RPCResponder)? in
-            guard let p = c.state.takeTrigger(), let r = c.triggerResponder else { return nil }
-            c.triggerResponder = nil
-            return (p, r)
+            guard c.triggerResponder != nil, let p = c.state.takeTrigger() else { return nil }
+            defer { c.triggerResponder = nil }
+            return (p, c.triggerResponder!)
         }) else { return }
         defer { core.withLock { $0.state.finishTrigger() } }
         var peer = asked

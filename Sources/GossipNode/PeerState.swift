@@ -60,6 +60,9 @@ struct PeerState: Sendable {
         /// The reply arrived but was refused here (malformed, wrong size, not finite): the
         /// peer answered, so it is alive, but the exchange failed.
         case badReply
+        /// Nothing reached the peer, or this node gave up for its own reasons (it could not
+        /// encode its request, or it is stopping): says nothing about the peer.
+        case notSent
     }
 
     private(set) var phase: Phase = .onboarding
@@ -205,6 +208,8 @@ struct PeerState: Sendable {
         case .badReply:
             exchanges.failed += 1
             membership.markSuccess(peer)
+            return false
+        case .notSent:
             return false
         }
     }

@@ -12,7 +12,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var failed: Int = 0
         /// Exchanges this node started that the other side refused as busy (ABORTED).
         public var busy: Int = 0
-        /// Exchanges this node refused because it was busy.
+        /// Exchanges offered to this node that it did not apply: busy (another exchange held
+        /// its model), onboarding or stopping, or a request it refused (malformed, another
+        /// schema, non-finite weights, a weight out of range).
         public var refused: Int = 0
         public init() {}
 

@@ -72,6 +72,10 @@ final class Cluster: @unchecked Sendable {
         for p in procs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
         for p in procs { p.waitUntilExit() }
         client.close()
+        // The test's logs, ready files and state go with it (GOSSIP_KEEP_TEST_DIRS=1 keeps them).
+        if ProcessInfo.processInfo.environment["GOSSIP_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(atPath: dir)
+        }
     }
 
     private func nextName(_ prefix: String) -> String {
