@@ -51,8 +51,8 @@ let package = Package(
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
         .target(name: "GossipInspect", dependencies: ["GossipWire"]),
-        // POSIX sockets on Dispatch sources, framed connections, RPC.
-        .target(name: "GossipNet", dependencies: ["GossipWire"]),
+        // POSIX sockets on Dispatch sources, framed (and Noise-sealed) connections, RPC.
+        .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // Noise (revision 34) handshake and cipher states as pure state machines; key files.
@@ -104,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "gossip-bench",
             dependencies: [
-                "GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib",
+                "GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/gossip-bench",
@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["KnownBad"]),
         // Fixtures/ (pcaps, their script and README) is read by path (#filePath), not bundled.
         .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
-        .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
+        .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire", "GossipSecure"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).
         .testTarget(name: "GossipSecureTests", dependencies: ["GossipSecure"], exclude: ["Vectors"]),

@@ -2,6 +2,7 @@
 // call), request ids, per-call deadlines, backpressure on the send queue, and exactly one
 // terminal outcome per call (the reply, or an RPCError with a status code).
 import Dispatch
+import GossipSecure
 import GossipWire
 import Synchronization
 
@@ -26,12 +27,26 @@ public final class RPCClient: @unchecked Sendable {
     /// call's deadline cover it).
     public let resolver: HostResolver
 
+    /// The encrypted channel (SPEC §13) every new connection runs before its first request;
+    /// nil: plaintext frames.
+    public let security: ChannelSecurity?
+    /// Checks the static key a server proved, once per new connection, before any request is
+    /// sent on it; a non-nil text refuses the connection (every call on it fails
+    /// UNAUTHENTICATED with that text).
+    public let verifyPeer: (@Sendable (Endpoint, [UInt8]) -> String?)?
+
+    /// - Parameters:
+    ///   - security: run the Noise channel on every connection (nil: plaintext).
+    ///   - verifyPeer: see `verifyPeer` (only with `security`).
     public init(limits: Limits = .default, connectTimeout: Duration = .seconds(5), maxQueuedBytes: Int = 64 << 20,
-                resolver: HostResolver = .system) {
+                resolver: HostResolver = .system, security: ChannelSecurity? = nil,
+                verifyPeer: (@Sendable (Endpoint, [UInt8]) -> String?)? = nil) {
         self.limits = limits
         self.connectTimeout = connectTimeout
         self.maxQueuedBytes = maxQueuedBytes
         self.resolver = resolver
+        self.security = security
+        self.verifyPeer = verifyPeer
     }
 
     deinit { close() }
@@ -83,8 +98,10 @@ public final class RPCClient: @unchecked Sendable {
 
     /// Uses an already connected socket (e.g. one end of a socket pair) as the pooled
     /// connection for `endpoint`; the client owns and closes the descriptor.
-    public func adopt(socket fd: Int32, as endpoint: Endpoint) {
-        let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd)
+    /// - Parameter secure: run the client's `security` on it (when set); false for a
+    ///   node's Unix control socket (`UnixSocket.connect(path:)`), which is plaintext.
+    public func adopt(socket fd: Int32, as endpoint: Endpoint, secure: Bool = true) {
+        let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd, secure: secure)
         let old = pool.withLock { pool -> ClientChannel? in
             let o = pool[endpoint]
             pool[endpoint] = channel
@@ -102,7 +119,7 @@ public final class RPCClient: @unchecked Sendable {
     private func channel(for endpoint: Endpoint) -> ClientChannel? {
         pool.withLock { pool in
             if let c = pool[endpoint], !c.isDead { return c }
-            let c = ClientChannel(endpoint: endpoint, client: self, connectedFD: nil)
+            let c = ClientChannel(endpoint: endpoint, client: self, connectedFD: nil, secure: true)
             pool[endpoint] = c
             return c
         }
@@ -124,6 +141,8 @@ final class ClientChannel: @unchecked Sendable {
     private let limits: Limits
     private let maxQueuedBytes: Int
     private let counters: IOCounters
+    private let security: ChannelSecurity?
+    private let verifyPeer: (@Sendable (Endpoint, [UInt8]) -> String?)?
 
     private enum State { case connecting, ready(Connection), closed(RPCError) }
     private var state: State = .connecting
@@ -149,13 +168,15 @@ final class ClientChannel: @unchecked Sendable {
     private let dead = Atomic<Bool>(false)
     var isDead: Bool { dead.load(ordering: .acquiring) }
 
-    init(endpoint: Endpoint, client: RPCClient, connectedFD: Int32?) {
+    init(endpoint: Endpoint, client: RPCClient, connectedFD: Int32?, secure: Bool) {
         self.endpoint = endpoint
         self.queue = DispatchQueue(label: "gossip.rpc.client.\(endpoint)")
         self.client = client
         self.limits = client.limits
         self.maxQueuedBytes = client.maxQueuedBytes
         self.counters = client.counters
+        self.security = secure ? client.security : nil
+        self.verifyPeer = client.verifyPeer
         if let fd = connectedFD {
             queue.async { self.connected(fd: fd, peer: endpoint.description) }
         } else {
@@ -212,18 +233,50 @@ final class ClientChannel: @unchecked Sendable {
     private func connected(fd: Int32, peer: String) {
         if case .closed = state { Sys.close(fd); return }
         let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, maxQueuedBytes: maxQueuedBytes,
-                              counters: counters)
+                              counters: counters, security: security, role: .initiator)
         conn.onMessage = { [self] m in self.received(m) }
         conn.onWritable = { [self] in self.pump() }
         conn.onProtocolError = { [self] e in
             self.fail(RPCError(.unavailable, "connection to \(self.endpoint) broke: the server sent malformed bytes: \(e)"))
         }
-        conn.onClose = { [self] reason in
-            self.fail(RPCError(.unavailable, "connection to \(self.endpoint) closed: \(reason)"))
+        if let verifyPeer {
+            let endpoint = endpoint
+            conn.onPeerStatic = { key in verifyPeer(endpoint, key) }
+        }
+        conn.onClose = { [self, weak conn] reason in
+            self.fail(ClientChannel.closeError(reason, endpoint: self.endpoint, secure: self.security != nil,
+                                               established: conn?.isEstablished ?? false,
+                                               recordsReceived: conn?.recordsReceived ?? 0))
         }
         state = .ready(conn)
         conn.start()
         pump()
+    }
+
+    /// The error every call sees when the connection closed for `reason`: on a secure
+    /// connection, handshake problems are UNAUTHENTICATED and name the likely cause.
+    static func closeError(_ reason: CloseReason, endpoint: Endpoint, secure: Bool, established: Bool,
+                           recordsReceived: UInt64) -> RPCError {
+        let keyHint = "check that both sides use the same --network-key file"
+        switch reason {
+        case .handshakeFailed(.plaintextPeer):
+            return RPCError(.unauthenticated, "\(endpoint) answered in plaintext: it runs with --insecure; connect to it without --network-key, or restart it with the network key")
+        case .handshakeFailed(let f):
+            return RPCError(.unauthenticated, "secure handshake with \(endpoint) failed: \(f); the peer does not speak \(SecureChannel.noiseProtocol.name) with our prologue, or it is not a gossip node with a network key: \(keyHint)")
+        case .handshakeTimedOut(let d):
+            return RPCError(.unauthenticated, "\(endpoint) did not complete the secure handshake within \(d): it may run with --insecure (plaintext), be overloaded, or not be a gossip node")
+        case .peerRefused(let why):
+            return RPCError(.unauthenticated, why)
+        case .recordRejected(let why):
+            return RPCError(.unauthenticated, "connection to \(endpoint) closed: \(why)")
+        case .endOfStream, .failed:
+            if secure && established && recordsReceived == 0 {
+                return RPCError(.unauthenticated, "\(endpoint) closed the connection right after the secure handshake, before answering: most likely it holds a different network key (\(keyHint)); or it refused this connection")
+            }
+            return RPCError(.unavailable, "connection to \(endpoint) closed: \(reason)")
+        default:
+            return RPCError(.unavailable, "connection to \(endpoint) closed: \(reason)")
+        }
     }
 
     private func received(_ m: InboundMessage) {

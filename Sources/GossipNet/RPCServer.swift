@@ -3,6 +3,7 @@
 // timeouts, malformed input), answers asynchronously through RPCResponder, counts bytes,
 // and shuts down gracefully.
 import Dispatch
+import GossipSecure
 import GossipWire
 import Synchronization
 
@@ -29,6 +30,14 @@ public struct ServerConfig: Sendable {
     /// The receive budget and buffer pool of this server's connections: the process's one
     /// (`ReceiveBuffers.shared`) unless a test isolates its own.
     public var receiveBuffers: ReceiveBuffers = .shared
+    /// The encrypted channel (SPEC §13) every TCP connection must complete before any frame
+    /// is decoded; nil: plaintext frames (`--insecure`). The control socket
+    /// (`RPCServer.startControl`) is always plaintext.
+    public var security: ChannelSecurity?
+    /// Called (from any thread) with one line for each connection closed for a security
+    /// reason: a failed or timed-out handshake, a plaintext client refused, a record that
+    /// failed authentication. Nil: not reported.
+    public var securityLog: (@Sendable (String) -> Void)?
 
     public init() {}
 }
@@ -50,6 +59,7 @@ public final class RPCServer: @unchecked Sendable {
         var handlers: [MessageType: RPCHandler] = [:]
         var connections: [ObjectIdentifier: ServerConnection] = [:]
         var listener: Listener?
+        var controlListener: Listener?
         var draining = false
         var stopped = false
         var closingAll = false
@@ -118,9 +128,34 @@ public final class RPCServer: @unchecked Sendable {
     }
 
     /// Serves an already connected socket (e.g. one end of a socket pair); the server owns
-    /// and closes the descriptor.
-    public func adopt(socket fd: Int32, peer: String = "local") {
-        accept(fd: fd, peer: peer)
+    /// and closes the descriptor. It runs the secure channel when `config.security` is set,
+    /// unless `control` is true (then it is served as the control socket is: plaintext,
+    /// `isControl`).
+    public func adopt(socket fd: Int32, peer: String = "local", control: Bool = false) {
+        accept(fd: fd, peer: peer, control: control)
+    }
+
+    /// Listens on a Unix-domain socket at `path` for local control (SPEC §13.8): plaintext
+    /// frames, no handshake; the file's mode 0600 is the authentication, and handlers see
+    /// `RPCResponder.isControl == true`. A stale socket file (nobody listening) is replaced;
+    /// the file is removed at shutdown.
+    /// - Throws: `RPCError(.failedPrecondition)` when `path` exists and is not a socket, or
+    ///   the control socket is already started; `.unavailable` when another process serves
+    ///   it or it cannot be bound; `.invalidArgument` for a path that does not fit.
+    public func startControl(path: String) throws(RPCError) {
+        let l = try Listener(unixPath: path, queue: acceptQueue) { [self] fd, _ in
+            accept(fd: fd, peer: "control socket \(path)", control: true)
+        }
+        let fresh = state.withLock { s -> Bool in
+            guard s.controlListener == nil, !s.draining else { return false }
+            s.controlListener = l
+            return true
+        }
+        guard fresh else {
+            l.close()
+            throw RPCError(.failedPrecondition, "the control socket is already started or the server is shutting down")
+        }
+        l.start()
     }
 
     /// Counters, read at one instant.
@@ -140,6 +175,8 @@ public final class RPCServer: @unchecked Sendable {
             s.shutdownCompletion = completion
             let l = s.listener
             s.listener = nil
+            s.controlListener?.close()
+            s.controlListener = nil
             return (l, false)
         }
         if already {
@@ -160,13 +197,14 @@ public final class RPCServer: @unchecked Sendable {
 
     // MARK: internals
 
-    private func accept(fd: Int32, peer: String) {
+    private func accept(fd: Int32, peer: String, control: Bool = false) {
         let queue = DispatchQueue(label: "gossip.rpc.server.conn")
         let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, buffers: config.receiveBuffers,
                               maxQueuedBytes: config.maxQueuedBytes,
-                              counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout)
+                              counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout,
+                              security: control ? nil : config.security, role: .responder)
         conn.silentTimeout = config.silentTimeout
-        let sc = ServerConnection(conn: conn, server: self)
+        let sc = ServerConnection(conn: conn, server: self, isControl: control)
         let admitted = state.withLock { s -> Bool in
             guard !s.draining, s.connections.count < config.maxConnections else { return false }
             s.connections[ObjectIdentifier(sc)] = sc
@@ -234,16 +272,33 @@ public final class RPCServer: @unchecked Sendable {
 final class ServerConnection: @unchecked Sendable {
     let conn: Connection
     let server: RPCServer
+    /// Accepted on the Unix control socket.
+    let isControl: Bool
     private var inFlight = 0
     private var waitingReplies: [OutboundMessage] = []
     private var waitingBytes = 0
 
-    init(conn: Connection, server: RPCServer) {
+    init(conn: Connection, server: RPCServer, isControl: Bool = false) {
         self.conn = conn
         self.server = server
+        self.isControl = isControl
+    }
+
+    /// Reports a connection closed for a security reason to `ServerConfig.securityLog`.
+    private func logSecurity(_ reason: CloseReason) {
+        guard let log = server.config.securityLog else { return }
+        switch reason {
+        case .handshakeFailed, .handshakeTimedOut, .recordRejected:
+            log("closed connection from \(conn.peer): \(reason)")
+        default:
+            break
+        }
     }
 
     func start() {
+        conn.onPlaintextPeer = { [self] in
+            server.config.securityLog?("refused a plaintext client from \(conn.peer): this node requires the encrypted channel (it was told so in a plaintext UNAUTHENTICATED error)")
+        }
         conn.onMessage = { [self] m in received(m) }
         conn.onWritable = { [self] in pumpReplies() }
         conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
@@ -251,7 +306,8 @@ final class ServerConnection: @unchecked Sendable {
             sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode, ServerConnection.protocolErrorText(e))
             conn.closeAfterFlush()
         }
-        conn.onClose = { [self] _ in
+        conn.onClose = { [self] reason in
+            logSecurity(reason)
             waitingReplies.removeAll()
             waitingBytes = 0
             server.connectionClosed(self)
@@ -270,6 +326,7 @@ final class ServerConnection: @unchecked Sendable {
 
     /// Over the connection limit: say so, then close.
     func reject() {
+        conn.onClose = { [self] reason in logSecurity(reason) }
         conn.start()
         sendError(RPCErrorPayload.connectionErrorType, 0, .resourceExhausted,
                   "the server has reached its limit of \(server.config.maxConnections) connections; retry later")
@@ -298,7 +355,8 @@ final class ServerConnection: @unchecked Sendable {
         }
         inFlight += 1
         server.noteRequest(started: true)
-        let responder = RPCResponder(ResponderState(owner: self, type: m.type, requestID: m.requestID))
+        let responder = RPCResponder(ResponderState(owner: self, type: m.type, requestID: m.requestID,
+                                                    remoteIdentity: conn.remoteIdentity, isControl: isControl))
         DispatchQueue.global().async { handler(m, responder) }
     }
 
@@ -350,12 +408,16 @@ final class ResponderState: @unchecked Sendable {
     let owner: ServerConnection
     let type: MessageType
     let requestID: UInt32
+    let remoteIdentity: [UInt8]?
+    let isControl: Bool
     private let answered = Atomic<Bool>(false)
 
-    init(owner: ServerConnection, type: MessageType, requestID: UInt32) {
+    init(owner: ServerConnection, type: MessageType, requestID: UInt32, remoteIdentity: [UInt8]? = nil, isControl: Bool = false) {
         self.owner = owner
         self.type = type
         self.requestID = requestID
+        self.remoteIdentity = remoteIdentity
+        self.isControl = isControl
     }
 
     /// True for the first caller only.
@@ -380,6 +442,13 @@ public struct RPCResponder: Sendable {
 
     /// The client's address ("127.0.0.1:51234").
     public var peerAddress: String { state.owner.peer }
+
+    /// The 32-byte Curve25519 static key the client proved in the secure handshake; nil on
+    /// a plaintext or control-socket connection.
+    public var remoteIdentity: [UInt8]? { state.remoteIdentity }
+
+    /// True when the request came over the local Unix control socket (`startControl`).
+    public var isControl: Bool { state.isControl }
 
     /// Sends `payload` as the reply (chunked per the limits; compressed if asked). An
     /// oversized payload turns into a RESOURCE_EXHAUSTED error reply.

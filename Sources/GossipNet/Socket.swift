@@ -21,6 +21,8 @@ final class Listener: @unchecked Sendable {
     private var suspended = false
     private var closed = false
     private let onAccept: (Int32, SocketAddress) -> Void
+    /// The socket file of a Unix-domain listener, removed when it closes.
+    private let unixPath: String?
 
     /// Binds and listens on host:port (port 0: the OS picks).
     init(host: String, port: UInt16, queue: DispatchQueue, onAccept: @escaping (Int32, SocketAddress) -> Void) throws(RPCError) {
@@ -43,6 +45,54 @@ final class Listener: @unchecked Sendable {
         self.descriptor = Descriptor(fd)
         self.queue = queue
         self.onAccept = onAccept
+        self.unixPath = nil
+    }
+
+    /// Binds and listens on a Unix-domain socket at `path` with mode 0600 (set before
+    /// `listen`, so nobody connects while it is wider). A socket file nobody listens on
+    /// (left by a crashed process) is replaced.
+    init(unixPath path: String, queue: DispatchQueue, onAccept: @escaping (Int32, SocketAddress) -> Void) throws(RPCError) {
+        let addr = try Sys.unixAddress(path)
+        switch Sys.pathIsSocket(path) {
+        case nil:
+            break
+        case false?:
+            throw RPCError(.failedPrecondition, "\(path) exists and is not a socket; refusing to replace it: remove it or choose another control socket path")
+        case true?:
+            // Live or stale? A stale socket refuses connections.
+            var probe: Int32 = -1
+            do {
+                probe = try Sys.unixSocket()
+                try Sys.connectUnix(probe, addr)
+                Sys.close(probe)
+                throw RPCError(.unavailable, "another process already serves the control socket \(path); stop it or choose another path")
+            } catch let e as RPCError {
+                throw e
+            } catch {
+                if probe >= 0 { Sys.close(probe) }
+                guard (error as? SyscallError)?.errno == ECONNREFUSED else {
+                    throw RPCError(.unavailable, "cannot check the existing control socket \(path): \(error); remove it if no node uses it")
+                }
+                do { try Sys.unlink(path) } catch {
+                    throw RPCError(.unavailable, "cannot remove the stale control socket \(path): \(error)")
+                }
+            }
+        }
+        var fd: Int32 = -1
+        do {
+            fd = try Sys.unixSocket()
+            try Sys.bind(fd, addr)
+            try Sys.chmod(path, 0o600)
+            try Sys.listen(fd, backlog: 64)
+        } catch {
+            if fd >= 0 { Sys.close(fd) }
+            throw RPCError(.unavailable, "cannot listen on the control socket \(path): \(error); check the folder exists and is writable")
+        }
+        self.address = addr
+        self.descriptor = Descriptor(fd)
+        self.queue = queue
+        self.onAccept = onAccept
+        self.unixPath = path
     }
 
     /// Starts accepting.
@@ -94,7 +144,38 @@ final class Listener: @unchecked Sendable {
                 if suspended { suspended = false; s.resume() }
             }
             descriptor.close()   // at once, or after the source's cancel handler ran
+            if let unixPath, Sys.pathIsSocket(unixPath) == true { try? Sys.unlink(unixPath) }
         }
+    }
+}
+
+/// Connecting to a node's local control socket (SPEC §13.8).
+public enum UnixSocket {
+    /// Connects to the Unix-domain socket at `path`; returns the connected, non-blocking,
+    /// close-on-exec descriptor, to hand to `RPCClient.adopt(socket:as:secure: false)`
+    /// (which then owns it). The control socket carries plaintext frames.
+    /// - Throws: `RPCError(.unavailable)` saying why (no such file, nobody listening,
+    ///   permission denied) and what to check.
+    public static func connect(path: String) throws(RPCError) -> Int32 {
+        let addr = try Sys.unixAddress(path)
+        let fd: Int32
+        do { fd = try Sys.unixSocket() } catch {
+            throw RPCError(.unavailable, "cannot create a socket for \(path): \(error)")
+        }
+        do {
+            try Sys.connectUnix(fd, addr)
+        } catch {
+            Sys.close(fd)
+            let hint: String
+            switch error.errno {
+            case ENOENT: hint = "no such socket; is the node running with --control-socket \(path)?"
+            case ECONNREFUSED: hint = "nobody listens there (a stale socket file); is the node running?"
+            case EACCES, EPERM: hint = "permission denied: the control socket belongs to the user that runs the node (mode 0600)"
+            default: hint = "\(error)"
+            }
+            throw RPCError(.unavailable, "cannot connect to the control socket \(path): \(hint)")
+        }
+        return fd
     }
 }
 

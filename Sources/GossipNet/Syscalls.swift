@@ -319,6 +319,96 @@ enum Sys {
         }
         return n - 1   // the directory stream's own descriptor
     }
+
+    // MARK: key log and Unix-domain sockets (SPEC §13.7, §13.8)
+
+    /// Opens `path` for appending (created with mode 0600). Refuses what is not a regular
+    /// file and a file that group or others may access.
+    static func openKeyLog(_ path: String) throws -> Int32 {
+        let fd = try must("open") { Glibc_open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw SyscallError(call: "fstat", errno: e) }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            close(fd)
+            throw RPCError(.invalidArgument, "key log \(path) is not a regular file; give a file path")
+        }
+        if st.st_mode & 0o077 != 0 {
+            close(fd)
+            throw RPCError(.invalidArgument, "key log \(path) has mode \(String(st.st_mode & 0o777, radix: 8)), readable by others, and will hold session keys: run `chmod 600 \(path)` or pick a new file")
+        }
+        return fd
+    }
+
+    /// Writes all of `buf` (blocking file descriptors); stops at the first error.
+    static func writeAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer) {
+        var off = 0
+        while off < buf.count {
+            let r = Glibc_write(fd, buf.baseAddress! + off, buf.count - off)
+            if r > 0 { off += r } else if r < 0 && errno == EINTR { continue } else { return }
+        }
+    }
+
+    /// A `sockaddr_un` for `path`.
+    /// - Throws: `RPCError(.invalidArgument)` when the path does not fit (107 bytes on Linux).
+    static func unixAddress(_ path: String) throws(RPCError) -> SocketAddress {
+        var addr = SocketAddress()
+        var un = sockaddr_un()
+        un.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: un.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity, !bytes.contains(0) else {
+            throw RPCError(.invalidArgument, "control socket path '\(path)' is empty or longer than \(capacity - 1) bytes; use a shorter path")
+        }
+        withUnsafeMutableBytes(of: &un.sun_path) { p in
+            for (i, b) in bytes.enumerated() { p[i] = b }
+            p[bytes.count] = 0
+        }
+        withUnsafeMutableBytes(of: &addr.storage) { dst in
+            withUnsafeBytes(of: un) { src in dst.copyMemory(from: src) }
+        }
+        addr.length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        return addr
+    }
+
+    /// A new non-blocking, close-on-exec Unix-domain stream socket.
+    static func unixSocket() throws(SyscallError) -> Int32 {
+        try socket(family: AF_UNIX)
+    }
+
+    /// What is at `path`: nil when nothing, else whether it is a socket.
+    static func pathIsSocket(_ path: String) -> Bool? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return (st.st_mode & S_IFMT) == S_IFSOCK
+    }
+
+    static func unlink(_ path: String) throws(SyscallError) {
+        _ = try must("unlink") { Glibc_unlink(path) }
+    }
+
+    static func chmod(_ path: String, _ mode: mode_t) throws(SyscallError) {
+        _ = try must("chmod") { Glibc_chmod(path, mode) }
+    }
+
+    /// The permission bits of `path` (tests, diagnostics).
+    static func mode(_ path: String) -> mode_t? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return st.st_mode & 0o7777
+    }
+
+    /// Connects a blocking-mode attempt on a non-blocking Unix socket: Unix-domain connects
+    /// complete at once or fail (ECONNREFUSED: no listener; EAGAIN: backlog full).
+    static func connectUnix(_ fd: Int32, _ addr: SocketAddress) throws(SyscallError) {
+        var a = addr
+        while true {
+            let r = withUnsafePointer(to: &a.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc_connect(fd, $0, a.length) } }
+            if r == 0 { return }
+            let e = errno
+            if e == EINTR { continue }
+            throw SyscallError(call: "connect", errno: e)
+        }
+    }
 }
 
 #if canImport(Glibc)
@@ -336,6 +426,10 @@ private func c_accept4(_ fd: Int32, _ addr: UnsafeMutablePointer<sockaddr>?, _ l
 @inline(__always) private func Glibc_send(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32) -> Int { Glibc.send(fd, b, n, f) }
 @inline(__always) private func Glibc_recv(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32) -> Int { Glibc.recv(fd, b, n, f) }
 @inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+@inline(__always) private func Glibc_write(_ fd: Int32, _ b: UnsafeRawPointer, _ n: Int) -> Int { Glibc.write(fd, b, n) }
+@inline(__always) private func Glibc_unlink(_ p: String) -> Int32 { Glibc.unlink(p) }
+@inline(__always) private func Glibc_chmod(_ p: String, _ m: mode_t) -> Int32 { Glibc.chmod(p, m) }
+@inline(__always) private func Glibc_open(_ p: String, _ flags: Int32, _ mode: mode_t) -> Int32 { Glibc.open(p, flags, mode) }
 @inline(__always) private func Glibc_shutdown(_ fd: Int32, _ how: Int32) -> Int32 { Glibc.shutdown(fd, how) }
 #else
 @inline(__always) private func Glibc_bind(_ fd: Int32, _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int32 { Darwin.bind(fd, a, l) }
@@ -345,5 +439,9 @@ private func c_accept4(_ fd: Int32, _ addr: UnsafeMutablePointer<sockaddr>?, _ l
 @inline(__always) private func Glibc_send(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32) -> Int { Darwin.send(fd, b, n, f) }
 @inline(__always) private func Glibc_recv(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32) -> Int { Darwin.recv(fd, b, n, f) }
 @inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+@inline(__always) private func Glibc_write(_ fd: Int32, _ b: UnsafeRawPointer, _ n: Int) -> Int { Darwin.write(fd, b, n) }
+@inline(__always) private func Glibc_unlink(_ p: String) -> Int32 { Darwin.unlink(p) }
+@inline(__always) private func Glibc_chmod(_ p: String, _ m: mode_t) -> Int32 { Darwin.chmod(p, m) }
+@inline(__always) private func Glibc_open(_ p: String, _ flags: Int32, _ mode: mode_t) -> Int32 { Darwin.open(p, flags, mode) }
 @inline(__always) private func Glibc_shutdown(_ fd: Int32, _ how: Int32) -> Int32 { Darwin.shutdown(fd, how) }
 #endif

@@ -67,6 +67,62 @@ public enum NoiseCipher: String, Sendable, Equatable, CaseIterable {
         }
     }
 
+    /// ENCRYPT into caller memory: writes ciphertext || tag (plaintext.count + 16 bytes) at
+    /// `out`, which must have room. Safe to call from several threads at once with different
+    /// nonces and buffers (parallel record sealing).
+    func encrypt(key: SymmetricKey, nonce n: UInt64, plaintext: UnsafeRawBufferPointer,
+                 into out: UnsafeMutableRawPointer) throws(NoiseError) {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        do {
+            switch self {
+            case .aesGCM:
+                let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonceBytes(n)), authenticating: empty)
+                Self.copy(box.ciphertext, box.tag, to: out)
+            case .chaChaPoly:
+                let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: nonceBytes(n)), authenticating: empty)
+                Self.copy(box.ciphertext, box.tag, to: out)
+            }
+        } catch {
+            throw NoiseError(.decryptFailed, "\(rawValue) encryption failed in the crypto library: \(error)")
+        }
+    }
+
+    /// DECRYPT into caller memory: writes the ciphertext.count - 16 plaintext bytes at `out`
+    /// only when authentication succeeds (on failure nothing is written).
+    func decrypt(key: SymmetricKey, nonce n: UInt64, ciphertext: UnsafeRawBufferPointer,
+                 into out: UnsafeMutableRawPointer) throws(NoiseError) {
+        guard ciphertext.count >= Self.tagLength else {
+            throw NoiseError(.decryptFailed, "\(rawValue) ciphertext of \(ciphertext.count) bytes is shorter than its 16-byte tag: the peer sent a truncated or forged message; close the connection")
+        }
+        let split = ciphertext.count - Self.tagLength
+        let body = UnsafeRawBufferPointer(rebasing: ciphertext[..<split])
+        let tag = UnsafeRawBufferPointer(rebasing: ciphertext[split...])
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        do {
+            switch self {
+            case .aesGCM:
+                let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: nonceBytes(n)), ciphertext: body, tag: tag)
+                Self.copy(try AES.GCM.open(box, using: key, authenticating: empty), Data(), to: out)
+            case .chaChaPoly:
+                let box = try ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: nonceBytes(n)), ciphertext: body, tag: tag)
+                Self.copy(try ChaChaPoly.open(box, using: key, authenticating: empty), Data(), to: out)
+            }
+        } catch {
+            throw NoiseError(.decryptFailed, "\(rawValue) authentication failed at nonce \(n): the peer used another key (wrong network key?) or the bytes were altered; close the connection")
+        }
+    }
+
+    /// Copies `a || b` to `out` with memcpy.
+    private static func copy(_ a: Data, _ b: Data, to out: UnsafeMutableRawPointer) {
+        var at = out
+        for part in [a, b] {
+            part.withUnsafeBytes { raw in
+                if raw.count > 0 { at.copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+                at += raw.count
+            }
+        }
+    }
+
     /// Appends `a || b` to `out` with memcpy.
     private static func append(_ a: Data, _ b: Data, to out: inout [UInt8]) {
         out.reserveCapacity(out.count + a.count + b.count)
@@ -174,6 +230,45 @@ public struct CipherState: Sendable {
         }
         try cipher.decrypt(key: k, nonce: n, ad: ad, ciphertext: ciphertext, appendingTo: &out)
         n += 1
+    }
+
+    /// EncryptWithAd with empty associated data into caller memory (the record layer's
+    /// parallel path): writes plaintext.count + 16 bytes at `out`, which must have room.
+    /// A worker may seal on a copy after `setNonce(n + i)` while the owner advances its own
+    /// `n` past the batch; the owner must never hand out one nonce twice.
+    /// - Throws: `.nonceExhausted`; `.invalidConfiguration` without a key. When it throws,
+    ///   `n` is unchanged.
+    public mutating func encrypt(_ plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws(NoiseError) {
+        guard let k else {
+            throw NoiseError(.invalidConfiguration, "encrypting into a buffer needs a key: finish the handshake first")
+        }
+        guard n != Self.maxNonce else {
+            throw NoiseError(.nonceExhausted, "the send nonce reached 2^64-1, which Noise reserves: this session cannot encrypt any more; close the connection and handshake again")
+        }
+        try cipher.encrypt(key: k, nonce: n, plaintext: plaintext, into: out)
+        n += 1
+    }
+
+    /// DecryptWithAd with empty associated data into caller memory: writes
+    /// ciphertext.count - 16 bytes at `out` when authentication succeeds.
+    /// - Throws: `.decryptFailed` (nothing written, `n` unchanged); `.nonceExhausted`;
+    ///   `.invalidConfiguration` without a key.
+    public mutating func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws(NoiseError) {
+        guard let k else {
+            throw NoiseError(.invalidConfiguration, "decrypting into a buffer needs a key: finish the handshake first")
+        }
+        guard n != Self.maxNonce else {
+            throw NoiseError(.nonceExhausted, "the receive nonce reached 2^64-1, which Noise reserves: this session cannot decrypt any more; close the connection and handshake again")
+        }
+        try cipher.decrypt(key: k, nonce: n, ciphertext: ciphertext, into: out)
+        n += 1
+    }
+
+    /// The raw 32 key bytes, for a key log (SSLKEYLOGFILE-style, SPEC §13) only: whoever
+    /// holds them reads this direction of the session. Nil without a key. Never print them
+    /// anywhere else.
+    public func exportKeyForKeyLog() -> [UInt8]? {
+        k.map { NoiseHash.bytes($0) }
     }
 
     /// Rekey(): `k = REKEY(k)`, the first 32 bytes of ENCRYPT(k, 2^64-1, zerolen, 32 zero

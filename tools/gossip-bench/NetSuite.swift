@@ -18,8 +18,15 @@
 // - Socket options are the transport's (TCP_NODELAY, 4 MiB SO_SNDBUF/SO_RCVBUF) on both sides.
 // - RPC and echo samples alternate (ABAB), so load drift on a shared machine hits both alike;
 //   each line is the median of its samples.
+// - Secure channel (SPEC §13): a second server and client run the Noise channel; with 10M in
+//   the sizes, `exchange_10M_secure_ms` alternates with the plaintext RPC exchange (ABAB) and
+//   `exchange_10M_secure_vs_plain` is their ratio. `handshake_us` is the median time to
+//   open a fresh secure connection and get one Ping answered (TCP connect, the three
+//   handshake messages, one sealed round trip); `connect_ping_plain_us` is the same without
+//   the channel, for reference.
 import Foundation
 import GossipNet
+import GossipSecure
 import GossipWire
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +51,45 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
     let rssPeak = peakRSS()
     let rssRatio = Double(rssPeak - rssBefore) / Double(payload100)
 
+    // The secure twin: same handler, the Noise channel on every connection.
+    let network = NetworkKey.generate()
+    var secureConfig = ServerConfig()
+    secureConfig.security = ChannelSecurity(networkKey: network, identity: IdentityKey.generate())
+    let secureServer = RPCServer(config: secureConfig)
+    secureServer.register(.gossipExchange) { m, r in r.reply(m.payload, options: .init(checksum: false)) }
+    secureServer.register(.ping) { m, r in r.reply(m.payload) }
+    server.register(.ping) { m, r in r.reply(m.payload) }
+    let secureEndpoint = try secureServer.start(host: "127.0.0.1", port: 0)
+    let clientSecurity = ChannelSecurity(networkKey: network, identity: IdentityKey.generate())
+    let secureClient = RPCClient(security: clientSecurity)
+    defer {
+        secureClient.close()
+        let done = DispatchSemaphore(value: 0)
+        secureServer.shutdown(grace: .seconds(1)) { done.signal() }
+        _ = done.wait(timeout: .now() + 5)
+    }
+    _ = try exchange(secureClient, secureEndpoint, floats: 1024)
+
     var lines: [String] = []
+    var plainSetup: [Double] = [], secureSetup: [Double] = []
+    for _ in 0..<41 {
+        plainSetup.append(try freshPing(security: nil, server, endpoint))
+        secureSetup.append(try freshPing(security: clientSecurity, secureServer, secureEndpoint))
+    }
+    lines.append("handshake_us: \(fmt(median(secureSetup)))  (fresh secure connection: connect, 3 handshake messages, one sealed Ping round trip; median of 41)")
+    lines.append("connect_ping_plain_us: \(fmt(median(plainSetup)))  (the same without the channel)")
+    if sizes.contains("10M") {
+        let reps = repsOverride ?? 7
+        var plain: [Double] = [], secure: [Double] = []
+        _ = try exchange(secureClient, secureEndpoint, floats: 10_000_000)   // first use of the buffers, not timed
+        while secure.count < reps {
+            plain.append(try exchange(client, endpoint, floats: 10_000_000))
+            secure.append(try exchange(secureClient, secureEndpoint, floats: 10_000_000))
+        }
+        lines.append("exchange_10M_plain_ms: \(fmt(median(plain)))  (plaintext RPC, alternating with the secure one; median of \(reps))")
+        lines.append("exchange_10M_secure_ms: \(fmt(median(secure)))  (Noise channel, AES-GCM records; median of \(reps))")
+        lines.append("exchange_10M_secure_vs_plain: \(fmt(median(secure) / median(plain)))")
+    }
     for (label, floats, defaultReps) in [("1M", 1_000_000, 11), ("10M", 10_000_000, 7), ("100M", 100_000_000, 5)]
     where sizes.contains(label) {
         let reps = repsOverride ?? defaultReps
@@ -72,6 +117,23 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
     let done = DispatchSemaphore(value: 0)
     server.shutdown(grace: .seconds(1)) { done.signal() }
     _ = done.wait(timeout: .now() + 5)
+}
+
+/// Opens a fresh client (plain or secure), gets one Ping answered, closes; microseconds.
+private func freshPing(security: ChannelSecurity?, _ server: RPCServer, _ endpoint: Endpoint) throws -> Double {
+    let client = RPCClient(security: security)
+    defer { client.close() }
+    let done = DispatchSemaphore(value: 0)
+    let outcome = Outcome()
+    let start = ContinuousClock.now
+    client.call(endpoint, type: .ping, payload: ByteSlice(ByteStorage(copying: Array("ping".utf8))), deadline: .seconds(10)) { r in
+        outcome.result = r
+        done.signal()
+    }
+    done.wait()
+    let us = ms(ContinuousClock.now - start) * 1000
+    _ = try outcome.result!.get()
+    return us
 }
 
 /// One RPC exchange of `floats` float32 each way; milliseconds.
