@@ -55,11 +55,13 @@ let package = Package(
         .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
+        // AES-256-GCM into caller memory on swift-crypto's BoringSSL (see its header). No logic.
+        .target(name: "CGossipAEAD"),
         // Noise (revision 34) handshake and cipher states as pure state machines; key files.
         // No networking; the only I/O is reading and writing key files.
         .target(
             name: "GossipSecure",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [.product(name: "Crypto", package: "swift-crypto"), "CGossipAEAD"],
             exclude: ["README.md"]
         ),
         // Tensors, MLP, SGD, datasets, averaging, safetensors. No networking.
@@ -106,6 +108,7 @@ let package = Package(
             dependencies: [
                 "GossipWire", "GossipNet", "GossipML", "GossipNode", "CZlib", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "tools/gossip-bench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]

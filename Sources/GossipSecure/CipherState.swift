@@ -141,7 +141,12 @@ public enum NoiseCipher: String, Sendable, Equatable, CaseIterable {
 public struct CipherState: Sendable {
     /// The cipher function.
     public let cipher: NoiseCipher
-    private var k: SymmetricKey?
+    private var k: SymmetricKey? {
+        didSet { fast = cipher == .aesGCM ? k.flatMap(FastAESGCM.init(key:)) : nil }
+    }
+    /// The same key as a BoringSSL context for the buffer forms (AESGCM only; nil when the
+    /// fast path is unavailable). Shared by copies: it is immutable.
+    private var fast: FastAESGCM?
     /// The next nonce to use.
     public private(set) var n: UInt64 = 0
 
@@ -245,13 +250,20 @@ public struct CipherState: Sendable {
         guard n != Self.maxNonce else {
             throw NoiseError(.nonceExhausted, "the send nonce reached 2^64-1, which Noise reserves: this session cannot encrypt any more; close the connection and handshake again")
         }
-        try cipher.encrypt(key: k, nonce: n, plaintext: plaintext, into: out)
+        if let fast {
+            guard fast.seal(nonce: n, plaintext: plaintext, ad: UnsafeRawBufferPointer(start: nil, count: 0), into: out) else {
+                throw NoiseError(.decryptFailed, "AESGCM encryption failed in the crypto library")
+            }
+        } else {
+            try cipher.encrypt(key: k, nonce: n, plaintext: plaintext, into: out)
+        }
         n += 1
     }
 
     /// DecryptWithAd with empty associated data into caller memory: writes
     /// ciphertext.count - 16 bytes at `out` when authentication succeeds.
-    /// - Throws: `.decryptFailed` (nothing written, `n` unchanged); `.nonceExhausted`;
+    /// - Throws: `.decryptFailed` (then `out` holds no plaintext, possibly zeros, and `n` is
+    ///   unchanged); `.nonceExhausted`;
     ///   `.invalidConfiguration` without a key.
     public mutating func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws(NoiseError) {
         guard let k else {
@@ -260,7 +272,14 @@ public struct CipherState: Sendable {
         guard n != Self.maxNonce else {
             throw NoiseError(.nonceExhausted, "the receive nonce reached 2^64-1, which Noise reserves: this session cannot decrypt any more; close the connection and handshake again")
         }
-        try cipher.decrypt(key: k, nonce: n, ciphertext: ciphertext, into: out)
+        if let fast {
+            guard ciphertext.count >= NoiseCipher.tagLength,
+                  fast.open(nonce: n, ciphertext: ciphertext, ad: UnsafeRawBufferPointer(start: nil, count: 0), into: out) else {
+                throw NoiseError(.decryptFailed, "AESGCM authentication failed at nonce \(n): the peer used another key (wrong network key?) or the bytes were altered; close the connection")
+            }
+        } else {
+            try cipher.decrypt(key: k, nonce: n, ciphertext: ciphertext, into: out)
+        }
         n += 1
     }
 

@@ -26,7 +26,8 @@ import Testing
     @Test func netKeysAreUnchanged() throws {
         let (status, out, err) = try bench(["net", "--sizes", "1M", "--reps", "1"])
         #expect(status == 0, "\(err)")
-        #expect(keys(out) == ["exchange_1M_rpc_ms", "exchange_1M_socket_ms", "exchange_1M_vs_socket", "exchange_1M_socket_freshbuf_ms"])
+        #expect(keys(out) == ["exchange_1M_rpc_ms", "exchange_1M_socket_ms", "exchange_1M_vs_socket", "exchange_1M_socket_freshbuf_ms",
+                              "handshake_us", "connect_ping_plain_us"])
     }
 
     @Test func usageErrorsExit64() throws {

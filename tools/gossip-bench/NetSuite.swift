@@ -26,6 +26,7 @@
 //   the channel, for reference.
 import Foundation
 import GossipNet
+import Crypto
 import GossipSecure
 import GossipWire
 #if canImport(Glibc)
@@ -71,13 +72,15 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
     _ = try exchange(secureClient, secureEndpoint, floats: 1024)
 
     var lines: [String] = []
+    var secureLines: [String] = []
     var plainSetup: [Double] = [], secureSetup: [Double] = []
-    for _ in 0..<41 {
+    let setups = repsOverride.map { max(5, $0 * 5) } ?? 41
+    for _ in 0..<setups {
         plainSetup.append(try freshPing(security: nil, server, endpoint))
         secureSetup.append(try freshPing(security: clientSecurity, secureServer, secureEndpoint))
     }
-    lines.append("handshake_us: \(fmt(median(secureSetup)))  (fresh secure connection: connect, 3 handshake messages, one sealed Ping round trip; median of 41)")
-    lines.append("connect_ping_plain_us: \(fmt(median(plainSetup)))  (the same without the channel)")
+    secureLines.append("handshake_us: \(fmt(median(secureSetup)))  (fresh secure connection: connect, 3 handshake messages, one sealed Ping round trip; median of \(setups))")
+    secureLines.append("connect_ping_plain_us: \(fmt(median(plainSetup)))  (the same without the channel)")
     if sizes.contains("10M") {
         let reps = repsOverride ?? 7
         var plain: [Double] = [], secure: [Double] = []
@@ -86,9 +89,9 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
             plain.append(try exchange(client, endpoint, floats: 10_000_000))
             secure.append(try exchange(secureClient, secureEndpoint, floats: 10_000_000))
         }
-        lines.append("exchange_10M_plain_ms: \(fmt(median(plain)))  (plaintext RPC, alternating with the secure one; median of \(reps))")
-        lines.append("exchange_10M_secure_ms: \(fmt(median(secure)))  (Noise channel, AES-GCM records; median of \(reps))")
-        lines.append("exchange_10M_secure_vs_plain: \(fmt(median(secure) / median(plain)))")
+        secureLines.append("exchange_10M_plain_ms: \(fmt(median(plain)))  (plaintext RPC, alternating with the secure one; median of \(reps))")
+        secureLines.append("exchange_10M_secure_ms: \(fmt(median(secure)))  (Noise channel, AES-GCM records; median of \(reps))")
+        secureLines.append("exchange_10M_secure_vs_plain: \(fmt(median(secure) / median(plain)))")
     }
     for (label, floats, defaultReps) in [("1M", 1_000_000, 11), ("10M", 10_000_000, 7), ("100M", 100_000_000, 5)]
     where sizes.contains(label) {
@@ -107,7 +110,8 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
         for _ in 0..<reps { fresh.append(try echo.exchange(bytes: floats * 4, freshBuffers: true)) }
         lines.append("exchange_\(label)_socket_freshbuf_ms: \(fmt(median(fresh)))  (echo reading into untouched memory)")
     }
-    for l in lines { out(l) }
+    secureLines += cipherLines()
+    for l in lines + secureLines { out(l) }
     if sizes.contains("100M") {
         out("exchange_100M_rss_vs_payload: \(fmt(rssRatio))")
         out("exchange_100M_rss_peak_delta_mb: \(fmt(Double(rssPeak - rssBefore) / 1e6))  (VmHWM delta over the 100M exchange, run first; the bench's own request buffer included)")
@@ -117,6 +121,51 @@ func runNetSuite(sizes: Set<String>, reps repsOverride: Int?) throws {
     let done = DispatchSemaphore(value: 0)
     server.shutdown(grace: .seconds(1)) { done.signal() }
     _ = done.wait(timeout: .now() + 5)
+}
+
+/// Single-thread AES-GCM record speed through GossipSecure (65519-byte records into reused
+/// buffers, as the record layer seals and opens them), MB/s of plaintext.
+private func cipherLines() -> [String] {
+    let r = 65_519, count = 600
+    var sender = CipherState(cipher: .aesGCM)
+    var receiver = CipherState(cipher: .aesGCM)
+    let key = SymmetricKey(size: .bits256)
+    try! sender.initializeKey(key)
+    try! receiver.initializeKey(key)
+    let plain = UnsafeMutableRawPointer.allocate(byteCount: r, alignment: 64)
+    let sealed = UnsafeMutableRawPointer.allocate(byteCount: count * (r + 16), alignment: 64)
+    let opened = UnsafeMutableRawPointer.allocate(byteCount: r, alignment: 64)
+    defer { plain.deallocate(); sealed.deallocate(); opened.deallocate() }
+    memset(plain, 0x3F, r)
+    memset(sealed, 0, count * (r + 16))
+    memset(opened, 0, r)
+    // A first round warms the allocator and the library up; the second is timed.
+    var t0 = ContinuousClock.now, t1 = t0, t2 = t0
+    for _ in 0..<2 {
+        sender.setNonce(0)
+        receiver.setNonce(0)
+        t0 = ContinuousClock.now
+        for i in 0..<count { try! sender.encrypt(UnsafeRawBufferPointer(start: plain, count: r), into: sealed + i * (r + 16)) }
+        t1 = ContinuousClock.now
+        for i in 0..<count { try! receiver.decrypt(UnsafeRawBufferPointer(start: sealed + i * (r + 16), count: r + 16), into: opened) }
+        t2 = ContinuousClock.now
+    }
+    let mb = Double(count * r) / 1e6
+    return ["record_seal_mb_per_s: \(fmt(mb / (ms(t1 - t0) / 1000)))  (one thread, 65519-byte AES-GCM records into a reused buffer)",
+            "record_open_mb_per_s: \(fmt(mb / (ms(t2 - t1) / 1000)))"]
+}
+
+/// `secure-echo`: a secure echo server with a random network key; never returns.
+func runSecureEcho(readyFile: String) throws -> Never {
+    var config = ServerConfig()
+    config.security = ChannelSecurity(networkKey: NetworkKey.generate(), identity: IdentityKey.generate())
+    config.securityLog = { line in warn(line) }
+    let server = RPCServer(config: config)
+    server.register(.ping) { m, r in r.reply(m.payload) }
+    server.register(.gossipExchange) { m, r in r.reply(m.payload) }
+    let endpoint = try server.start(host: "127.0.0.1", port: 0)
+    try (endpoint.description + "\n").write(toFile: readyFile, atomically: true, encoding: .utf8)
+    while true { sleep(3600) }
 }
 
 /// Opens a fresh client (plain or secure), gets one Ping answered, closes; microseconds.

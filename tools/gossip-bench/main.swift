@@ -53,7 +53,7 @@ struct GossipBench: ParsableCommand {
         commandName: "gossip-bench",
         abstract: "Benchmark and check suites; each prints `key: value` lines.",
         discussion: "Exit codes: 0 ok, 1 failure, 64 usage error.",
-        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self])
+        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self])
 }
 
 struct Train: ParsableCommand {
@@ -154,6 +154,18 @@ struct Net: ParsableCommand {
         }
         if let reps, reps <= 0 { throw ValidationError("--reps must be positive") }
         do { try runNetSuite(sizes: chosen, reps: reps) } catch { throw fail("net: \(error)") }
+    }
+}
+
+struct SecureEcho: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "secure-echo",
+        abstract: "An echo RPC server behind the encrypted channel (SPEC §13) on 127.0.0.1, with a fresh random network key.",
+        discussion: "For admission tests and experiments: nobody holds its key, so every connection must be refused. Writes its endpoint to --ready-file once listening, logs each refused connection on stderr, and serves until killed.")
+    @Option(name: .customLong("ready-file"), help: "Where to write HOST:PORT once listening.") var readyFile: String
+
+    func run() throws {
+        do { try runSecureEcho(readyFile: readyFile) } catch { throw fail("secure-echo: \(error)") }
     }
 }
 
