@@ -27,7 +27,7 @@ import Testing
         let (status, out, err) = try bench(["net", "--sizes", "1M", "--reps", "1"])
         #expect(status == 0, "\(err)")
         #expect(keys(out) == ["exchange_1M_rpc_ms", "exchange_1M_socket_ms", "exchange_1M_vs_socket", "exchange_1M_socket_freshbuf_ms",
-                              "handshake_us", "connect_ping_plain_us"])
+                              "handshake_us", "connect_ping_plain_us", "record_seal_mb_per_s", "record_open_mb_per_s"])
     }
 
     @Test func usageErrorsExit64() throws {

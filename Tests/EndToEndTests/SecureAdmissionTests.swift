@@ -121,6 +121,7 @@ struct SecureAdmissionTests {
         }
         #expect(fds <= fdsBefore, "secure-echo holds \(fds) descriptors after the attack, \(fdsBefore) before")
         let rssAfter = try #require(residentBytes(pid))
+        print("secure-echo after 1,000 keyless connections: RSS \(rssBefore / 1024) -> \(rssAfter / 1024) KiB, descriptors \(fdsBefore) -> \(fds)")
         #expect(rssAfter - rssBefore < 50_000_000, "RSS grew from \(rssBefore / 1_000_000) MB to \(rssAfter / 1_000_000) MB")
         #expect(kill(pid, 0) == 0, "secure-echo died")
     }
