@@ -98,10 +98,12 @@ public final class RPCClient: @unchecked Sendable {
 
     /// Uses an already connected socket (e.g. one end of a socket pair) as the pooled
     /// connection for `endpoint`; the client owns and closes the descriptor.
-    /// - Parameter secure: run the client's `security` on it (when set); false for a
-    ///   node's Unix control socket (`UnixSocket.connect(path:)`), which is plaintext.
-    public func adopt(socket fd: Int32, as endpoint: Endpoint, secure: Bool = true) {
-        let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd, secure: secure)
+    /// - Parameter secure: whether to run the client's `security` on it (when set). nil (the
+    ///   default): yes, except on a socket connected to a named Unix-domain socket (a node's
+    ///   control socket, `UnixSocket.connect(path:)`), which carries plaintext (SPEC §13.9).
+    public func adopt(socket fd: Int32, as endpoint: Endpoint, secure: Bool? = nil) {
+        let channel = ClientChannel(endpoint: endpoint, client: self, connectedFD: fd,
+                                    secure: secure ?? !Sys.isNamedUnixPeer(fd))
         let old = pool.withLock { pool -> ClientChannel? in
             let o = pool[endpoint]
             pool[endpoint] = channel

@@ -152,8 +152,8 @@ final class Listener: @unchecked Sendable {
 /// Connecting to a node's local control socket (SPEC §13.8).
 public enum UnixSocket {
     /// Connects to the Unix-domain socket at `path`; returns the connected, non-blocking,
-    /// close-on-exec descriptor, to hand to `RPCClient.adopt(socket:as:secure: false)`
-    /// (which then owns it). The control socket carries plaintext frames.
+    /// close-on-exec descriptor, to hand to `RPCClient.adopt(socket:as:)` (which then owns it,
+    /// and talks plaintext on it: the control socket carries plaintext frames).
     /// - Throws: `RPCError(.unavailable)` saying why (no such file, nobody listening,
     ///   permission denied) and what to check.
     public static func connect(path: String) throws(RPCError) -> Int32 {

@@ -370,6 +370,15 @@ enum Sys {
         return addr
     }
 
+    /// Whether `fd` is connected to a named Unix-domain socket (a path), as a control-socket
+    /// client is; false for TCP and for socket pairs (unnamed).
+    static func isNamedUnixPeer(_ fd: Int32) -> Bool {
+        guard let a = peerAddress(fd), a.family == AF_UNIX else { return false }
+        let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path) ?? 2
+        guard Int(a.length) > pathOffset else { return false }
+        return withUnsafeBytes(of: a.storage) { $0[pathOffset] != 0 }
+    }
+
     /// A new non-blocking, close-on-exec Unix-domain stream socket.
     static func unixSocket() throws(SyscallError) -> Int32 {
         try socket(family: AF_UNIX)

@@ -178,9 +178,11 @@ private func sealAll(_ sizes: [Int], interval: UInt64, batch: Int, parallel: Boo
         #expect(Sys.pathIsSocket(path) == true)
         try server.startControl(path: path)
         #expect(Sys.mode(path) == 0o600)
-        let client = RPCClient(security: f.client)   // a secure client: adopt(secure: false) keeps the control socket plaintext
+        // A secure client (as gossipctl with --network-key): adopt sees a named Unix socket
+        // and talks plaintext on it.
+        let client = RPCClient(security: f.client)
         let endpoint = Endpoint(host: "control", port: 0)
-        client.adopt(socket: try UnixSocket.connect(path: path), as: endpoint, secure: false)
+        client.adopt(socket: try UnixSocket.connect(path: path), as: endpoint)
         let r = try await client.call(endpoint, type: .stop, payload: bytes("stop"), deadline: .seconds(10))
         #expect(text(r) == "stop")
         #expect(seen.count == 1 && seen.all[0].0 == true && seen.all[0].1 == nil)

@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test(arguments: NoiseCipher.allCases)
-    func alteredRecordWritesNothingAndKeepsTheNonce(cipher: NoiseCipher) throws {
+    func alteredRecordYieldsNoPlaintextAndKeepsTheNonce(cipher: NoiseCipher) throws {
         var r = CipherState(cipher: cipher)
         try r.initializeKey(key)
         var sealed = try referenceEncrypt(cipher, key: key, n: 0, [1, 2, 3, 4])
