@@ -224,6 +224,21 @@ func expectFailure(_ client: RPCClient, _ endpoint: Endpoint, _ code: StatusCode
         await stopServer(server)
     }
 
+    /// Over the connection limit a secure server still completes the handshake, so the
+    /// client reads the sealed RESOURCE_EXHAUSTED answer (not a silent close it would take for
+    /// a wrong key).
+    @Test func overTheConnectionLimitTheRefusalIsSealed() async throws {
+        let f = SecureFixture()
+        let (server, endpoint, _, _, _) = try f.startServer { $0.maxConnections = 1 }
+        let first = RPCClient(security: f.client)
+        _ = try await first.call(endpoint, type: .ping, payload: bytes("holds the slot"), deadline: .seconds(10))
+        let second = RPCClient(security: f.client)
+        await expectFailure(second, endpoint, .resourceExhausted, containing: "limit of 1 connections")
+        first.close()
+        second.close()
+        await stopServer(server)
+    }
+
     @Test func keyLogLinesNameTheSessionAndItsKeys() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("keylog-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
