@@ -205,15 +205,15 @@ def main():
     ini = Side(True, i_s, i_e, psk)
     res = Side(False, r_s, r_e, psk)
     m1 = framed(ini.write(0)); check("message1", m1, b("message1"))
-    assert int.from_bytes(b("message1")[:2], "big") == 48
-    res.read(0, b("message1")[2:])
+    check("message1 length prefix", int.from_bytes(b("message1")[:2], "big"), 48)
+    res.read(0, m1[2:])   # (equal to the vector's when the check above passed)
     m2 = framed(res.write(1)); check("message2", m2, b("message2"))
-    assert int.from_bytes(b("message2")[:2], "big") == 96
-    ini.read(1, b("message2")[2:])
+    check("message2 length prefix", int.from_bytes(b("message2")[:2], "big"), 96)
+    ini.read(1, m2[2:])
     check("responder static learnt by the initiator", ini.rs, b("responder_static_public"))
     m3 = framed(ini.write(2)); check("message3", m3, b("message3"))
-    assert int.from_bytes(b("message3")[:2], "big") == 64
-    res.read(2, b("message3")[2:])
+    check("message3 length prefix", int.from_bytes(b("message3")[:2], "big"), 64)
+    res.read(2, m3[2:])
     check("initiator static learnt by the responder", res.rs, b("initiator_static_public"))
     check("handshake_hash (initiator)", ini.sym.h, b("handshake_hash"))
     check("handshake_hash (responder)", res.sym.h, b("handshake_hash"))
@@ -230,8 +230,11 @@ def main():
     record = framed(i_send.encrypt(b"", ping))
     check("record1", record, b("record1"))
     body = b("record1")[2:]
-    assert int.from_bytes(b("record1")[:2], "big") == len(body) and 17 <= len(body) <= 65535
-    check("record1 opened by the responder", r_recv.decrypt(b"", body), ping)
+    check("record1 length prefix", int.from_bytes(b("record1")[:2], "big"), len(body))
+    try:
+        check("record1 opened by the responder", r_recv.decrypt(b"", body), ping)
+    except Exception as e:  # InvalidTag: the vector's record does not authenticate
+        failures.append(f"record1 does not open with k_i2r at nonce 0: {e!r}")
 
     if failures:
         for f in failures:
@@ -242,4 +245,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as e:  # a handshake message of the vector that does not authenticate
+        print(f"MISMATCH the vector does not follow SPEC section 13: {e!r}", file=sys.stderr)
+        sys.exit(1)
