@@ -239,6 +239,26 @@ func expectFailure(_ client: RPCClient, _ endpoint: Endpoint, _ code: StatusCode
         await stopServer(server)
     }
 
+    /// Backpressure still holds on a sealed connection: a member that sends requests for large
+    /// replies and never reads is cut off once its waiting replies pass the bound.
+    @Test func aSecureClientThatNeverReadsIsCutOff() async throws {
+        let f = SecureFixture()
+        let big = pattern(1 << 20)
+        let (server, endpoint, _, _, _) = try f.startServer { $0.maxQueuedBytes = 4 << 20 }
+        server.register(.getModel) { _, r in r.reply(big, options: .init(checksum: false)) }
+        let fd = try await rawConnect(endpoint)
+        defer { close(fd) }
+        var sender = try rawHandshake(fd, f.client)
+        var plaintext: [UInt8] = []
+        for id in 1...60 { plaintext += OutboundMessage.empty(type: .getModel, kind: .request, requestID: UInt32(id)).serialized() }
+        var body = [UInt8](repeating: 0, count: plaintext.count + 16)
+        try plaintext.withUnsafeBytes { p in try body.withUnsafeMutableBytes { o in try sender.seal([p], into: [o.baseAddress!], parallel: false) } }
+        writeAll(fd, [UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body)
+        #expect(await waitFor("the server to drop the connection") { server.stats.connections == 0 })
+        #expect(server.stats.requests >= 8, "the server dropped it before replies piled up")
+        await stopServer(server)
+    }
+
     @Test func keyLogLinesNameTheSessionAndItsKeys() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("keylog-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -264,6 +284,29 @@ func expectFailure(_ client: RPCClient, _ endpoint: Endpoint, _ code: StatusCode
         let open = dir.appendingPathComponent("open.log").path
         FileManager.default.createFile(atPath: open, contents: nil, attributes: [.posixPermissions: 0o644])
         #expect(throws: RPCError.self) { _ = try KeyLog(path: open) }
+    }
+}
+
+/// Runs the client side of the handshake on a raw non-blocking socket (test helper); returns
+/// the sending record state.
+func rawHandshake(_ fd: Int32, _ security: ChannelSecurity) throws -> RecordCipher {
+    var hs = try ChannelHandshake(role: .initiator, security: security)
+    writeAll(fd, try hs.start())
+    while true {
+        let want = hs.wanted
+        guard want > 0, pollReadable(fd, timeout: .seconds(10)) else { throw RPCError(.deadlineExceeded, "no message 2") }
+        var buf = [UInt8](repeating: 0, count: want)
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+        if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+        guard n > 0 else { throw RPCError(.unavailable, "the server closed during the handshake") }
+        switch buf[0..<n].withUnsafeBytes({ hs.consume($0) }) {
+        case .needMore: continue
+        case .verify:
+            let (m3, transport) = try hs.finish()
+            writeAll(fd, m3)
+            return RecordCipher(transport.sender, rekeyInterval: SecureChannel.rekeyInterval)
+        default: throw RPCError(.unauthenticated, "the handshake failed")
+        }
     }
 }
 
