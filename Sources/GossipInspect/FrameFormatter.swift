@@ -112,7 +112,12 @@ public enum FrameDump {
 
     /// The body's fields as (name, value text); tensors as summaries.
     public static func fields(_ b: MessageBody) -> [(String, String)] {
-        func peers(_ p: PeerList) -> String { "[" + p.peers.joined(separator: ", ") + "]" }
+        // Each entry as `HOST:PORT id=<64 hex>`, or `id=unknown` for the all-zero identity.
+        func peers(_ p: PeerList) -> String {
+            "[" + p.entries.map { e in
+                e.endpoint + " id=" + (e.identity.map { $0.map(hex2).joined() } ?? "unknown")
+            }.joined(separator: ", ") + "]"
+        }
         func model(_ m: ModelState) -> [(String, String)] {
             var f: [(String, String)] = [("architecture", quote(m.architecture)), ("round", "\(m.round)"),
                                          ("step", "\(m.step)"), ("samples", "\(m.samples)"),

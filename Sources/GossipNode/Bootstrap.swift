@@ -62,7 +62,7 @@ public final class BootstrapNode: @unchecked Sendable {
                 }
                 self.logger.info("peer registered", metadata: ["peer": "\(req.endpoint)", "peers": "\(peers.count + 1)"])
                 responder.reply {
-                    try WireCodec.encode(RegisterReply(peers: PeerList(peers: peers),
+                    try WireCodec.encode(RegisterReply(peers: PeerList(entries: peers.map { PeerEntry(endpoint: $0, identity: nil) }),
                                                        architecture: self.config.architecture.description, schemaHash: hash))
                 }
             } catch let e as WireError {

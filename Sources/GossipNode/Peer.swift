@@ -224,7 +224,7 @@ public final class PeerNode: @unchecked Sendable {
                 do {
                     let reply = try WireCodec.decodeRegisterReply(msg.payload)
                     core.withLock { c in
-                        c.state.membership.merge(reply.peers.peers)
+                        c.state.membership.merge(reply.peers.endpoints)
                         if isPeer { c.state.membership.markSuccess(target.description) }
                     }
                 } catch {
@@ -408,7 +408,8 @@ public final class PeerNode: @unchecked Sendable {
                     throw RPCError(.failedPrecondition, "schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
                 }
                 c.state.membership.markSuccess(req.endpoint)
-                return RegisterReply(peers: PeerList(peers: c.state.peerSample(excluding: req.endpoint, me: me, limit: WireCodec.limits.maxPeers)),
+                let sample = c.state.peerSample(excluding: req.endpoint, me: me, limit: WireCodec.limits.maxPeers)
+                return RegisterReply(peers: PeerList(entries: sample.map { PeerEntry(endpoint: $0, identity: nil) }),
                                      architecture: model.architecture?.description ?? "", schemaHash: hash)
             }
             logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])

@@ -67,7 +67,7 @@ extension PeerNode {
                 // Everything that can fail is checked; install in one short critical section.
                 let distance: Double = try core.withLock { c in
                     let d = try WireCodec.installAveraged(reply.model, into: t)
-                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.peers)
+                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.endpoints)
                     return d
                 }
                 wake.signal()
@@ -203,7 +203,7 @@ extension PeerNode {
             (counters(c), c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers))
         }
         return try WireCodec.encodeExchangeReply(weight: Double(shard.count),
-                                                 peers: PeerList(peers: peers),
+                                                 peers: PeerList(entries: peers.map { PeerEntry(endpoint: $0, identity: nil) }),
                                                  architecture: arch, params: averaged, round: cnt.round,
                                                  step: cnt.step, samples: cnt.samples, into: replyBuffer)
     }

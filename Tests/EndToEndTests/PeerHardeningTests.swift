@@ -81,7 +81,7 @@ struct PeerHardeningTests {
             return
         }
         let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: before.schemaHash)
-        #expect(reply.peers.peers.count <= Limits.default.maxPeers)
+        #expect(reply.peers.endpoints.count <= Limits.default.maxPeers)
         var received = before
         try reply.model.copyData(into: &received.storage)
         // The peer keeps trying its unreachable peers meanwhile, which does not change its model.

@@ -289,8 +289,8 @@ extension SpecConformanceTests {
         #expect(r.model.round != 999_999 && Int(r.model.round) <= after.round, "round \(r.model.round) is not the responder's")
         #expect(r.model.step != 999_999 && Int(r.model.step) <= after.step)
         #expect(r.model.samples != 999_999 && Int(r.model.samples) <= after.samplesSeen)
-        #expect(r.peers.peers.contains(p.endpoint.description), "\(r.peers.peers) lacks the responder")
-        #expect(!r.peers.peers.contains(sender), "\(r.peers.peers) lists the caller")
+        #expect(r.peers.endpoints.contains(p.endpoint.description), "\(r.peers.endpoints) lacks the responder")
+        #expect(!r.peers.endpoints.contains(sender), "\(r.peers.endpoints) lists the caller")
     }
 
     /// SPEC §5: a peer answers an over-long endpoint as the bootstrap does (the vector).
@@ -310,7 +310,7 @@ extension SpecConformanceTests {
         let p = try RunningPeer()
         defer { p.stop() }
         let reply = try RegisterReply.decode(try p.call(.register, strBytes("127.0.0.1:9") + u64Bytes(0)).get().payload)
-        #expect(reply.peers.peers.contains(p.endpoint.description) && !reply.peers.peers.contains("127.0.0.1:9"), "\(reply.peers.peers)")
+        #expect(reply.peers.endpoints.contains(p.endpoint.description) && !reply.peers.endpoints.contains("127.0.0.1:9"), "\(reply.peers.endpoints)")
         #expect(reply.architecture == "64,4,10" && StatusReport.hex(reply.schemaHash) == p.node.status().schemaHash)
         let result = p.call(.register, strBytes("no-port") + u64Bytes(0))
         guard case .failure(let e) = result else { Issue.record("'no-port' was registered"); return }
@@ -324,7 +324,7 @@ extension SpecConformanceTests {
         other.register(.gossipExchange) { msg, responder in
             do {
                 let req = try GossipExchangeRequest.decode(msg.payload)
-                responder.reply(try GossipExchangeReply(weight: 1, peers: PeerList(peers: []), model: req.model).encode())
+                responder.reply(try GossipExchangeReply(weight: 1, peers: PeerList(entries: []), model: req.model).encode())
             } catch {
                 responder.fail(for: error)
             }
@@ -395,10 +395,10 @@ extension SpecConformanceTests {
         func register(_ ep: String) throws -> RegisterReply {
             try RegisterReply.decode(try b.call(.register, strBytes(ep) + u64Bytes(0)).get().payload)
         }
-        #expect(try register("127.0.0.1:9").peers.peers == [])
-        #expect(try register("127.0.0.1:10").peers.peers == ["127.0.0.1:9"])
+        #expect(try register("127.0.0.1:9").peers.endpoints == [])
+        #expect(try register("127.0.0.1:10").peers.endpoints == ["127.0.0.1:9"])
         let again = try register("127.0.0.1:9")
-        #expect(again.peers.peers == ["127.0.0.1:10"])
+        #expect(again.peers.endpoints == ["127.0.0.1:10"])
         #expect(again.architecture == "4,3,2" && again.schemaHash != 0)
         // An endpoint that is not HOST:PORT is INVALID_ARGUMENT (SPEC §5.1).
         switch b.call(.register, strBytes("no-port") + u64Bytes(0)) {
