@@ -63,7 +63,26 @@ struct PeerState: Sendable {
         /// Nothing reached the peer, or this node gave up for its own reasons (it could not
         /// encode its request, or it is stopping): says nothing about the peer.
         case notSent
+        /// The other side refused this node's model as an outlier (MODEL_REJECTED): it is
+        /// alive, the exchange failed.
+        case rejectedByPeer
     }
+
+    /// Which models an outlier bound judges (SPEC §5.3): requests this node answers, or
+    /// replies it receives to its own exchanges. Each direction has its own history.
+    enum ModelDirection: Sendable, Equatable {
+        case request, reply
+    }
+
+    /// The verdict on an incoming model's distance.
+    enum ModelVerdict: Sendable, Equatable {
+        case accept
+        /// Refused: `distance` is over `bound` (`why` says how the bound was derived).
+        case outlier(distance: Double, bound: Double, why: String)
+    }
+
+    /// Keys of `rejected.byPeer` at most (a sender names itself: the map must stay bounded).
+    static let maxRejectedPeers = 1024
 
     private(set) var phase: Phase = .onboarding
     private(set) var stopRequested = false
@@ -80,15 +99,22 @@ struct PeerState: Sendable {
     var accuracy: Double?
     var heldOutLoss: Double?
     private(set) var exchanges = StatusReport.Exchanges()
+    /// What the insider bounds refused or capped (SPEC §5.3).
+    private(set) var rejected = StatusReport.Rejected()
+    /// Outlier bounds of requests this node answers and replies it installs.
+    private(set) var requestBound: OutlierBound
+    private(set) var replyBound: OutlierBound
     var checkpointRound: Int?
     var resumedFromRound: Int?
     var membership: Membership
     /// Draws the sample of a long peer list.
     private var sampleRNG: SplitMix
 
-    init(membership: Membership, seed: UInt64 = 1) {
+    init(membership: Membership, seed: UInt64 = 1, bounds: ExchangeBounds = ExchangeBounds()) {
         self.membership = membership
         self.sampleRNG = SplitMix(seed: seed)
+        self.requestBound = OutlierBound(policy: bounds)
+        self.replyBound = OutlierBound(policy: bounds)
     }
 
     // MARK: - lifecycle
@@ -205,12 +231,48 @@ struct PeerState: Sendable {
         case .failed:
             exchanges.failed += 1
             return membership.markFailure(peer)
-        case .badReply:
+        case .badReply, .rejectedByPeer:
             exchanges.failed += 1
             membership.markSuccess(peer)
             return false
         case .notSent:
             return false
+        }
+    }
+
+    // MARK: - insider bounds (SPEC §5.3)
+
+    /// Judges the relative L2 distance of a model received from `peer` (the request's sender,
+    /// or the dialed endpoint for a reply) against that direction's outlier bound; a refusal
+    /// is counted. The caller holds the exchange slot.
+    mutating func judgeModel(_ direction: ModelDirection, distance: Double, from peer: String) -> ModelVerdict {
+        let b = direction == .request ? requestBound : replyBound
+        if b.admits(distance) { return .accept }
+        rejected.modelsRejected += 1
+        countRejected(peer)
+        return .outlier(distance: distance, bound: b.bound, why: b.explanation)
+    }
+
+    /// A model of that direction was accepted and installed at `distance`: it joins the history.
+    mutating func recordAccepted(_ direction: ModelDirection, distance: Double) {
+        switch direction {
+        case .request: requestBound.record(distance)
+        case .reply: replyBound.record(distance)
+        }
+    }
+
+    /// `peer` claimed more weight than the cap allows (its request was averaged with the capped
+    /// weight, or its reply was refused).
+    mutating func weightCapped(from peer: String) {
+        rejected.weightCapped += 1
+        countRejected(peer)
+    }
+
+    private mutating func countRejected(_ peer: String) {
+        if rejected.byPeer[peer] != nil || rejected.byPeer.count < PeerState.maxRejectedPeers - 1 {
+            rejected.byPeer[peer, default: 0] += 1
+        } else {
+            rejected.byPeer["other", default: 0] += 1
         }
     }
 

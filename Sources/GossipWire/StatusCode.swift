@@ -20,6 +20,8 @@ public enum StatusCode: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     case unavailable = 14
     case dataLoss = 15
     case unauthenticated = 16
+    /// The receiver refused the model as an outlier: too far from its own (SPEC §5.3).
+    case modelRejected = 17
 
     /// The canonical upper-case name, as gRPC spells it (`DEADLINE_EXCEEDED`).
     public var name: String {
@@ -41,6 +43,7 @@ public enum StatusCode: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .unavailable: "UNAVAILABLE"
         case .dataLoss: "DATA_LOSS"
         case .unauthenticated: "UNAUTHENTICATED"
+        case .modelRejected: "MODEL_REJECTED"
         }
     }
 
