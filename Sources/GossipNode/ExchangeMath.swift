@@ -108,6 +108,9 @@ struct OutlierBound: Sendable, Equatable {
         return "max(floor \(short(policy.floor)), \(short(policy.k)) x median \(short(m)) of the last \(recent.count) accepted distances)"
     }
 
+    /// Forgets the history: the warm-up bound applies again (the self-check of SPEC §5.3).
+    mutating func reset() { recent = [] }
+
     /// Records the distance of an exchange that was accepted and installed.
     mutating func record(_ distance: Double) {
         guard distance.isFinite, distance >= 0 else { return }

@@ -117,6 +117,10 @@ extension PeerNode {
         }
         let d = ExchangeMath.relativeDistance(own: own.storage, incoming: reply.model)
         let verdict = core.withLock { $0.state.judgeModel(.reply, distance: d, from: peer) }
+        if verdict == .acceptAfterReset {
+            logger.notice("outlier bounds reset: the replies of two peers were refused, so this node's own model is the likely outlier; back to the warm-up bound",
+                          metadata: ["with": "\(peer)", "distance": "\(d)"])
+        }
         if case .outlier(let d, let bound, let why) = verdict {
             throw RPCError(.modelRejected, "its model is at relative L2 distance \(short(d)) from this node's, over the bound \(short(bound)) (\(why); SPEC §5.3); nothing installed, this node keeps its weights")
         }

@@ -77,6 +77,9 @@ struct PeerState: Sendable {
     /// The verdict on an incoming model's distance.
     enum ModelVerdict: Sendable, Equatable {
         case accept
+        /// Admitted after this node reset its outlier bounds: replies of two distinct peers were
+        /// refused, so its own model is the likely outlier (SPEC §5.3, "self-check").
+        case acceptAfterReset
         /// Refused: `distance` is over `bound` (`why` says how the bound was derived).
         case outlier(distance: Double, bound: Double, why: String)
     }
@@ -104,6 +107,9 @@ struct PeerState: Sendable {
     /// Outlier bounds of requests this node answers and replies it installs.
     private(set) var requestBound: OutlierBound
     private(set) var replyBound: OutlierBound
+    /// The last `window` reply verdicts: the dialed peer when its reply was refused, nil when
+    /// accepted (the self-check of SPEC §5.3).
+    private(set) var replyVerdicts: [String?] = []
     var checkpointRound: Int?
     var resumedFromRound: Int?
     var membership: Membership
@@ -245,12 +251,32 @@ struct PeerState: Sendable {
     /// Judges the relative L2 distance of a model received from `peer` (the request's sender,
     /// or the dialed endpoint for a reply) against that direction's outlier bound; a refusal
     /// is counted. The caller holds the exchange slot.
+    ///
+    /// Self-check: when the replies of two distinct dialed peers were refused among the last
+    /// `window` reply verdicts, this node's own model is the likely outlier (it was away, or a
+    /// group drifted apart), not theirs: both histories are cleared, so the warm-up bound
+    /// applies again, and this reply is judged anew. One insider alone never triggers it (a
+    /// dialed endpoint is the one this node chose to call); the warm-up bound still refuses
+    /// gross outliers after a reset.
     mutating func judgeModel(_ direction: ModelDirection, distance: Double, from peer: String) -> ModelVerdict {
         let b = direction == .request ? requestBound : replyBound
-        if b.admits(distance) { return .accept }
+        let admitted = b.admits(distance)
+        if direction == .reply {
+            replyVerdicts.append(admitted ? nil : peer)
+            if replyVerdicts.count > b.policy.window { replyVerdicts.removeFirst(replyVerdicts.count - b.policy.window) }
+            if !admitted, Set(replyVerdicts.compactMap { $0 }).count >= 2 {
+                requestBound.reset()
+                replyBound.reset()
+                replyVerdicts = []
+                rejected.boundResets += 1
+                if replyBound.admits(distance) { return .acceptAfterReset }
+            }
+        }
+        if admitted { return .accept }
         rejected.modelsRejected += 1
         countRejected(peer)
-        return .outlier(distance: distance, bound: b.bound, why: b.explanation)
+        let now = direction == .request ? requestBound : replyBound
+        return .outlier(distance: distance, bound: now.bound, why: now.explanation)
     }
 
     /// A model of that direction was accepted and installed at `distance`: it joins the history.

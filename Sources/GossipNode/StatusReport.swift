@@ -42,6 +42,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// keyed by the request's `sender` for requests and by the dialed endpoint for replies.
         /// At most `PeerState.maxRejectedPeers` keys; further peers count under "other".
         public var byPeer: [String: Int] = [:]
+        /// Times this node found its own model the outlier (replies of two distinct peers
+        /// refused) and went back to the warm-up bound (SPEC §5.3, self-check).
+        public var boundResets: Int = 0
         public init() {}
 
         /// Missing counts read as 0 (SPEC §5.4).
@@ -50,10 +53,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             weightCapped = try c.decodeIfPresent(Int.self, forKey: .weightCapped) ?? 0
             modelsRejected = try c.decodeIfPresent(Int.self, forKey: .modelsRejected) ?? 0
             byPeer = try c.decodeIfPresent([String: Int].self, forKey: .byPeer) ?? [:]
+            boundResets = try c.decodeIfPresent(Int.self, forKey: .boundResets) ?? 0
         }
 
         enum CodingKeys: String, CodingKey {
             case weightCapped = "weight_capped", modelsRejected = "models_rejected", byPeer = "by_peer"
+            case boundResets = "bound_resets"
         }
     }
     /// "peer" or "bootstrap".

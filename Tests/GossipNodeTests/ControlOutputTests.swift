@@ -52,7 +52,7 @@ import Testing
     #expect(line == "rejected    weight capped 2  models 5  by peer: 127.0.0.1:7003 1, 127.0.0.1:7009 6")
     // The JSON keys of contract B, and a round trip through the reader.
     let json = s.json()
-    #expect(json.contains(#""rejected":{"by_peer":{"127.0.0.1:7003":1,"127.0.0.1:7009":6},"models_rejected":5,"weight_capped":2}"#), "\(json)")
+    #expect(json.contains(#""rejected":{"bound_resets":0,"by_peer":{"127.0.0.1:7003":1,"127.0.0.1:7009":6},"models_rejected":5,"weight_capped":2}"#), "\(json)")
     #expect(try StatusReport.parse(json).rejected == s.rejected)
     // An older node's status without the key reads as no rejections.
     #expect(try StatusReport.parse(#"{"role":"peer"}"#).rejected == StatusReport.Rejected())

@@ -184,6 +184,48 @@ private func bounds(k: Double = 4, floor: Double = 0.05, warmup: Double = 0.75, 
         #expect(reply == .accept, "replies are still warming up")
     }
 
+    private func tight() -> PeerState {
+        var s = ready()
+        for _ in 0..<16 {
+            s.recordAccepted(.request, distance: 0.01)
+            s.recordAccepted(.reply, distance: 0.01)
+        }
+        return s
+    }
+
+    @Test func oneInsiderNeverLoosensTheBound() {
+        var s = tight()
+        for _ in 0..<50 {
+            let v = s.judgeModel(.reply, distance: 0.6, from: "127.0.0.1:66")
+            #expect(v != .accept && v != .acceptAfterReset)
+            let ok = s.judgeModel(.reply, distance: 0.01, from: "127.0.0.1:2")
+            #expect(ok == .accept)
+        }
+        // Requests name their sender themselves: forged names never trigger the self-check.
+        for i in 0..<50 {
+            let v = s.judgeModel(.request, distance: 0.6, from: "10.9.9.9:\(i)")
+            #expect(v != .accept && v != .acceptAfterReset)
+        }
+        #expect(s.rejected.boundResets == 0)
+        #expect(s.replyBound.bound == 0.05 && s.requestBound.bound == 0.05)
+    }
+
+    @Test func repliesOfTwoPeersRefusedMakeThisNodeTheOutlierAndResetItsBounds() {
+        // This node drifted away (it was partitioned, or resumed an old checkpoint while its
+        // history was already tight): the others agree with each other, not with it.
+        var s = tight()
+        let first = s.judgeModel(.reply, distance: 0.6, from: "127.0.0.1:2")
+        #expect(first != .accept && first != .acceptAfterReset)
+        let second = s.judgeModel(.reply, distance: 0.6, from: "127.0.0.1:3")
+        #expect(second == .acceptAfterReset, "judged anew under the warm-up bound")
+        #expect(s.rejected.boundResets == 1 && s.rejected.modelsRejected == 1)
+        #expect(s.requestBound.recent.isEmpty && s.replyBound.recent.isEmpty)
+        #expect(s.requestBound.bound == 0.75)
+        // After a reset the warm-up bound still refuses gross outliers.
+        let gross = s.judgeModel(.reply, distance: 49, from: "127.0.0.1:2")
+        #expect(gross != .accept && gross != .acceptAfterReset)
+    }
+
     @Test func byPeerStaysBoundedWhateverSendersClaim() {
         var s = ready()
         for i in 0..<(PeerState.maxRejectedPeers + 500) { s.weightCapped(from: "10.0.0.1:\(i)") }
