@@ -89,7 +89,14 @@ extension PeerNode {
                 : err.code == .failedPrecondition ? .incompatible
                 : err.code == .modelRejected ? .rejectedByPeer
                 : err.code == .cancelled ? .notSent : .failed
-            let dropped = core.withLock { $0.state.finishOutgoing(peer: peer, result: outcome) }
+            let (dropped, reset) = core.withLock { c in
+                let resets = c.state.rejected.boundResets
+                return (c.state.finishOutgoing(peer: peer, result: outcome), c.state.rejected.boundResets > resets)
+            }
+            if reset {
+                logger.notice("outlier bounds reset: two peers refused this node's model or sent refused replies, so its own model is the likely outlier; back to the warm-up bound",
+                              metadata: ["after": "\(peer)"])
+            }
             if outcome == .remoteBusy {
                 logger.debug("peer busy", metadata: ["peer": "\(peer)"])
                 return .remoteBusy
@@ -118,7 +125,7 @@ extension PeerNode {
         let d = ExchangeMath.relativeDistance(own: own.storage, incoming: reply.model)
         let verdict = core.withLock { $0.state.judgeModel(.reply, distance: d, from: peer) }
         if verdict == .acceptAfterReset {
-            logger.notice("outlier bounds reset: the replies of two peers were refused, so this node's own model is the likely outlier; back to the warm-up bound",
+            logger.notice("outlier bounds reset: two peers refused this node's model or sent refused replies, so its own model is the likely outlier; back to the warm-up bound",
                           metadata: ["with": "\(peer)", "distance": "\(d)"])
         }
         if case .outlier(let d, let bound, let why) = verdict {

@@ -107,9 +107,10 @@ struct PeerState: Sendable {
     /// Outlier bounds of requests this node answers and replies it installs.
     private(set) var requestBound: OutlierBound
     private(set) var replyBound: OutlierBound
-    /// The last `window` reply verdicts: the dialed peer when its reply was refused, nil when
-    /// accepted (the self-check of SPEC §5.3).
-    private(set) var replyVerdicts: [String?] = []
+    /// The last `window` verdicts on this node's own exchanges (the self-check of SPEC §5.3):
+    /// the dialed peer when its reply was refused here or it refused this node's model
+    /// (MODEL_REJECTED), nil when a reply was accepted.
+    private(set) var outgoingVerdicts: [String?] = []
     var checkpointRound: Int?
     var resumedFromRound: Int?
     var membership: Membership
@@ -237,9 +238,14 @@ struct PeerState: Sendable {
         case .failed:
             exchanges.failed += 1
             return membership.markFailure(peer)
-        case .badReply, .rejectedByPeer:
+        case .badReply:
             exchanges.failed += 1
             membership.markSuccess(peer)
+            return false
+        case .rejectedByPeer:
+            exchanges.failed += 1
+            membership.markSuccess(peer)
+            selfCheck(refusedBy: peer)
             return false
         case .notSent:
             return false
@@ -252,24 +258,16 @@ struct PeerState: Sendable {
     /// or the dialed endpoint for a reply) against that direction's outlier bound; a refusal
     /// is counted. The caller holds the exchange slot.
     ///
-    /// Self-check: when the replies of two distinct dialed peers were refused among the last
-    /// `window` reply verdicts, this node's own model is the likely outlier (it was away, or a
-    /// group drifted apart), not theirs: both histories are cleared, so the warm-up bound
-    /// applies again, and this reply is judged anew. One insider alone never triggers it (a
-    /// dialed endpoint is the one this node chose to call); the warm-up bound still refuses
-    /// gross outliers after a reset.
+    /// A refused reply takes part in the self-check (`selfCheck(refusedBy:)`); when that resets
+    /// the bounds, the reply is judged anew under the warm-up bound.
     mutating func judgeModel(_ direction: ModelDirection, distance: Double, from peer: String) -> ModelVerdict {
         let b = direction == .request ? requestBound : replyBound
         let admitted = b.admits(distance)
         if direction == .reply {
-            replyVerdicts.append(admitted ? nil : peer)
-            if replyVerdicts.count > b.policy.window { replyVerdicts.removeFirst(replyVerdicts.count - b.policy.window) }
-            if !admitted, Set(replyVerdicts.compactMap { $0 }).count >= 2 {
-                requestBound.reset()
-                replyBound.reset()
-                replyVerdicts = []
-                rejected.boundResets += 1
-                if replyBound.admits(distance) { return .acceptAfterReset }
+            if admitted {
+                selfCheck(refusedBy: nil)
+            } else if selfCheck(refusedBy: peer), replyBound.admits(distance) {
+                return .acceptAfterReset
             }
         }
         if admitted { return .accept }
@@ -292,6 +290,27 @@ struct PeerState: Sendable {
     mutating func weightCapped(from peer: String) {
         rejected.weightCapped += 1
         countRejected(peer)
+    }
+
+    /// Self-check (SPEC §5.3): records the verdict on one of this node's own exchanges (`nil`:
+    /// its reply was accepted; a peer: that dialed peer's reply was refused here, or it refused
+    /// this node's model). When two distinct dialed peers are among the refusals of the last
+    /// `window` verdicts, this node's own model is the likely outlier (it was away, or a group
+    /// drifted apart), not theirs: both histories are cleared, so the warm-up bound applies
+    /// again. One insider alone never triggers it (a dialed endpoint is one this node chose to
+    /// call, not a name a sender gives itself); the warm-up bound still refuses gross
+    /// outliers after a reset. Returns true when it reset.
+    @discardableResult
+    mutating func selfCheck(refusedBy peer: String?) -> Bool {
+        let window = requestBound.policy.window
+        outgoingVerdicts.append(peer)
+        if outgoingVerdicts.count > window { outgoingVerdicts.removeFirst(outgoingVerdicts.count - window) }
+        guard peer != nil, Set(outgoingVerdicts.compactMap { $0 }).count >= 2 else { return false }
+        requestBound.reset()
+        replyBound.reset()
+        outgoingVerdicts = []
+        rejected.boundResets += 1
+        return true
     }
 
     private mutating func countRejected(_ peer: String) {

@@ -201,6 +201,12 @@ private func bounds(k: Double = 4, floor: Double = 0.05, warmup: Double = 0.75, 
             let ok = s.judgeModel(.reply, distance: 0.01, from: "127.0.0.1:2")
             #expect(ok == .accept)
         }
+        // One peer refusing this node's model, however often, is no reason to doubt it.
+        for _ in 0..<20 {
+            let began = s.beginOutgoing(peer: "127.0.0.1:66")
+            _ = s.finishOutgoing(peer: "127.0.0.1:66", result: .rejectedByPeer)
+            #expect(began)
+        }
         // Requests name their sender themselves: forged names never trigger the self-check.
         for i in 0..<50 {
             let v = s.judgeModel(.request, distance: 0.6, from: "10.9.9.9:\(i)")
@@ -221,6 +227,15 @@ private func bounds(k: Double = 4, floor: Double = 0.05, warmup: Double = 0.75, 
         #expect(s.rejected.boundResets == 1 && s.rejected.modelsRejected == 1)
         #expect(s.requestBound.recent.isEmpty && s.replyBound.recent.isEmpty)
         #expect(s.requestBound.bound == 0.75)
+        // A MODEL_REJECTED from a dialed peer counts too: in a split, both sides refuse each
+        // other's requests and no reply is ever judged.
+        var t = tight()
+        for peer in ["127.0.0.1:2", "127.0.0.1:2", "127.0.0.1:3"] {
+            let began = t.beginOutgoing(peer: peer)
+            _ = t.finishOutgoing(peer: peer, result: .rejectedByPeer)
+            #expect(began)
+        }
+        #expect(t.rejected.boundResets == 1 && t.requestBound.bound == 0.75)
         // After a reset the warm-up bound still refuses gross outliers.
         let gross = s.judgeModel(.reply, distance: 49, from: "127.0.0.1:2")
         #expect(gross != .accept && gross != .acceptAfterReset)
