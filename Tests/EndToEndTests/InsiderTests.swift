@@ -97,7 +97,7 @@ struct InsiderTests {
             let r = try c.status(p).rejected
             #expect((r.byPeer[key] ?? 0) > 0, "\(p.name) does not name the attacker \(key): \(r)")
             let honestRefusals = r.byPeer.filter { $0.key != key }.values.reduce(0, +)
-            #expect(honestRefusals <= 2, "\(p.name) refused honest peers: \(r.byPeer)")
+            #expect(honestRefusals <= 5, "\(p.name) refused honest peers: \(r.byPeer)")
             report.append(String(format: "%@ acc %.3f capped %d rejected %d by attacker %d honest %d resets %d", p.name, acc,
                                  r.weightCapped, r.modelsRejected, r.byPeer[key] ?? 0, honestRefusals, r.boundResets))
         }
