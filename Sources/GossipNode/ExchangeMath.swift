@@ -103,9 +103,9 @@ struct OutlierBound: Sendable, Equatable {
     /// How the bound was derived, for error texts and logs.
     var explanation: String {
         guard recent.count >= policy.minSamples, let m = median else {
-            return "the warm-up bound \(short(policy.warmup)) while fewer than \(policy.minSamples) exchanges were accepted"
+            return "the warm-up bound \(shortNumber(policy.warmup)) while fewer than \(policy.minSamples) exchanges were accepted"
         }
-        return "max(floor \(short(policy.floor)), \(short(policy.k)) x median \(short(m)) of the last \(recent.count) accepted distances)"
+        return "max(floor \(shortNumber(policy.floor)), \(shortNumber(policy.k)) x median \(shortNumber(m)) of the last \(recent.count) accepted distances)"
     }
 
     /// Forgets the history: the warm-up bound applies again (the self-check of SPEC §5.3).
@@ -120,7 +120,7 @@ struct OutlierBound: Sendable, Equatable {
 }
 
 /// A number in a short, readable form for error texts (4 significant digits).
-func short(_ v: Double) -> String {
+func shortNumber(_ v: Double) -> String {
     guard v.isFinite else { return "\(v)" }
     var s = String(format: "%.4g", v)
     if s.contains("e") { s = s.replacingOccurrences(of: "e+0", with: "e").replacingOccurrences(of: "e+", with: "e") }

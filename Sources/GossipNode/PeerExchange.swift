@@ -116,7 +116,7 @@ extension PeerNode {
         let cap = config.exchangeBounds.weightCap
         guard ExchangeMath.replyWeightWithinCap(reply.weight, sent: sentWeight, cap: cap) else {
             core.withLock { $0.state.weightCapped(from: peer) }
-            throw RPCError(.modelRejected, "it claims averaging weight \(reply.weight), over the cap of \(short(cap)) x this node's weight \(short(sentWeight)) (SPEC §5.3); nothing installed")
+            throw RPCError(.modelRejected, "it claims averaging weight \(reply.weight), over the cap of \(shortNumber(cap)) x this node's weight \(shortNumber(sentWeight)) (SPEC §5.3); nothing installed")
         }
         let own = t.parameters
         guard reply.model.data.count == own.storage.count * 4 else {
@@ -129,7 +129,7 @@ extension PeerNode {
                           metadata: ["with": "\(peer)", "distance": "\(d)"])
         }
         if case .outlier(let d, let bound, let why) = verdict {
-            throw RPCError(.modelRejected, "its model is at relative L2 distance \(short(d)) from this node's, over the bound \(short(bound)) (\(why); SPEC §5.3); nothing installed, this node keeps its weights")
+            throw RPCError(.modelRejected, "its model is at relative L2 distance \(shortNumber(d)) from this node's, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing installed, this node keeps its weights")
         }
         return d
     }
@@ -240,7 +240,7 @@ extension PeerNode {
         let distance = ExchangeMath.relativeDistance(own: own.storage, incoming: request.model)
         let verdict = core.withLock { $0.state.judgeModel(.request, distance: distance, from: request.sender) }
         if case .outlier(let d, let bound, let why) = verdict {
-            throw RPCError(.modelRejected, "peer \(endpoint) refused the model of \(request.sender) as an outlier: relative L2 distance \(short(d)) from its own model, over the bound \(short(bound)) (\(why); SPEC §5.3); nothing was applied. A model this far off is scaled, noised or stale: fetch the network's current model (GetModel) and train from it")
+            throw RPCError(.modelRejected, "peer \(endpoint) refused the model of \(request.sender) as an outlier: relative L2 distance \(shortNumber(d)) from its own model, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing was applied. A model this far off is scaled, noised or stale: fetch the network's current model (GetModel) and train from it")
         }
         var ownWeight = Double(shard.count), incomingWeight = request.weight
         if case .claim(let w) = config.misbehaviour {
