@@ -67,6 +67,31 @@ struct InsiderTests {
             .contains("rejected    weight capped 1  models 2  by peer: \(attacker) 3"))
     }
 
+    /// A caller that refuses a reply keeps its weights exactly; the responder's average stands,
+    /// so after that exchange the two sides differ (SPEC §5.3). A triggered exchange reports
+    /// the refusal as MODEL_REJECTED.
+    @Test func aRefusedReplyLeavesTheCallerUntouched() throws {
+        let c = try Cluster("insider-reply")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let honest = try c.peer(["--bootstrap", boot.endpoint.description], shard: "0/2", rounds: 1)
+        let attacker = try c.peer(["--bootstrap", boot.endpoint.description, "--misbehave", "scale:50"], shard: "1/2", rounds: 1)
+        try c.wait("both peers finish training", nodes: [honest, attacker]) {
+            try [honest, attacker].allSatisfy { try c.status($0).phase == "averaging" }
+        }
+        // The honest peer never learns of the attacker (a refused request adds no member) and
+        // refuses every request it sends: the honest model is fixed now.
+        let before = try c.model(honest)
+        let (code, _, err) = try c.ctl(["gossip", "--endpoint", honest.endpoint.description,
+                                        "--with", attacker.endpoint.description, "-o", "json"])
+        #expect(code == 70, "\(err)")
+        #expect(err.contains("MODEL_REJECTED") && err.contains("nothing installed"), "\(err)")
+        #expect(try c.model(honest) == before, "the caller keeps its own weights, bit for bit")
+        #expect(try c.model(attacker) != before, "the responder's average stands: the two sides differ")
+        let s = try c.status(honest)
+        #expect(s.rejected.modelsRejected >= 1 && (s.rejected.byPeer[attacker.endpoint.description] ?? 0) >= 1, "\(s.rejected)")
+    }
+
     /// Four honest peers and one attacker on digits with the demo's recipe (64,256,128,10,
     /// 60 rounds of 10 steps, lr 0.2 cosine, batch 128, input noise 0.4), no pace.
     private func network(_ attack: String) throws {
