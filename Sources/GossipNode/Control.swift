@@ -198,6 +198,9 @@ public final class Control: @unchecked Sendable {
                 "loss        \(num(s.loss)) (train, last round)",
                 "accuracy    \(pct(s.accuracy)) on \(s.heldOutCount) held-out rows (loss \(num(s.heldOutLoss)))",
                 "exchanges   done \(s.exchanges.done)  failed \(s.exchanges.failed)  busy \(s.exchanges.busy)  refused \(s.exchanges.refused)",
+                "rejected    weight capped \(s.rejected.weightCapped)  models \(s.rejected.modelsRejected)"
+                    + (s.rejected.boundResets == 0 ? "" : "  bound resets \(s.rejected.boundResets)")
+                    + (s.rejected.byPeer.isEmpty ? "" : "  by peer: " + s.rejected.byPeer.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")),
             ]
             if let r = s.checkpointRound { lines.append("checkpoint  round \(r)") }
             if let r = s.resumedFromRound { lines.append("resumed     from round \(r)") }

@@ -74,6 +74,8 @@ public final class PeerNode: @unchecked Sendable {
     /// `requestBuffer`: loop thread only; `replyBuffer`: the incoming slot holder only.
     let requestBuffer = PayloadBuffer()
     let replyBuffer = PayloadBuffer()
+    /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
+    let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
@@ -95,7 +97,7 @@ public final class PeerNode: @unchecked Sendable {
         self.client = RPCClient()
         self.endpointBox = Mutex(config.listen)
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
-        self.core = Mutex(PeerCore(state: PeerState(membership: membership)))
+        self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
     }
@@ -480,6 +482,7 @@ public final class PeerNode: @unchecked Sendable {
             s.preprocessing = split.preprocessing
             s.peers = st.membership.endpoints
             s.exchanges = st.exchanges
+            s.rejected = st.rejected
             s.bytesIn = stats.bytesIn + client.bytesIn
             s.bytesOut = stats.bytesOut + client.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds

@@ -149,6 +149,11 @@ struct Peer: ParsableCommand {
     @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
     @Option(help: "Minimum milliseconds per round (to watch progress).") var paceMs: Int = 0
     @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
+    // A test hook, hidden from help: turns this peer into an insider attacker (it trains
+    // normally but sends every model scaled by F, replaced by noise of the model's per-tensor
+    // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
+    @Option(help: ArgumentHelp("Test hook: scale:F | noise | claim:W.", visibility: .hidden))
+    var misbehave: String?
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -199,6 +204,10 @@ struct Peer: ParsableCommand {
         default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
         }
         config.readyFile = address.readyFile
+        if let misbehave {
+            do { config.misbehaviour = try Misbehaviour(parsing: misbehave) } catch { throw ValidationError("\(error)") }
+            logger.warning("test hook: this peer misbehaves (\(misbehave)); never use it outside tests")
+        }
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }

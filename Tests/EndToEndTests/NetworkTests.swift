@@ -231,7 +231,7 @@ struct HostileExchangeTests {
         #expect(try c.model(peer) == before)
         // A well-formed offer is accepted and averaged in.
         var shifted = before
-        for i in shifted.storage.indices { shifted.storage[i] += 1 }
+        for i in shifted.storage.indices { shifted.storage[i] += 0.001 }   // within the outlier bound (SPEC §5.3)
         let good = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch, params: shifted,
                                                        round: 0, step: 0, samples: 0)
         #expect(offer(good) == .ok)

@@ -34,11 +34,28 @@ import Testing
     loss        0.1235 (train, last round)
     accuracy    95.62% on 297 held-out rows (loss 0.2000)
     exchanges   done 10  failed 0  busy 1  refused 0
+    rejected    weight capped 0  models 0
     checkpoint  round 10
     traffic     in 1.2 MB  out 1.1 MB
     peers       2: 127.0.0.1:7002 127.0.0.1:7003
     uptime      4.2 s
     """)
+}
+
+@Test func statusTextShowsRejectionsByPeer() throws {
+    var s = StatusReport(role: "peer", endpoint: "127.0.0.1:7001", phase: "training", architecture: "64,32,10",
+                         schemaHash: 1)
+    s.rejected.weightCapped = 2
+    s.rejected.modelsRejected = 5
+    s.rejected.byPeer = ["127.0.0.1:7009": 6, "127.0.0.1:7003": 1]
+    let line = Control.text(s).split(separator: "\n").first { $0.hasPrefix("rejected") }
+    #expect(line == "rejected    weight capped 2  models 5  by peer: 127.0.0.1:7003 1, 127.0.0.1:7009 6")
+    // The JSON keys of contract B, and a round trip through the reader.
+    let json = s.json()
+    #expect(json.contains(#""rejected":{"bound_resets":0,"by_peer":{"127.0.0.1:7003":1,"127.0.0.1:7009":6},"models_rejected":5,"weight_capped":2}"#), "\(json)")
+    #expect(try StatusReport.parse(json).rejected == s.rejected)
+    // An older node's status without the key reads as no rejections.
+    #expect(try StatusReport.parse(#"{"role":"peer"}"#).rejected == StatusReport.Rejected())
 }
 
 @Test func failureJSONIsExact() {
