@@ -470,3 +470,49 @@ private final class LogBox: @unchecked Sendable {
     #expect(streams.count == 2 && streams.allSatisfy { $0.error == nil && $0.noiseError == nil })
     try expectSameFrames(streams[0].records, as: upNames, direction: streams[0].direction)
 }
+
+// MARK: - Cross-check with the channel's golden vector
+
+/// The golden session of Protocol/vectors/noise_handshake.txt, written by the channel's own
+/// implementation (GossipNet, SPEC §13; copied here from its commit 8939d8a, where it is
+/// also checked by tools/check_noise_channel.py): this reader, built separately from the same
+/// contract, finds the session by e_i and opens record 1 to the vector's plaintext frame, and
+/// the independent key schedule of NoiseSessions.swift gives the same keys from its private keys.
+@Test func noiseChannelGoldenVector() throws {
+    func bytes(_ hex: String) -> [UInt8] {
+        let d = Array(hex.utf8)
+        func v(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
+        return stride(from: 0, to: d.count, by: 2).map { v(d[$0]) << 4 | v(d[$0 + 1]) }
+    }
+    let message1 = bytes("00305869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b70527c1c1552b6e3e659a42562fe5239")
+    let message2 = bytes("0060ad438bfae31f6c093d61d4339255ea798092c9fadd07b97827f4b0ae9dee7c1cc596980cb5f917829c493a1460500af3802f43ed2a1e55f9fad1a2c190e4abc48d7b69db873ee8a287bdac3a1330b34b35b3c09d2b34eb2e9f3cd04aa444a677")
+    let message3 = bytes("00402ebfb74aa924ad04e99d4648e707c3fb09d2081714418cc94b9a5a996900c02d483c32700d4c70dc9468d771e23d6b024fc86674ebc23d4ae569b5b5a3fb2457")
+    let record1 = bytes("00309e42ceeb9b8f8919099eec82532dbcfbbe2da0c8c5afbe97847c942426671530d2ca97da333b7ee3409af91dfbc51029")
+    let plaintext = bytes("2000000001300500060000000800000008000000b7db4d6470696e6700010203")
+    let keylog = "GOSSIP_NOISE_AESGCM 5869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b 071bc6d0eb8ffcbedcd77655fcd603e52fb271b8d8d38a64e54eeaeb248de50e e73822e04fc8cf72f62604ab42fea5faf71fa43a7b8f166dec82151e0203f4ac\n"
+
+    let log = NoiseKeyLog(text: keylog)
+    let conn = ConnectionDump(first: "c>s", second: "s>c", keyLog: { log })
+    var frames: [FrameRecord] = []
+    var handshakes: [Int] = []
+    for o in conn.feed(message1, from: .first) + conn.feed(message2, from: .second)
+        + conn.feed(message3 + record1, from: .first) + conn.finish() {
+        switch o.item {
+        case .frame(let r): frames.append(r)
+        case .noise(let n): if case .handshake(let m, _) = n.kind { handshakes.append(m) } else { Issue.record("undecrypted: \(FrameDump.line(n))") }
+        }
+    }
+    #expect(handshakes == [1, 2, 3])
+    #expect(conn.noiseError(.first) == nil && conn.noiseError(.second) == nil)
+    let (want, error) = FrameDump.decode(plaintext, direction: "c>s")
+    #expect(error == nil && want.count == 1)
+    #expect(frames.map(FrameDump.line) == want.map(FrameDump.line))
+
+    let derived = NoiseSession.derivedKeys(
+        si: try privateKey(hex: "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"),
+        ei: try privateKey(hex: "2122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40"),
+        sr: try privateKey(hex: "8182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9fa0"),
+        er: try privateKey(hex: "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0"),
+        psk: bytes("404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"))
+    #expect(NoiseKeyLog.line(derived) == keylog)
+}

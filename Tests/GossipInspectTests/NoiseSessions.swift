@@ -112,3 +112,10 @@ struct NoiseSession {
         init(_ d: String) { description = d }
     }
 }
+
+/// A Curve25519 private key from 64 hex digits.
+func privateKey(hex: String) throws -> Curve25519.KeyAgreement.PrivateKey {
+    let d = Array(hex.utf8)
+    func v(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
+    return try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: stride(from: 0, to: d.count, by: 2).map { v(d[$0]) << 4 | v(d[$0 + 1]) })
+}
