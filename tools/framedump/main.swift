@@ -21,9 +21,10 @@ struct FrameDumpCommand: ParsableCommand {
         commandName: "framedump",
         abstract: "Print gossip wire frames from a raw byte stream or a pcap capture.",
         discussion: """
-        Exit codes: 0 success; 1 a malformed frame (with --check: at the first one, its byte \
-        offset on stderr); 2 the input could not be read or is not a supported capture; \
-        64 usage error.
+        Exit codes: 0 success; 1 a malformed frame, or an encrypted record that failed \
+        authentication with --keylog (with --check: at the first one, its byte offset on \
+        stderr); 2 the input or the key log could not be read, or the input is not a supported \
+        capture; 64 usage error.
         """,
         subcommands: [Dump.self, Proxy.self],
         defaultSubcommand: Dump.self)
