@@ -185,6 +185,20 @@ public final class ConnectionDump {
         return out
     }
 
+    /// True while records wait for the session's key log line.
+    public var isWaitingForKeys: Bool {
+        if case .unresolved = keys { directions.contains { !$0.pending.isEmpty } } else { false }
+    }
+
+    /// Looks for the session's keys again (the key log may have grown) without new bytes;
+    /// returns the frames of the records that waited once the keys are found. For a live
+    /// connection that falls quiet right after its handshake (the proxy calls it on a timer).
+    public func retryKeys() -> [Output] {
+        var out: [Output] = []
+        if isWaitingForKeys { resolve(final: false, &out) }
+        return out
+    }
+
     /// The first malformed frame of a direction (decoding of its frames stopped there).
     public func frameError(_ side: Side) -> WireError? { directions[side.rawValue].frames.error }
 

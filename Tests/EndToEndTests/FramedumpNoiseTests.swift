@@ -68,15 +68,26 @@ struct FramedumpNoiseTests {
     /// line appears after message 2, as a node writes it at handshake time, in a file that
     /// did not exist when the proxy started.
     @Test func proxyDecryptsWithAKeyLogWrittenDuringTheHandshake() throws {
+        try proxySession(lineAfterRequest: false)
+    }
+
+    /// The line appears only after the client sent its requests, and the server holds its
+    /// reply back until the requests show: with no bytes flowing, the proxy's retry finds it.
+    @Test func proxyFindsALateKeyLogLineOnAQuietConnection() throws {
+        try proxySession(lineAfterRequest: true)
+    }
+
+    func proxySession(lineAfterRequest: Bool) throws {
         let c = try Cluster("framedump-noise-proxy")
         defer { c.shutdown(); try? FileManager.default.removeItem(atPath: c.dir) }
         let c2s = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "noise-session-c2s.bin")))
         let s2c = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "noise-session-s2c.bin")))
         let keylog = "\(c.dir)/keys.log", out = "\(c.dir)/proxy.out", ready = "\(c.dir)/proxy.ready"
+        let keylogText = try String(contentsOfFile: Self.fixtures + "noise-session.keylog", encoding: .utf8)
 
-        // The server: message 2 after message 1, the rest after the rest.
+        // The server: message 2 after message 1, the rest after the rest (and after `reply`).
         let (listener, port) = try Sockets.listen()
-        let served = DispatchSemaphore(value: 0)
+        let served = DispatchSemaphore(value: 0), reply = DispatchSemaphore(value: 0)
         final class Box: @unchecked Sendable { var received: [UInt8] = [] }
         let box = Box()
         Thread.detachNewThread {
@@ -88,6 +99,7 @@ struct FramedumpNoiseTests {
             box.received = Sockets.read(fd, 50)
             Sockets.write(fd, Array(s2c[0..<98]))
             box.received += Sockets.read(fd, c2s.count - 50)
+            guard reply.wait(timeout: .now() + 120) == .success else { return }
             Sockets.write(fd, Array(s2c[98...]))
         }
 
@@ -105,21 +117,33 @@ struct FramedumpNoiseTests {
             return !endpoint.isEmpty
         }
         let proxyPort = try #require(UInt16(endpoint.split(separator: ":").last ?? ""))
+        func printed() -> [String] {
+            ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
 
         // The client.
         let fd = try Sockets.connect(port: proxyPort)
         defer { close(fd) }
         Sockets.write(fd, Array(c2s[0..<50]))
         #expect(Sockets.read(fd, 98) == Array(s2c[0..<98]))
-        try (try String(contentsOfFile: Self.fixtures + "noise-session.keylog", encoding: .utf8)).write(toFile: keylog, atomically: true, encoding: .utf8)
+        if !lineAfterRequest {
+            try keylogText.write(toFile: keylog, atomically: true, encoding: .utf8)
+            reply.signal()
+        }
         Sockets.write(fd, Array(c2s[50...]))
+        if lineAfterRequest {
+            try c.wait("the proxy showed the handshake") { printed().contains("@50 #1 c>s noise handshake msg=3 len=64") }
+            try keylogText.write(toFile: keylog, atomically: true, encoding: .utf8)
+            try c.wait("the proxy decrypted the requests of a quiet connection") { printed().contains { $0.contains("#1 c>s Ping request") } }
+            reply.signal()
+        }
         #expect(Sockets.read(fd, s2c.count - 98) == Array(s2c[98...]))
         #expect(served.wait(timeout: .now() + 60) == .success, "the replay server did not finish")
         #expect(box.received == c2s, "the proxy changed the bytes")
 
         var lines: [String] = []
         try c.wait("the proxy printed both directions' frames") {
-            lines = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            lines = printed()
             return lines.contains { $0.contains("#1 c>s Ping request") } && lines.contains { $0.contains("#1 s>c Ping reply") }
         }
         #expect(lines.first?.hasPrefix("@0 #1 c>s noise handshake msg=1 len=48 e=") == true, "\(lines)")

@@ -322,6 +322,22 @@ private final class LogBox: @unchecked Sendable {
     }
 }
 
+/// A connection that falls quiet after its first request: the records wait, and a retry
+/// (the proxy's timer) finds the line that appeared meanwhile, with no new bytes.
+@Test func noiseLiveRetryFindsALateLineWithoutNewBytes() throws {
+    let s = try session()
+    let box = LogBox()
+    let conn = ConnectionDump(first: nil, second: nil, keyLog: { box.lock.withLock { box.log } })
+    var out = conn.feed(s.initiatorStream, from: .first)
+    #expect(out.count == 2 && conn.isWaitingForKeys)
+    #expect(conn.retryKeys().isEmpty, "no line yet")
+    box.lock.withLock { box.log = logOf(s) }
+    out = conn.retryKeys()
+    #expect(!conn.isWaitingForKeys && conn.sessionKeys == s.keys)
+    try expectSameFrames(out.compactMap { if case .frame(let r) = $0.item { r } else { nil } }, as: upNames, direction: nil)
+    #expect(conn.retryKeys().isEmpty)
+}
+
 @Test func noiseLiveKeyLogLineNeverComes() throws {
     let s = try session()
     let conn = ConnectionDump(first: "#2 c>s", second: "#2 s>c", keyLog: { NoiseKeyLog() })

@@ -152,7 +152,8 @@ struct Proxy: ParsableCommand {
         direction (c>s: client to server, s>c: server to client). Output modes and filters are \
         those of `framedump dump`, and so is the output for encrypted sessions: with --keylog FILE \
         the key log is re-read when a session needs its keys (a node appends its line at \
-        handshake time); records wait for their line until the connection closes. \
+        handshake time); records wait for their line (looked for again 4 times a second) and \
+        show encrypted if it has not appeared when the connection closes. \
         With --record PREFIX the raw bytes of each direction are also \
         written to PREFIX-CONN-c2s.bin and PREFIX-CONN-s2c.bin, which `framedump dump` reads later. \
         The bound address is printed to stderr as 'proxy listening HOST:PORT -> UPSTREAM' (and to \
@@ -196,6 +197,13 @@ struct Proxy: ParsableCommand {
                 throw ExitCode(Exit.unreadable)
             }
         }
+        // Sessions whose records wait for their key log line are looked up again 4 times a second.
+        let retry = DispatchSource.makeTimerSource(queue: .global())
+        if keyLog != nil {
+            retry.schedule(deadline: .now() + .milliseconds(250), repeating: .milliseconds(250))
+            retry.setEventHandler { printer.retryKeys() }
+            retry.resume()
+        }
         let stop = DispatchSemaphore(value: 0)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
@@ -205,6 +213,7 @@ struct Proxy: ParsableCommand {
             return s
         }
         stop.wait()
+        if keyLog != nil { retry.cancel() }
         proxy.stop()
         printer.finish()
         withExtendedLifetime(sources) {}
@@ -287,6 +296,16 @@ final class LivePrinter: @unchecked Sendable {
 
     func finish() {
         lock.withLock { for f in files.values { try? f.close() } }
+    }
+
+    /// Looks again for the keys of sessions whose records wait (their connection may be
+    /// quiet while the node writes its key log line); the proxy calls it on a timer.
+    func retryKeys() {
+        lock.withLock {
+            for c in connections.keys.sorted() where connections[c]!.isWaitingForKeys {
+                emit(connections[c]!.retryKeys())
+            }
+        }
     }
 }
 
