@@ -200,6 +200,17 @@ extension FrameDump {
         return zip(all, results).filter { !$0.0.bytes.isEmpty }.map { $0.1! }
     }
 
+    /// Decodes the two directions of one connection from raw streams (for example the
+    /// `PREFIX-N-c2s.bin` and `PREFIX-N-s2c.bin` files of `framedump proxy --record`),
+    /// together: the initiator's ephemeral key finds the session in `keyLog` for both.
+    /// - Returns: one `DumpedStream` per direction, `first` then `second`.
+    public static func decodeConnection(first: [UInt8], second: [UInt8], directions: (String?, String?) = ("c>s", "s>c"),
+                                        keyLog: NoiseKeyLog?, limits: Limits = .default) -> [DumpedStream] {
+        var provider: (@Sendable () -> NoiseKeyLog)?
+        if let keyLog { provider = { keyLog } }
+        return decodeConnection([(directions.0, first, false), (directions.1, second, false)], keyLog: provider, limits: limits)
+    }
+
     /// Decodes one connection's directions (one or two) together.
     static func decodeConnection(_ streams: [(direction: String?, bytes: [UInt8], hasGap: Bool)],
                                  keyLog: (@Sendable () -> NoiseKeyLog)?, limits: Limits) -> [DumpedStream] {

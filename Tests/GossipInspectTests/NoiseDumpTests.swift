@@ -108,6 +108,25 @@ private func noiseItems(_ s: DumpedStream) -> [NoiseItem] {
     try expectSameFrames(down.records, as: downNames, direction: nil)
 }
 
+/// Both raw directions together (a proxy's --record files): the session is found by the
+/// initiator's e_i for both, whichever file comes first.
+@Test func noiseRawStreamPairWithKeyLog() throws {
+    let s = try session(), log = logOf(try session(seed: 9), s)
+    for swapped in [false, true] {
+        let (a, b) = swapped ? (s.responderStream, s.initiatorStream) : (s.initiatorStream, s.responderStream)
+        let d = FrameDump.decodeConnection(first: a, second: b, keyLog: log)
+        try #require(d.count == 2)
+        #expect(d.allSatisfy { $0.error == nil && $0.noiseError == nil })
+        #expect(d.map(\.noiseRole) == (swapped ? [.responder, .initiator] : [.initiator, .responder]))
+        let (up, down) = swapped ? (d[1], d[0]) : (d[0], d[1])
+        try expectSameFrames(up.records, as: upNames, direction: up.direction)
+        try expectSameFrames(down.records, as: downNames, direction: down.direction)
+    }
+    let plain = FrameDump.decodeConnection(first: try stream(upNames), second: try stream(downNames), keyLog: nil)
+    try expectSameFrames(plain[0].records, as: upNames, direction: "c>s")
+    try expectSameFrames(plain[1].records, as: downNames, direction: "s>c")
+}
+
 @Test func noiseKeyLogWithoutThisSession() throws {
     let s = try session()
     let log = logOf(try session(seed: 9))
