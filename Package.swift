@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "GossipWire", dependencies: ["CZlib"]),
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
-        .target(name: "GossipInspect", dependencies: ["GossipWire"]),
+        .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
@@ -113,7 +113,7 @@ let package = Package(
         // KnownBad/ (fuzzer inputs that once broke a decoder) is read by path, not bundled.
         .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["KnownBad"]),
         // Fixtures/ (pcaps, their script and README) is read by path (#filePath), not bundled.
-        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
+        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).

@@ -7,7 +7,7 @@ import GossipInspect
 import GossipWire
 
 /// Writes a classic pcap file by hand.
-private struct PcapWriter {
+struct PcapWriter {
     var bigEndian = false
     var nano = false
     var linkType: UInt32
@@ -25,14 +25,14 @@ private struct PcapWriter {
     }
 }
 
-private func be16(_ v: Int) -> [UInt8] { [UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
-private func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+func be16(_ v: Int) -> [UInt8] { [UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
 
-private func tcp(_ sport: Int, _ dport: Int, seq: UInt32, flags: UInt8 = 0x18, _ data: [UInt8]) -> [UInt8] {
+func tcp(_ sport: Int, _ dport: Int, seq: UInt32, flags: UInt8 = 0x18, _ data: [UInt8]) -> [UInt8] {
     be16(sport) + be16(dport) + be32(seq) + be32(0) + [0x50, flags] + be16(65535) + [0, 0, 0, 0] + data
 }
 
-private func ipv4(_ src: [UInt8], _ dst: [UInt8], _ tcp: [UInt8]) -> [UInt8] {
+func ipv4(_ src: [UInt8], _ dst: [UInt8], _ tcp: [UInt8]) -> [UInt8] {
     [0x45, 0] + be16(20 + tcp.count) + [0, 0, 0x40, 0, 64, 6, 0, 0] + src + dst + tcp
 }
 
