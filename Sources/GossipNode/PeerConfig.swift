@@ -47,6 +47,9 @@ public struct PeerConfig: Sendable {
     public var dropAfter = 3
     /// Compression of model payloads on the wire.
     public var compression: CompressionMode = .none
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint) { self.listen = listen }
 }
@@ -63,6 +66,9 @@ public struct BootstrapConfig: Sendable {
     public var pingInterval: Duration = .seconds(2)
     /// Failed pings in a row after which a peer is forgotten.
     public var dropAfter = 3
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint, architecture: MLPArchitecture, initialModel: ParameterSet) {
         self.listen = listen

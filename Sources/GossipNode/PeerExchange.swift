@@ -65,11 +65,13 @@ extension PeerNode {
                 let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
                 try WireCodec.checkFinite(reply.model)
                 // Everything that can fail is checked; install in one short critical section.
-                let distance: Double = try core.withLock { c in
+                let (distance, contradicting): (Double, [PeerEntry]) = try core.withLock { c in
                     let d = try WireCodec.installAveraged(reply.model, into: t)
-                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.peers)
-                    return d
+                    let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
+                    c.state.finishOutgoing(peer: peer, result: .installed)
+                    return (d, bad)
                 }
+                logContradicting(contradicting, from: peer)
                 wake.signal()
                 logger.debug("exchanged", metadata: ["with": "\(peer)", "distance_before": "\(distance)"])
                 return .ok(distanceBefore: distance)
@@ -200,10 +202,11 @@ extension PeerNode {
         defer { swap(&averaged.storage, &model.scratch) }
         let me = endpoint.description
         let (cnt, peers) = core.withLock { c in
-            (counters(c), c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers))
+            (counters(c), c.state.membership.entries(c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers),
+                                                     selfIdentity: config.security.advertisedIdentity))
         }
         return try WireCodec.encodeExchangeReply(weight: Double(shard.count),
-                                                 peers: PeerList(peers: peers),
+                                                 peers: WirePeers.list(peers),
                                                  architecture: arch, params: averaged, round: cnt.round,
                                                  step: cnt.step, samples: cnt.samples, into: replyBuffer)
     }
