@@ -1,7 +1,10 @@
 // `gossipd demo`: a whole local network as real child processes on 127.0.0.1 — a bootstrap
 // and N peers on the bundled digits dataset by default — with live progress, the bootstrap
 // killed halfway to show the network trains on without it, and a final report of every
-// peer's accuracy and the consensus distance. Every child it starts is stopped at the end.
+// peer's accuracy and the consensus distance. The network is encrypted: the demo writes a
+// network key into its work directory and gives it to every child; each child keeps its
+// identity and control socket in its state directory, and the final stop goes over the
+// control sockets. Every child it starts is stopped at the end.
 import Foundation
 import GossipML
 import GossipNet

@@ -104,6 +104,23 @@ func fileMode(_ path: String) -> Int {
         #expect(throws: NodeError.self) { _ = try NodeSecurity.loadIdentity(file: nil, stateDir: state) }
     }
 
+    /// --keylog-file hands the channel a KeyLog (its file created private) and says so once.
+    @Test func aKeyLogFileReachesTheChannel() throws {
+        let dir = try scratchDirectory("keylog")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var s = NodeSecuritySettings()
+        s.networkKeyFile = dir + "/net.key"
+        try NetworkKey.generate().write(to: dir + "/net.key")
+        s.keyLogFile = dir + "/keys.log"
+        var notices: [String] = []
+        let r = try s.resolve(listen: Endpoint(host: "127.0.0.1", port: 0), stateDir: nil) { notices.append($0) }
+        #expect(r.keyLog != nil && r.channel?.keyLog != nil)
+        #expect(fileMode(dir + "/keys.log") == 0o600)
+        #expect(notices.contains { $0.contains("--keylog-file") && $0.contains("decrypt") })
+        s.keyLogFile = dir + "/missing-dir/keys.log"
+        #expect(throws: NodeError.self) { _ = try s.resolve(listen: Endpoint(host: "127.0.0.1", port: 0), stateDir: nil) { _ in } }
+    }
+
     @Test func withoutStateDirTheIdentityIsEphemeralWithANotice() throws {
         var notices: [String] = []
         let a = try NodeSecuritySettings().resolve(listen: Endpoint(host: "127.0.0.1", port: 0), stateDir: nil) { notices.append($0) }
