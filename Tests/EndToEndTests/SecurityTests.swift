@@ -158,4 +158,37 @@ func posixMode(_ path: String) -> Int {
         let second = try c.start(args)
         #expect(try c.status(second).identity == id, "the identity changed across a restart with the same --state-dir")
     }
+
+    /// Pinning end to end: peer B pins the identity peer A proved; when another node (a new
+    /// identity) answers at A's address, B refuses it and logs why, and keeps A's pin.
+    /// Meaningful only with the real channel (identities are proven in the handshake).
+    @Test func aChangedIdentityAtAPinnedEndpointIsRefused() throws {
+        let c = try Cluster("sec-pin", secure: true)
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        guard channelEncrypts(boot) else {
+            try Test.cancel("needs the channel branch: the placeholder channel proves no identity, so nothing is pinned")
+        }
+        func peerArgs(_ listen: String, _ state: String) -> [String] {
+            ["peer", "--listen", listen, "--bootstrap", boot.endpoint.description, "--dataset", "digits", "--shard", "0/2",
+             "--local-steps", "10", "--exchange-timeout", "3", "--pace-ms", "50", "--state-dir", state] + Cluster.fast
+        }
+        let a = try c.start(peerArgs("127.0.0.1:0", c.dir + "/a"))
+        let b = try c.start(peerArgs("127.0.0.1:0", c.dir + "/b"))
+        let aID = try #require(try c.status(a).identity)
+        try c.wait("B pins A's identity", nodes: [a, b]) {
+            (try c.status(b).peerIdentities[a.endpoint.description] ?? nil) == aID
+        }
+        kill(a.pid, SIGKILL)
+        a.process.waitUntilExit()
+        // Another identity (a fresh state dir) at A's address.
+        let impostor = try c.start(peerArgs(a.endpoint.description, c.dir + "/impostor"))
+        #expect(try c.status(impostor).identity != aID)
+        try c.wait("B refuses the new identity at A's address and logs it", nodes: [b, impostor]) {
+            ((try? String(contentsOfFile: b.log, encoding: .utf8)) ?? "").contains("identity mismatch")
+        }
+        _ = try c.model(b)   // B still serves
+        #expect(try c.status(b).peerIdentities[a.endpoint.description].map { $0 == aID } ?? true,
+                "B's pin for A's address changed")
+    }
 }
