@@ -115,10 +115,16 @@ public final class PeerNode: @unchecked Sendable {
     /// Starts serving and returns the advertised endpoint. Prints `listening HOST:PORT`.
     public func start() throws -> Endpoint {
         registerHandlers()
+        // The listen rule again (gossipd applied it with its notice): secure by default for
+        // library users too.
+        _ = try ListenPolicy.check(listen: config.listen, secure: config.security.isSecure, insecure: config.security.insecure)
         if let path = config.security.controlSocket { try ControlSocketFile.prepare(path) }
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
         if let path = config.security.controlSocket {
-            try server.startControl(path: path)
+            do throws(RPCError) { try server.startControl(path: path) } catch {
+                server.shutdown(grace: .zero)   // do not leave the TCP listener serving
+                throw NodeError("cannot serve the control socket \(path): \(error.message)")
+            }
             logger.info("control socket", metadata: ["path": "\(path)"])
         }
         let advertised = config.advertise ?? bound

@@ -81,6 +81,7 @@ public struct NodeSecuritySettings: Sendable {
         s.identityOrigin = origin
         s.controlSocket = controlSocketPath(stateDir: stateDir)
         s.keyLog = keyLog
+        s.insecure = insecure
         return s
     }
 }
@@ -106,8 +107,12 @@ public struct NodeSecurity: Sendable {
     public var controlSocket: String?
     /// The session-secret log, if any.
     public var keyLog: KeyLog?
+    /// `--insecure`: plaintext is allowed on a non-loopback address. The nodes check the
+    /// listen rule again at `start()`, so a library user cannot skip it either.
+    public var insecure = false
 
-    /// Plaintext, an ephemeral identity, no admins, no control socket (the default of tests).
+    /// Plaintext (allowed on loopback only), an ephemeral identity, no admins, no control
+    /// socket: the default of tests.
     public init(networkKey: NetworkKey? = nil, identity: IdentityKey = .generate(), adminKeys: [[UInt8]] = [],
                 controlSocket: String? = nil) {
         self.networkKey = networkKey

@@ -44,6 +44,24 @@ func fileMode(_ path: String) -> Int {
         #expect(notice?.contains("plaintext on loopback") == true && notice?.contains("\n") == false)
     }
 
+    /// The nodes apply the rule themselves at start (a library user cannot skip it).
+    @Test func aNodeBuiltInCodeAppliesTheRuleToo() throws {
+        let arch = try MLPArchitecture(parsing: "4,3,2")
+        var config = BootstrapConfig(listen: Endpoint(host: "0.0.0.0", port: 0), architecture: arch, initialModel: arch.makeParameters(seed: 1))
+        let quiet = Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() })
+        let refused = try BootstrapNode(config: config, logger: quiet)
+        do { _ = try refused.start(); Issue.record("a plaintext node started on 0.0.0.0") } catch {
+            #expect("\(error)".contains("--network-key"))
+        }
+        refused.requestStop()
+        refused.wait()
+        config.security.insecure = true
+        let allowed = try BootstrapNode(config: config, logger: quiet)
+        _ = try allowed.start()
+        allowed.requestStop()
+        allowed.wait()
+    }
+
     /// The same rule through the settings gossipd fills.
     @Test func settingsApplyTheRuleAndRefuseContradictions() throws {
         var s = NodeSecuritySettings()
