@@ -66,6 +66,15 @@ extension RPCClient {
     }
 }
 
+extension RPCClient {
+    // PLACEHOLDER: replaced by the channel branch (there `secure: false` skips the handshake
+    // on an adopted Unix control socket; the placeholder has no handshake to skip).
+    public func adopt(socket fd: Int32, as endpoint: Endpoint, secure: Bool) {
+        _ = secure
+        adopt(socket: fd, as: endpoint)
+    }
+}
+
 /// The peer name the placeholder control listener gives its connections.
 private let controlPeerPrefix = "unix-control:"
 

@@ -129,7 +129,7 @@ public final class Control: @unchecked Sendable {
         if let path = socketPath {
             // A fresh connection per request: the pool would redial `endpoint`, a stand-in.
             do throws(RPCError) {
-                client.adopt(socket: try UnixSocket.connect(path: path), as: endpoint)
+                client.adopt(socket: try UnixSocket.connect(path: path), as: endpoint, secure: false)
             } catch {
                 throw ControlFailure(exitCode: .unreachable, message: "\(error.message)", status: error.code)
             }

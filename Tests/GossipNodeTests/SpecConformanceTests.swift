@@ -42,7 +42,7 @@ func controlCall(_ path: String, _ type: MessageType, _ payload: [UInt8]) -> Res
     let client = RPCClient()
     defer { client.close() }
     let stand = Endpoint(host: "localhost", port: 0)
-    do { client.adopt(socket: try UnixSocket.connect(path: path), as: stand) } catch { return .failure(error) }
+    do { client.adopt(socket: try UnixSocket.connect(path: path), as: stand, secure: false) } catch { return .failure(error) }
     return callSync(client, stand, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
 }
 
