@@ -15,6 +15,8 @@ public final class BootstrapNode: @unchecked Sendable {
     let logger: Logger
     let server: RPCServer
     let client: RPCClient
+    /// The `verifyPeer` callback of `client` (pinning).
+    let verifier: PeerVerifier
     let started = ContinuousClock.now
     private let initialPayload: ByteSlice
     private struct State {
@@ -39,12 +41,17 @@ public final class BootstrapNode: @unchecked Sendable {
         self.server = RPCServer(config: serverConfig)
         let verifier = PeerVerifier()
         self.client = verifier.makeClient(config.security)
+        self.verifier = verifier
         self.state = Mutex(State(membership: Membership(selfEndpoint: "", dropAfter: config.dropAfter), endpoint: config.listen))
         self.initialPayload = try WireCodec.encodeModel(architecture: config.architecture, params: config.initialModel,
                                                     round: 0, step: 0, samples: 0)
         // Model messages and the process's receive budget follow the model (issue 8, defect 1).
         server.fitModel(payloadBytes: initialPayload.count)
-        verifier.set { [weak self] ep, key in self?.verifyPeer(ep, key) ?? "this bootstrap is shutting down" }
+        // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
+        verifier.set { [weak self] ep, key in
+            guard let self else { return "this bootstrap is shutting down" }
+            return self.verifyPeer(ep, key)
+        }
     }
 
     /// Checks the identity a peer proved when this node dialed it (pinning, see Membership).

@@ -60,6 +60,8 @@ public final class PeerNode: @unchecked Sendable {
     let logger: Logger
     let server: RPCServer
     let client: RPCClient
+    /// The `verifyPeer` callback of `client` (pinning).
+    let verifier: PeerVerifier
     let split: DatasetSplit
     let shard: Dataset
     let started = ContinuousClock.now
@@ -95,12 +97,17 @@ public final class PeerNode: @unchecked Sendable {
         self.server = RPCServer(config: serverConfig)
         let verifier = PeerVerifier()
         self.client = verifier.makeClient(config.security)
+        self.verifier = verifier
         self.endpointBox = Mutex(config.listen)
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
         self.core = Mutex(PeerCore(state: PeerState(membership: membership)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
-        verifier.set { [weak self] ep, key in self?.verifyPeer(ep, key) ?? "this peer is shutting down" }
+        // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
+        verifier.set { [weak self] ep, key in
+            guard let self else { return "this peer is shutting down" }
+            return self.verifyPeer(ep, key)
+        }
     }
 
     /// Checks the identity a peer proved when this node dialed it (pinning, see Membership).

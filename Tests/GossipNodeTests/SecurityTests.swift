@@ -329,8 +329,11 @@ func fileMode(_ path: String) -> Int {
         let p = try RunningPeer()
         defer { p.stop() }
         let ep = Endpoint(host: "127.0.0.1", port: 4242)
+        // Through the callback the client calls (an accepted key must not read as a refusal).
+        #expect(p.node.verifier.verify(ep, a) == nil)
         #expect(p.node.verifyPeer(ep, a) == nil)
-        #expect(p.node.verifyPeer(ep, a) == nil)
-        #expect(p.node.verifyPeer(ep, b)?.contains("refusing") == true)
+        #expect(p.node.verifier.verify(ep, b)?.contains("refusing") == true)
+        #expect(p.bootstrap.verifier.verify(ep, b) == nil)
+        #expect(p.bootstrap.verifier.verify(ep, a)?.contains("refusing") == true)
     }
 }
