@@ -13,6 +13,7 @@
 // which of two keys is "right" for an endpoint never dialed (the first proof wins).
 import GossipNet
 import GossipSecure
+import GossipWire
 
 /// What a node knows of one other node.
 public struct PeerRecord: Sendable, Equatable {
