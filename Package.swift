@@ -52,7 +52,7 @@ let package = Package(
         // formatting. Nodes (GossipNode, gossipd) must not link it.
         .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),
         // POSIX sockets on Dispatch sources, framed connections, RPC.
-        .target(name: "GossipNet", dependencies: ["GossipWire"]),
+        .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // Noise (revision 34) handshake and cipher states as pure state machines; key files.
@@ -73,14 +73,14 @@ let package = Package(
         .target(
             name: "GossipNode",
             dependencies: [
-                "GossipWire", "GossipNet", "GossipML",
+                "GossipWire", "GossipNet", "GossipML", "GossipSecure",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "gossipd",
             dependencies: [
-                "GossipNode",
+                "GossipNode", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "gossipctl",
             dependencies: [
-                "GossipNode",
+                "GossipNode", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/gossipctl"
@@ -118,11 +118,11 @@ let package = Package(
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).
         .testTarget(name: "GossipSecureTests", dependencies: ["GossipSecure"], exclude: ["Vectors"]),
-        .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
+        .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "GossipSecure"]),
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump", "gossip-bench"]
+            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "GossipSecure", "gossipd", "gossipctl", "framedump", "gossip-bench"]
         ),
     ]
 )

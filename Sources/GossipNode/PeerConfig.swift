@@ -52,6 +52,9 @@ public struct PeerConfig: Sendable {
     /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that
     /// sends bad models or a false weight. nil (the default) is an honest peer.
     public var misbehaviour: Misbehaviour?
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint) { self.listen = listen }
 }
@@ -89,6 +92,9 @@ public struct BootstrapConfig: Sendable {
     public var pingInterval: Duration = .seconds(2)
     /// Failed pings in a row after which a peer is forgotten.
     public var dropAfter = 3
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint, architecture: MLPArchitecture, initialModel: ParameterSet) {
         self.listen = listen

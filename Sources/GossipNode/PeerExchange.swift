@@ -69,11 +69,14 @@ extension PeerNode {
                 try WireCodec.checkFinite(reply.model)
                 let distance = try judgeReply(reply, from: peer, sentWeight: sentWeight, trainer: t)
                 // Everything that can fail is checked; install in one short critical section.
-                try core.withLock { c in
+                let contradicting: [PeerEntry] = try core.withLock { c in
                     try t.withParameters { p in try reply.model.copyData(into: &p.storage) }
-                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.endpoints)
+                    let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
+                    c.state.finishOutgoing(peer: peer, result: .installed)
                     c.state.recordAccepted(.reply, distance: distance)
+                    return bad
                 }
+                logContradicting(contradicting, from: peer)
                 wake.signal()
                 logger.debug("exchanged", metadata: ["with": "\(peer)", "distance_before": "\(distance)"])
                 return .ok(distanceBefore: distance)
@@ -262,12 +265,13 @@ extension PeerNode {
         defer { swap(&averaged.storage, &model.scratch) }
         let me = endpoint.description
         let (cnt, peers) = core.withLock { c in
-            (counters(c), c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers))
+            (counters(c), c.state.membership.entries(c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers),
+                                                     selfIdentity: config.security.advertisedIdentity))
         }
         // A test attacker sends a distorted copy of the average it installs.
         let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(averaged, rng: &$0) } } ?? averaged
         let reply = try WireCodec.encodeExchangeReply(weight: ownWeight,
-                                                      peers: PeerList(entries: peers.map { PeerEntry(endpoint: $0, identity: nil) }),
+                                                      peers: WirePeers.list(peers),
                                                       architecture: arch, params: sent, round: cnt.round,
                                                       step: cnt.step, samples: cnt.samples, into: replyBuffer)
         return (reply, distance)

@@ -100,6 +100,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var checkpointRound: Int?
     /// Round the node resumed from a checkpoint at start; null when it started fresh.
     public var resumedFromRound: Int?
+    /// The node's identity: its Curve25519 public key, 64 hex digits (issue 9); null when unknown.
+    public var identity: String?
+    /// True when the node's TCP connections are encrypted and authenticated (it has a
+    /// network key); false on a plaintext node; null when unknown (an older node).
+    public var secure: Bool?
+    /// Known peers' identities: endpoint -> 64 hex digits the endpoint proved when this node
+    /// dialed it, or null when not known yet (or on a plaintext network).
+    public var peerIdentities: [String: String?] = [:]
 
     public init(role: String, endpoint: String, phase: String, architecture: String, schemaHash: UInt64) {
         self.role = role
@@ -120,6 +128,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case heldOutCount = "held_out_count", dataset, shard, shardSize = "shard_size", preprocessing
         case peers, exchanges, rejected, bytesIn = "bytes_in", bytesOut = "bytes_out", uptimeSeconds = "uptime_seconds"
         case checkpointRound = "checkpoint_round", resumedFromRound = "resumed_from_round"
+        case identity, secure, peerIdentities = "peer_identities"
+    }
+
+    /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
+    static func identities(of m: Membership) -> [String: String?] {
+        var out: [String: String?] = [:]
+        for e in m.endpoints { out[e] = .some(m.identity(of: e).map(Membership.hex)) }
+        return out
     }
 
     /// Encodes every key, optional ones as `null`, so scripts always find the same keys.
@@ -151,6 +167,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(finite(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
         try c.encode(checkpointRound, forKey: .checkpointRound)
         try c.encode(resumedFromRound, forKey: .resumedFromRound)
+        try c.encode(identity, forKey: .identity)
+        try c.encode(secure, forKey: .secure)
+        try c.encode(peerIdentities, forKey: .peerIdentities)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -182,6 +201,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         uptimeSeconds = try c.decodeIfPresent(Double.self, forKey: .uptimeSeconds) ?? 0
         checkpointRound = try c.decodeIfPresent(Int.self, forKey: .checkpointRound)
         resumedFromRound = try c.decodeIfPresent(Int.self, forKey: .resumedFromRound)
+        identity = try c.decodeIfPresent(String.self, forKey: .identity)
+        secure = try c.decodeIfPresent(Bool.self, forKey: .secure)
+        peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
     }
 
     /// The JSON text (sorted keys, so output is stable).

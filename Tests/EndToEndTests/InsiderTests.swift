@@ -82,8 +82,7 @@ struct InsiderTests {
         // The honest peer never learns of the attacker (a refused request adds no member) and
         // refuses every request it sends: the honest model is fixed now.
         let before = try c.model(honest)
-        let (code, _, err) = try c.ctl(["gossip", "--endpoint", honest.endpoint.description,
-                                        "--with", attacker.endpoint.description, "-o", "json"])
+        let (code, _, err) = try c.ctl(["gossip"] + honest.socketArgs + ["--with", attacker.endpoint.description, "-o", "json"])
         #expect(code == 70, "\(err)")
         #expect(err.contains("MODEL_REJECTED") && err.contains("nothing installed"), "\(err)")
         #expect(try c.model(honest) == before, "the caller keeps its own weights, bit for bit")

@@ -123,11 +123,14 @@ struct PeerHardeningTests {
         let trigger = try WireCodec.encode(TriggerGossipRequest(peer: tarpitEndpoint))
         let clients = (0..<8).map { _ in RPCClient() }
         defer { clients.forEach { $0.close() } }
+        // Triggers are control requests: each client also holds a connection to the control socket.
+        let control = Endpoint(host: "localhost", port: 0)
+        for cl in clients { cl.adopt(socket: try UnixSocket.connect(path: try #require(peer.controlSocket)), as: control, secure: false) }
         let group = DispatchGroup()
         let start = Date()
         for i in 0..<64 {
             group.enter()
-            clients[i % 8].call(peer.endpoint, type: .triggerGossip, payload: trigger, deadline: .seconds(20)) { _ in group.leave() }
+            clients[i % 8].call(control, type: .triggerGossip, payload: trigger, deadline: .seconds(20)) { _ in group.leave() }
             group.enter()
             clients[(i + 4) % 8].call(peer.endpoint, type: .gossipExchange, payload: exchange, deadline: .seconds(20)) { _ in group.leave() }
         }

@@ -62,3 +62,35 @@ import Testing
     let f = ControlFailure(exitCode: .remoteError, message: "x answered FAILED_PRECONDITION: schema", status: .failedPrecondition)
     #expect(f.json == #"{"error":{"exit_code":70,"message":"x answered FAILED_PRECONDITION: schema","status":"FAILED_PRECONDITION","status_code":9}}"#)
 }
+
+@Test func statusTextShowsTheIdentityAndTheChannel() {
+    var s = StatusReport(role: "bootstrap", endpoint: "10.0.0.1:7000", phase: "serving", architecture: "64,32,10", schemaHash: 1)
+    let id = String(repeating: "ab", count: 32)
+    s.identity = id
+    s.secure = true
+    s.peers = ["10.0.0.2:7001"]
+    #expect(Control.text(s).split(separator: "\n").prefix(3).joined(separator: "\n") == """
+    role        bootstrap
+    endpoint    10.0.0.1:7000
+    identity    \(id)  encrypted (Noise_XXpsk3_25519_AESGCM_SHA256)
+    """)
+    s.secure = false
+    #expect(Control.text(s).contains("identity    \(id)  plaintext (no network key)"))
+}
+
+@Test func peersTextAndJSONCarryIdentities() throws {
+    var s = StatusReport(role: "peer", endpoint: "127.0.0.1:7001", phase: "training", architecture: "", schemaHash: 0)
+    let known = String(repeating: "0f", count: 32)
+    s.identity = String(repeating: "11", count: 32)
+    s.peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
+    s.peerIdentities = ["127.0.0.1:7002": known, "127.0.0.1:7003": nil]
+    #expect(Control.peersText(s) == "127.0.0.1:7002  \(known)\n127.0.0.1:7003  -")
+    #expect(Control.peersJSON(s) == #"{"endpoint":"127.0.0.1:7001","identity":""# + s.identity! + #"","peer_identities":{"127.0.0.1:7002":""# + known + #"","127.0.0.1:7003":null},"peers":["127.0.0.1:7002","127.0.0.1:7003"]}"#)
+    // The status JSON round-trips the new keys, null identities included.
+    let back = try StatusReport.parse(s.json())
+    #expect(back == s)
+    #expect(s.json().contains(#""peer_identities":{"127.0.0.1:7002":""# + known + #"","127.0.0.1:7003":null}"#))
+    // An older node's status (no identity keys) still reads.
+    let old = try StatusReport.parse(#"{"role":"peer"}"#)
+    #expect(old.identity == nil && old.secure == nil && old.peerIdentities.isEmpty)
+}

@@ -32,22 +32,46 @@ func vectorMessage(_ name: String) throws -> (InboundMessage, MessageBody) {
     return (m, try MessageBody.decode(m))
 }
 
-/// A bootstrap serving a small model on 127.0.0.1 with a client for it; `stop()` ends both.
+/// A fresh path for a test's control socket (short enough for a Unix socket address).
+func testSocketPath(_ name: String = "ctl") -> String {
+    "/tmp/gossip-test-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+}
+
+/// Sends one request over the control socket at `path` (a fresh connection each time).
+func controlCall(_ path: String, _ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+    let client = RPCClient()
+    defer { client.close() }
+    let stand = Endpoint(host: "localhost", port: 0)
+    do { client.adopt(socket: try UnixSocket.connect(path: path), as: stand, secure: false) } catch { return .failure(error) }
+    return callSync(client, stand, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+}
+
+/// A bootstrap serving a small model on 127.0.0.1 with a client for it and a control socket;
+/// `stop()` ends both.
 struct RunningBootstrap {
     let node: BootstrapNode
     let endpoint: Endpoint
     let client = RPCClient()
+    let controlSocket = testSocketPath("boot")
 
-    init(architecture: String = "4,3,2") throws {
+    init(architecture: String = "4,3,2", security: NodeSecurity = NodeSecurity()) throws {
         let arch = try MLPArchitecture(parsing: architecture)
-        let config = BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
+        var config = BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
                                      initialModel: arch.makeParameters(seed: 1))
+        config.security = security
+        config.security.controlSocket = controlSocket
         node = try BootstrapNode(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         endpoint = try node.start()
     }
 
+    /// A request over TCP (a member's rights).
     func call(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
         callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+    }
+
+    /// A request over the control socket (full rights).
+    func control(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+        controlCall(controlSocket, type, payload)
     }
 
     func stop() {
@@ -84,7 +108,7 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
         let b = try RunningBootstrap()
         defer { b.stop() }
         for type in [MessageType.stop, .status] {
-            switch b.call(type, [0xde, 0xad, 0xbe, 0xef]) {
+            switch b.control(type, [0xde, 0xad, 0xbe, 0xef]) {
             case .success: Issue.record("\(type.name) with a 4-byte payload was answered OK")
             case .failure(let e):
                 #expect(e.remote && e.code == .invalidArgument, "\(e)")
@@ -94,8 +118,8 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
         #expect(b.node.status().phase == "serving", "a Stop with a payload stopped the node")
         let st = try b.call(.status, []).get()
         #expect(try StatusReport.parse(try WireCodec.decodeStatusReply(st.payload).json).phase == "serving")
-        // The well-formed Stop does stop it.
-        _ = try b.call(.stop, []).get()
+        // The well-formed Stop does stop it (on the control socket: Stop is a control request).
+        _ = try b.control(.stop, []).get()
         #expect(waitUntil("the node to stop after an empty Stop") { b.node.status().phase == "stopping" })
     }
 
@@ -154,6 +178,7 @@ final class RunningPeer: @unchecked Sendable {
     let node: PeerNode
     let endpoint: Endpoint
     let client = RPCClient()
+    let controlSocket = testSocketPath("peer")
     private let finished = DispatchSemaphore(value: 0)
 
     init() throws {
@@ -167,6 +192,7 @@ final class RunningPeer: @unchecked Sendable {
         config.pace = .milliseconds(20)   // a light load: the tests need a live peer, not training
         config.evalEvery = 1_000_000
         config.exchangeTimeout = .seconds(5)
+        config.security.controlSocket = controlSocket
         node = try PeerNode(config: config, logger: quiet)
         endpoint = try node.start()
         let (node, finished) = (node, finished)
@@ -176,6 +202,11 @@ final class RunningPeer: @unchecked Sendable {
 
     func call(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
         callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+    }
+
+    /// A request over the control socket (full rights).
+    func control(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+        controlCall(controlSocket, type, payload)
     }
 
     func stop() {
@@ -250,11 +281,12 @@ extension SpecConformanceTests {
         #expect(m.round == 0 && m.step == 0 && m.samples == 0)
         // What it does not serve, its text says why and where to go instead.
         for type in [MessageType.gossipExchange, .triggerGossip] {
-            if case .failure(let e) = b.call(type, try sampleRequest(type, model: m)) {
+            if case .failure(let e) = b.control(type, try sampleRequest(type, model: m)) {
                 #expect(e.message.contains("bootstrap") && e.message.contains("peer"), "\(e.message)")
             }
         }
-        try checkRoleColumn("bootstrap", table.map { ($0.type, $0.bootstrap) }, model: m, call: b.call)
+        // On the control socket, where every request is allowed: the role decides.
+        try checkRoleColumn("bootstrap", table.map { ($0.type, $0.bootstrap) }, model: m, call: b.control)
     }
 
     /// SPEC §4.1, peer column, against a real PeerNode onboarded from an in-process bootstrap.
@@ -263,7 +295,7 @@ extension SpecConformanceTests {
         let p = try RunningPeer()
         defer { p.stop() }
         let m = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
-        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: p.call)
+        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: p.control)
     }
 
     /// SPEC §5.3: an exchange reply carries the responder's own counters (not the caller's)
@@ -335,7 +367,7 @@ extension SpecConformanceTests {
         defer { p.stop() }
         var payload: ByteSlice?
         _ = waitUntil("a triggered exchange the peer does not refuse as busy") {
-            switch p.call(.triggerGossip, strBytes(otherEndpoint.description)) {
+            switch p.control(.triggerGossip, strBytes(otherEndpoint.description)) {
             case .success(let msg): payload = msg.payload; return true
             case .failure(let e): return e.code != .aborted
             }
