@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "GossipWire", dependencies: ["CZlib"]),
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
-        .target(name: "GossipInspect", dependencies: ["GossipWire"]),
+        .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),
         // POSIX sockets on Dispatch sources, framed (and Noise-sealed) connections, RPC.
         .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure"]),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
@@ -75,14 +75,14 @@ let package = Package(
         .target(
             name: "GossipNode",
             dependencies: [
-                "GossipWire", "GossipNet", "GossipML",
+                "GossipWire", "GossipNet", "GossipML", "GossipSecure",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "gossipd",
             dependencies: [
-                "GossipNode",
+                "GossipNode", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "gossipctl",
             dependencies: [
-                "GossipNode",
+                "GossipNode", "GossipSecure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/gossipctl"
@@ -116,16 +116,16 @@ let package = Package(
         // KnownBad/ (fuzzer inputs that once broke a decoder) is read by path, not bundled.
         .testTarget(name: "GossipWireTests", dependencies: ["GossipWire"], exclude: ["KnownBad"]),
         // Fixtures/ (pcaps, their script and README) is read by path (#filePath), not bundled.
-        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire"], exclude: ["Fixtures"]),
+        .testTarget(name: "GossipInspectTests", dependencies: ["GossipInspect", "GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")], exclude: ["Fixtures"]),
         .testTarget(name: "GossipNetTests", dependencies: ["GossipNet", "GossipWire", "GossipSecure"]),
         .testTarget(name: "GossipMLTests", dependencies: ["GossipML"]),
         // Vectors/ (the Noise test vectors and their provenance) is read by path (#filePath).
         .testTarget(name: "GossipSecureTests", dependencies: ["GossipSecure"], exclude: ["Vectors"]),
-        .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet"]),
+        .testTarget(name: "GossipNodeTests", dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "GossipSecure"]),
         // Starts the real binaries; depending on them makes `swift test` build them first.
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "gossipd", "gossipctl", "framedump", "gossip-bench"]
+            dependencies: ["GossipNode", "GossipML", "GossipWire", "GossipNet", "GossipSecure", "gossipd", "gossipctl", "framedump", "gossip-bench"]
         ),
     ]
 )

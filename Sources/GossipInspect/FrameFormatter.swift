@@ -112,7 +112,12 @@ public enum FrameDump {
 
     /// The body's fields as (name, value text); tensors as summaries.
     public static func fields(_ b: MessageBody) -> [(String, String)] {
-        func peers(_ p: PeerList) -> String { "[" + p.peers.joined(separator: ", ") + "]" }
+        // Each entry as `HOST:PORT id=<64 hex>`, or `id=unknown` for the all-zero identity.
+        func peers(_ p: PeerList) -> String {
+            "[" + p.entries.map { e in
+                e.endpoint + " id=" + (e.identity.map { $0.map(hex2).joined() } ?? "unknown")
+            }.joined(separator: ", ") + "]"
+        }
         func model(_ m: ModelState) -> [(String, String)] {
             var f: [(String, String)] = [("architecture", quote(m.architecture)), ("round", "\(m.round)"),
                                          ("step", "\(m.step)"), ("samples", "\(m.samples)"),
@@ -155,24 +160,79 @@ public enum FrameDump {
 /// The frames of one byte stream (a raw file, or one direction of a captured connection).
 public struct DumpedStream {
     public var direction: String?
+    /// The frames: of a plaintext stream, or decrypted from a Noise session's records.
     public var records: [FrameRecord]
+    /// What to print, in stream order: Noise handshake messages and undecrypted records,
+    /// and the frames (for a plaintext stream: exactly `records`).
+    public var items: [DumpItem]
     /// The first malformed frame, if any (decoding of this stream stopped there).
     public var error: WireError?
+    /// Why decoding of a Noise stream stopped (a record that failed authentication, a
+    /// malformed record or handshake message, a stream cut short), if it did.
+    public var noiseError: String?
+    /// The Noise role of this direction, or nil for a plaintext stream.
+    public var noiseRole: ConnectionDump.Role?
     /// True when the capture missed bytes of this stream.
     public var hasGap: Bool
 }
 
 extension FrameDump {
-    /// Decodes a raw frame stream, or every TCP stream of a pcap capture (detected by magic).
+    /// Decodes a raw byte stream, or every TCP stream of a pcap capture (detected by magic).
+    /// Each stream may be plaintext frames or a Noise session (SPEC §13): its handshake and
+    /// records are shown, and with `keyLog` naming the session its records are opened and
+    /// their frames decoded as in a plaintext stream. The two directions of a captured
+    /// connection are read together (the initiator's ephemeral key finds the session).
     /// Empty directions (e.g. bare ACKs) are left out.
-    public static func decodeInput(_ bytes: [UInt8], limits: Limits = .default) throws(PcapError) -> [DumpedStream] {
+    /// - Parameter keyLog: nil: no key log (records show as "encrypted, no key log").
+    public static func decodeInput(_ bytes: [UInt8], limits: Limits = .default,
+                                   keyLog: NoiseKeyLog? = nil) throws(PcapError) -> [DumpedStream] {
+        var provider: (@Sendable () -> NoiseKeyLog)?
+        if let keyLog { provider = { keyLog } }
         guard Pcap.isPcap(bytes) else {
-            let (records, error) = decode(bytes, limits: limits)
-            return [DumpedStream(direction: nil, records: records, error: error, hasGap: false)]
+            return decodeConnection([(nil, bytes, false)], keyLog: provider, limits: limits)
         }
-        return try TCPReassembly.streams(Pcap.tcpSegments(bytes)).filter { !$0.bytes.isEmpty }.map { s in
-            let (records, error) = decode(s.bytes, direction: s.direction, limits: limits)
-            return DumpedStream(direction: s.direction, records: records, error: error, hasGap: s.hasGap)
+        let all = TCPReassembly.streams(try Pcap.tcpSegments(bytes))
+        var results = [DumpedStream?](repeating: nil, count: all.count)
+        for i in all.indices where results[i] == nil {
+            let reverse = all.indices.first { j in
+                j != i && results[j] == nil && all[j].source == all[i].destination && all[j].destination == all[i].source
+            }
+            let members = [i] + (reverse.map { [$0] } ?? [])
+            let dumped = decodeConnection(members.map { (direction: Optional(all[$0].direction), bytes: all[$0].bytes, hasGap: all[$0].hasGap) },
+                                          keyLog: provider, limits: limits)
+            for (k, j) in members.enumerated() { results[j] = dumped[k] }
+        }
+        return zip(all, results).filter { !$0.0.bytes.isEmpty }.map { $0.1! }
+    }
+
+    /// Decodes the two directions of one connection from raw streams (for example the
+    /// `PREFIX-N-c2s.bin` and `PREFIX-N-s2c.bin` files of `framedump proxy --record`),
+    /// together: the initiator's ephemeral key finds the session in `keyLog` for both.
+    /// - Returns: one `DumpedStream` per direction, `first` then `second`.
+    public static func decodeConnection(first: [UInt8], second: [UInt8], directions: (String?, String?) = ("c>s", "s>c"),
+                                        keyLog: NoiseKeyLog?, limits: Limits = .default) -> [DumpedStream] {
+        var provider: (@Sendable () -> NoiseKeyLog)?
+        if let keyLog { provider = { keyLog } }
+        return decodeConnection([(directions.0, first, false), (directions.1, second, false)], keyLog: provider, limits: limits)
+    }
+
+    /// Decodes one connection's directions (one or two) together.
+    static func decodeConnection(_ streams: [(direction: String?, bytes: [UInt8], hasGap: Bool)],
+                                 keyLog: (@Sendable () -> NoiseKeyLog)?, limits: Limits) -> [DumpedStream] {
+        let sides = Array(ConnectionDump.Side.allCases.prefix(streams.count))
+        let conn = ConnectionDump(first: streams[0].direction, second: streams.count > 1 ? streams[1].direction : nil,
+                                  keyLog: keyLog, limits: limits)
+        var items: [[DumpItem]] = [[], []]
+        for (side, s) in zip(sides, streams) {
+            for o in conn.feed(s.bytes, from: side) { items[o.side.rawValue].append(o.item) }
+        }
+        for o in conn.finish() { items[o.side.rawValue].append(o.item) }
+        return zip(sides, streams).map { side, s in
+            let list = items[side.rawValue]
+            return DumpedStream(direction: s.direction,
+                                records: list.compactMap { if case .frame(let r) = $0 { r } else { nil } },
+                                items: list, error: conn.frameError(side), noiseError: conn.noiseError(side),
+                                noiseRole: conn.role(side), hasGap: s.hasGap)
         }
     }
 

@@ -13,8 +13,10 @@ import Synchronization
 public final class BootstrapNode: @unchecked Sendable {
     public let config: BootstrapConfig
     let logger: Logger
-    let server = RPCServer(config: ServerConfig())
-    let client = RPCClient()
+    let server: RPCServer
+    let client: RPCClient
+    /// The `verifyPeer` callback of `client` (pinning).
+    let verifier: PeerVerifier
     let started = ContinuousClock.now
     private let initialPayload: ByteSlice
     private struct State {
@@ -34,11 +36,28 @@ public final class BootstrapNode: @unchecked Sendable {
         guard config.initialModel.allFinite else { throw NodeError("the initial model holds NaN or Inf weights") }
         self.config = config
         self.logger = logger
+        var serverConfig = ServerConfig()
+        serverConfig.security = config.security.channel
+        self.server = RPCServer(config: serverConfig)
+        let verifier = PeerVerifier()
+        self.client = verifier.makeClient(config.security)
+        self.verifier = verifier
         self.state = Mutex(State(membership: Membership(selfEndpoint: "", dropAfter: config.dropAfter), endpoint: config.listen))
         self.initialPayload = try WireCodec.encodeModel(architecture: config.architecture, params: config.initialModel,
                                                     round: 0, step: 0, samples: 0)
         // Model messages and the process's receive budget follow the model (issue 8, defect 1).
         server.fitModel(payloadBytes: initialPayload.count)
+        // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
+        verifier.set { [weak self] ep, key in
+            guard let self else { return "this bootstrap is shutting down" }
+            return self.verifyPeer(ep, key)
+        }
+    }
+
+    /// Checks the identity a peer proved when this node dialed it (pinning, see Membership).
+    func verifyPeer(_ ep: Endpoint, _ key: [UInt8]) -> String? {
+        let verdict = state.withLock { $0.membership.verify(endpoint: ep.description, proven: key) }
+        return logPinVerdict(verdict, ep, key, logger: logger)
     }
 
     /// Starts serving; prints `listening HOST:PORT` and writes the ready file.
@@ -56,13 +75,14 @@ public final class BootstrapNode: @unchecked Sendable {
                     responder.fail(.invalidArgument, "'\(req.endpoint)' is not HOST:PORT")
                     return
                 }
-                let peers: [String] = self.state.withLock { s in
+                let peers: [PeerEntry] = self.state.withLock { s in
                     s.membership.markSuccess(req.endpoint)
-                    return s.membership.replyPeers(for: req.endpoint, limit: WireCodec.limits.maxPeers)
+                    return s.membership.entries(s.membership.replyPeers(for: req.endpoint, limit: WireCodec.limits.maxPeers),
+                                                selfIdentity: nil)
                 }
                 self.logger.info("peer registered", metadata: ["peer": "\(req.endpoint)", "peers": "\(peers.count + 1)"])
                 responder.reply {
-                    try WireCodec.encode(RegisterReply(peers: PeerList(peers: peers),
+                    try WireCodec.encode(RegisterReply(peers: WirePeers.list(peers),
                                                        architecture: self.config.architecture.description, schemaHash: hash))
                 }
             } catch let e as WireError {
@@ -87,20 +107,35 @@ public final class BootstrapNode: @unchecked Sendable {
             }
         }
         // A bootstrap holds no training state (SPEC §4.1): it takes part in no exchange.
-        for type in [MessageType.gossipExchange, .triggerGossip] {
-            server.register(type) { _, responder in
-                responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send \(type.name) to a peer (Register's reply lists them)")
-            }
+        // TriggerGossip is a control request on every node: the control rule answers first.
+        server.register(.gossipExchange) { _, responder in
+            responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send GossipExchange to a peer (Register's reply lists them)")
         }
-        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
+        registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { _, responder in
+            responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send TriggerGossip to a peer (Register's reply lists them)")
+        }
+        registerCommonHandlers(server, logger: logger, rights: config.security.rights, status: { [weak self] in self?.status() },
                                stop: { [weak self] in self?.requestStop() })
+        // The listen rule again (gossipd applied it with its notice): secure by default for
+        // library users too.
+        _ = try ListenPolicy.check(listen: config.listen, secure: config.security.isSecure, insecure: config.security.insecure)
+        if let path = config.security.controlSocket { try ControlSocketFile.prepare(path) }
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
+        if let path = config.security.controlSocket {
+            do throws(RPCError) { try server.startControl(path: path) } catch {
+                server.shutdown(grace: .zero)   // do not leave the TCP listener serving
+                throw NodeError("cannot serve the control socket \(path): \(error.message)")
+            }
+            logger.info("control socket", metadata: ["path": "\(path)"])
+        }
         let advertised = config.advertise ?? bound
         warnIfUnreachable(advertised, logger: logger)
         state.withLock { $0.endpoint = advertised }
         emitLine("listening \(advertised)")
         logger.info("bootstrap serving", metadata: ["endpoint": "\(advertised)", "arch": "\(config.architecture)",
-                                                    "schema": "\(StatusReport.hex(hash))"])
+                                                    "schema": "\(StatusReport.hex(hash))",
+                                                    "identity": "\(config.security.identity.publicKeyHex)",
+                                                    "secure": "\(config.security.isSecure)"])
         startPinger()
         if let f = config.readyFile { try writeReadyFile(f, advertised.description) }
         return advertised
@@ -143,6 +178,7 @@ public final class BootstrapNode: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(1)) { done.signal() }
         _ = done.wait(timeout: .now() + 3)
+        if let path = config.security.controlSocket { ControlSocketFile.remove(path) }
         client.close()
         logger.info("bootstrap stopped")
     }
@@ -161,6 +197,9 @@ public final class BootstrapNode: @unchecked Sendable {
             var s = StatusReport(role: "bootstrap", endpoint: st.endpoint.description, phase: st.stopping ? "stopping" : "serving",
                                  architecture: config.architecture.description, schemaHash: config.initialModel.schemaHash)
             s.peers = st.membership.endpoints
+            s.identity = config.security.identity.publicKeyHex
+            s.secure = config.security.isSecure
+            s.peerIdentities = StatusReport.identities(of: st.membership)
             s.bytesIn = stats.bytesIn
             s.bytesOut = stats.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds

@@ -16,6 +16,8 @@ public enum ControlExitCode: Int32, Sendable {
     case unreachable = 69
     /// The node answered with an error status.
     case remoteError = 70
+    /// An input file (a key file) could not be read, or was refused (not mode 0600, malformed).
+    case cannotRead = 66
     /// The output file could not be written.
     case cannotWrite = 73
 }
@@ -26,6 +28,12 @@ public struct ControlFailure: Error, CustomStringConvertible, Sendable {
     public let message: String
     public let status: StatusCode?
     public var description: String { message }
+
+    public init(exitCode: ControlExitCode, message: String, status: StatusCode?) {
+        self.exitCode = exitCode
+        self.message = message
+        self.status = status
+    }
 
     /// The failure as one JSON object (`{"error":{...}}`).
     public var json: String {
@@ -84,33 +92,61 @@ public struct TriggerGossipResult: Sendable, Equatable {
 
 }
 
-/// A client for one node's control requests.
+/// A client for one node's control requests, over TCP (encrypted when given a
+/// `ChannelSecurity`) or over the node's Unix-domain control socket.
 public final class Control: @unchecked Sendable {
+    /// The node's TCP endpoint; with a control socket, a stand-in that is never dialed.
     public let endpoint: Endpoint
+    /// The node's control socket, when talking over it.
+    public let socketPath: String?
     public let timeout: Duration
-    private let client = RPCClient()
+    private let client: RPCClient
 
-    public init(endpoint: Endpoint, timeout: Duration) {
+    /// Talks to the node at `endpoint` over TCP; `security` (the network key and this
+    /// client's identity) when the node runs encrypted.
+    public init(endpoint: Endpoint, timeout: Duration, security: ChannelSecurity? = nil) {
         self.endpoint = endpoint
+        self.socketPath = nil
         self.timeout = timeout
+        self.client = security.map { RPCClient(security: $0) } ?? RPCClient()
+    }
+
+    /// Talks to the node over its control socket at `socketPath` (plaintext; the socket's mode
+    /// 0600 is the authentication), where it accepts control requests (Stop, TriggerGossip).
+    public init(socketPath: String, timeout: Duration) {
+        self.endpoint = Endpoint(host: "localhost", port: 0)
+        self.socketPath = socketPath
+        self.timeout = timeout
+        self.client = RPCClient()
     }
 
     deinit { client.close() }
 
+    /// What error messages call the node: its endpoint, or its control socket.
+    public var target: String { socketPath.map { "control socket \($0)" } ?? endpoint.description }
+
     private func call(_ type: MessageType, _ payload: ByteSlice, timeout: Duration? = nil) throws(ControlFailure) -> InboundMessage {
+        if let path = socketPath {
+            // A fresh connection per request: the pool would redial `endpoint`, a stand-in.
+            do throws(RPCError) {
+                client.adopt(socket: try UnixSocket.connect(path: path), as: endpoint, secure: false)
+            } catch {
+                throw ControlFailure(exitCode: .unreachable, message: "\(error.message)", status: error.code)
+            }
+        }
         switch callSync(client, endpoint, type, payload, deadline: timeout ?? self.timeout) {
         case .success(let m): return m
         case .failure(let e):
             if e.remote {
-                throw ControlFailure(exitCode: .remoteError, message: "\(endpoint) answered \(e.code.name): \(e.message)", status: e.code)
+                throw ControlFailure(exitCode: .remoteError, message: "\(target) answered \(e.code.name): \(e.message)", status: e.code)
             }
             switch e.code {
             case .unavailable, .deadlineExceeded:
                 throw ControlFailure(exitCode: .unreachable,
-                                     message: "\(endpoint): \(e.code.name): \(e.message)",
+                                     message: "\(target): \(e.code.name): \(e.message)",
                                      status: e.code)
             default:
-                throw ControlFailure(exitCode: .failure, message: "\(endpoint): \(e.code.name): \(e.message)", status: e.code)
+                throw ControlFailure(exitCode: .failure, message: "\(target): \(e.code.name): \(e.message)", status: e.code)
             }
         }
     }
@@ -121,7 +157,7 @@ public final class Control: @unchecked Sendable {
         do {
             return try StatusReport.parse(try WireCodec.decodeStatusReply(m.payload).json)
         } catch {
-            throw ControlFailure(exitCode: .failure, message: "\(endpoint) sent a status this gossipctl cannot read: \(error)", status: nil)
+            throw ControlFailure(exitCode: .failure, message: "\(target) sent a status this gossipctl cannot read: \(error)", status: nil)
         }
     }
 
@@ -133,7 +169,7 @@ public final class Control: @unchecked Sendable {
         do {
             decoded = try WireCodec.decodeModel(m.payload, expected: nil)
         } catch {
-            throw ControlFailure(exitCode: .failure, message: "\(endpoint) sent a model this gossipctl cannot read: \(error)", status: nil)
+            throw ControlFailure(exitCode: .failure, message: "\(target) sent a model this gossipctl cannot read: \(error)", status: nil)
         }
         let (arch, params, model) = decoded
         var meta = st.preprocessing
@@ -143,7 +179,8 @@ public final class Control: @unchecked Sendable {
         meta["round"] = "\(model.round)"
         meta["step"] = "\(model.step)"
         meta["samples_seen"] = "\(model.samples)"
-        meta["source"] = endpoint.description
+        let source = socketPath == nil ? endpoint.description : st.endpoint
+        meta["source"] = source
         if let a = st.accuracy { meta["reported_accuracy"] = "\(a)" }
         do {
             try SafeTensors.write(params, metadata: meta, to: path)
@@ -153,7 +190,7 @@ public final class Control: @unchecked Sendable {
         var summary: [String: Any] = ["path": path, "architecture": arch.description,
                                       "schema_hash": StatusReport.hex(params.schemaHash),
                                       "parameters": params.parameterCount, "round": Int(model.round),
-                                      "source": endpoint.description]
+                                      "source": source]
         if let a = st.accuracy { summary["reported_accuracy"] = a }
         return summary
     }
@@ -181,6 +218,20 @@ public final class Control: @unchecked Sendable {
 
     // MARK: - text rendering
 
+    /// `gossipctl peers` as text: one line per peer, its endpoint and the identity it proved
+    /// to the node ("-" when not known).
+    public static func peersText(_ s: StatusReport) -> String {
+        s.peers.map { p in "\(p)  \((s.peerIdentities[p] ?? nil) ?? "-")" }.joined(separator: "\n")
+    }
+
+    /// `gossipctl peers -o json`: `{"endpoint":..., "identity":..., "peers":[...], "peer_identities":{...}}`.
+    public static func peersJSON(_ s: StatusReport) -> String {
+        var ids: [String: Any] = [:]
+        for p in s.peers { ids[p] = (s.peerIdentities[p] ?? nil).map { $0 as Any } ?? NSNull() }
+        return jsonText(["endpoint": s.endpoint, "identity": s.identity.map { $0 as Any } ?? NSNull(),
+                         "peers": s.peers, "peer_identities": ids])
+    }
+
     public static func text(_ s: StatusReport) -> String {
         func pct(_ v: Double?) -> String { v.map { String(format: "%.2f%%", $0 * 100) } ?? "-" }
         func num(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "-" }
@@ -191,6 +242,10 @@ public final class Control: @unchecked Sendable {
             "phase       \(s.phase)",
             "model       \(s.architecture.isEmpty ? "-" : s.architecture)  schema \(s.schemaHash)",
         ]
+        if let id = s.identity {
+            let channel = s.secure.map { $0 ? "  encrypted (Noise_XXpsk3_25519_AESGCM_SHA256)" : "  plaintext (no network key)" } ?? ""
+            lines.insert("identity    \(id)\(channel)", at: 2)
+        }
         if s.role == "peer" {
             lines += [
                 "dataset     \(s.dataset)  shard \(s.shard) (\(s.shardSize) rows)",
@@ -198,6 +253,9 @@ public final class Control: @unchecked Sendable {
                 "loss        \(num(s.loss)) (train, last round)",
                 "accuracy    \(pct(s.accuracy)) on \(s.heldOutCount) held-out rows (loss \(num(s.heldOutLoss)))",
                 "exchanges   done \(s.exchanges.done)  failed \(s.exchanges.failed)  busy \(s.exchanges.busy)  refused \(s.exchanges.refused)",
+                "rejected    weight capped \(s.rejected.weightCapped)  models \(s.rejected.modelsRejected)"
+                    + (s.rejected.boundResets == 0 ? "" : "  bound resets \(s.rejected.boundResets)")
+                    + (s.rejected.byPeer.isEmpty ? "" : "  by peer: " + s.rejected.byPeer.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")),
             ]
             if let r = s.checkpointRound { lines.append("checkpoint  round \(r)") }
             if let r = s.resumedFromRound { lines.append("resumed     from round \(r)") }

@@ -1,10 +1,14 @@
 // `gossipd demo`: a whole local network as real child processes on 127.0.0.1 — a bootstrap
 // and N peers on the bundled digits dataset by default — with live progress, the bootstrap
 // killed halfway to show the network trains on without it, and a final report of every
-// peer's accuracy and the consensus distance. Every child it starts is stopped at the end.
+// peer's accuracy and the consensus distance. The network is encrypted: the demo writes a
+// network key into its work directory and gives it to every child; each child keeps its
+// identity and control socket in its state directory, and the final stop goes over the
+// control sockets. Every child it starts is stopped at the end.
 import Foundation
 import GossipML
 import GossipNet
+import GossipSecure
 import GossipWire
 
 /// Options of the demo.
@@ -101,9 +105,17 @@ public final class Demo: @unchecked Sendable {
         let noise = options.inputNoise ?? d.inputNoise, pace = options.pace ?? d.pace
         out("gossip demo: a bootstrap and \(options.peers) peers on 127.0.0.1, dataset \(options.dataset) (\(split.train.count) training rows, \(split.test.count) held out), model \(arch), \(rounds) rounds of \(localSteps) SGD steps (lr \(lr) cosine, batch \(batch))")
         out("logs and checkpoints: \(workDir)")
+        // The demo's network is encrypted: one network key for all, each node's identity in its
+        // state directory, control requests (the final stop) over each node's control socket.
+        let keyPath = workDir + "/network.key"
+        let networkKey = NetworkKey.generate()
+        try networkKey.write(to: keyPath)
+        let channel = ChannelSecurity(networkKey: networkKey, identity: .generate())
+        out("network key: \(keyPath) (every connection encrypted: Noise_XXpsk3_25519_AESGCM_SHA256); control sockets in the state directories")
 
         let bootLog = workDir + "/bootstrap.log", bootReady = workDir + "/bootstrap.ready"
         let boot = try spawn(["bootstrap", "--exit-with-parent", "--listen", "127.0.0.1:0", "--arch", arch.description, "--seed", "\(options.seed)",
+                              "--network-key", keyPath, "--state-dir", workDir + "/bootstrap",
                               "--ready-file", bootReady, "--log-level", options.logLevel], log: bootLog)
         let bootEndpoint = try waitForFile(bootReady, "bootstrap", process: boot, log: bootLog)
         out("bootstrap  \(bootEndpoint)")
@@ -116,7 +128,8 @@ public final class Demo: @unchecked Sendable {
                         "--shard", "\(i)/\(options.peers)", "--rounds", "\(rounds)", "--local-steps", "\(localSteps)",
                         "--lr", "\(lr)", "--batch", "\(batch)", "--input-noise", "\(noise)", "--seed", "\(options.seed)",
                         "--pace-ms", "\(Int(pace.seconds * 1000))", "--eval-every", "\(max(1, rounds / 20))",
-                        "--state-dir", workDir + "/peer\(i)", "--ready-file", ready, "--log-level", options.logLevel]
+                        "--state-dir", workDir + "/peer\(i)", "--network-key", keyPath,
+                        "--ready-file", ready, "--log-level", options.logLevel]
             if let a = options.nonIIDAlpha { args += ["--non-iid", "\(a)"] }
             peerProcs.append(try spawn(args, log: log))
             readies.append((ready, log))
@@ -127,8 +140,8 @@ public final class Demo: @unchecked Sendable {
             endpoints.append(try Endpoint(parsing: ep))
             out("peer \(i)     \(ep)  shard \(i)/\(options.peers)")
         }
-        let controls = endpoints.map { Control(endpoint: $0, timeout: .seconds(5)) }
-        let client = RPCClient()
+        let controls = endpoints.map { Control(endpoint: $0, timeout: .seconds(5), security: channel) }
+        let client = RPCClient(security: channel)
         defer { client.close() }
 
         func fetchModels() -> [ParameterSet]? {
@@ -199,7 +212,7 @@ public final class Demo: @unchecked Sendable {
                        accuracies[i] * 100, split.test.count, s.round, s.exchanges.done))
         }
         out(String(format: "  consensus distance (largest pairwise relative L2 between peer models): %.3f%%", spread * 100))
-        for c in controls { try? c.stop() }
+        for i in endpoints.indices { try? Control(socketPath: workDir + "/peer\(i)/control.sock", timeout: .seconds(5)).stop() }
         let until = Date().addingTimeInterval(10)
         for p in peerProcs { while p.isRunning && Date() < until { Thread.sleep(forTimeInterval: 0.02) } }
         out("all nodes stopped")

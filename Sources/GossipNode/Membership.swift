@@ -3,7 +3,17 @@
 // from incoming exchanges; a peer that fails `dropAfter` contacts in a row is forgotten, and
 // is welcome again as soon as it shows up anew. Only strings that parse as HOST:PORT are
 // ever admitted, whatever other nodes send.
+//
+// Pinning (issue 9, contract D): the identity (Curve25519 public key) an endpoint proved in
+// the handshake when this node dialed it is pinned for the life of the process; a later
+// connection to that endpoint proving another identity is refused, and a peer-list entry whose
+// identity contradicts the pin is dropped. Identities that peer lists claim for endpoints not
+// dialed yet are remembered as claims and checked at the first dial. Threat model: this
+// defends against an insider taking over an endpoint another member proved; it cannot tell
+// which of two keys is "right" for an endpoint never dialed (the first proof wins).
 import GossipNet
+import GossipSecure
+import GossipWire
 
 /// What a node knows of one other node.
 public struct PeerRecord: Sendable, Equatable {
@@ -27,6 +37,12 @@ public struct Membership: Sendable {
     public private(set) var records: [String: PeerRecord] = [:]
     /// Peers dropped recently, with when.
     private var dropped: [String: ContinuousClock.Instant] = [:]
+    /// Identities proven by endpoints this node dialed (pinned for the life of the process).
+    public private(set) var pins: [String: [UInt8]] = [:]
+    /// Identities peer lists claimed for endpoints not pinned yet (checked at the first dial).
+    private var claims: [String: [UInt8]] = [:]
+    /// Most pins and claims kept (each); past it, those of non-members are forgotten first.
+    public var pinCapacity = 4096
 
     public init(selfEndpoint: String, dropAfter: Int = 3, capacity: Int = 1024, forgetFor: Duration = .seconds(30)) {
         self.selfEndpoint = selfEndpoint
@@ -90,6 +106,84 @@ public struct Membership: Sendable {
     public static func isEndpoint(_ s: String) -> Bool {
         guard let e = try? Endpoint(parsing: s) else { return false }
         return e.port != 0
+    }
+
+    // MARK: - identities (pinning)
+
+    /// The outcome of checking the identity an endpoint proved when this node dialed it.
+    public enum PinVerdict: Sendable, Equatable {
+        /// The identity matches the pin, or was pinned now (`first`).
+        case accepted(first: Bool)
+        /// Refused: the text says why (for the log and the caller's error).
+        case refused(String)
+    }
+
+    /// Checks the identity `endpoint` proved in the handshake of a connection this node
+    /// dialed; pins it on first contact. A contradiction of the pin, or of the identity a peer
+    /// list claimed before the first dial, is refused, and on a first-dial mismatch the
+    /// endpoint is dropped from the table (with its claim) until it shows up anew.
+    public mutating func verify(endpoint: String, proven: [UInt8]) -> PinVerdict {
+        let hex = Membership.hex(proven)
+        if let pinned = pins[endpoint] {
+            if constantTimeEqual(pinned, proven) { return .accepted(first: false) }
+            return .refused("\(endpoint) proved identity \(hex), but it proved \(Membership.hex(pinned)) before: refusing the connection (another node now answers at this address; if the node there was re-keyed on purpose, restart this node to forget the old identity)")
+        }
+        if let claimed = claims[endpoint], !constantTimeEqual(claimed, proven) {
+            claims[endpoint] = nil
+            if records[endpoint] != nil { remove(endpoint) }
+            return .refused("\(endpoint) proved identity \(hex), but a peer list gave it \(Membership.hex(claimed)): refusing the connection and dropping the entry")
+        }
+        claims[endpoint] = nil
+        if pins.count >= pinCapacity { makeRoom(inPins: true) }
+        pins[endpoint] = proven
+        return .accepted(first: true)
+    }
+
+    /// Adds the endpoints of peer-list entries (as `merge(_:)` does), after checking their
+    /// identities: an entry whose identity contradicts the pinned one is dropped; a claimed
+    /// identity of an endpoint not pinned yet is remembered and checked at the first dial.
+    /// - Returns: the endpoints added, and the entries dropped for a contradicting identity.
+    @discardableResult
+    public mutating func merge(entries: [PeerEntry], now: ContinuousClock.Instant = .now) -> (added: [String], contradicting: [PeerEntry]) {
+        var accepted: [String] = []
+        var contradicting: [PeerEntry] = []
+        for e in entries {
+            if let id = e.identity, e.endpoint != selfEndpoint {
+                if let pinned = pins[e.endpoint] {
+                    if !constantTimeEqual(pinned, id) { contradicting.append(e); continue }
+                } else if id.count == 32, Membership.isEndpoint(e.endpoint) {
+                    if claims[e.endpoint] == nil {
+                        if claims.count >= pinCapacity { makeRoom(inPins: false) }
+                        claims[e.endpoint] = id
+                    }
+                }
+            }
+            accepted.append(e.endpoint)
+        }
+        return (merge(accepted, now: now), contradicting)
+    }
+
+    /// The identity `endpoint` proved (nil: not dialed, or a plaintext network).
+    public func identity(of endpoint: String) -> [UInt8]? { pins[endpoint] }
+
+    /// `endpoints` as peer-list entries: this node's own with `selfIdentity`, the others with
+    /// the identity they proved (nil when not known).
+    public func entries(_ endpoints: [String], selfIdentity: [UInt8]?) -> [PeerEntry] {
+        endpoints.map { PeerEntry(endpoint: $0, identity: $0 == selfEndpoint ? selfIdentity : pins[$0]) }
+    }
+
+    /// Frees room in a pin or claim table: forgets the entries of non-members, or if all are
+    /// members, the first quarter in sorted order.
+    private mutating func makeRoom(inPins: Bool) {
+        let keys = inPins ? Array(pins.keys) : Array(claims.keys)
+        var gone = keys.filter { records[$0] == nil }
+        if gone.isEmpty { gone = Array(keys.sorted().prefix(max(1, keys.count / 4))) }
+        for k in gone { if inPins { pins[k] = nil } else { claims[k] = nil } }
+    }
+
+    /// 64 lowercase hex digits.
+    static func hex(_ key: [UInt8]) -> String {
+        key.map { b in let s = String(b, radix: 16); return b < 16 ? "0" + s : s }.joined()
     }
 
     /// Forgets a peer at once (e.g. it runs an incompatible model).

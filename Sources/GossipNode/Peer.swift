@@ -60,6 +60,8 @@ public final class PeerNode: @unchecked Sendable {
     let logger: Logger
     let server: RPCServer
     let client: RPCClient
+    /// The `verifyPeer` callback of `client` (pinning).
+    let verifier: PeerVerifier
     let split: DatasetSplit
     let shard: Dataset
     let started = ContinuousClock.now
@@ -74,6 +76,8 @@ public final class PeerNode: @unchecked Sendable {
     /// `requestBuffer`: loop thread only; `replyBuffer`: the incoming slot holder only.
     let requestBuffer = PayloadBuffer()
     let replyBuffer = PayloadBuffer()
+    /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
+    let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
@@ -91,13 +95,28 @@ public final class PeerNode: @unchecked Sendable {
         var serverConfig = ServerConfig()
         serverConfig.limits = Limits.default
         serverConfig.maxConnections = 1024   // pooled connections from every other peer
+        serverConfig.security = config.security.channel
         self.server = RPCServer(config: serverConfig)
-        self.client = RPCClient()
+        let verifier = PeerVerifier()
+        self.client = verifier.makeClient(config.security)
+        self.verifier = verifier
         self.endpointBox = Mutex(config.listen)
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
-        self.core = Mutex(PeerCore(state: PeerState(membership: membership)))
+        self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
+        // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
+        verifier.set { [weak self] ep, key in
+            guard let self else { return "this peer is shutting down" }
+            return self.verifyPeer(ep, key)
+        }
+    }
+
+    /// Checks the identity a peer proved when this node dialed it (pinning, see Membership).
+    /// - Returns: nil to accept the connection, else why it is refused.
+    func verifyPeer(_ ep: Endpoint, _ key: [UInt8]) -> String? {
+        let verdict = core.withLock { $0.state.membership.verify(endpoint: ep.description, proven: key) }
+        return logPinVerdict(verdict, ep, key, logger: logger)
     }
 
     // MARK: - lifecycle
@@ -105,14 +124,27 @@ public final class PeerNode: @unchecked Sendable {
     /// Starts serving and returns the advertised endpoint. Prints `listening HOST:PORT`.
     public func start() throws -> Endpoint {
         registerHandlers()
+        // The listen rule again (gossipd applied it with its notice): secure by default for
+        // library users too.
+        _ = try ListenPolicy.check(listen: config.listen, secure: config.security.isSecure, insecure: config.security.insecure)
+        if let path = config.security.controlSocket { try ControlSocketFile.prepare(path) }
         let bound = try server.start(host: config.listen.host, port: config.listen.port)
+        if let path = config.security.controlSocket {
+            do throws(RPCError) { try server.startControl(path: path) } catch {
+                server.shutdown(grace: .zero)   // do not leave the TCP listener serving
+                throw NodeError("cannot serve the control socket \(path): \(error.message)")
+            }
+            logger.info("control socket", metadata: ["path": "\(path)"])
+        }
         let advertised = config.advertise ?? bound
         warnIfUnreachable(advertised, logger: logger)
         endpointBox.withLock { $0 = advertised }
         core.withLock { $0.state.membership.setSelf(advertised.description) }
         emitLine("listening \(advertised)")
         logger.info("serving", metadata: ["endpoint": "\(advertised)", "dataset": "\(config.dataset)",
-                                          "shard": "\(config.shardIndex)/\(config.shardCount)", "rows": "\(shard.count)"])
+                                          "shard": "\(config.shardIndex)/\(config.shardCount)", "rows": "\(shard.count)",
+                                          "identity": "\(config.security.identity.publicKeyHex)",
+                                          "secure": "\(config.security.isSecure)"])
         return advertised
     }
 
@@ -165,6 +197,7 @@ public final class PeerNode: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(2)) { done.signal() }
         _ = done.wait(timeout: .now() + 5)
+        if let path = config.security.controlSocket { ControlSocketFile.remove(path) }
         client.close()
         let r = core.withLock { c in
             c.state.stopped()
@@ -223,10 +256,12 @@ public final class PeerNode: @unchecked Sendable {
             case .success(let msg):
                 do {
                     let reply = try WireCodec.decodeRegisterReply(msg.payload)
-                    core.withLock { c in
-                        c.state.membership.merge(reply.peers.peers)
+                    let contradicting = core.withLock { c in
+                        let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
                         if isPeer { c.state.membership.markSuccess(target.description) }
+                        return bad
                     }
+                    logContradicting(contradicting, from: target.description)
                 } catch {
                     logger.warning("register reply malformed", metadata: ["from": "\(target)", "error": "\(error)"])
                 }
@@ -390,8 +425,10 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
-        server.register(.triggerGossip) { [weak self] msg, responder in self?.handleTrigger(msg, responder) }
-        registerCommonHandlers(server, logger: logger, status: { [weak self] in self?.status() },
+        registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in
+            self?.handleTrigger(msg, responder)
+        }
+        registerCommonHandlers(server, logger: logger, rights: config.security.rights, status: { [weak self] in self?.status() },
                                stop: { [weak self] in self?.requestStop() })
     }
 
@@ -408,7 +445,8 @@ public final class PeerNode: @unchecked Sendable {
                     throw RPCError(.failedPrecondition, "schema \(StatusReport.hex(req.schemaHash)) differs from this network's \(StatusReport.hex(hash))")
                 }
                 c.state.membership.markSuccess(req.endpoint)
-                return RegisterReply(peers: PeerList(peers: c.state.peerSample(excluding: req.endpoint, me: me, limit: WireCodec.limits.maxPeers)),
+                let sample = c.state.peerSample(excluding: req.endpoint, me: me, limit: WireCodec.limits.maxPeers)
+                return RegisterReply(peers: WirePeers.list(c.state.membership.entries(sample, selfIdentity: config.security.advertisedIdentity)),
                                      architecture: model.architecture?.description ?? "", schemaHash: hash)
             }
             logger.info("peer registered", metadata: ["peer": "\(req.endpoint)"])
@@ -478,7 +516,11 @@ public final class PeerNode: @unchecked Sendable {
             s.shardSize = shard.count
             s.preprocessing = split.preprocessing
             s.peers = st.membership.endpoints
+            s.identity = config.security.identity.publicKeyHex
+            s.secure = config.security.isSecure
+            s.peerIdentities = StatusReport.identities(of: st.membership)
             s.exchanges = st.exchanges
+            s.rejected = st.rejected
             s.bytesIn = stats.bytesIn + client.bytesIn
             s.bytesOut = stats.bytesOut + client.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
@@ -587,6 +629,18 @@ public final class PeerNode: @unchecked Sendable {
                 return .failure(RPCError(.deadlineExceeded, "no outcome from \(ep) within \(deadline) (internal)"))
             }
             wake.wait(upTo: .milliseconds(50))
+        }
+    }
+}
+
+extension PeerNode {
+    /// Logs peer-list entries dropped because their identity contradicts a pinned one.
+    func logContradicting(_ entries: [PeerEntry], from source: String) {
+        for e in entries {
+            logger.warning("peer-list entry dropped: its identity contradicts the one the endpoint proved",
+                           metadata: ["from": "\(source)", "endpoint": "\(e.endpoint)",
+                                      "listed": "\(e.identity.map(Membership.hex) ?? "none")",
+                                      "pinned": "\(core.withLock { $0.state.membership.identity(of: e.endpoint) }.map(Membership.hex) ?? "none")"])
         }
     }
 }

@@ -47,8 +47,37 @@ public struct PeerConfig: Sendable {
     public var dropAfter = 3
     /// Compression of model payloads on the wire.
     public var compression: CompressionMode = .none
+    /// The insider bounds of an exchange (SPEC §5.3): weight cap and outlier bound.
+    public var exchangeBounds = ExchangeBounds()
+    /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that
+    /// sends bad models or a false weight. nil (the default) is an honest peer.
+    public var misbehaviour: Misbehaviour?
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint) { self.listen = listen }
+}
+
+/// The insider bounds of an exchange (SPEC §5.3). The defaults are the protocol's reference
+/// values, chosen from distances measured on digits (see SPEC §5.3); a deployment may loosen
+/// them for very different data, never disable them.
+public struct ExchangeBounds: Sendable, Equatable {
+    /// Neither weight of one average may exceed `weightCap` times the other (a power of two,
+    /// so `weightCap × w` is exact).
+    public var weightCap: Double = 4
+    /// Accepted distances remembered per direction ("recent").
+    public var window = 16
+    /// Accepted distances needed before the adaptive bound replaces the warm-up bound.
+    public var minSamples = 4
+    /// Multiple of the median of recent accepted distances that is still admitted.
+    public var k: Double = 4
+    /// The adaptive bound never falls below this relative distance.
+    public var floor: Double = 0.05
+    /// The bound while fewer than `minSamples` distances were accepted (early training, after a restart).
+    public var warmup: Double = 0.75
+
+    public init() {}
 }
 
 /// Everything a bootstrap needs to run.
@@ -63,6 +92,9 @@ public struct BootstrapConfig: Sendable {
     public var pingInterval: Duration = .seconds(2)
     /// Failed pings in a row after which a peer is forgotten.
     public var dropAfter = 3
+    /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
+    /// identity, no control socket).
+    public var security = NodeSecurity()
 
     public init(listen: Endpoint, architecture: MLPArchitecture, initialModel: ParameterSet) {
         self.listen = listen

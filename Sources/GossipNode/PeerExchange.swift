@@ -48,9 +48,12 @@ extension PeerNode {
             return .localBusy
         }
         let request: ByteSlice
+        // The weight this node sends (an attacker's test hook may lie about it, SPEC §5.3).
+        let sentWeight = config.misbehaviour?.weight(honest: Double(shard.count)) ?? Double(shard.count)
         do {
-            request = try WireCodec.encodeExchangeRequest(sender: me, weight: Double(shard.count), architecture: arch,
-                                                          params: t.parameters, round: cnt.round, step: cnt.step,
+            let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
+            request = try WireCodec.encodeExchangeRequest(sender: me, weight: sentWeight, architecture: arch,
+                                                          params: sent, round: cnt.round, step: cnt.step,
                                                           samples: cnt.samples, into: requestBuffer)
         } catch {
             core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .notSent) }
@@ -64,25 +67,39 @@ extension PeerNode {
             do {
                 let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
                 try WireCodec.checkFinite(reply.model)
+                let distance = try judgeReply(reply, from: peer, sentWeight: sentWeight, trainer: t)
                 // Everything that can fail is checked; install in one short critical section.
-                let distance: Double = try core.withLock { c in
-                    let d = try WireCodec.installAveraged(reply.model, into: t)
-                    c.state.finishOutgoing(peer: peer, result: .installed, learned: reply.peers.peers)
-                    return d
+                let contradicting: [PeerEntry] = try core.withLock { c in
+                    try t.withParameters { p in try reply.model.copyData(into: &p.storage) }
+                    let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
+                    c.state.finishOutgoing(peer: peer, result: .installed)
+                    c.state.recordAccepted(.reply, distance: distance)
+                    return bad
                 }
+                logContradicting(contradicting, from: peer)
                 wake.signal()
                 logger.debug("exchanged", metadata: ["with": "\(peer)", "distance_before": "\(distance)"])
                 return .ok(distanceBefore: distance)
             } catch {
+                // Nothing was installed: this node keeps its own weights.
                 core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .badReply) }
-                logger.warning("exchange reply refused", metadata: ["with": "\(peer)", "error": "\(error)"])
-                return .failed(.internal, "the reply of \(peer) was refused: \(error)")
+                let (code, text) = statusAndText(error)
+                logger.warning("exchange reply refused", metadata: ["with": "\(peer)", "error": "\(text)"])
+                return .failed(code == .modelRejected ? .modelRejected : .internal, "the reply of \(peer) was refused: \(text)")
             }
         case .failure(let err):
             let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
                 : err.code == .failedPrecondition ? .incompatible
+                : err.code == .modelRejected ? .rejectedByPeer
                 : err.code == .cancelled ? .notSent : .failed
-            let dropped = core.withLock { $0.state.finishOutgoing(peer: peer, result: outcome) }
+            let (dropped, reset) = core.withLock { c in
+                let resets = c.state.rejected.boundResets
+                return (c.state.finishOutgoing(peer: peer, result: outcome), c.state.rejected.boundResets > resets)
+            }
+            if reset {
+                logger.notice("outlier bounds reset: two peers refused this node's model or sent refused replies, so its own model is the likely outlier; back to the warm-up bound",
+                              metadata: ["after": "\(peer)"])
+            }
             if outcome == .remoteBusy {
                 logger.debug("peer busy", metadata: ["peer": "\(peer)"])
                 return .remoteBusy
@@ -91,6 +108,33 @@ extension PeerNode {
             if dropped { logger.notice("peer dropped", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"]) }
             return .failed(err.code, err.message)
         }
+    }
+
+    /// The caller's insider checks of a reply (SPEC §5.3), before anything is installed: the
+    /// reply's weight keeps the cap relative to `sentWeight`, and its model's relative L2
+    /// distance from this node's is within the reply bound. Returns the distance. The caller
+    /// holds the slot (it may read its weights without the lock).
+    /// - Throws: `RPCError(.modelRejected)` saying why (counted in `rejected`), or a size error.
+    func judgeReply(_ reply: GossipExchangeReply, from peer: String, sentWeight: Double, trainer t: Trainer) throws -> Double {
+        let cap = config.exchangeBounds.weightCap
+        guard ExchangeMath.replyWeightWithinCap(reply.weight, sent: sentWeight, cap: cap) else {
+            core.withLock { $0.state.weightCapped(from: peer) }
+            throw RPCError(.modelRejected, "it claims averaging weight \(reply.weight), over the cap of \(shortNumber(cap)) x this node's weight \(shortNumber(sentWeight)) (SPEC §5.3); nothing installed")
+        }
+        let own = t.parameters
+        guard reply.model.data.count == own.storage.count * 4 else {
+            throw WireError(.lengthMismatch, "reply model has \(reply.model.data.count) bytes, expected \(own.storage.count * 4)")
+        }
+        let d = ExchangeMath.relativeDistance(own: own.storage, incoming: reply.model)
+        let verdict = core.withLock { $0.state.judgeModel(.reply, distance: d, from: peer) }
+        if verdict == .acceptAfterReset {
+            logger.notice("outlier bounds reset: two peers refused this node's model or sent refused replies, so its own model is the likely outlier; back to the warm-up bound",
+                          metadata: ["with": "\(peer)", "distance": "\(d)"])
+        }
+        if case .outlier(let d, let bound, let why) = verdict {
+            throw RPCError(.modelRejected, "its model is at relative L2 distance \(shortNumber(d)) from this node's, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing installed, this node keeps its weights")
+        }
+        return d
     }
 
     /// Runs the queued TriggerGossip, if any, and answers its caller (loop thread only).
@@ -163,12 +207,14 @@ extension PeerNode {
         }
         // We hold the slot: training is paused and nobody else writes the weights.
         do {
-            let reply = try averagedReply(request)
+            let (reply, distance) = try averagedReply(request)
             core.withLock { c in
                 model.trainer!.withParameters { p in swap(&p.storage, &model.scratch) }
                 c.state.finishIncoming(sender: sender, applied: true)
+                c.state.recordAccepted(.request, distance: distance)
             }
             wake.signal()
+            logger.debug("averaged", metadata: ["from": "\(sender)", "distance": "\(distance)"])
             responder.reply(reply, options: RPCOptions(compression: config.compression, checksum: false))
         } catch {
             core.withLock { $0.state.finishIncoming(sender: sender, applied: false) }
@@ -179,9 +225,12 @@ extension PeerNode {
         }
     }
 
-    /// The slot holder's work for an incoming exchange: the average of our weights and the
-    /// request's into `model.scratch`, and the reply carrying it. Changes no model state.
-    func averagedReply(_ request: GossipExchangeRequest) throws -> ByteSlice {
+    /// The slot holder's work for an incoming exchange: the insider checks (SPEC §5.3: the
+    /// request model's distance against the request bound, then the weight cap), the average
+    /// of our weights and the request's into `model.scratch`, and the reply carrying it.
+    /// Returns the reply and the request's distance. Changes no model state.
+    /// - Throws: `RPCError(.modelRejected)` for an outlier (counted in `rejected`).
+    func averagedReply(_ request: GossipExchangeRequest) throws -> (ByteSlice, Double) {
         guard let t = model.trainer, let arch = model.architecture else {
             throw RPCError(.unavailable, "peer has no model")
         }
@@ -189,23 +238,43 @@ extension PeerNode {
         guard request.model.data.count == count * 4 else {
             throw WireError(.lengthMismatch, "exchange model has \(request.model.data.count) bytes, expected \(count * 4)")
         }
-        if model.scratch.count != count { model.scratch = [Float](repeating: 0, count: count) }
         // A read (not `withParameters`, which is a write access): others may read meanwhile.
         let own = t.parameters
-        ExchangeMath.average(own: own.storage, ownWeight: Double(shard.count),
-                             incoming: request.model, incomingWeight: request.weight, into: &model.scratch)
+        let distance = ExchangeMath.relativeDistance(own: own.storage, incoming: request.model)
+        let verdict = core.withLock { $0.state.judgeModel(.request, distance: distance, from: request.sender) }
+        if case .outlier(let d, let bound, let why) = verdict {
+            throw RPCError(.modelRejected, "peer \(endpoint) refused the model of \(request.sender) as an outlier: relative L2 distance \(shortNumber(d)) from its own model, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing was applied. A model this far off is scaled, noised or stale: fetch the network's current model (GetModel) and train from it")
+        }
+        var ownWeight = Double(shard.count), incomingWeight = request.weight
+        if case .claim(let w) = config.misbehaviour {
+            ownWeight = w   // test attacker: averages and replies with its false weight, uncapped
+        } else {
+            let used = ExchangeMath.cappedWeights(own: ownWeight, incoming: request.weight, cap: config.exchangeBounds.weightCap)
+            if used.incomingCapped {
+                core.withLock { $0.state.weightCapped(from: request.sender) }
+                logger.notice("weight capped", metadata: ["from": "\(request.sender)", "claimed": "\(request.weight)", "used": "\(used.incoming)"])
+            }
+            (ownWeight, incomingWeight) = (used.own, used.incoming)
+        }
+        if model.scratch.count != count { model.scratch = [Float](repeating: 0, count: count) }
+        ExchangeMath.average(own: own.storage, ownWeight: ownWeight,
+                             incoming: request.model, incomingWeight: incomingWeight, into: &model.scratch)
         // A ParameterSet view of the scratch buffer for the encoder (swapped in and back, no copy).
         var averaged = t.parameters
         swap(&averaged.storage, &model.scratch)
         defer { swap(&averaged.storage, &model.scratch) }
         let me = endpoint.description
         let (cnt, peers) = core.withLock { c in
-            (counters(c), c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers))
+            (counters(c), c.state.membership.entries(c.state.peerSample(excluding: request.sender, me: me, limit: WireCodec.limits.maxPeers),
+                                                     selfIdentity: config.security.advertisedIdentity))
         }
-        return try WireCodec.encodeExchangeReply(weight: Double(shard.count),
-                                                 peers: PeerList(peers: peers),
-                                                 architecture: arch, params: averaged, round: cnt.round,
-                                                 step: cnt.step, samples: cnt.samples, into: replyBuffer)
+        // A test attacker sends a distorted copy of the average it installs.
+        let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(averaged, rng: &$0) } } ?? averaged
+        let reply = try WireCodec.encodeExchangeReply(weight: ownWeight,
+                                                      peers: WirePeers.list(peers),
+                                                      architecture: arch, params: sent, round: cnt.round,
+                                                      step: cnt.step, samples: cnt.samples, into: replyBuffer)
+        return (reply, distance)
     }
 
     /// Queues a triggered exchange for the loop, which answers the caller when it ends.

@@ -63,7 +63,29 @@ struct PeerState: Sendable {
         /// Nothing reached the peer, or this node gave up for its own reasons (it could not
         /// encode its request, or it is stopping): says nothing about the peer.
         case notSent
+        /// The other side refused this node's model as an outlier (MODEL_REJECTED): it is
+        /// alive, the exchange failed.
+        case rejectedByPeer
     }
+
+    /// Which models an outlier bound judges (SPEC §5.3): requests this node answers, or
+    /// replies it receives to its own exchanges. Each direction has its own history.
+    enum ModelDirection: Sendable, Equatable {
+        case request, reply
+    }
+
+    /// The verdict on an incoming model's distance.
+    enum ModelVerdict: Sendable, Equatable {
+        case accept
+        /// Admitted after this node reset its outlier bounds: replies of two distinct peers were
+        /// refused, so its own model is the likely outlier (SPEC §5.3, "self-check").
+        case acceptAfterReset
+        /// Refused: `distance` is over `bound` (`why` says how the bound was derived).
+        case outlier(distance: Double, bound: Double, why: String)
+    }
+
+    /// Keys of `rejected.byPeer` at most (a sender names itself: the map must stay bounded).
+    static let maxRejectedPeers = 1024
 
     private(set) var phase: Phase = .onboarding
     private(set) var stopRequested = false
@@ -80,15 +102,26 @@ struct PeerState: Sendable {
     var accuracy: Double?
     var heldOutLoss: Double?
     private(set) var exchanges = StatusReport.Exchanges()
+    /// What the insider bounds refused or capped (SPEC §5.3).
+    private(set) var rejected = StatusReport.Rejected()
+    /// Outlier bounds of requests this node answers and replies it installs.
+    private(set) var requestBound: OutlierBound
+    private(set) var replyBound: OutlierBound
+    /// The last `window` verdicts on this node's own exchanges (the self-check of SPEC §5.3):
+    /// the dialed peer when its reply was refused here or it refused this node's model
+    /// (MODEL_REJECTED), nil when a reply was accepted.
+    private(set) var outgoingVerdicts: [String?] = []
     var checkpointRound: Int?
     var resumedFromRound: Int?
     var membership: Membership
     /// Draws the sample of a long peer list.
     private var sampleRNG: SplitMix
 
-    init(membership: Membership, seed: UInt64 = 1) {
+    init(membership: Membership, seed: UInt64 = 1, bounds: ExchangeBounds = ExchangeBounds()) {
         self.membership = membership
         self.sampleRNG = SplitMix(seed: seed)
+        self.requestBound = OutlierBound(policy: bounds)
+        self.replyBound = OutlierBound(policy: bounds)
     }
 
     // MARK: - lifecycle
@@ -209,8 +242,82 @@ struct PeerState: Sendable {
             exchanges.failed += 1
             membership.markSuccess(peer)
             return false
+        case .rejectedByPeer:
+            exchanges.failed += 1
+            membership.markSuccess(peer)
+            selfCheck(refusedBy: peer)
+            return false
         case .notSent:
             return false
+        }
+    }
+
+    // MARK: - insider bounds (SPEC §5.3)
+
+    /// Judges the relative L2 distance of a model received from `peer` (the request's sender,
+    /// or the dialed endpoint for a reply) against that direction's outlier bound; a refusal
+    /// is counted. The caller holds the exchange slot.
+    ///
+    /// A refused reply takes part in the self-check (`selfCheck(refusedBy:)`); when that resets
+    /// the bounds, the reply is judged anew under the warm-up bound.
+    mutating func judgeModel(_ direction: ModelDirection, distance: Double, from peer: String) -> ModelVerdict {
+        let b = direction == .request ? requestBound : replyBound
+        let admitted = b.admits(distance)
+        if direction == .reply {
+            if admitted {
+                selfCheck(refusedBy: nil)
+            } else if selfCheck(refusedBy: peer), replyBound.admits(distance) {
+                return .acceptAfterReset
+            }
+        }
+        if admitted { return .accept }
+        rejected.modelsRejected += 1
+        countRejected(peer)
+        let now = direction == .request ? requestBound : replyBound
+        return .outlier(distance: distance, bound: now.bound, why: now.explanation)
+    }
+
+    /// A model of that direction was accepted and installed at `distance`: it joins the history.
+    mutating func recordAccepted(_ direction: ModelDirection, distance: Double) {
+        switch direction {
+        case .request: requestBound.record(distance)
+        case .reply: replyBound.record(distance)
+        }
+    }
+
+    /// `peer` claimed more weight than the cap allows (its request was averaged with the capped
+    /// weight, or its reply was refused).
+    mutating func weightCapped(from peer: String) {
+        rejected.weightCapped += 1
+        countRejected(peer)
+    }
+
+    /// Self-check (SPEC §5.3): records the verdict on one of this node's own exchanges (`nil`:
+    /// its reply was accepted; a peer: that dialed peer's reply was refused here, or it refused
+    /// this node's model). When two distinct dialed peers are among the refusals of the last
+    /// `window` verdicts, this node's own model is the likely outlier (it was away, or a group
+    /// drifted apart), not theirs: both histories are cleared, so the warm-up bound applies
+    /// again. One insider alone never triggers it (a dialed endpoint is one this node chose to
+    /// call, not a name a sender gives itself); the warm-up bound still refuses gross
+    /// outliers after a reset. Returns true when it reset.
+    @discardableResult
+    mutating func selfCheck(refusedBy peer: String?) -> Bool {
+        let window = requestBound.policy.window
+        outgoingVerdicts.append(peer)
+        if outgoingVerdicts.count > window { outgoingVerdicts.removeFirst(outgoingVerdicts.count - window) }
+        guard peer != nil, Set(outgoingVerdicts.compactMap { $0 }).count >= 2 else { return false }
+        requestBound.reset()
+        replyBound.reset()
+        outgoingVerdicts = []
+        rejected.boundResets += 1
+        return true
+    }
+
+    private mutating func countRejected(_ peer: String) {
+        if rejected.byPeer[peer] != nil || rejected.byPeer.count < PeerState.maxRejectedPeers - 1 {
+            rejected.byPeer[peer, default: 0] += 1
+        } else {
+            rejected.byPeer["other", default: 0] += 1
         }
     }
 

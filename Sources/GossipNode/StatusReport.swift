@@ -29,6 +29,38 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey { case done, failed, busy, refused }
     }
+
+    /// What the insider bounds of SPEC §5.3 refused or lowered.
+    public struct Rejected: Codable, Sendable, Equatable {
+        /// Exchanges in which the other side claimed more than the weight cap allows: requests
+        /// (averaged with the capped weight) and replies (refused, nothing installed).
+        public var weightCapped: Int = 0
+        /// Models refused as outliers (relative L2 distance over the bound): requests
+        /// (answered MODEL_REJECTED) and replies (not installed).
+        public var modelsRejected: Int = 0
+        /// For each peer, how many of its exchanges were counted in either number above:
+        /// keyed by the request's `sender` for requests and by the dialed endpoint for replies.
+        /// At most `PeerState.maxRejectedPeers` keys; further peers count under "other".
+        public var byPeer: [String: Int] = [:]
+        /// Times this node found its own model the outlier (replies of two distinct peers
+        /// refused) and went back to the warm-up bound (SPEC §5.3, self-check).
+        public var boundResets: Int = 0
+        public init() {}
+
+        /// Missing counts read as 0 (SPEC §5.4).
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            weightCapped = try c.decodeIfPresent(Int.self, forKey: .weightCapped) ?? 0
+            modelsRejected = try c.decodeIfPresent(Int.self, forKey: .modelsRejected) ?? 0
+            byPeer = try c.decodeIfPresent([String: Int].self, forKey: .byPeer) ?? [:]
+            boundResets = try c.decodeIfPresent(Int.self, forKey: .boundResets) ?? 0
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case weightCapped = "weight_capped", modelsRejected = "models_rejected", byPeer = "by_peer"
+            case boundResets = "bound_resets"
+        }
+    }
     /// "peer" or "bootstrap".
     public var role: String
     /// The address the node serves on.
@@ -59,6 +91,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Known peers, sorted.
     public var peers: [String] = []
     public var exchanges = Exchanges()
+    /// Exchanges the insider bounds refused or capped (SPEC §5.3).
+    public var rejected = Rejected()
     public var bytesIn: Int = 0
     public var bytesOut: Int = 0
     public var uptimeSeconds: Double = 0
@@ -66,6 +100,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var checkpointRound: Int?
     /// Round the node resumed from a checkpoint at start; null when it started fresh.
     public var resumedFromRound: Int?
+    /// The node's identity: its Curve25519 public key, 64 hex digits (issue 9); null when unknown.
+    public var identity: String?
+    /// True when the node's TCP connections are encrypted and authenticated (it has a
+    /// network key); false on a plaintext node; null when unknown (an older node).
+    public var secure: Bool?
+    /// Known peers' identities: endpoint -> 64 hex digits the endpoint proved when this node
+    /// dialed it, or null when not known yet (or on a plaintext network).
+    public var peerIdentities: [String: String?] = [:]
 
     public init(role: String, endpoint: String, phase: String, architecture: String, schemaHash: UInt64) {
         self.role = role
@@ -84,8 +126,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case role, endpoint, phase, architecture, schemaHash = "schema_hash", step, round
         case samplesSeen = "samples_seen", loss, accuracy, heldOutLoss = "held_out_loss"
         case heldOutCount = "held_out_count", dataset, shard, shardSize = "shard_size", preprocessing
-        case peers, exchanges, bytesIn = "bytes_in", bytesOut = "bytes_out", uptimeSeconds = "uptime_seconds"
+        case peers, exchanges, rejected, bytesIn = "bytes_in", bytesOut = "bytes_out", uptimeSeconds = "uptime_seconds"
         case checkpointRound = "checkpoint_round", resumedFromRound = "resumed_from_round"
+        case identity, secure, peerIdentities = "peer_identities"
+    }
+
+    /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
+    static func identities(of m: Membership) -> [String: String?] {
+        var out: [String: String?] = [:]
+        for e in m.endpoints { out[e] = .some(m.identity(of: e).map(Membership.hex)) }
+        return out
     }
 
     /// Encodes every key, optional ones as `null`, so scripts always find the same keys.
@@ -111,11 +161,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(preprocessing, forKey: .preprocessing)
         try c.encode(peers, forKey: .peers)
         try c.encode(exchanges, forKey: .exchanges)
+        try c.encode(rejected, forKey: .rejected)
         try c.encode(bytesIn, forKey: .bytesIn)
         try c.encode(bytesOut, forKey: .bytesOut)
         try c.encode(finite(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
         try c.encode(checkpointRound, forKey: .checkpointRound)
         try c.encode(resumedFromRound, forKey: .resumedFromRound)
+        try c.encode(identity, forKey: .identity)
+        try c.encode(secure, forKey: .secure)
+        try c.encode(peerIdentities, forKey: .peerIdentities)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -141,11 +195,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         preprocessing = try c.decodeIfPresent([String: String].self, forKey: .preprocessing) ?? [:]
         peers = try c.decodeIfPresent([String].self, forKey: .peers) ?? []
         exchanges = try c.decodeIfPresent(Exchanges.self, forKey: .exchanges) ?? Exchanges()
+        rejected = try c.decodeIfPresent(Rejected.self, forKey: .rejected) ?? Rejected()
         bytesIn = try c.decodeIfPresent(Int.self, forKey: .bytesIn) ?? 0
         bytesOut = try c.decodeIfPresent(Int.self, forKey: .bytesOut) ?? 0
         uptimeSeconds = try c.decodeIfPresent(Double.self, forKey: .uptimeSeconds) ?? 0
         checkpointRound = try c.decodeIfPresent(Int.self, forKey: .checkpointRound)
         resumedFromRound = try c.decodeIfPresent(Int.self, forKey: .resumedFromRound)
+        identity = try c.decodeIfPresent(String.self, forKey: .identity)
+        secure = try c.decodeIfPresent(Bool.self, forKey: .secure)
+        peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
     }
 
     /// The JSON text (sorted keys, so output is stable).

@@ -93,11 +93,12 @@ func warnIfUnreachable(_ advertised: Endpoint, logger: Logger) {
 }
 
 /// The requests both roles answer alike: Status (the node's report), Ping (echo) and Stop
-/// (reply, then stop).
+/// (reply, then stop; only as `rights` allow, see `ControlRights`).
 ///
 /// Status and Stop requests have an empty payload (SPEC §5.4); one with any payload byte is
 /// answered INVALID_ARGUMENT and changes nothing (a Stop carrying garbage does not stop the node).
-func registerCommonHandlers(_ server: RPCServer, logger: Logger, status: @escaping @Sendable () -> StatusReport?,
+func registerCommonHandlers(_ server: RPCServer, logger: Logger, rights: ControlRights,
+                            status: @escaping @Sendable () -> StatusReport?,
                             stop: @escaping @Sendable () -> Void) {
     server.register(.status) { msg, responder in
         if let refusal = nonEmptyPayloadRefusal(msg) { return responder.fail(refusal.code, refusal.message) }
@@ -105,13 +106,13 @@ func registerCommonHandlers(_ server: RPCServer, logger: Logger, status: @escapi
         responder.reply { try WireCodec.encode(StatusReply(json: s.json())) }
     }
     server.register(.ping) { msg, responder in responder.reply(msg.payload) }
-    server.register(.stop) { msg, responder in
+    registerGuarded(server, .stop, rights: rights, logger: logger) { msg, responder in
         if let refusal = nonEmptyPayloadRefusal(msg) {
             logger.warning("Stop request with a payload refused; not stopping", metadata: ["from": "\(responder.peerAddress)"])
             return responder.fail(refusal.code, refusal.message)
         }
         responder.reply(ByteSlice(ByteStorage(count: 0)))
-        logger.notice("stop requested over the wire")
+        logger.notice("stop requested", metadata: ["via": "\(responder.isControl ? "control socket" : "admin identity")"])
         stop()
     }
 }

@@ -22,14 +22,15 @@ enum WireCodec {
         return try r.get()
     }
 
-    static func peerList(_ peers: [String]) -> PeerList {
-        PeerList(peers: Array(peers.prefix(limits.maxPeers)))
+    /// `list` cut to `limits.maxPeers` entries (a responder puts its own first, SPEC §5.1).
+    static func peerList(_ list: PeerList) -> PeerList {
+        PeerList(entries: Array(list.entries.prefix(limits.maxPeers)))
     }
 
     static func encode(_ m: RegisterRequest) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
     static func encode(_ m: RegisterReply) throws(WireError) -> ByteSlice {
         var m = m
-        m.peers = peerList(m.peers.peers)
+        m.peers = peerList(m.peers)
         return try m.encode(limits: limits)
     }
     static func encode(_ m: GetModelRequest) throws(WireError) -> ByteSlice { try m.encode(limits: limits) }
@@ -78,7 +79,7 @@ enum WireCodec {
                                     round: UInt64, step: UInt64, samples: UInt64,
                                     into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let t = table(params)
-        let list = peerList(peers.peers)
+        let list = peerList(peers)
         return try withWeights(params) { (data) throws(WireError) in
             try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
                                            round: round, step: step, samples: samples, table: t, data: data,

@@ -82,7 +82,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
 /// ```
 /// off size field
 ///  0   4   frame_length        total bytes of the frame, this field included (24...max)
-///  4   1   version             1
+///  4   1   version             2 (`currentVersion`)
 ///  5   1   flags               FrameFlags
 ///  6   2   message_type        MessageType (0 reserved)
 ///  8   4   request_id          chosen by the requester; the reply carries the same id
@@ -92,7 +92,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
 /// ```
 public struct FrameHeader: Sendable, Equatable {
     public static let size = 24
-    public static let currentVersion: UInt8 = 1
+    public static let currentVersion: UInt8 = 2
 
     public var frameLength: UInt32
     public var version: UInt8

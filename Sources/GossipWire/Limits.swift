@@ -11,8 +11,9 @@ public struct Limits: Sendable, Equatable {
     public var maxMessageBytes: Int = 1 << 30
     /// Largest uncompressed control message: every message that does not carry a model,
     /// error replies included. The default holds the largest control message the other
-    /// limits allow: a Register reply with `maxPeers` endpoints of `maxNameBytes` each
-    /// (4 + 1024 x 260 bytes, about 260 KiB) and a status text of `maxTextBytes` (64 KiB).
+    /// limits allow: a Register reply with `maxPeers` entries of an endpoint of `maxNameBytes`
+    /// and a 32-byte identity (4 + 1024 x 290 bytes, about 290 KiB) and a status text of
+    /// `maxTextBytes` (64 KiB).
     public var maxControlMessageBytes: Int = 512 << 10
     /// Largest Ping request or reply: a liveness probe needs no payload to speak of, and a
     /// receiver that echoes it must not be made to hold (or send back) a model's worth.

@@ -3,23 +3,67 @@
 // throw on values past `Limits`; decoders check every bound before allocating and throw a
 // typed `WireError` naming the payload offset. `MessageBody` dispatches on (type, kind).
 
-/// A list of peer endpoints (`host:port`).
-public struct PeerList: Sendable, Equatable {
-    public var peers: [String]
-    public init(peers: [String]) { self.peers = peers }
+/// One peer-list entry: a peer's advertised endpoint and the identity it proved, if known.
+///
+/// Wire form (SPEC §5): `str endpoint, u8[32] identity`. The identity is the Curve25519 public
+/// key the node proved in its channel handshake (SPEC §13); `nil` travels as 32 zero bytes and
+/// means "not known" (a plaintext `--insecure` network, or not yet learnt). A receiver never
+/// trusts an identity from a list: it checks it against what the endpoint proves when it
+/// connects.
+public struct PeerEntry: Sendable, Equatable, Hashable {
+    /// Bytes of an identity on the wire (a Curve25519 public key).
+    public static let identityByteCount = 32
 
-    var encodedSize: Int { 4 + peers.reduce(0) { $0 + ByteWriter.size(ofString: $1) } }
+    public var endpoint: String
+    /// `nil` or exactly `identityByteCount` bytes; another length is refused on encode.
+    public var identity: [UInt8]?
+
+    /// - Parameter identity: 32 bytes, or `nil` for "not known"; 32 zero bytes are the wire's
+    ///   "not known" too and are stored as `nil`, so an entry equals its decoded copy.
+    public init(endpoint: String, identity: [UInt8]? = nil) {
+        self.endpoint = endpoint
+        if let id = identity, id.count == PeerEntry.identityByteCount, id.allSatisfy({ $0 == 0 }) {
+            self.identity = nil
+        } else {
+            self.identity = identity
+        }
+    }
+
+    /// Smallest encoded entry: an empty `str` and the identity.
+    static let minEncodedSize = 2 + identityByteCount
+
+    var encodedSize: Int { ByteWriter.size(ofString: endpoint) + PeerEntry.identityByteCount }
+}
+
+/// A peer list (`peerlist` in SPEC §5): `u32 count`, then per entry `str endpoint` and a
+/// 32-byte identity (zero = not known).
+public struct PeerList: Sendable, Equatable {
+    public var entries: [PeerEntry]
+    public init(entries: [PeerEntry]) { self.entries = entries }
+
+    /// The entries' endpoints, in list order.
+    public var endpoints: [String] { entries.map(\.endpoint) }
+
+    var encodedSize: Int { 4 + entries.reduce(0) { $0 + $1.encodedSize } }
 
     func validate(limits: Limits) throws(WireError) {
-        guard peers.count <= limits.maxPeers else {
-            throw WireError(.limitExceeded, "\(peers.count) peers exceed the limit of \(limits.maxPeers)")
+        guard entries.count <= limits.maxPeers else {
+            throw WireError(.limitExceeded, "\(entries.count) peers exceed the limit of \(limits.maxPeers)")
         }
-        for p in peers { try checkName(p, "peer endpoint", limits: limits) }
+        for e in entries {
+            try checkName(e.endpoint, "peer endpoint", limits: limits)
+            if let id = e.identity, id.count != PeerEntry.identityByteCount {
+                throw WireError(.malformed, "the identity of peer \(e.endpoint) is \(id.count) bytes; an identity is a \(PeerEntry.identityByteCount)-byte Curve25519 public key, or nil when not known")
+            }
+        }
     }
 
     func write(_ w: inout ByteWriter) {
-        w.write(UInt32(peers.count))
-        for p in peers { w.writeString(p) }
+        w.write(UInt32(entries.count))
+        for e in entries {
+            w.writeString(e.endpoint)
+            if let id = e.identity { w.write(bytes: id) } else { w.writeZeros(PeerEntry.identityByteCount) }
+        }
     }
 
     static func read(_ r: inout ByteReader, limits: Limits) throws(WireError) -> PeerList {
@@ -28,13 +72,20 @@ public struct PeerList: Sendable, Equatable {
         guard UInt64(n) <= UInt64(Swift.max(0, limits.maxPeers)) else {
             throw WireError(.limitExceeded, at: at, "\(n) peers exceed the limit of \(limits.maxPeers)")
         }
-        guard Int(n) <= r.remaining / 2 else {
-            throw WireError(.truncated, at: at, "\(n) peer entries cannot fit in the \(r.remaining) remaining bytes")
+        // Every entry takes at least 34 bytes (an empty endpoint and the identity): a count
+        // that cannot fit is refused before anything is reserved for it.
+        guard Int(n) <= r.remaining / PeerEntry.minEncodedSize else {
+            throw WireError(.truncated, at: at, "\(n) peer entries (at least \(PeerEntry.minEncodedSize) bytes each) cannot fit in the \(r.remaining) remaining bytes")
         }
-        var peers: [String] = []
-        peers.reserveCapacity(Int(n))
-        for i in 0..<Int(n) { peers.append(try r.readString("peer \(i)", maxBytes: limits.maxNameBytes)) }
-        return PeerList(peers: peers)
+        var entries: [PeerEntry] = []
+        entries.reserveCapacity(Int(n))
+        for i in 0..<Int(n) {
+            let endpoint = try r.readString("peer \(i) endpoint", maxBytes: limits.maxNameBytes)
+            let raw = try r.readBytes(PeerEntry.identityByteCount, "peer \(i) identity")
+            let identity: [UInt8]? = raw.allSatisfy { $0 == 0 } ? nil : Array(raw)
+            entries.append(PeerEntry(endpoint: endpoint, identity: identity))
+        }
+        return PeerList(entries: entries)
     }
 }
 

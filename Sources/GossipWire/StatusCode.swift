@@ -1,7 +1,7 @@
-// Status codes carried by error replies. The numbering is gRPC's (0 OK ... 16 UNAUTHENTICATED)
-// and is append-only; see Protocol/SPEC.md, "Status codes".
+// Status codes carried by error replies. The numbering is gRPC's (0 OK ... 16 UNAUTHENTICATED),
+// then our own from 17 (MODEL_REJECTED), append-only; see Protocol/SPEC.md §8.
 
-/// A wire status code, numbered exactly as gRPC's status codes.
+/// A wire status code: 0-16 numbered exactly as gRPC's status codes, 17 and up our own.
 public enum StatusCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case ok = 0
     case cancelled = 1
@@ -20,6 +20,8 @@ public enum StatusCode: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     case unavailable = 14
     case dataLoss = 15
     case unauthenticated = 16
+    /// The receiver refused an exchanged model as an outlier: too far from its own (SPEC §5.3).
+    case modelRejected = 17
 
     /// The canonical upper-case name, as gRPC spells it (`DEADLINE_EXCEEDED`).
     public var name: String {
@@ -41,6 +43,7 @@ public enum StatusCode: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .unavailable: "UNAVAILABLE"
         case .dataLoss: "DATA_LOSS"
         case .unauthenticated: "UNAUTHENTICATED"
+        case .modelRejected: "MODEL_REJECTED"
         }
     }
 

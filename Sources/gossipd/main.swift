@@ -65,6 +65,40 @@ struct AddressOptions: ParsableArguments {
     func advertiseEndpoint() throws -> Endpoint? { try advertise.map { try parseEndpoint($0, "--advertise") } }
 }
 
+/// Keys, identity, admins and the control socket (issue 9; README "Security").
+struct SecurityOptions: ParsableArguments {
+    @Option(help: "Network key file (gossipctl keygen network): every TCP connection is encrypted and authenticated with it. Without it a node may listen only on loopback (plaintext), unless --insecure.")
+    var networkKey: String?
+    @Flag(help: "Run the plaintext protocol without --network-key on a non-loopback address: anyone who reaches the port can read and overwrite the model.")
+    var insecure = false
+    @Option(help: "This node's identity key file (gossipctl keygen identity). Default: STATE_DIR/identity.key, created at the first start; without --state-dir an ephemeral identity.")
+    var identity: String?
+    @Option(help: "Public key (64 hex digits) of an identity allowed to stop the node and trigger exchanges over the network (repeatable; needs --network-key).")
+    var adminKey: [String] = []
+    @Option(help: "Unix socket (mode 0600) that accepts control requests (stop, gossip) from this host. Default: STATE_DIR/control.sock when --state-dir is given.")
+    var controlSocket: String?
+    @Option(help: "Append every session's secrets to this file so framedump --keylog can decrypt captures (debugging only).")
+    var keylogFile: String?
+
+    /// Resolves the flags (reads key files, applies the listen rule); a refusal prints why
+    /// and exits 64.
+    func resolve(listen: Endpoint, stateDir: String?, logger: Logger) -> NodeSecurity {
+        var s = NodeSecuritySettings()
+        s.networkKeyFile = networkKey
+        s.insecure = insecure
+        s.identityFile = identity
+        s.adminKeys = adminKey
+        s.controlSocket = controlSocket
+        s.keyLogFile = keylogFile
+        do {
+            return try s.resolve(listen: listen, stateDir: stateDir) { logger.notice("\($0)") }
+        } catch {
+            Console.err.line("gossipd: \(error)")
+            Foundation.exit(64)
+        }
+    }
+}
+
 struct Bootstrap: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the discovery service: registers peers, hands out the peer list and the initial model.")
@@ -76,6 +110,9 @@ struct Bootstrap: ParsableCommand {
     var arch: String?
     @Option(help: "Seed of the initial model's initialization (with --arch).")
     var seed: UInt64 = 1
+    @Option(help: "Directory for this node's identity (identity.key) and control socket (control.sock).")
+    var stateDir: String?
+    @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -104,6 +141,7 @@ struct Bootstrap: ParsableCommand {
             params = architecture.makeParameters(seed: seed)
         }
         var config = BootstrapConfig(listen: try address.listenEndpoint(), architecture: architecture, initialModel: params)
+        config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
@@ -149,6 +187,12 @@ struct Peer: ParsableCommand {
     @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
     @Option(help: "Minimum milliseconds per round (to watch progress).") var paceMs: Int = 0
     @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
+    // A test hook, hidden from help: turns this peer into an insider attacker (it trains
+    // normally but sends every model scaled by F, replaced by noise of the model's per-tensor
+    // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
+    @Option(help: ArgumentHelp("Test hook: scale:F | noise | claim:W.", visibility: .hidden))
+    var misbehave: String?
+    @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -199,6 +243,11 @@ struct Peer: ParsableCommand {
         default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
         }
         config.readyFile = address.readyFile
+        if let misbehave {
+            do { config.misbehaviour = try Misbehaviour(parsing: misbehave) } catch { throw ValidationError("\(error)") }
+            logger.warning("test hook: this peer misbehaves (\(misbehave)); never use it outside tests")
+        }
+        config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }

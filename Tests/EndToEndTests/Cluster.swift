@@ -5,6 +5,7 @@ import Foundation
 import GossipML
 import GossipNet
 @testable import GossipNode
+import GossipSecure
 import GossipWire
 import Testing
 
@@ -14,12 +15,18 @@ final class NodeProcess: @unchecked Sendable {
     let endpoint: Endpoint
     let log: String
     let name: String
-    init(process: Process, endpoint: Endpoint, log: String, name: String) {
+    /// The node's control socket (where Stop and TriggerGossip are accepted); nil when the
+    /// test started it without one.
+    let controlSocket: String?
+    init(process: Process, endpoint: Endpoint, log: String, name: String, controlSocket: String? = nil) {
         self.process = process
         self.endpoint = endpoint
         self.log = log
         self.name = name
+        self.controlSocket = controlSocket
     }
+    /// gossipctl arguments that reach this node's control socket.
+    var socketArgs: [String] { ["--socket", controlSocket ?? "(none)"] }
     var pid: Int32 { process.processIdentifier }
     var logTail: String {
         ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
@@ -36,12 +43,31 @@ final class Cluster: @unchecked Sendable {
     private let lock = NSLock()
     private var processes: [Process] = []
     private var counter = 0
-    let client = RPCClient()
+    let client: RPCClient
+    /// With `secure`: the network key file every node of this cluster gets (`--network-key`).
+    let networkKeyFile: String?
+    /// The channel security of this test's own clients (the network key, an ephemeral identity).
+    let security: ChannelSecurity?
 
-    init(_ name: String) throws {
+    /// - Parameter secure: give every node a network key (written to `dir/network.key`).
+    init(_ name: String, secure: Bool = false) throws {
         dir = NSTemporaryDirectory() + "gossip-e2e-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        if secure {
+            let key = NetworkKey.generate()
+            let path = dir + "/network.key"
+            try key.write(to: path)
+            networkKeyFile = path
+            security = ChannelSecurity(networkKey: key, identity: .generate())
+        } else {
+            networkKeyFile = nil
+            security = nil
+        }
+        client = security.map { RPCClient(security: $0) } ?? RPCClient()
     }
+
+    /// gossipctl arguments for TCP to this cluster's nodes (`--network-key` when secure).
+    var keyArgs: [String] { networkKeyFile.map { ["--network-key", $0] } ?? [] }
 
     deinit { shutdown() }
 
@@ -85,15 +111,28 @@ final class Cluster: @unchecked Sendable {
         }
     }
 
-    /// Starts `gossipd ARGS --ready-file F` and waits until F names the endpoint.
+    /// Starts `gossipd ARGS --ready-file F` and waits until F names the endpoint. Unless ARGS
+    /// name one (or a --state-dir, whose default it then is), the node gets a control socket
+    /// `dir/NAME.sock`; in a secure cluster, the network key.
     func start(_ args: [String], name: String? = nil, timeout: Double = 120) throws -> NodeProcess {
         let n = name ?? nextName(args.first ?? "node")
         let log = "\(dir)/\(n).log", ready = "\(dir)/\(n).ready"
         try? FileManager.default.removeItem(atPath: ready)
         FileManager.default.createFile(atPath: log, contents: nil)
+        var extra: [String] = []
+        var control: String?
+        if let i = args.firstIndex(of: "--control-socket"), i + 1 < args.count {
+            control = args[i + 1]
+        } else if let i = args.firstIndex(of: "--state-dir"), i + 1 < args.count {
+            control = args[i + 1] + "/control.sock"
+        } else if args.first == "peer" || args.first == "bootstrap" {
+            control = "\(dir)/\(n).sock"
+            extra += ["--control-socket", control!]
+        }
+        if let k = networkKeyFile, !args.contains("--network-key"), !args.contains("--insecure") { extra += ["--network-key", k] }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Cluster.binary("gossipd"))
-        p.arguments = args + ["--ready-file", ready]
+        p.arguments = args + extra + ["--ready-file", ready]
         let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         defer { try? fh.close() }      // the child has its own copy once started
         p.standardOutput = fh
@@ -105,7 +144,7 @@ final class Cluster: @unchecked Sendable {
         while Date() < until {
             if let s = try? String(contentsOfFile: ready, encoding: .utf8), s.hasSuffix("\n") {
                 let node = NodeProcess(process: p, endpoint: try Endpoint(parsing: s.trimmingCharacters(in: .whitespacesAndNewlines)),
-                                       log: log, name: n)
+                                       log: log, name: n, controlSocket: control)
                 return node
             }
             if !p.isRunning {
@@ -173,7 +212,7 @@ final class Cluster: @unchecked Sendable {
     }
 
     func status(_ n: NodeProcess) throws -> StatusReport {
-        try Control(endpoint: n.endpoint, timeout: .seconds(10)).status()
+        try Control(endpoint: n.endpoint, timeout: .seconds(10), security: security).status()
     }
 
     /// Polls `condition` until it holds; fails with `what` and the nodes' logs after `timeout`.

@@ -106,8 +106,9 @@ struct NetworkTests {
         let boot = try c.bootstrap()
         let a = try c.peer(["--bootstrap", boot.endpoint.description], shard: "0/2", rounds: 8)
         let b = try c.peer(["--bootstrap", boot.endpoint.description], shard: "1/2", rounds: 8)
-        let ctlA = Control(endpoint: a.endpoint, timeout: .seconds(15))
-        let ctlB = Control(endpoint: b.endpoint, timeout: .seconds(15))
+        // TriggerGossip is a control request: over each node's control socket.
+        let ctlA = Control(socketPath: try #require(a.controlSocket), timeout: .seconds(15))
+        let ctlB = Control(socketPath: try #require(b.controlSocket), timeout: .seconds(15))
         final class Outcomes: @unchecked Sendable {
             let lock = NSLock()
             var list: [String] = []
@@ -137,7 +138,7 @@ struct NetworkTests {
         let boot2 = try c.bootstrap(arch: "64,16,10", seed: 2)
         let odd = try c.peer(["--bootstrap", boot2.endpoint.description], shard: "0/1", rounds: 1)
         let hashBefore = try c.status(a).schemaHash
-        let (code, out, err) = try c.ctl(["gossip", "--endpoint", odd.endpoint.description, "--with", a.endpoint.description, "-o", "json"])
+        let (code, out, err) = try c.ctl(["gossip"] + odd.socketArgs + ["--with", a.endpoint.description, "-o", "json"])
         #expect(code == ControlExitCode.remoteError.rawValue, "exit \(code): \(err)")
         let obj = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
         let errObj = obj?["error"] as? [String: Any]
@@ -154,7 +155,7 @@ struct NetworkTests {
         #expect(st?["schema_hash"] as? String == hashBefore)
         #expect(st?["exchanges"] is [String: Any])
         // Stop B so A's model stops changing, then export A once its status has re-evaluated.
-        let (stopCode, _, stopErr) = try c.ctl(["stop", "--endpoint", b.endpoint.description])
+        let (stopCode, _, stopErr) = try c.ctl(["stop"] + b.socketArgs)
         #expect(stopCode == 0, "\(stopErr)")
         b.process.waitUntilExit()
         #expect(b.process.terminationStatus == 0)
@@ -231,7 +232,7 @@ struct HostileExchangeTests {
         #expect(try c.model(peer) == before)
         // A well-formed offer is accepted and averaged in.
         var shifted = before
-        for i in shifted.storage.indices { shifted.storage[i] += 1 }
+        for i in shifted.storage.indices { shifted.storage[i] += 0.001 }   // within the outlier bound (SPEC §5.3)
         let good = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch, params: shifted,
                                                        round: 0, step: 0, samples: 0)
         #expect(offer(good) == .ok)

@@ -64,7 +64,7 @@ struct PeerHardeningTests {
 
         let before = try c.model(peer)
         var shifted = before
-        for i in shifted.storage.indices { shifted.storage[i] += 1 }
+        for i in shifted.storage.indices { shifted.storage[i] += 0.001 }   // within the outlier bound (SPEC §5.3)
         let arch = try MLPArchitecture(parsing: "64,32,10")
         let request = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch, params: shifted,
                                                           round: 0, step: 0, samples: 0)
@@ -81,7 +81,7 @@ struct PeerHardeningTests {
             return
         }
         let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: before.schemaHash)
-        #expect(reply.peers.peers.count <= Limits.default.maxPeers)
+        #expect(reply.peers.endpoints.count <= Limits.default.maxPeers)
         var received = before
         try reply.model.copyData(into: &received.storage)
         // The peer keeps trying its unreachable peers meanwhile, which does not change its model.
@@ -123,11 +123,14 @@ struct PeerHardeningTests {
         let trigger = try WireCodec.encode(TriggerGossipRequest(peer: tarpitEndpoint))
         let clients = (0..<8).map { _ in RPCClient() }
         defer { clients.forEach { $0.close() } }
+        // Triggers are control requests: each client also holds a connection to the control socket.
+        let control = Endpoint(host: "localhost", port: 0)
+        for cl in clients { cl.adopt(socket: try UnixSocket.connect(path: try #require(peer.controlSocket)), as: control, secure: false) }
         let group = DispatchGroup()
         let start = Date()
         for i in 0..<64 {
             group.enter()
-            clients[i % 8].call(peer.endpoint, type: .triggerGossip, payload: trigger, deadline: .seconds(20)) { _ in group.leave() }
+            clients[i % 8].call(control, type: .triggerGossip, payload: trigger, deadline: .seconds(20)) { _ in group.leave() }
             group.enter()
             clients[(i + 4) % 8].call(peer.endpoint, type: .gossipExchange, payload: exchange, deadline: .seconds(20)) { _ in group.leave() }
         }

@@ -7,7 +7,7 @@ import GossipInspect
 import GossipWire
 
 /// Writes a classic pcap file by hand.
-private struct PcapWriter {
+struct PcapWriter {
     var bigEndian = false
     var nano = false
     var linkType: UInt32
@@ -25,14 +25,14 @@ private struct PcapWriter {
     }
 }
 
-private func be16(_ v: Int) -> [UInt8] { [UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
-private func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+func be16(_ v: Int) -> [UInt8] { [UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
 
-private func tcp(_ sport: Int, _ dport: Int, seq: UInt32, flags: UInt8 = 0x18, _ data: [UInt8]) -> [UInt8] {
+func tcp(_ sport: Int, _ dport: Int, seq: UInt32, flags: UInt8 = 0x18, _ data: [UInt8]) -> [UInt8] {
     be16(sport) + be16(dport) + be32(seq) + be32(0) + [0x50, flags] + be16(65535) + [0, 0, 0, 0] + data
 }
 
-private func ipv4(_ src: [UInt8], _ dst: [UInt8], _ tcp: [UInt8]) -> [UInt8] {
+func ipv4(_ src: [UInt8], _ dst: [UInt8], _ tcp: [UInt8]) -> [UInt8] {
     [0x45, 0] + be16(20 + tcp.count) + [0, 0, 0x40, 0, 64, 6, 0, 0] + src + dst + tcp
 }
 
@@ -130,7 +130,20 @@ private func checkConversation(_ capture: [UInt8]) throws {
             #"{"offset":0,"type":"Register","type_num":1,"kind":"request","request_id":1,"flags":"END|C","frame_length":48,"chunk_raw_length":24,"message_raw_length":24,"checksum":1016893843,"body":{"endpoint":"\"127.0.0.1:7001\"","schema_hash":"0x25958d0cab31add1"}}"#)
     let tree = FrameDump.tree(records[1])
     #expect(tree.contains("    tensor layers.0.weight: F32 [2, 3] min=-1.25 max=3.5 mean=0.802083 nan=0 inf=0\n"))
-    #expect(FrameDump.hex(records[0]) == "  header:  30 00 00 00 01 30 01 00 01 00 00 00 18 00 00 00 18 00 00 00 93 91 9c 3c\n  payload: 0e 00 31 32 37 2e 30 2e 30 2e 31 3a 37 30 30 31 d1 ad 31 ab 0c 8d 95 25\n")
+    #expect(FrameDump.hex(records[0]) == "  header:  30 00 00 00 02 30 01 00 01 00 00 00 18 00 00 00 18 00 00 00 93 91 9c 3c\n  payload: 0e 00 31 32 37 2e 30 2e 30 2e 31 3a 37 30 30 31 d1 ad 31 ab 0c 8d 95 25\n")
+}
+
+/// Peer lists (SPEC §5, version 2): every entry shows its identity as 64 hex digits, or
+/// `unknown` for the all-zero identity.
+@Test func formatterShowsPeerIdentities() throws {
+    let (records, error) = FrameDump.decode(try Vectors.bytes("register_reply") + Vectors.bytes("gossip_exchange_reply"))
+    #expect(error == nil && records.count == 2)
+    let peers = "[127.0.0.1:7002 id=8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a, 127.0.0.1:7003 id=unknown]"
+    for r in records {
+        guard case .success(let body)? = r.body else { Issue.record("not decoded: \(r)"); continue }
+        #expect(FrameDump.fields(body).first { $0.0 == "peers" }?.1 == peers)
+        #expect(FrameDump.tree(r).contains("peers: \(peers)"), "\(FrameDump.tree(r))")
+    }
 }
 
 @Test func formatterReportsMalformedOffset() throws {

@@ -78,15 +78,15 @@ private func stop(_ server: RPCServer) async {
 
 @Suite struct SpecAgreementTests {
     @Test func versionErrorIsTheSpecTextAndTheVectorByteForByte() async throws {
-        let text = FrameHeader.unsupportedVersionText(2)
-        #expect(text == "protocol version 2 is not supported; this node speaks version 1")
+        let text = FrameHeader.unsupportedVersionText(3)
+        #expect(text == "protocol version 3 is not supported; this node speaks version 2")
         #expect(flat(try section("2")).contains("`\(text)`"), "SPEC §2 must quote the server's version-error text")
         #expect(flat(try section("10")).contains(text), "SPEC §10 must quote the server's version-error text")
         let (server, fd) = try rawServer()
         defer { Sys.close(fd) }
         var h = FrameHeader(frameLength: 24, flags: .endStream, type: .ping, requestID: 7,
                             chunkRawLength: 0, messageRawLength: 0, checksum: 0)
-        h.version = 2
+        h.version = 3
         writeAll(fd, h.bytes)
         let (reply, sawEnd) = readToEnd(fd, timeout: .seconds(10))
         #expect(sawEnd, "the server must close after a version error")

@@ -32,22 +32,46 @@ func vectorMessage(_ name: String) throws -> (InboundMessage, MessageBody) {
     return (m, try MessageBody.decode(m))
 }
 
-/// A bootstrap serving a small model on 127.0.0.1 with a client for it; `stop()` ends both.
+/// A fresh path for a test's control socket (short enough for a Unix socket address).
+func testSocketPath(_ name: String = "ctl") -> String {
+    "/tmp/gossip-test-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+}
+
+/// Sends one request over the control socket at `path` (a fresh connection each time).
+func controlCall(_ path: String, _ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+    let client = RPCClient()
+    defer { client.close() }
+    let stand = Endpoint(host: "localhost", port: 0)
+    do { client.adopt(socket: try UnixSocket.connect(path: path), as: stand, secure: false) } catch { return .failure(error) }
+    return callSync(client, stand, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+}
+
+/// A bootstrap serving a small model on 127.0.0.1 with a client for it and a control socket;
+/// `stop()` ends both.
 struct RunningBootstrap {
     let node: BootstrapNode
     let endpoint: Endpoint
     let client = RPCClient()
+    let controlSocket = testSocketPath("boot")
 
-    init(architecture: String = "4,3,2") throws {
+    init(architecture: String = "4,3,2", security: NodeSecurity = NodeSecurity()) throws {
         let arch = try MLPArchitecture(parsing: architecture)
-        let config = BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
+        var config = BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
                                      initialModel: arch.makeParameters(seed: 1))
+        config.security = security
+        config.security.controlSocket = controlSocket
         node = try BootstrapNode(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         endpoint = try node.start()
     }
 
+    /// A request over TCP (a member's rights).
     func call(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
         callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+    }
+
+    /// A request over the control socket (full rights).
+    func control(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+        controlCall(controlSocket, type, payload)
     }
 
     func stop() {
@@ -84,7 +108,7 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
         let b = try RunningBootstrap()
         defer { b.stop() }
         for type in [MessageType.stop, .status] {
-            switch b.call(type, [0xde, 0xad, 0xbe, 0xef]) {
+            switch b.control(type, [0xde, 0xad, 0xbe, 0xef]) {
             case .success: Issue.record("\(type.name) with a 4-byte payload was answered OK")
             case .failure(let e):
                 #expect(e.remote && e.code == .invalidArgument, "\(e)")
@@ -94,8 +118,8 @@ func u64Bytes(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: 
         #expect(b.node.status().phase == "serving", "a Stop with a payload stopped the node")
         let st = try b.call(.status, []).get()
         #expect(try StatusReport.parse(try WireCodec.decodeStatusReply(st.payload).json).phase == "serving")
-        // The well-formed Stop does stop it.
-        _ = try b.call(.stop, []).get()
+        // The well-formed Stop does stop it (on the control socket: Stop is a control request).
+        _ = try b.control(.stop, []).get()
         #expect(waitUntil("the node to stop after an empty Stop") { b.node.status().phase == "stopping" })
     }
 
@@ -154,6 +178,7 @@ final class RunningPeer: @unchecked Sendable {
     let node: PeerNode
     let endpoint: Endpoint
     let client = RPCClient()
+    let controlSocket = testSocketPath("peer")
     private let finished = DispatchSemaphore(value: 0)
 
     init() throws {
@@ -167,6 +192,7 @@ final class RunningPeer: @unchecked Sendable {
         config.pace = .milliseconds(20)   // a light load: the tests need a live peer, not training
         config.evalEvery = 1_000_000
         config.exchangeTimeout = .seconds(5)
+        config.security.controlSocket = controlSocket
         node = try PeerNode(config: config, logger: quiet)
         endpoint = try node.start()
         let (node, finished) = (node, finished)
@@ -176,6 +202,11 @@ final class RunningPeer: @unchecked Sendable {
 
     func call(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
         callSync(client, endpoint, type, ByteSlice(ByteStorage(copying: payload)), deadline: .seconds(20))
+    }
+
+    /// A request over the control socket (full rights).
+    func control(_ type: MessageType, _ payload: [UInt8]) -> Result<InboundMessage, RPCError> {
+        controlCall(controlSocket, type, payload)
     }
 
     func stop() {
@@ -250,11 +281,12 @@ extension SpecConformanceTests {
         #expect(m.round == 0 && m.step == 0 && m.samples == 0)
         // What it does not serve, its text says why and where to go instead.
         for type in [MessageType.gossipExchange, .triggerGossip] {
-            if case .failure(let e) = b.call(type, try sampleRequest(type, model: m)) {
+            if case .failure(let e) = b.control(type, try sampleRequest(type, model: m)) {
                 #expect(e.message.contains("bootstrap") && e.message.contains("peer"), "\(e.message)")
             }
         }
-        try checkRoleColumn("bootstrap", table.map { ($0.type, $0.bootstrap) }, model: m, call: b.call)
+        // On the control socket, where every request is allowed: the role decides.
+        try checkRoleColumn("bootstrap", table.map { ($0.type, $0.bootstrap) }, model: m, call: b.control)
     }
 
     /// SPEC §4.1, peer column, against a real PeerNode onboarded from an in-process bootstrap.
@@ -263,7 +295,7 @@ extension SpecConformanceTests {
         let p = try RunningPeer()
         defer { p.stop() }
         let m = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
-        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: p.call)
+        try checkRoleColumn("peer", table.map { ($0.type, $0.peer) }, model: m, call: p.control)
     }
 
     /// SPEC §5.3: an exchange reply carries the responder's own counters (not the caller's)
@@ -289,8 +321,8 @@ extension SpecConformanceTests {
         #expect(r.model.round != 999_999 && Int(r.model.round) <= after.round, "round \(r.model.round) is not the responder's")
         #expect(r.model.step != 999_999 && Int(r.model.step) <= after.step)
         #expect(r.model.samples != 999_999 && Int(r.model.samples) <= after.samplesSeen)
-        #expect(r.peers.peers.contains(p.endpoint.description), "\(r.peers.peers) lacks the responder")
-        #expect(!r.peers.peers.contains(sender), "\(r.peers.peers) lists the caller")
+        #expect(r.peers.endpoints.contains(p.endpoint.description), "\(r.peers.endpoints) lacks the responder")
+        #expect(!r.peers.endpoints.contains(sender), "\(r.peers.endpoints) lists the caller")
     }
 
     /// SPEC §5: a peer answers an over-long endpoint as the bootstrap does (the vector).
@@ -310,7 +342,7 @@ extension SpecConformanceTests {
         let p = try RunningPeer()
         defer { p.stop() }
         let reply = try RegisterReply.decode(try p.call(.register, strBytes("127.0.0.1:9") + u64Bytes(0)).get().payload)
-        #expect(reply.peers.peers.contains(p.endpoint.description) && !reply.peers.peers.contains("127.0.0.1:9"), "\(reply.peers.peers)")
+        #expect(reply.peers.endpoints.contains(p.endpoint.description) && !reply.peers.endpoints.contains("127.0.0.1:9"), "\(reply.peers.endpoints)")
         #expect(reply.architecture == "64,4,10" && StatusReport.hex(reply.schemaHash) == p.node.status().schemaHash)
         let result = p.call(.register, strBytes("no-port") + u64Bytes(0))
         guard case .failure(let e) = result else { Issue.record("'no-port' was registered"); return }
@@ -324,7 +356,7 @@ extension SpecConformanceTests {
         other.register(.gossipExchange) { msg, responder in
             do {
                 let req = try GossipExchangeRequest.decode(msg.payload)
-                responder.reply(try GossipExchangeReply(weight: 1, peers: PeerList(peers: []), model: req.model).encode())
+                responder.reply(try GossipExchangeReply(weight: 1, peers: PeerList(entries: []), model: req.model).encode())
             } catch {
                 responder.fail(for: error)
             }
@@ -335,7 +367,7 @@ extension SpecConformanceTests {
         defer { p.stop() }
         var payload: ByteSlice?
         _ = waitUntil("a triggered exchange the peer does not refuse as busy") {
-            switch p.call(.triggerGossip, strBytes(otherEndpoint.description)) {
+            switch p.control(.triggerGossip, strBytes(otherEndpoint.description)) {
             case .success(let msg): payload = msg.payload; return true
             case .failure(let e): return e.code != .aborted
             }
@@ -395,10 +427,10 @@ extension SpecConformanceTests {
         func register(_ ep: String) throws -> RegisterReply {
             try RegisterReply.decode(try b.call(.register, strBytes(ep) + u64Bytes(0)).get().payload)
         }
-        #expect(try register("127.0.0.1:9").peers.peers == [])
-        #expect(try register("127.0.0.1:10").peers.peers == ["127.0.0.1:9"])
+        #expect(try register("127.0.0.1:9").peers.endpoints == [])
+        #expect(try register("127.0.0.1:10").peers.endpoints == ["127.0.0.1:9"])
         let again = try register("127.0.0.1:9")
-        #expect(again.peers.peers == ["127.0.0.1:10"])
+        #expect(again.peers.endpoints == ["127.0.0.1:10"])
         #expect(again.architecture == "4,3,2" && again.schemaHash != 0)
         // An endpoint that is not HOST:PORT is INVALID_ARGUMENT (SPEC §5.1).
         switch b.call(.register, strBytes("no-port") + u64Bytes(0)) {

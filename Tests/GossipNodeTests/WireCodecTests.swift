@@ -50,7 +50,7 @@ import Testing
         #expect(b.parameters.storage[i].bitPattern == (px + py).bitPattern)
     }
     // B's reply installed at A: both identical.
-    let reply = try WireCodec.encodeExchangeReply(weight: 1, peers: PeerList(peers: []), architecture: arch,
+    let reply = try WireCodec.encodeExchangeReply(weight: 1, peers: PeerList(entries: []), architecture: arch,
                                                   params: b.parameters, round: 0, step: 0, samples: 0)
     let r = try WireCodec.decodeExchangeReply(reply, expectedSchemaHash: aBefore.schemaHash)
     let d = try WireCodec.installAveraged(r.model, into: a)

@@ -46,7 +46,7 @@ private func modelError(_ p: ByteSlice, limits: Limits = .default) -> WireError?
 
 private func frame(_ h: FrameHeader, _ payload: [UInt8] = []) -> [UInt8] { h.bytes + payload }
 
-private func header(length: Int = 24, version: UInt8 = 1, flags: UInt8 = 0x10, type: UInt16 = 5,
+private func header(length: Int = 24, version: UInt8 = FrameHeader.currentVersion, flags: UInt8 = 0x10, type: UInt16 = 5,
                     chunk: UInt32 = 0, message: UInt32 = 0) -> FrameHeader {
     FrameHeader(frameLength: UInt32(length), version: version, flags: FrameFlags(rawValue: flags),
                 type: MessageType(rawValue: type), requestID: 1, chunkRawLength: chunk, messageRawLength: message, checksum: 0)
@@ -92,10 +92,16 @@ private func frameError(_ bytes: [UInt8], limits: Limits = .default) -> WireErro
 }
 
 @Test func unknownVersion() {
-    let e = frameError(frame(header(version: 2)))
-    #expect(e?.kind == .unsupportedVersion && e?.offset == 4 && e?.statusCode == .unimplemented)
-    let reply = ErrorReply.unsupportedVersion(2)
-    #expect(reply.code == .unimplemented && reply.message.contains("version 1"))
+    // Version 3 (a future node) and version 1 (a node from before identities in peer lists,
+    // whose peer lists this version could not read) are both refused at header byte 4.
+    for v: UInt8 in [3, 1, 0, 0xff] {
+        let e = frameError(frame(header(version: v)))
+        #expect(e?.kind == .unsupportedVersion && e?.offset == 4 && e?.statusCode == .unimplemented, "version \(v)")
+        #expect(e?.message == "protocol version \(v) is not supported; this node speaks version 2")
+    }
+    #expect(FrameHeader.currentVersion == 2)
+    let reply = ErrorReply.unsupportedVersion(1)
+    #expect(reply.code == .unimplemented && reply.message == "protocol version 1 is not supported; this node speaks version 2")
 }
 
 @Test func flagsOutOfRange() {

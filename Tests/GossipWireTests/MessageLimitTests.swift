@@ -103,7 +103,9 @@ import Testing
     @Test func controlLimitHoldsTheLargestControlMessage() throws {
         let l = Limits.default
         let name = String(repeating: "h", count: l.maxNameBytes - 6) + ":65535"
-        let reply = RegisterReply(peers: PeerList(peers: Array(repeating: name, count: l.maxPeers)),
+        // Every entry at the name limit with a known identity: 4 + 1024 x (2 + 256 + 32) bytes.
+        let entry = PeerEntry(endpoint: name, identity: [UInt8](repeating: 0xab, count: PeerEntry.identityByteCount))
+        let reply = RegisterReply(peers: PeerList(entries: Array(repeating: entry, count: l.maxPeers)),
                                   architecture: String(repeating: "a", count: l.maxNameBytes), schemaHash: 1)
         let encoded = try reply.encode(limits: l)
         #expect(encoded.count <= l.maxControlMessageBytes, "a full Register reply (\(encoded.count) bytes) must fit the control limit")

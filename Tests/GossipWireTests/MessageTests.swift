@@ -83,9 +83,9 @@ import Testing
 @Test func peerLimitAtAndPastEdge() throws {
     var limits = Limits()
     limits.maxPeers = 3
-    let at = RegisterReply(peers: PeerList(peers: ["a:1", "b:2", "c:3"]), architecture: "x", schemaHash: 1)
+    let at = RegisterReply(peers: PeerList(entries: ["a:1", "b:2", "c:3"].map { PeerEntry(endpoint: $0) }), architecture: "x", schemaHash: 1)
     #expect(try RegisterReply.decode(at.encode(limits: limits), limits: limits) == at)
-    let past = RegisterReply(peers: PeerList(peers: ["a:1", "b:2", "c:3", "d:4"]), architecture: "x", schemaHash: 1)
+    let past = RegisterReply(peers: PeerList(entries: ["a:1", "b:2", "c:3", "d:4"].map { PeerEntry(endpoint: $0) }), architecture: "x", schemaHash: 1)
     #expect(throws: WireError.self) { try past.encode(limits: limits) }
     let e = #expect(throws: WireError.self) { try RegisterReply.decode(past.encode(), limits: limits) }
     #expect(e?.kind == .limitExceeded && e?.offset == 0)
@@ -131,4 +131,67 @@ import Testing
     let p = try GetModelRequest(schemaHash: 1).encode().array + [0]
     let e = #expect(throws: WireError.self) { try GetModelRequest.decode(ByteSlice(ByteStorage(copying: p))) }
     #expect(e?.kind == .lengthMismatch && e?.offset == 8)
+}
+
+// Version 2 peer lists (SPEC §5): each entry is `str endpoint` then a 32-byte identity, all
+// zero when not known.
+
+/// A Register reply payload with the given peer-list bytes, architecture "x" and hash 1.
+private func registerReplyPayload(_ peerList: [UInt8]) -> ByteSlice {
+    ByteSlice(ByteStorage(copying: peerList + [1, 0, 0x78] + [1, 0, 0, 0, 0, 0, 0, 0]))
+}
+
+@Test func peerListEntriesCarryA32ByteIdentity() throws {
+    let id = [UInt8](1...32)
+    let list = PeerList(entries: [PeerEntry(endpoint: "a:1", identity: id), PeerEntry(endpoint: "b:2")])
+    #expect(list.endpoints == ["a:1", "b:2"])
+    let reply = RegisterReply(peers: list, architecture: "x", schemaHash: 1)
+    let payload = try reply.encode()
+    let expected: [UInt8] = [2, 0, 0, 0] + [3, 0] + Array("a:1".utf8) + id + [3, 0] + Array("b:2".utf8) + [UInt8](repeating: 0, count: 32)
+        + [1, 0, 0x78] + [1, 0, 0, 0, 0, 0, 0, 0]
+    #expect(payload.array == expected)
+    let back = try RegisterReply.decode(payload)
+    #expect(back == reply)
+    #expect(back.peers.entries[0].identity == id && back.peers.entries[1].identity == nil)
+}
+
+@Test func zeroIdentityIsUnknown() throws {
+    // 32 zero bytes and nil are the same entry: the wire has one form for "not known".
+    let zero = PeerEntry(endpoint: "a:1", identity: [UInt8](repeating: 0, count: 32))
+    #expect(zero.identity == nil && zero == PeerEntry(endpoint: "a:1"))
+    var bytes: [UInt8] = [1, 0, 0, 0, 3, 0] + Array("a:1".utf8) + [UInt8](repeating: 0, count: 32)
+    #expect(try RegisterReply.decode(registerReplyPayload(bytes)).peers.entries == [PeerEntry(endpoint: "a:1", identity: nil)])
+    // One non-zero byte anywhere makes it a known identity, kept byte for byte.
+    bytes[bytes.count - 1] = 0x80
+    let got = try RegisterReply.decode(registerReplyPayload(bytes)).peers.entries[0].identity
+    #expect(got == [UInt8](repeating: 0, count: 31) + [0x80])
+}
+
+@Test func identityOfAnotherLengthIsRefusedOnEncode() throws {
+    for n in [0, 1, 31, 33, 64] {
+        let list = PeerList(entries: [PeerEntry(endpoint: "a:1", identity: [UInt8](repeating: 7, count: n))])
+        let e = #expect(throws: WireError.self) { try RegisterReply(peers: list, architecture: "x", schemaHash: 1).encode() }
+        #expect(e?.kind == .malformed && e?.message.contains("a:1") == true && e?.message.contains("\(n) bytes") == true, "\(n): \(String(describing: e))")
+        let model = Fixtures.model()
+        #expect(throws: WireError.self) { try GossipExchangeReply(weight: 1, peers: list, model: model).encode() }
+    }
+}
+
+@Test func hostilePeerCountsAreRefusedBeforeAllocation() throws {
+    // A count that the old 2-byte minimum per entry would have let through: 10 entries need at
+    // least 340 bytes, 40 remain. Refused at the count (offset 0) before reserving anything.
+    let e = #expect(throws: WireError.self) {
+        try RegisterReply.decode(registerReplyPayload([10, 0, 0, 0] + [UInt8](repeating: 0, count: 29)))
+    }
+    #expect(e?.kind == .truncated && e?.offset == 0, "\(String(describing: e))")
+    #expect(e?.message.contains("at least 34 bytes each") == true)
+    // A count past maxPeers: refused as a limit, before the fit check.
+    let big = #expect(throws: WireError.self) { try RegisterReply.decode(registerReplyPayload([0xff, 0xff, 0xff, 0xff])) }
+    #expect(big?.kind == .limitExceeded && big?.offset == 0)
+    // An identity cut short: the endpoint reads, the identity runs past the payload.
+    let entry: [UInt8] = [1, 0, 0, 0, 3, 0] + Array("a:1".utf8) + [UInt8](repeating: 9, count: 31)
+    let short = #expect(throws: WireError.self) {
+        try ByteSlice(ByteStorage(copying: entry)).read { (r) throws(WireError) in try PeerList.read(&r, limits: .default) }
+    }
+    #expect(short?.kind == .truncated && short?.offset == 9 && short?.message.contains("peer 0 identity") == true, "\(String(describing: short))")
 }

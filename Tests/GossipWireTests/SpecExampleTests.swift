@@ -3,6 +3,7 @@
 // every vector file the SPEC mentions exists.
 import Foundation
 import Testing
+import GossipWire
 
 /// The ```hex blocks of the SPEC, parsed by the rules SPEC §5 states.
 enum SpecExamples {
@@ -132,6 +133,27 @@ enum SpecExamples {
         #expect(named.count >= 10)
         for n in named.sorted() {
             #expect(files.contains(n), "SPEC.md names \(n), which is not in Protocol/vectors")
+        }
+    }
+
+    /// SPEC §8's status table has one row per code this version defines, named as
+    /// `StatusCode.name` says, and the codes version 2 uses (7, 16, 17) say what for.
+    @Test func statusTableListsEveryCode() throws {
+        let text = try String(contentsOf: SpecExamples.specURL, encoding: .utf8)
+        var rows: [UInt32: (name: String, usedFor: String)] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("| ") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 5, let n = UInt32(cells[1]), cells[2].allSatisfy({ $0.isUppercase || $0 == "_" }) else { continue }
+            rows[n] = (cells[2], cells[3])
+        }
+        for code in StatusCode.allCases {
+            #expect(rows[code.rawValue]?.name == code.name, "SPEC §8 has no row \(code.rawValue) \(code.name)")
+        }
+        #expect(StatusCode(wireValue: 17) == .modelRejected && StatusCode.modelRejected.name == "MODEL_REJECTED")
+        #expect(StatusCode(wireValue: 18) == .unknown)
+        for code in [StatusCode.permissionDenied, .unauthenticated, .modelRejected] {
+            let usedFor = rows[code.rawValue]?.usedFor ?? ""
+            #expect(usedFor.count > 20, "SPEC §8 must say what \(code.name) is used for, found '\(usedFor)'")
         }
     }
 

@@ -39,19 +39,27 @@ enum Fixtures {
     static let averaged: [Float] = [0.375, -1.0, 1.5, 0.25, 0.0, 3.0, 0.5, -0.5]
 
     static let hash = table.schemaHash
-    static let peers = PeerList(peers: ["127.0.0.1:7002", "127.0.0.1:7003"])
+    /// A known identity (RFC 7748 §6.1's example X25519 public key, Alice's) and an unknown one.
+    static let identity7002: [UInt8] = hexBytes("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    static let peers = PeerList(entries: [PeerEntry(endpoint: "127.0.0.1:7002", identity: identity7002),
+                                          PeerEntry(endpoint: "127.0.0.1:7003", identity: nil)])
+
+    static func hexBytes(_ s: String) -> [UInt8] {
+        let u = Array(s.utf8)
+        return stride(from: 0, to: u.count, by: 2).map { UInt8(String(decoding: u[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+    }
     static let pingBytes = ByteSlice(ByteStorage(copying: [0x70, 0x69, 0x6e, 0x67, 0x00, 0x01, 0x02, 0x03] as [UInt8]))
 
     static let specs: [VectorSpec] = [
         VectorSpec(name: "register_request", comment: "Register request: endpoint 127.0.0.1:7001, schema hash of the 3,2 model", body: .registerRequest(RegisterRequest(endpoint: "127.0.0.1:7001", schemaHash: hash)), requestID: 1),
         VectorSpec(name: "register_request_zlib", comment: "Register request as above, compressed (zlib level 6, no shuffle)", body: .registerRequest(RegisterRequest(endpoint: "127.0.0.1:7001", schemaHash: hash)), requestID: 1, compression: .zlib(level: 6, shuffle: false)),
-        VectorSpec(name: "register_reply", comment: "Register reply: two peers, architecture 3,2, schema hash", body: .registerReply(RegisterReply(peers: peers, architecture: "3,2", schemaHash: hash)), requestID: 1),
+        VectorSpec(name: "register_reply", comment: "Register reply: two peers (127.0.0.1:7002 with a known identity, 127.0.0.1:7003 unknown: zero), architecture 3,2, schema hash", body: .registerReply(RegisterReply(peers: peers, architecture: "3,2", schemaHash: hash)), requestID: 1),
         VectorSpec(name: "getmodel_request", comment: "GetModel request for schema hash of the 3,2 model", body: .getModelRequest(GetModelRequest(schemaHash: hash)), requestID: 2),
         VectorSpec(name: "getmodel_reply", comment: "GetModel reply: ModelState with layers.0.weight [2,3] and layers.0.bias [2], uncompressed", body: .getModelReply(model()), requestID: 2),
         VectorSpec(name: "getmodel_reply_zlib_shuffle", comment: "GetModel reply as above, byte-shuffled then zlib level 6", body: .getModelReply(model()), requestID: 2, compression: .zlib(level: 6, shuffle: true)),
         VectorSpec(name: "gossip_exchange_request", comment: "GossipExchange request: sender 127.0.0.1:7001, weight 600, model; no checksum (bulk tensor frames may omit it)", body: .gossipExchangeRequest(GossipExchangeRequest(sender: "127.0.0.1:7001", weight: 600, model: model())), requestID: 3, checksum: false),
         VectorSpec(name: "gossip_exchange_request_chunked", comment: "GossipExchange request as above, checksummed, split into frames of 64 payload bytes (limits.chunkBytes = 64)", body: .gossipExchangeRequest(GossipExchangeRequest(sender: "127.0.0.1:7001", weight: 600, model: model())), requestID: 4, chunkBytes: 64),
-        VectorSpec(name: "gossip_exchange_reply", comment: "GossipExchange reply: weight 400, two peers, the averaged model; zlib level 1", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 3, compression: .zlib(level: 1, shuffle: false)),
+        VectorSpec(name: "gossip_exchange_reply", comment: "GossipExchange reply: weight 400, two peers (one identity known, one unknown), the averaged model; zlib level 1", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 3, compression: .zlib(level: 1, shuffle: false)),
         VectorSpec(name: "gossip_exchange_reply_chunked_shuffle", comment: "GossipExchange reply as above, chunks of 64 bytes (limits.chunkBytes = 64), each byte-shuffled then zlib level 6", body: .gossipExchangeReply(GossipExchangeReply(weight: 400, peers: peers, model: model(averaged, round: 4, step: 160, samples: 10240))), requestID: 4, compression: .zlib(level: 6, shuffle: true), chunkBytes: 64),
         VectorSpec(name: "status_request", comment: "Status request: empty payload", body: .statusRequest, requestID: 5),
         VectorSpec(name: "status_reply", comment: "Status reply: JSON text; only role is required (SPEC 5.4)", body: .statusReply(StatusReply(json: #"{"role":"peer","phase":"training","round":3,"peers":["127.0.0.1:7002"]}"#)), requestID: 5),
@@ -64,7 +72,7 @@ enum Fixtures {
         VectorSpec(name: "trigger_gossip_reply", comment: "TriggerGossip reply after a successful exchange: JSON text, peer and relative_l2_change (SPEC 5.4)", body: .triggerGossipReply(StatusReply(json: #"{"peer":"127.0.0.1:7002","relative_l2_change":0.0123}"#)), requestID: 8),
         VectorSpec(name: "error_busy", comment: "Error reply to GossipExchange: ABORTED (10), the peer is busy in another exchange", body: .error(type: .gossipExchange, ErrorReply(code: .aborted, message: "busy: already in an exchange; try another peer")), requestID: 3),
         VectorSpec(name: "error_schema_mismatch", comment: "Error reply to GetModel for schema 0x0123456789abcdef from a node serving the 3,2 model: FAILED_PRECONDITION (9)", body: .error(type: .getModel, ErrorReply(code: .failedPrecondition, message: "requested schema 0123456789abcdef but this network's is 25958d0cab31add1")), requestID: 2),
-        VectorSpec(name: "error_unsupported_version", comment: "Connection-level error reply (type 0xFFFF, id 0) to a frame of version 2: UNIMPLEMENTED (12), sent in version 1 framing before closing", body: .error(type: .connection, ErrorReply.unsupportedVersion(2)), requestID: 0),
+        VectorSpec(name: "error_unsupported_version", comment: "Connection-level error reply (type 0xFFFF, id 0) to a frame of version 3: UNIMPLEMENTED (12), sent in version 2 framing before closing", body: .error(type: .connection, ErrorReply.unsupportedVersion(3)), requestID: 0),
         VectorSpec(name: "error_unknown_type", comment: "Error reply to unknown message type 99: UNIMPLEMENTED (12)", body: .error(type: MessageType(rawValue: 99), ErrorReply(code: .unimplemented, message: "no handler for message type 99 (Unknown(99)) on this server")), requestID: 10),
         VectorSpec(name: "error_resource_exhausted_zlib", comment: "Error reply RESOURCE_EXHAUSTED (8) to a Register whose endpoint is 300 bytes (limit 256), compressed (zlib level 6)", body: .error(type: .register, ErrorReply(code: .resourceExhausted, message: "endpoint is 300 bytes, above the limit of 256 (at byte offset 0, limitExceeded)")), requestID: 11, compression: .zlib(level: 6, shuffle: false)),
     ]

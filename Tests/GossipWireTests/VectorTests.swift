@@ -85,6 +85,67 @@ private func decodeFrames(_ bytes: [UInt8], limits: Limits, split: Int? = nil, o
         #expect(bytewise.count == 1 && bytewise[0].payload == m.payload)
     }
 
+    /// Every vector with a peer list shows at least one known (non-zero) identity, and one
+    /// unknown one, so that both forms of SPEC §5's entry appear in the examples.
+    @Test func peerListVectorsShowKnownAndUnknownIdentities() throws {
+        var seen = 0
+        for spec in Fixtures.specs {
+            let list: PeerList? = switch spec.body {
+            case .registerReply(let r): r.peers
+            case .gossipExchangeReply(let r): r.peers
+            default: nil
+            }
+            guard let list else { continue }
+            seen += 1
+            #expect(list.entries.contains { $0.identity != nil } && list.entries.contains { $0.identity == nil }, "\(spec.name)")
+            let file = try HexFile.parse(String(contentsOf: HexFile.vectorsDirectory.appendingPathComponent(spec.name + ".hex"), encoding: .utf8))
+            let m = try decodeFrames(file, limits: spec.limits)
+            let decoded: PeerList? = switch try MessageBody.decode(m[0]) {
+            case .registerReply(let r): r.peers
+            case .gossipExchangeReply(let r): r.peers
+            default: nil
+            }
+            #expect(decoded == list, "\(spec.name)")
+        }
+        #expect(seen == 3)
+    }
+
+    /// Protocol/gossip_decode.py, the independent Python reader, reads every vector file: the
+    /// same messages (type, kind, request id, payload size) and the same peer lists, identities
+    /// included. Skipped with a note where python3 is missing.
+    @Test func pythonDecoderReadsEveryVector() throws {
+        guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            print("note: python3 not found; skipping the Protocol/gossip_decode.py cross-check")
+            return
+        }
+        let script = HexFile.vectorsDirectory.deletingLastPathComponent().appendingPathComponent("gossip_decode.py").path
+        for spec in Fixtures.specs {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: python)
+            p.arguments = [script, HexFile.vectorsDirectory.appendingPathComponent(spec.name + ".hex").path]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\(spec.name): \(text)")
+            let kind = spec.body.kind == .error ? "error" : (spec.body.kind == .response ? "reply" : "request")
+            var line = "type=\(spec.body.type.rawValue) \(kind) id=\(spec.requestID) bytes=\(try spec.body.encode(limits: spec.limits).count)"
+            let list: PeerList? = switch spec.body {
+            case .registerReply(let r): r.peers
+            case .gossipExchangeReply(let r): r.peers
+            default: nil
+            }
+            if let list {
+                line += " peers=" + list.entries.map { e in
+                    e.endpoint + " id=" + (e.identity.map { $0.map { String(format: "%02x", $0) }.joined() } ?? "unknown")
+                }.joined(separator: ",")
+            }
+            #expect(text == line + "\n", "\(spec.name)")
+        }
+    }
+
     @Test func allVectorsConcatenatedDecodeInOrder() throws {
         var all: [UInt8] = []
         var limits = Limits()

@@ -21,9 +21,10 @@ struct FrameDumpCommand: ParsableCommand {
         commandName: "framedump",
         abstract: "Print gossip wire frames from a raw byte stream or a pcap capture.",
         discussion: """
-        Exit codes: 0 success; 1 a malformed frame (with --check: at the first one, its byte \
-        offset on stderr); 2 the input could not be read or is not a supported capture; \
-        64 usage error.
+        Exit codes: 0 success; 1 a malformed frame, or an encrypted record that failed \
+        authentication with --keylog (with --check: at the first one, its byte offset on \
+        stderr); 2 the input or the key log could not be read, or the input is not a supported \
+        capture; 64 usage error.
         """,
         subcommands: [Dump.self, Proxy.self],
         defaultSubcommand: Dump.self)
@@ -43,9 +44,16 @@ struct Dump: ParsableCommand {
         S shuffled, R response, E error, END end of stream, C checksummed. Tensors are printed \
         as summaries (dtype, shape, min/max/mean, NaN/Inf counts), never as hex.
 
-        Exit codes: 0 success; 1 a malformed frame was found (the error and its byte offset \
-        go to stderr; with --check decoding stops there); 2 unreadable input or unsupported \
-        capture; 64 usage error.
+        Encrypted sessions (Noise_XXpsk3_25519_AESGCM_SHA256, SPEC §13) are recognised by their \
+        handshake: each handshake message prints as @OFFSET [DIR] noise handshake msg=N len=L \
+        [e=EPHEMERAL], each record as @OFFSET [DIR] noise record=N len=L encrypted, no key log. \
+        With --keylog FILE (written by gossipd --keylog-file) the records of the sessions it \
+        names are decrypted and their frames print as in a plaintext session (offsets are then \
+        offsets in the decrypted stream).
+
+        Exit codes: 0 success; 1 a malformed frame was found, or a record failed authentication \
+        (the error and its byte offset go to stderr; with --check decoding stops there); 2 \
+        unreadable input, key log or unsupported capture; 64 usage error.
         """)
 
     enum Format: String, ExpressibleByArgument { case text, json }
@@ -71,6 +79,9 @@ struct Dump: ParsableCommand {
     @Flag(help: "Validate only: print nothing on success; exit 1 at the first malformed frame, naming its byte offset on stderr.")
     var check = false
 
+    @Option(name: .customLong("keylog"), help: "Key log (gossipd --keylog-file): decrypt the Noise sessions it names.")
+    var keyLog: String?
+
     func validate() throws {
         if let type, MessageType(name: type) == nil {
             throw ValidationError("unknown message type '\(type)'; use a name (Register, GetModel, GossipExchange, Status, Ping, Stop, TriggerGossip) or a number")
@@ -87,9 +98,17 @@ struct Dump: ParsableCommand {
             warn("framedump: cannot read \(input!)")
             throw ExitCode(Exit.unreadable)
         }
+        var log: NoiseKeyLog?
+        if let keyLog {
+            do { log = try NoiseKeyLog(contentsOf: keyLog) } catch {
+                warn("framedump: \(error)")
+                throw ExitCode(Exit.unreadable)
+            }
+            for w in log!.warnings { warn("framedump: \(keyLog): \(w)") }
+        }
         let streams: [DumpedStream]
         do {
-            streams = try FrameDump.decodeInput(bytes)
+            streams = try FrameDump.decodeInput(bytes, keyLog: log)
         } catch {
             warn("framedump: \(error)")
             throw ExitCode(Exit.unreadable)
@@ -98,9 +117,8 @@ struct Dump: ParsableCommand {
         var failed = false
         for s in streams {
             if !check {
-                for r in s.records where FrameDump.matches(r, type: filterType, requestID: requestID) {
-                    let text = FrameDump.render(r, verbose: verbose, hex: hex, json: output == .json)
-                    Console.out.write(text)
+                for item in s.items where FrameDump.matches(item, type: filterType, requestID: requestID) {
+                    Console.out.write(FrameDump.render(item, verbose: verbose, hex: hex, json: output == .json))
                 }
             }
             if s.hasGap { warn("framedump: \(s.direction ?? "stream"): the capture misses bytes; frames after the gap are not shown") }
@@ -109,6 +127,17 @@ struct Dump: ParsableCommand {
                 failed = true
                 if check { throw ExitCode(Exit.malformed) }
             }
+            if log != nil, s.items.contains(where: { if case .noise(let n) = $0, case .record(_, .notInKeyLog) = n.kind { true } else { false } }) {
+                warn("framedump: \(s.direction.map { $0 + ": " } ?? "")this session is not in the key log \(keyLog!); its records are shown encrypted")
+            }
+            if let e = s.noiseError {
+                warn("framedump: \(s.direction.map { $0 + ": " } ?? "")\(e)")
+                failed = true
+                if check { throw ExitCode(Exit.malformed) }
+            }
+        }
+        if log == nil, !check, streams.contains(where: { $0.noiseRole != nil }) {
+            warn("framedump: the capture holds encrypted (Noise) sessions; to see their frames pass --keylog FILE, the key log a node writes with --keylog-file FILE")
         }
         if failed { throw ExitCode(Exit.malformed) }
     }
@@ -121,7 +150,11 @@ struct Proxy: ParsableCommand {
         Point clients at --listen instead of the node; each connection is forwarded to --upstream \
         and both directions are printed as frames pass, prefixed with the connection number and \
         direction (c>s: client to server, s>c: server to client). Output modes and filters are \
-        those of `framedump dump`. With --record PREFIX the raw bytes of each direction are also \
+        those of `framedump dump`, and so is the output for encrypted sessions: with --keylog FILE \
+        the key log is re-read when a session needs its keys (a node appends its line at \
+        handshake time); records wait for their line (looked for again 4 times a second) and \
+        show encrypted if it has not appeared when the connection closes. \
+        With --record PREFIX the raw bytes of each direction are also \
         written to PREFIX-CONN-c2s.bin and PREFIX-CONN-s2c.bin, which `framedump dump` reads later. \
         The bound address is printed to stderr as 'proxy listening HOST:PORT -> UPSTREAM' (and to \
         --ready-file). Stop with Ctrl-C.
@@ -136,6 +169,7 @@ struct Proxy: ParsableCommand {
     @Option(name: .customLong("request-id"), help: "Only frames with this request id.") var requestID: UInt32?
     @Option(help: "Also write each direction's raw bytes to PREFIX-CONN-c2s.bin / -s2c.bin.") var record: String?
     @Option(help: "Write the bound HOST:PORT to this file once listening.") var readyFile: String?
+    @Option(name: .customLong("keylog"), help: "Key log (gossipd --keylog-file), re-read as sessions start: decrypt the sessions it names.") var keyLog: String?
 
     func run() throws {
         ignoreSIGPIPE()
@@ -144,7 +178,11 @@ struct Proxy: ParsableCommand {
         do { here = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen '\(listen)': \(error)") }
         if let type, MessageType(name: type) == nil { throw ValidationError("unknown message type '\(type)'") }
         let printer = LivePrinter(verbose: verbose, hex: hex, json: output == .json,
-                                  type: type.flatMap { MessageType(name: $0) }, requestID: requestID, record: record)
+                                  type: type.flatMap { MessageType(name: $0) }, requestID: requestID, record: record,
+                                  keyLog: keyLog.map { NoiseKeyLogFile(path: $0) })
+        if let keyLog, !FileManager.default.fileExists(atPath: keyLog) {
+            warn("framedump: key log \(keyLog) does not exist yet; it is read when sessions start")
+        }
         let proxy = FrameProxy(upstream: up) { event in printer.handle(event) }
         let bound: Endpoint
         do { bound = try proxy.start(host: here.host, port: here.port) } catch {
@@ -159,6 +197,13 @@ struct Proxy: ParsableCommand {
                 throw ExitCode(Exit.unreadable)
             }
         }
+        // Sessions whose records wait for their key log line are looked up again 4 times a second.
+        let retry = DispatchSource.makeTimerSource(queue: .global())
+        if keyLog != nil {
+            retry.schedule(deadline: .now() + .milliseconds(250), repeating: .milliseconds(250))
+            retry.setEventHandler { printer.retryKeys() }
+            retry.resume()
+        }
         let stop = DispatchSemaphore(value: 0)
         let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
@@ -168,6 +213,7 @@ struct Proxy: ParsableCommand {
             return s
         }
         stop.wait()
+        if keyLog != nil { retry.cancel() }
         proxy.stop()
         printer.finish()
         withExtendedLifetime(sources) {}
@@ -179,13 +225,38 @@ final class LivePrinter: @unchecked Sendable {
     let verbose: Bool, hex: Bool, json: Bool
     let type: MessageType?, requestID: UInt32?
     let record: String?
+    let keyLog: NoiseKeyLogFile?
     private let lock = NSLock()
-    private var dumps: [String: LiveFrameDump] = [:]
+    private var connections: [Int: ConnectionDump] = [:]
     private var files: [String: FileHandle] = [:]
 
-    init(verbose: Bool, hex: Bool, json: Bool, type: MessageType?, requestID: UInt32?, record: String?) {
+    init(verbose: Bool, hex: Bool, json: Bool, type: MessageType?, requestID: UInt32?, record: String?, keyLog: NoiseKeyLogFile?) {
         self.verbose = verbose; self.hex = hex; self.json = json
-        self.type = type; self.requestID = requestID; self.record = record
+        self.type = type; self.requestID = requestID; self.record = record; self.keyLog = keyLog
+    }
+
+    /// The decoder of connection `c` (both directions), made on first use.
+    private func connection(_ c: Int) -> ConnectionDump {
+        if let d = connections[c] { return d }
+        var provider: (@Sendable () -> NoiseKeyLog)?
+        if let file = keyLog {
+            provider = {
+                let (log, warnings) = file.current()
+                for w in warnings { warn("framedump: \(file.path): \(w)") }
+                return log
+            }
+        }
+        let d = ConnectionDump(first: "#\(c) c>s", second: "#\(c) s>c", keyLog: provider)
+        connections[c] = d
+        return d
+    }
+
+    private func emit(_ outputs: [ConnectionDump.Output]) {
+        var out = ""
+        for o in outputs where FrameDump.matches(o.item, type: type, requestID: requestID) {
+            out += FrameDump.render(o.item, verbose: verbose, hex: hex, json: json)
+        }
+        if !out.isEmpty { Console.out.write(out) }
     }
 
     func handle(_ event: ProxyEvent) {
@@ -194,11 +265,14 @@ final class LivePrinter: @unchecked Sendable {
             case .opened(let c, let client):
                 warn("framedump: connection \(c) from \(client)")
             case .closed(let c, let reason):
+                let conn = connection(c)
+                emit(conn.finish())
+                connections[c] = nil
                 warn("framedump: connection \(c) closed: \(reason)")
-                for d in ["c>s", "s>c"] {
+                for (side, d) in [(ConnectionDump.Side.first, "c>s"), (.second, "s>c")] {
                     let key = "#\(c) \(d)"
-                    if let e = dumps[key]?.error { warn("framedump: \(key): malformed frame at byte offset \(e.offset ?? 0): \(e)") }
-                    dumps[key] = nil
+                    if let e = conn.frameError(side) { warn("framedump: \(key): malformed frame at byte offset \(e.offset ?? 0): \(e)") }
+                    if let e = conn.noiseError(side) { warn("framedump: \(key): \(e)") }
                     try? files[key]?.close()
                     files[key] = nil
                 }
@@ -215,19 +289,23 @@ final class LivePrinter: @unchecked Sendable {
                     }
                     files[key]?.write(Data(bytes))
                 }
-                let dump = dumps[key] ?? LiveFrameDump(direction: key)
-                dumps[key] = dump
-                var out = ""
-                for r in dump.feed(bytes) where FrameDump.matches(r, type: type, requestID: requestID) {
-                    out += FrameDump.render(r, verbose: verbose, hex: hex, json: json)
-                }
-                if !out.isEmpty { Console.out.write(out) }
+                emit(connection(c).feed(bytes, from: dir == .clientToServer ? .first : .second))
             }
         }
     }
 
     func finish() {
         lock.withLock { for f in files.values { try? f.close() } }
+    }
+
+    /// Looks again for the keys of sessions whose records wait (their connection may be
+    /// quiet while the node writes its key log line); the proxy calls it on a timer.
+    func retryKeys() {
+        lock.withLock {
+            for c in connections.keys.sorted() where connections[c]!.isWaitingForKeys {
+                emit(connections[c]!.retryKeys())
+            }
+        }
     }
 }
 

@@ -59,7 +59,8 @@ for path in sorted(glob.glob("Protocol/vectors/*.hex")):
 def seed(name, pick, payload):
     open(os.path.join(work, "body", "edge-" + name), "wb").write(bytes([1, pick]) + payload)
 u16 = lambda v: struct.pack("<H", v); u32 = lambda v: struct.pack("<I", v); u64 = lambda v: struct.pack("<Q", v)
-seed("register_reply_64_peers", types.index(1) + len(types), u32(64) + u16(0) * 64 + u16(3) + b"3,2" + u64(1))
+# 64 peer entries (str endpoint + 32-byte identity): 63 unknown (zero), the last one known.
+seed("register_reply_64_peers", types.index(1) + len(types), u32(64) + (u16(0) + bytes(32)) * 63 + u16(0) + bytes(range(1, 33)) + u16(3) + b"3,2" + u64(1))
 seed("register_request_256_byte_endpoint", types.index(1), u16(256) + b"a" * 256 + u64(1))
 seed("status_reply_4096_byte_text", types.index(4) + len(types), u32(4096) + b"x" * 4096)
 seed("error_4096_byte_text", types.index(5) + 2 * len(types), u32(10) + u32(4096) + b"x" * 4096)

@@ -71,7 +71,8 @@ def main():
 
     t = threading.Thread(target=serve)
     t.start()
-    c = socket.create_connection(("127.0.0.1", port))
+    # A fixed client port, so that a regenerated capture keeps the directions the test names.
+    c = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.1", 55514))
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send_split(c, up)
     got["down"] = recv_exact(c, len(down))
