@@ -91,10 +91,11 @@ struct InsiderTests {
         #expect(s.rejected.modelsRejected >= 1 && (s.rejected.byPeer[attacker.endpoint.description] ?? 0) >= 1, "\(s.rejected)")
     }
 
-    /// Four honest peers and one attacker on digits with the demo's recipe (64,256,128,10,
+    /// Four honest peers and one attacker (a member: every node holds the network key, channels
+    /// encrypted) on digits with the demo's recipe (64,256,128,10,
     /// 60 rounds of 10 steps, lr 0.2 cosine, batch 128, input noise 0.4), no pace.
     private func network(_ attack: String) throws {
-        let c = try Cluster("insider-\(attack.prefix(5))")
+        let c = try Cluster("insider-\(attack.prefix(5))", secure: true)   // the attacker holds the network key: a member
         defer { c.shutdown() }
         let boot = try c.bootstrap(arch: "64,256,128,10")
         var honest: [NodeProcess] = []
