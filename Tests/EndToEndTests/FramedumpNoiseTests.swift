@@ -210,3 +210,56 @@ enum Sockets {
         return Array(out[0..<at])
     }
 }
+
+/// The whole chain with the real binaries: a node started with `--keylog-file` writes its
+/// session secrets; `framedump proxy --keylog` in front of it decrypts what gossipctl and the
+/// node say through it; without the key log the same traffic shows only as records.
+@Suite(.serialized) struct RealNodeKeyLogTests {
+    @Test func framedumpDecryptsARealNodesSessionWithItsKeyLog() throws {
+        let c = try Cluster("keylog-real", secure: true)
+        defer { c.shutdown(); try? FileManager.default.removeItem(atPath: c.dir) }
+        let keylog = "\(c.dir)/node.keylog"
+        let boot = try c.start(["bootstrap", "--listen", "127.0.0.1:0", "--arch", "64,32,10", "--seed", "1",
+                                "--keylog-file", keylog])
+
+        func proxy(_ name: String, keyLog: String?) throws -> (Process, String, () -> [String]) {
+            let out = "\(c.dir)/\(name).out", ready = "\(c.dir)/\(name).ready"
+            _ = FileManager.default.createFile(atPath: out, contents: nil)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Cluster.binary("framedump"))
+            p.arguments = ["proxy", "--upstream", boot.endpoint.description, "--ready-file", ready] + (keyLog.map { ["--keylog", $0] } ?? [])
+            p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            var endpoint = ""
+            try c.wait("framedump proxy \(name) listens") {
+                endpoint = ((try? String(contentsOfFile: ready, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                return !endpoint.isEmpty
+            }
+            return (p, endpoint, { ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) })
+        }
+
+        let (withKeys, viaKeys, printedWithKeys) = try proxy("with-keys", keyLog: keylog)
+        defer { kill(withKeys.processIdentifier, SIGKILL); withKeys.waitUntilExit() }
+        let (code, out, err) = try c.ctl(["status", "--endpoint", viaKeys, "-o", "json"] + c.keyArgs)
+        #expect(code == 0 && out.contains("\"role\":\"bootstrap\""), "\(err)")
+        let logged = try String(contentsOfFile: keylog, encoding: .utf8)
+        #expect(logged.hasPrefix("GOSSIP_NOISE_AESGCM "), "\(logged)")
+        var lines: [String] = []
+        try c.wait("the proxy decrypted the Status request and reply") {
+            lines = printedWithKeys()
+            return lines.contains { $0.contains("c>s Status request") } && lines.contains { $0.contains("s>c Status reply") }
+        }
+        #expect(lines.contains { $0.contains("noise handshake msg=1 len=48") }, "\(lines)")
+
+        let (noKeys, viaNoKeys, printedNoKeys) = try proxy("no-keys", keyLog: nil)
+        defer { kill(noKeys.processIdentifier, SIGKILL); noKeys.waitUntilExit() }
+        let (code2, _, err2) = try c.ctl(["status", "--endpoint", viaNoKeys] + c.keyArgs)
+        #expect(code2 == 0, "\(err2)")
+        try c.wait("the proxy without a key log showed the records") {
+            lines = printedNoKeys()
+            return lines.contains { $0.contains("noise record") }
+        }
+        #expect(!lines.contains { $0.contains("Status") }, "without the key log nothing is decrypted: \(lines)")
+    }
+}
