@@ -11,6 +11,7 @@
 // A key log holds secrets: whoever has it reads the sessions it names. framedump never prints
 // a key, only the initiator's ephemeral key (public, it travels in clear in message 1).
 import Foundation
+import GossipSecure
 import Synchronization
 
 /// The secrets of one Noise session, as one key log line gives them.
@@ -69,7 +70,7 @@ public struct NoiseKeyLog: Sendable {
             let unterminated = i == lines.count - 1
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
             guard let first = fields.first, !first.hasPrefix("#"), first == Self.label else { continue }
-            let values = fields.dropFirst().map { Self.hexDecode($0) }
+            let values = fields.dropFirst().map { Hex.decode($0, count: 32) }
             guard values.count == 3, let e = values[0], let k1 = values[1], let k2 = values[2] else {
                 if !unterminated {
                     warnings.append("key log line \(i + 1): \(Self.label) needs three values of 64 hex digits (e_i, k_i2r, k_r2i); line ignored")
@@ -114,34 +115,7 @@ public struct NoiseKeyLog: Sendable {
     }
 
     /// Lowercase hex.
-    public static func hexEncode(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Exactly 32 bytes from 64 hex digits (either case), or nil.
-    static func hexDecode(_ text: Substring) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count == 64 else { return nil }
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: c - 48
-            case 97...102: c - 87
-            case 65...70: c - 55
-            default: nil
-            }
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        for i in stride(from: 0, to: 64, by: 2) {
-            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-        }
-        return out
-    }
+    public static func hexEncode(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
 
 /// A key log file that a running node appends to: `current()` re-reads it when its size or

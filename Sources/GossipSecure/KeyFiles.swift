@@ -22,8 +22,9 @@ public func constantTimeEqual(_ a: some Collection<UInt8>, _ b: some Collection<
     return diff == 0
 }
 
-enum Hex {
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+/// Lowercase hex of bytes, and exact-length hex decoding (key files, key logs).
+public enum Hex {
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
         for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
@@ -31,7 +32,7 @@ enum Hex {
     }
 
     /// Decodes exactly `count` bytes of hex (either case), or nil.
-    static func decode(_ text: Substring, count: Int) -> [UInt8]? {
+    public static func decode(_ text: Substring, count: Int) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count == count * 2 else { return nil }
         func nibble(_ c: UInt8) -> UInt8? {
