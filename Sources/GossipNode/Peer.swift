@@ -78,6 +78,8 @@ public final class PeerNode: @unchecked Sendable {
     let replyBuffer = PayloadBuffer()
     /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
+    /// WaitConverged requests held until the node finishes (PeerConvergence.swift).
+    let waiters = Mutex(ConvergenceWaiters())
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
@@ -106,6 +108,7 @@ public final class PeerNode: @unchecked Sendable {
         self.endpointBox = Mutex(config.listen)
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
+        core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
         // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
@@ -187,6 +190,7 @@ public final class PeerNode: @unchecked Sendable {
             return c.triggerResponder
         }
         pending?.fail(.unavailable, "this peer is stopping")
+        failWaiters()   // those not answered by a finished node (it answers before it stops)
         // An incoming exchange that holds the slot installs its result before the last
         // checkpoint; none can start now.
         let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
@@ -343,19 +347,24 @@ public final class PeerNode: @unchecked Sendable {
                 // Training rounds are done: keep averaging so the network reaches consensus,
                 // re-evaluating now and then so status shows the current model's accuracy.
                 core.withLock { $0.state.enterAveraging() }
-                gossipOnce()
+                averagingStep()
                 averagingTicks += 1
                 if averagingTicks % 5 == 0 { evaluateNow() }
                 if checkpoints != nil, averagingTicks % 50 == 0 { checkpointLogged() }
                 sleep(for: config.averagingInterval)
                 continue
             }
+            // Convergence (SPEC §5.9): adopt a finished network's model, or end when the done
+            // votes cover the network.
+            if convergenceEnds() { break }
             guard let loss = trainRound() else { break }
             let r = core.withLock { c in
                 model.roundSteps = 0
                 return c.state.completeRound(loss: loss)
             }
-            gossipOnce()
+            convergenceAfterRound(loss: loss, round: r)
+            averagingStep()
+            if convergenceEnabled { spreadVotes() }
             if r % config.evalEvery == 0 || r == config.rounds { evaluateNow() }
             if checkpoints != nil, r % config.checkpointEvery == 0 { checkpointLogged() }
             let elapsed = ContinuousClock.now - roundStart
@@ -405,7 +414,7 @@ public final class PeerNode: @unchecked Sendable {
     }
 
     /// One exchange with a random live peer; tries up to three peers when one is busy or down.
-    private func gossipOnce() {
+    func gossipOnce() {
         var tried = Set<String>()
         for _ in 0..<3 {
             guard let peer = choosePeer(excluding: tried) else { return }
@@ -428,6 +437,8 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
+        server.register(.votes) { [weak self] msg, responder in self?.handleVotes(msg, responder) }
+        server.register(.waitConverged) { [weak self] msg, responder in self?.handleWaitConverged(msg, responder) }
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in
             self?.handleTrigger(msg, responder)
         }
@@ -484,7 +495,7 @@ public final class PeerNode: @unchecked Sendable {
 
     // MARK: - evaluation, status, checkpoints
 
-    private func evaluateNow() {
+    func evaluateNow() {
         guard let (arch, params) = core.withLock({ _ -> (MLPArchitecture, ParameterSet)? in
             guard let t = model.trainer, let a = model.architecture else { return nil }
             return (a, t.parameters)
@@ -529,6 +540,7 @@ public final class PeerNode: @unchecked Sendable {
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
             s.checkpointRound = st.checkpointRound
             s.resumedFromRound = st.resumedFromRound
+            s.convergence = convergenceStatus(st)
             return s
         }
     }
@@ -542,7 +554,7 @@ public final class PeerNode: @unchecked Sendable {
 
     /// Snapshots the model, the trainer's state and the counters under the lock, then writes
     /// them atomically outside it.
-    private func writeCheckpoint() throws {
+    func writeCheckpoint() throws {
         guard let store = checkpoints else { return }
         guard let snap = core.withLock({ c -> PeerCheckpoints.Snapshot? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }

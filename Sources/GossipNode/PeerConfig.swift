@@ -55,6 +55,9 @@ public struct PeerConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// Convergence detection and the end of training (SPEC §5.9). Without `rounds` training
+    /// ends this way; with `rounds` detection is off and the peer runs as before.
+    public var convergence = ConvergenceConfig()
 
     public init(listen: Endpoint) { self.listen = listen }
 }

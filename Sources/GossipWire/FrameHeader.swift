@@ -46,11 +46,15 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 5)
     public static let stop = MessageType(rawValue: 6)
     public static let triggerGossip = MessageType(rawValue: 7)
+    /// The done votes a peer knows (SPEC §5.7).
+    public static let votes = MessageType(rawValue: 10)
+    /// Blocks until the node has finished training (SPEC §5.8).
+    public static let waitConverged = MessageType(rawValue: 11)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .votes, .waitConverged]
 
     public var name: String {
         switch rawValue {
@@ -61,6 +65,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 5: "Ping"
         case 6: "Stop"
         case 7: "TriggerGossip"
+        case 10: "Votes"
+        case 11: "WaitConverged"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

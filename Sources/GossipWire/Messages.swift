@@ -366,6 +366,12 @@ public enum MessageBody: Sendable, Equatable {
     case stopReply
     case triggerGossipRequest(TriggerGossipRequest)
     case triggerGossipReply(StatusReply)
+    /// Votes (SPEC §5.7): request and reply share one layout.
+    case votesRequest(VotesMessage)
+    case votesReply(VotesMessage)
+    /// WaitConverged (SPEC §5.8): the reply is JSON text, like TriggerGossip's.
+    case waitConvergedRequest(WaitConvergedRequest)
+    case waitConvergedReply(StatusReply)
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -379,6 +385,8 @@ public enum MessageBody: Sendable, Equatable {
         case .pingRequest, .pingReply: .ping
         case .stopRequest, .stopReply: .stop
         case .triggerGossipRequest, .triggerGossipReply: .triggerGossip
+        case .votesRequest, .votesReply: .votes
+        case .waitConvergedRequest, .waitConvergedReply: .waitConverged
         case .error(let type, _): type
         }
     }
@@ -387,7 +395,7 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest: .request
+             .stopRequest, .triggerGossipRequest, .votesRequest, .waitConvergedRequest: .request
         case .error: .error
         default: .response
         }
@@ -406,6 +414,9 @@ public enum MessageBody: Sendable, Equatable {
         case .statusReply(let m), .triggerGossipReply(let m): try m.encode(limits: limits)
         case .pingRequest(let b), .pingReply(let b): b
         case .triggerGossipRequest(let m): try m.encode(limits: limits)
+        case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
+        case .waitConvergedRequest(let m): m.encode()
+        case .waitConvergedReply(let m): try m.encode(limits: limits)
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -442,6 +453,12 @@ public enum MessageBody: Sendable, Equatable {
         case .stop:
             try expectEmpty(payload, request ? "Stop request" : "Stop reply")
             return request ? .stopRequest : .stopReply
+        case .votes:
+            return request ? .votesRequest(try .decode(payload, limits: limits))
+                           : .votesReply(try .decode(payload, limits: limits))
+        case .waitConverged:
+            return request ? .waitConvergedRequest(try .decode(payload))
+                           : .waitConvergedReply(try .decode(payload, limits: limits))
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))

@@ -192,6 +192,18 @@ struct Peer: ParsableCommand {
     // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
     @Option(help: ArgumentHelp("Test hook: scale:F | noise | claim:W.", visibility: .hidden))
     var misbehave: String?
+    @Option(help: "Convergence (SPEC §5.9, without --rounds): rounds per window; the mean training loss of a window is judged against the previous window's.")
+    var convergeWindow: Int = ConvergenceConfig().window
+    @Option(help: "Convergence: the loss has stopped improving when a window's mean is less than this fraction below the previous window's. On such a plateau the learning rate is halved, twice; at the next plateau the peer is converged if the models it met are close (--converge-distance) and votes done.")
+    var convergeLossDelta: Double = ConvergenceConfig().lossDelta
+    @Option(help: "Convergence: the models met in the window (90th percentile of their relative L2 distance from this peer's) must be within this.")
+    var convergeDistance: Double = ConvergenceConfig().distance
+    @Option(help: "Done votes that end training (default: every peer this peer knows, plus itself).")
+    var quorum: Int?
+    @Option(help: "Averaging steps once the votes cover the network, before the final model (STATE_DIR/final.safetensors) is written.")
+    var finalRounds: Int = ConvergenceConfig().finalRounds
+    @Flag(help: "Once finished, keep serving the final model (phase done; late peers adopt it) instead of exiting 0.")
+    var serveWhenDone = false
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
@@ -247,6 +259,16 @@ struct Peer: ParsableCommand {
             do { config.misbehaviour = try Misbehaviour(parsing: misbehave) } catch { throw ValidationError("\(error)") }
             logger.warning("test hook: this peer misbehaves (\(misbehave)); never use it outside tests")
         }
+        guard convergeWindow > 0, convergeLossDelta >= 0, convergeLossDelta.isFinite, convergeDistance > 0,
+              convergeDistance.isFinite, finalRounds >= 0, (quorum ?? 1) > 0 else {
+            throw ValidationError("--converge-window, --converge-distance and --quorum must be positive; --converge-loss-delta and --final-rounds at least 0")
+        }
+        config.convergence.window = convergeWindow
+        config.convergence.lossDelta = convergeLossDelta
+        config.convergence.distance = convergeDistance
+        config.convergence.quorum = quorum
+        config.convergence.finalRounds = finalRounds
+        config.convergence.serveWhenDone = serveWhenDone
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }
