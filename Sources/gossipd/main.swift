@@ -155,7 +155,16 @@ struct Bootstrap: ParsableCommand {
 
 struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.")
+        abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.",
+        discussion: """
+        The end of training (Protocol/SPEC.md §5.9): with --rounds, a cosine schedule over the rounds, then \
+        averaging until stopped. Without --rounds, a constant --lr until the network converges: over windows of \
+        --converge-window rounds the mean training loss is compared with the previous window's; on a plateau \
+        (improvement below --converge-loss-delta) the rate is halved, twice; at the next plateau the peer is \
+        converged when the models it met are within --converge-distance, and votes done. When the done votes \
+        cover every peer it knows plus itself (or --quorum), it runs --final-rounds averaging steps, writes \
+        STATE_DIR/final.safetensors and exits 0 (or serves it with --serve-when-done). --no-converge: train until stopped.
+        """)
 
     @OptionGroup var address: AddressOptions
     @Option(help: "Bootstrap HOST:PORT. An unreachable bootstrap is reported and skipped.")
@@ -204,6 +213,8 @@ struct Peer: ParsableCommand {
     var finalRounds: Int = ConvergenceConfig().finalRounds
     @Flag(help: "Once finished, keep serving the final model (phase done; late peers adopt it) instead of exiting 0.")
     var serveWhenDone = false
+    @Flag(help: "Without --rounds: no convergence detection and no end by votes; train at the constant --lr until stopped (the behaviour before SPEC §5.9).")
+    var noConverge = false
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
@@ -269,6 +280,7 @@ struct Peer: ParsableCommand {
         config.convergence.quorum = quorum
         config.convergence.finalRounds = finalRounds
         config.convergence.serveWhenDone = serveWhenDone
+        config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }
