@@ -286,6 +286,12 @@ public final class Control: @unchecked Sendable {
                     + (s.rejected.boundResets == 0 ? "" : "  bound resets \(s.rejected.boundResets)")
                     + (s.rejected.byPeer.isEmpty ? "" : "  by peer: " + s.rejected.byPeer.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")),
             ]
+            if let c = s.convergence, c.enabled {
+                let state = c.finished ? "finished" : (c.converged ? "converged, voted done" : "training")
+                lines.append("convergence \(state)  votes \(c.votesCounted)/\(c.votesNeeded)  lr \(String(format: "%g", c.learningRate))"
+                             + "  loss improvement \(num(c.lossImprovement))  distance \(num(c.distance))"
+                             + (c.finalModel.map { "  final model \($0)" } ?? ""))
+            }
             if let r = s.checkpointRound { lines.append("checkpoint  round \(r)") }
             if let r = s.resumedFromRound { lines.append("resumed     from round \(r)") }
         }

@@ -177,6 +177,13 @@ extension PeerNode {
     /// Writes the final model, enters `done`, answers the waiters; then serves until stopped
     /// (--serve-when-done) or asks the node to stop (it exits 0).
     private func concludeTraining(source: String) {
+        // Freeze the model: from now on exchanges are answered busy (PeerState.beginIncoming)
+        // and none is started; one already holding the slot finishes first.
+        core.withLock { $0.state.enterDone() }
+        let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
+        while core.withLock({ $0.state.slot != .idle }) && ContinuousClock.now < until {
+            wake.wait(upTo: .milliseconds(10))
+        }
         evaluateNow()
         var path: String?
         do {
@@ -246,12 +253,20 @@ extension PeerNode {
             do {
                 let (_, params, _) = try WireCodec.decodeModel(msg.payload, expected: hash)
                 guard params.allFinite else { throw NodeError("the model holds NaN or Inf") }
-                try core.withLock { c in
-                    guard let t = model.trainer else { throw NodeError("no trainer") }
-                    try t.setParameters(params)
-                    c.state.enterFinal()
+                // Installed like an exchange's result: only while no exchange holds the model.
+                let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
+                while true {
+                    let installed: Bool = try core.withLock { c in
+                        guard c.state.slot == .idle, let t = model.trainer else { return false }
+                        try t.setParameters(params)
+                        c.state.enterFinal()
+                        c.state.enterDone()   // frozen: it is the network's final model
+                        return true
+                    }
+                    if installed { return true }
+                    if ContinuousClock.now > until || isStopping { return false }
+                    wake.wait(upTo: .milliseconds(10))
                 }
-                return true
             } catch {
                 logger.warning("the finished peer's model was refused", metadata: ["from": "\(peer)", "error": "\(error)"])
                 return false

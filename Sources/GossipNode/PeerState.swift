@@ -227,7 +227,7 @@ struct PeerState: Sendable {
     /// Takes the slot for an exchange with `peer`. False when it is taken, the node has no
     /// model, or it is stopping.
     mutating func beginOutgoing(peer: String) -> Bool {
-        guard slot == .idle, hasModel, !stopRequested else { return false }
+        guard slot == .idle, hasModel, !stopRequested, phase != .done else { return false }
         slot = .outgoing(peer: peer)
         return true
     }
