@@ -7,9 +7,9 @@
 //
 // Threat model (also SPEC §5.9): a vote is a claim by an endpoint. Any member holding the
 // network key can forge votes for other endpoints, or claim to have finished; it can thereby
-// end training early (the network then exits with the current, possibly worse, model), never
-// inject weights: a finished peer's model is fetched with GetModel and goes through the
-// same schema and finiteness checks as any model. Outsiders cannot vote (the Noise channel).
+// end training early (the network then exits with the current, possibly worse, model). A
+// "finished" peer's model is fetched with GetModel and judged like an exchange reply (schema,
+// finite weights, the outlier bound of SPEC §5.3), so it cannot hand out a far-off model. Outsiders cannot vote (the Noise channel).
 // Votes are bounded: at most `Limits.maxPeers` endpoints, each a valid HOST:PORT.
 import GossipWire
 

@@ -251,8 +251,17 @@ extension PeerNode {
         switch callBlocking(ep, .getModel, try! WireCodec.encode(GetModelRequest(schemaHash: hash)), deadline: config.exchangeTimeout) {
         case .success(let msg):
             do {
-                let (_, params, _) = try WireCodec.decodeModel(msg.payload, expected: hash)
+                let (_, params, state) = try WireCodec.decodeModel(msg.payload, expected: hash)
                 guard params.allFinite else { throw NodeError("the model holds NaN or Inf") }
+                // Judged like an exchange reply (SPEC §5.3): a "finished" insider cannot hand
+                // out a model far from this peer's.
+                let own = core.withLock { _ in model.trainer?.parameters.storage } ?? []
+                guard own.count == params.parameterCount else { throw NodeError("the model has another size") }
+                let d = ExchangeMath.relativeDistance(own: own, incoming: state)
+                let verdict = core.withLock { $0.state.judgeModel(.reply, distance: d, from: peer) }
+                if case .outlier(let distance, let bound, let why) = verdict {
+                    throw NodeError("its model is at relative L2 distance \(distance) from this peer's, over the bound \(bound) (\(why))")
+                }
                 // Installed like an exchange's result: only while no exchange holds the model.
                 let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
                 while true {

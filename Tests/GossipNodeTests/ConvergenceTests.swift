@@ -163,7 +163,8 @@ import GossipWire
         s.enterDone()
         #expect(s.phase == .done)
         #expect(s.beginIncoming(sender: "127.0.0.1:2") == .busy)     // the final model stays
-        #expect(!s.beginOutgoing(peer: "127.0.0.1:2"))                // and it starts none
+        let started = s.beginOutgoing(peer: "127.0.0.1:2")
+        #expect(!started)                                              // and it starts none
     }
 
     // MARK: - codecs
