@@ -77,6 +77,8 @@ public struct ConvergenceDetector: Sendable, Equatable {
     public private(set) var learningRateScale = 1.0
     /// Sticky once set.
     public private(set) var converged = false
+    /// Converged at the lowest learning rate although the models met were farther than `distance`.
+    public private(set) var relaxed = false
     public private(set) var windowsJudged = 0
 
     public init(config: ConvergenceConfig, mayReduceRate: Bool) {
@@ -124,6 +126,15 @@ public struct ConvergenceDetector: Sendable, Equatable {
             reductionsDone += 1
             learningRateScale *= config.lrFactor
             return .setLearningRateScale(learningRateScale)
+        }
+        // At the lowest rate (or with a schedule that owns it) and still a plateau: training
+        // has nothing more to give. Converged when enough models were met, even if they are
+        // farther than `distance`: the final averaging steps bring them together, and a
+        // network that never ends is worse (`relaxed` says so in status and logs).
+        if enoughReductions, lastDistance != nil, mayReduceRate {
+            converged = true
+            relaxed = true
+            return .converged
         }
         return .none
     }

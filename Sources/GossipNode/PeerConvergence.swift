@@ -78,7 +78,8 @@ extension PeerNode {
         case .converged:
             logger.notice("converged: voting done", metadata: [
                 "round": "\(r)", "improvement": "\(d.lastImprovement ?? 0)", "distance": "\(d.lastDistance ?? 0)",
-                "models_met": "\(d.lastModelsMet)"])
+                "models_met": "\(d.lastModelsMet)",
+                "relaxed": "\(d.relaxed)"])
         case .none:
             break
         }
@@ -373,6 +374,7 @@ extension PeerNode {
         s.modelsMet = c.detector.lastModelsMet
         s.finalRounds = c.finalRounds
         s.finalModel = c.finalModelPath
+        s.relaxed = c.detector.relaxed
         return s
     }
 }

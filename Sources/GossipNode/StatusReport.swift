@@ -143,12 +143,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var finalRounds = 0
         /// Path of the final model; null until written (or without --state-dir).
         public var finalModel: String?
+        /// Converged at the lowest learning rate with the models met still over the distance threshold.
+        public var relaxed = false
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case enabled, converged, finished, voters, votesCounted = "votes_counted", votesNeeded = "votes_needed"
             case learningRate = "lr", reductions, windowsJudged = "windows_judged", lossImprovement = "loss_improvement"
             case distance = "max_distance", modelsMet = "models_met", finalRounds = "final_rounds", finalModel = "final_model"
+            case relaxed
         }
 
         public init(from decoder: Decoder) throws {
@@ -167,6 +170,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             modelsMet = try c.decodeIfPresent(Int.self, forKey: .modelsMet) ?? 0
             finalRounds = try c.decodeIfPresent(Int.self, forKey: .finalRounds) ?? 0
             finalModel = try c.decodeIfPresent(String.self, forKey: .finalModel)
+            relaxed = try c.decodeIfPresent(Bool.self, forKey: .relaxed) ?? false
         }
 
         public func encode(to encoder: Encoder) throws {
@@ -186,6 +190,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(modelsMet, forKey: .modelsMet)
             try c.encode(finalRounds, forKey: .finalRounds)
             try c.encode(finalModel, forKey: .finalModel)
+            try c.encode(relaxed, forKey: .relaxed)
         }
     }
 
