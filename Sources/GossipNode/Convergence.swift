@@ -139,6 +139,14 @@ public struct ConvergenceDetector: Sendable, Equatable {
         return .none
     }
 
+    /// Resumes the rate reductions of a checkpoint (the windows start afresh). `scale` is
+    /// bounded to [minLRScale, 1], `reductions` to [0, 64].
+    public mutating func resume(learningRateScale scale: Double, reductions: Int) {
+        guard scale.isFinite else { return }
+        learningRateScale = min(1, max(config.minLRScale, scale))
+        reductionsDone = min(64, max(0, reductions))
+    }
+
     /// The `q` quantile (nearest rank) of non-empty `values`.
     static func quantile(_ values: [Double], _ q: Double) -> Double {
         let s = values.sorted()

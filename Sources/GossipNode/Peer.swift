@@ -567,6 +567,7 @@ public final class PeerNode: @unchecked Sendable {
             meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
             meta["round_steps"] = "\(model.roundSteps)"
+            convergenceMetadata(c.state, into: &meta)
             return PeerCheckpoints.Snapshot(checkpoint: TrainerCheckpoint(trainer: t, metadata: meta), round: c.state.round)
         }) else { return }
         try store.write(snap)
@@ -618,6 +619,7 @@ public final class PeerNode: @unchecked Sendable {
             }
         }
         core.withLock { $0.state.modelInstalled(resumedAt: r) }
+        resumeConvergence(meta)
         logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)",
                                                             "exact": "\(exact)"])
         return true

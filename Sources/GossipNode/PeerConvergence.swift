@@ -287,6 +287,29 @@ extension PeerNode {
         }
     }
 
+    /// The checkpoint's convergence keys: the learning-rate scale and reductions, so that a
+    /// restarted peer goes on at the rate the network reached (not the initial one).
+    func convergenceMetadata(_ st: PeerState, into meta: inout [String: String]) {
+        guard convergenceEnabled else { return }
+        meta["lr_scale"] = "\(st.convergence.learningRateScale)"
+        meta["lr_reductions"] = "\(st.convergence.detector.reductionsDone)"
+    }
+
+    /// Restores what `convergenceMetadata` saved (a checkpoint without the keys changes nothing).
+    func resumeConvergence(_ meta: [String: String]) {
+        guard convergenceEnabled, let scale = meta["lr_scale"].flatMap(Double.init),
+              let reductions = meta["lr_reductions"].flatMap(Int.init) else { return }
+        let base = Double(config.sgd.learningRate)
+        let applied: Double = core.withLock { c in
+            c.state.convergence.detector.resume(learningRateScale: scale, reductions: reductions)
+            let s = c.state.convergence.detector.learningRateScale
+            c.state.convergence.learningRateScale = s
+            model.trainer?.config.learningRate = Float(base * s)
+            return s
+        }
+        logger.info("resumed the learning-rate reductions", metadata: ["lr": "\(base * applied)", "reductions": "\(reductions)"])
+    }
+
     // MARK: - server side
 
     /// Votes (SPEC §5.7): merges the sender's votes and answers with this peer's.

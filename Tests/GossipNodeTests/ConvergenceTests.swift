@@ -112,6 +112,20 @@ import GossipWire
         #expect(d.windowsJudged == 0)
     }
 
+    @Test func resumedReductionsAreBounded() {
+        var d = ConvergenceDetector(config: Self.config(), mayReduceRate: true)
+        d.resume(learningRateScale: 0.25, reductions: 2)
+        #expect(d.learningRateScale == 0.25 && d.reductionsDone == 2)
+        // Enough reductions already: the first plateau with close models converges.
+        _ = Self.feed(&d, loss: 0.5, distance: 0.001, rounds: 4)
+        #expect(Self.feed(&d, loss: 0.5, distance: 0.001, rounds: 4) == [.converged])
+        var e = ConvergenceDetector(config: Self.config(), mayReduceRate: true)
+        e.resume(learningRateScale: 1e-9, reductions: 1 << 40)
+        #expect(e.learningRateScale == ConvergenceConfig().minLRScale && e.reductionsDone == 64)
+        e.resume(learningRateScale: .nan, reductions: 0)
+        #expect(e.reductionsDone == 64)
+    }
+
     @Test func disabledDetectorNeverActs() {
         var c = Self.config()
         c.enabled = false
