@@ -28,22 +28,27 @@ struct ConvergenceEndTests {
             if i == 0 { extra.append("--serve-when-done") }
             peers.append(try c.peer(extra, shard: "\(i)/4", training: Cluster.tuned, converge: true))
         }
-        // One `gossipctl wait --converged` per peer, started while they train.
+        // One `gossipctl wait --converged` per peer, started while they train. Their output
+        // goes to files (no pipe of this process stays open while they wait: other suites
+        // count this process's descriptors).
         let waitTimeout = 240.0
-        final class Outcomes: @unchecked Sendable {
-            let lock = NSLock()
-            var results: [Int: (Int32, String, String)] = [:]
-        }
-        let outcomes = Outcomes()
-        let group = DispatchGroup()
+        var waits: [(Process, String)] = []
         for (i, p) in peers.enumerated() {
-            let args = ["--endpoint", p.endpoint.description] + c.keyArgs
+            let proc = Process()
+            proc.executableURL = URL(fileURLWithPath: Cluster.binary("gossipctl"))
+            proc.arguments = ["--endpoint", p.endpoint.description] + c.keyArgs
                 + ["--timeout", "\(Int(waitTimeout))", "-o", "json", "wait", "--converged"]
-            DispatchQueue.global().async(group: group) {
-                let r = (try? c.ctl(args)) ?? (-1, "", "gossipctl did not run")
-                outcomes.lock.withLock { outcomes.results[i] = r }
-            }
+            let out = "\(c.dir)/wait\(i).out"
+            FileManager.default.createFile(atPath: out, contents: nil)
+            let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+            proc.standardOutput = fh
+            proc.standardError = fh
+            proc.standardInput = FileHandle.nullDevice
+            try proc.run()
+            try? fh.close()
+            waits.append((proc, out))
         }
+        defer { for (w, _) in waits where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() } }
         // The three without --serve-when-done exit by themselves, with status 0.
         try c.wait("peers 1-3 exit by themselves", timeout: waitTimeout, nodes: peers) {
             peers[1...].allSatisfy { !$0.process.isRunning }
@@ -55,15 +60,16 @@ struct ConvergenceEndTests {
             try c.status(peers[0]).phase == "done"
         }
         let elapsed = Date().timeIntervalSince(started)
-        #expect(group.wait(timeout: .now() + 30) == .success, "a gossipctl wait did not return")
-        for i in 0..<4 {
-            let r = outcomes.lock.withLock { outcomes.results[i] }
-            #expect(r?.0 == 0, "gossipctl wait for peer \(i): \(String(describing: r))")
-            if let out = r?.1, let res = try? WaitConvergedResult(json: out.trimmingCharacters(in: .whitespacesAndNewlines)) {
+        try c.wait("every gossipctl wait returns", timeout: 30) { waits.allSatisfy { !$0.0.isRunning } }
+        for (i, (w, out)) in waits.enumerated() {
+            let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+            #expect(w.terminationStatus == 0, "gossipctl wait for peer \(i) exited \(w.terminationStatus): \(text)")
+            let line = text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
+            if let res = try? WaitConvergedResult(json: line) {
                 #expect(res.finalModel == dirs[i] + "/final.safetensors")
                 #expect(res.phase == (i == 0 ? "done" : "stopping"))
             } else {
-                Issue.record("gossipctl wait for peer \(i) printed no result: \(String(describing: r))")
+                Issue.record("gossipctl wait for peer \(i) printed no result: \(text)")
             }
         }
         // The final models, judged here.
