@@ -160,8 +160,9 @@ struct Peer: ParsableCommand {
         The end of training (Protocol/SPEC.md §5.9): with --rounds, a cosine schedule over the rounds, then \
         averaging until stopped. Without --rounds, a constant --lr until the network converges: over windows of \
         --converge-window rounds the mean training loss is compared with the previous window's; on a plateau \
-        (improvement below --converge-loss-delta) the rate is halved, twice; at the next plateau the peer is \
-        converged when the models it met are within --converge-distance, and votes done. When the done votes \
+        (improvement below --converge-loss-delta) the rate is halved; after two halvings a plateau means converged \
+        when the models it met are within --converge-distance (else the rate is halved again, down to 1/64 of \
+        --lr, where a plateau ends it anyway), and the peer votes done. When the done votes \
         cover every peer it knows plus itself (or --quorum), it runs --final-rounds averaging steps, writes \
         STATE_DIR/final.safetensors and exits 0 (or serves it with --serve-when-done). --no-converge: train until stopped.
         """)
