@@ -55,6 +55,11 @@ public struct PeerConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// Training settings taken from the dataset's defaults (`TrainingDefaults.forDataset`)
+    /// once `PeerNode.init` has loaded it, replacing the values above; empty (the library
+    /// default) keeps the values as set. `gossipd peer` names here every training option it
+    /// was not given.
+    public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
 
     public init(listen: Endpoint) { self.listen = listen }
 }
