@@ -55,7 +55,7 @@ import Testing
 
     @Test func usageErrorsExit64() throws {
         for args in [["no-such-suite"], ["net", "--sizes", "2M"], ["train-accuracy", "--schedule", "weekly"],
-                     ["time-to-accuracy", "--modes", "async"], ["time-to-accuracy", "--straggler-factor", "0.5"],
+                     ["time-to-accuracy", "--modes", "async"], ["time-to-accuracy", "--straggler-factor", "0.5"], ["time-to-accuracy", "--repeat", "0"],
                      ["gossip-sim", "--peers", "0"], ["export-digits"], ["train", "--batch", "x"]] {
             let (status, _, err) = try bench(args)
             #expect(status == 64, "gossip-bench \(args) exited \(status): \(err)")

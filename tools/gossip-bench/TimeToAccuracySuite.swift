@@ -22,7 +22,8 @@
 // --straggler-factor F (item 4): after the row without a straggler, the same row again with the
 // last peer paced (--pace-ms) at F times the mean round time measured in that first run; prints
 // the other peers' time to target with and without it and `straggler_<mode>_vs_none` (with /
-// without). `straggler_pushsum_vs_none` uses the key the issue names.
+// without; with --repeat R the medians of R runs each, alternating). `straggler_pushsum_vs_none`
+// uses the key the issue names.
 import ArgumentParser
 import Foundation
 import GossipML
@@ -48,6 +49,7 @@ struct TimeToAccuracy: ParsableCommand {
     @Option(help: "Mini-batch size (default: the dataset's).") var batch: Int?
     @Option(name: .customLong("local-steps"), help: "SGD steps per round (default: the dataset's).") var localSteps: Int?
     @Option(help: "Seed of the initial model, shuffling and sharding.") var seed: UInt64 = 1
+    @Option(help: "With --straggler-factor: runs with and without the straggler (alternating); their medians are compared.") var `repeat`: Int = 1
     @Option(help: "Seconds one row may run before it is stopped and reported as failed.") var timeout: Double = 600
     @Option(help: "The gossipd binary (default: next to gossip-bench).") var gossipd: String?
     @Option(name: .customLong("peer-arg"), parsing: .unconditionalSingleValue, help: "Extra argument for every peer (repeatable), e.g. --peer-arg=--compression --peer-arg=zlib.") var peerArgs: [String] = []
@@ -63,6 +65,7 @@ struct TimeToAccuracy: ParsableCommand {
         if let target, !(target > 0 && target <= 1) { throw ValidationError("--target must be within (0, 1]") }
         if let nonIID, !(nonIID > 0) { throw ValidationError("--non-iid must be positive") }
         if let f = stragglerFactor, !(f >= 1 && f <= 100) { throw ValidationError("--straggler-factor must be within 1...100") }
+        guard (1...15).contains(`repeat`) else { throw ValidationError("--repeat must be within 1...15") }
         guard evalEvery >= 1, timeout > 0 else { throw ValidationError("--eval-every must be >= 1 and --timeout positive") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
         if let batch, batch < 1 { throw ValidationError("--batch must be >= 1") }
@@ -87,7 +90,7 @@ struct TimeToAccuracy: ParsableCommand {
         o.timeout = timeout
         o.peerArgs = peerArgs
         let ok = try runTimeToAccuracySuite(o, modes: modes.split(separator: ",").map(String.init), peers: peers,
-                                            stragglerFactor: stragglerFactor)
+                                            stragglerFactor: stragglerFactor, repeats: `repeat`)
         if !ok { throw ExitCode.failure }
     }
 }
@@ -125,7 +128,7 @@ struct TTARow {
 }
 
 /// Runs the rows; returns false when one failed.
-func runTimeToAccuracySuite(_ o: TTAOptions, modes: [String], peers: Int, stragglerFactor: Double?) throws -> Bool {
+func runTimeToAccuracySuite(_ o: TTAOptions, modes: [String], peers: Int, stragglerFactor: Double?, repeats: Int = 1) throws -> Bool {
     let split = try o.source.load()
     let d = TrainingDefaults.forDataset(features: split.train.featureCount, classes: split.train.classCount)
     let rounds = o.rounds ?? d.rounds
@@ -164,14 +167,27 @@ func runTimeToAccuracySuite(_ o: TTAOptions, modes: [String], peers: Int, stragg
         out("\(skey)_round_ms_none: \(ttaFmt(row.roundSeconds * 1000))")
         out("\(skey)_pace_ms: \(paceMs)")
         do {
-            let slow = try TTANetwork(o, split: split, mode: mode, peers: n, rounds: rounds, target: target).run(stragglerPace: paceMs)
-            out("\(skey)_others_seconds_none: \(row.othersSeconds.map(ttaFmt) ?? "none")")
-            out("\(skey)_others_seconds: \(slow.othersSeconds.map(ttaFmt) ?? "none")")
-            if let a = slow.othersSeconds, let b = row.othersSeconds, b > 0 {
-                out("\(skey)_vs_none: \(ttaFmt(a / b))")
-            } else {
-                out("\(skey)_vs_none: none")
+            // --repeat R: R runs with the straggler and R without (the first: the row above),
+            // alternating, so load from elsewhere hits both alike; the medians are compared.
+            var none = [row.othersSeconds ?? .infinity], with: [Double] = []
+            var slow = TTARow()
+            for r in 0..<repeats {
+                if r > 0 {
+                    let again = try TTANetwork(o, split: split, mode: mode, peers: n, rounds: rounds, target: target).run(stragglerPace: nil)
+                    none.append(again.othersSeconds ?? .infinity)
+                }
+                slow = try TTANetwork(o, split: split, mode: mode, peers: n, rounds: rounds, target: target).run(stragglerPace: paceMs)
+                with.append(slow.othersSeconds ?? .infinity)
             }
+            func median(_ v: [Double]) -> Double { let s = v.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+            if repeats > 1 {
+                out("\(skey)_others_seconds_none_runs: \(none.map(ttaFmt).joined(separator: ","))")
+                out("\(skey)_others_seconds_runs: \(with.map(ttaFmt).joined(separator: ","))")
+            }
+            let a = median(with), b = median(none)
+            out("\(skey)_others_seconds_none: \(ttaFmt(b))")
+            out("\(skey)_others_seconds: \(ttaFmt(a))")
+            out("\(skey)_vs_none: \(a.isFinite && b.isFinite && b > 0 ? ttaFmt(a / b) : "none")")
             out("\(skey)_final_acc_mean: \(ttaFmt(slow.finalAccuracies.reduce(0, +) / Double(max(1, slow.finalAccuracies.count))))")
             out("\(skey)_consensus: \(ttaFmt(slow.consensus))")
         } catch {
