@@ -86,9 +86,18 @@ public final class PeerNode: @unchecked Sendable {
 
     /// Loads the dataset and its shard; does no I/O on the network yet.
     public init(config: PeerConfig, logger: Logger) throws {
-        self.config = config
         self.logger = logger
-        self.split = try config.dataset.load()
+        let split = try config.dataset.load()
+        self.split = split
+        // Options the peer was not given take the dataset's defaults (TrainingDefaults.swift).
+        var config = config
+        if !config.trainingDefaultsFromDataset.isEmpty {
+            config.applyTrainingDefaults(.forDataset(features: split.train.featureCount, classes: split.train.classCount))
+        }
+        self.config = config
+        logger.info("training settings", metadata: ["lr": "\(config.sgd.learningRate)", "batch": "\(config.sgd.batchSize)",
+                                                    "local_steps": "\(config.localSteps)", "input_noise": "\(config.sgd.inputNoise)",
+                                                    "pace_ms": "\(Int(config.pace.seconds * 1000))"])
         self.shard = try split.train.shard(index: config.shardIndex, of: config.shardCount,
                                            seed: config.seed, nonIIDAlpha: config.nonIIDAlpha)
         guard shard.count > 0 else {

@@ -58,6 +58,11 @@ public struct PeerConfig: Sendable {
     /// Convergence detection and the end of training (SPEC §5.9). Without `rounds` training
     /// ends this way; with `rounds` detection is off and the peer runs as before.
     public var convergence = ConvergenceConfig()
+    /// Training settings taken from the dataset's defaults (`TrainingDefaults.forDataset`)
+    /// once `PeerNode.init` has loaded it, replacing the values above; empty (the library
+    /// default) keeps the values as set. `gossipd peer` names here every training option it
+    /// was not given.
+    public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
 
     public init(listen: Endpoint) { self.listen = listen }
 }
