@@ -25,6 +25,22 @@ struct PeerState: Sendable {
         case outgoing(peer: String)
         /// This node is answering an exchange from `sender`.
         case incoming(sender: String)
+        /// This node waits for `peer`'s answer to its own Reserve (SPEC §5.6): it refuses
+        /// others as busy, but keeps training (its weights are promised to nobody yet).
+        case reserving(peer: String)
+        /// Reserved for `sender`'s GossipExchange until `until` (SPEC §5.6): training goes on;
+        /// others are refused as busy; an expired reservation counts as idle.
+        case reserved(sender: String, until: ContinuousClock.Instant)
+    }
+
+    /// The decision on a Reserve request (SPEC §5.6).
+    enum ReserveDecision: Sendable, Equatable {
+        /// The slot is reserved for the sender until this instant: answer OK.
+        case reserved(until: ContinuousClock.Instant)
+        /// The slot is taken: answer ABORTED ("busy"). Counted in `exchanges.reserveBusy`.
+        case busy
+        /// The node cannot take exchanges now (onboarding or stopping): answer UNAVAILABLE.
+        case unavailable(String)
     }
 
     /// The decision on an incoming exchange request.
@@ -116,6 +132,10 @@ struct PeerState: Sendable {
     var membership: Membership
     /// Draws the sample of a long peer list.
     private var sampleRNG: SplitMix
+    /// Recent round trips of this node's granted Reserves and completed exchanges (the
+    /// adaptive deadlines of SPEC §5.6).
+    var reserveTrips = RoundTrips()
+    var exchangeTrips = RoundTrips()
 
     init(membership: Membership, seed: UInt64 = 1, bounds: ExchangeBounds = ExchangeBounds()) {
         self.membership = membership
@@ -165,13 +185,22 @@ struct PeerState: Sendable {
         return round
     }
 
-    /// True when a training step may run now (no exchange holds the model, not stopping).
-    var mayTrain: Bool { slot == .idle && !stopRequested && hasModel }
+    /// True when a training step may run now (no exchange holds the model, not stopping). A
+    /// reservation, given or asked for, does not pause training (SPEC §5.6).
+    var mayTrain: Bool { !slotHoldsModel && !stopRequested && hasModel }
+
+    /// True while an exchange holds the model (its weights are on the wire or being averaged).
+    var slotHoldsModel: Bool {
+        switch slot {
+        case .outgoing, .incoming: true
+        case .idle, .reserving, .reserved: false
+        }
+    }
 
     // MARK: - exchanges this node answers
 
     /// Decides on an incoming exchange from `sender`; on `.accept` the slot becomes `.incoming`.
-    mutating func beginIncoming(sender: String) -> IncomingDecision {
+    mutating func beginIncoming(sender: String, now: ContinuousClock.Instant = .now) -> IncomingDecision {
         if stopRequested || phase == .stopping || phase == .stopped {
             exchanges.refused += 1
             return .unavailable("this peer is stopping; try another peer")
@@ -180,7 +209,11 @@ struct PeerState: Sendable {
             exchanges.refused += 1
             return .unavailable("this peer is still onboarding and has no model yet; try another peer")
         }
-        guard slot == .idle else {
+        expireReservation(now: now)
+        switch slot {
+        case .idle: break
+        case .reserved(let holder, _) where holder == sender: break   // the reserved weights arrived
+        default:
             exchanges.refused += 1
             return .busy
         }
@@ -209,7 +242,8 @@ struct PeerState: Sendable {
 
     /// Takes the slot for an exchange with `peer`. False when it is taken, the node has no
     /// model, or it is stopping.
-    mutating func beginOutgoing(peer: String) -> Bool {
+    mutating func beginOutgoing(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+        expireReservation(now: now)
         guard slot == .idle, hasModel, !stopRequested else { return false }
         slot = .outgoing(peer: peer)
         return true
@@ -219,7 +253,7 @@ struct PeerState: Sendable {
     /// membership by this outcome.
     @discardableResult
     mutating func finishOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
-        precondition(slot == .outgoing(peer: peer), "finishOutgoing without the slot")
+        precondition(slot == .outgoing(peer: peer) || slot == .reserving(peer: peer), "finishOutgoing without the slot")
         slot = .idle
         switch result {
         case .installed:
@@ -368,5 +402,57 @@ struct PeerState: Sendable {
         guard pendingTrigger != nil else { return false }
         pendingTrigger = nil
         return true
+    }
+}
+
+// MARK: - reservations (SPEC §5.6)
+
+extension PeerState {
+    /// Decides on a Reserve from `sender` for `lease` (already capped by the caller of this
+    /// function to the node's own bound). Idle, an expired reservation, or one held by the same
+    /// sender (renewed): reserved until `now + lease`. Anything else: busy.
+    mutating func beginReserve(sender: String, lease: Duration, now: ContinuousClock.Instant = .now) -> ReserveDecision {
+        if stopRequested || phase == .stopping || phase == .stopped {
+            return .unavailable("this peer is stopping; try another peer")
+        }
+        guard hasModel else {
+            return .unavailable("this peer is still onboarding and has no model yet; try another peer")
+        }
+        expireReservation(now: now)
+        switch slot {
+        case .idle: break
+        case .reserved(let holder, _) where holder == sender: break
+        default:
+            exchanges.reserveBusy += 1
+            return .busy
+        }
+        let until = now + lease
+        slot = .reserved(sender: sender, until: until)
+        return .reserved(until: until)
+    }
+
+    /// Takes the slot to reserve `peer` (SPEC §5.6, caller step 1): the slot is `.reserving`,
+    /// training goes on. False when the slot is taken (an unexpired reservation included), the
+    /// node has no model, or it is stopping.
+    mutating func beginReserving(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+        expireReservation(now: now)
+        guard slot == .idle, hasModel, !stopRequested else { return false }
+        slot = .reserving(peer: peer)
+        return true
+    }
+
+    /// `peer` granted the reservation (or does not know Reserve): the weights go out now, so
+    /// the slot becomes `.outgoing` and training pauses until the reply is installed.
+    mutating func reserveGranted(peer: String) {
+        precondition(slot == .reserving(peer: peer), "reserveGranted without the slot")
+        slot = .outgoing(peer: peer)
+    }
+
+    /// One of this node's Reserves got no answer within its short deadline.
+    mutating func countReserveTimeout() { exchanges.reserveTimeouts += 1 }
+
+    /// An expired reservation frees the slot.
+    mutating func expireReservation(now: ContinuousClock.Instant) {
+        if case .reserved(_, let until) = slot, now >= until { slot = .idle }
     }
 }

@@ -1,0 +1,207 @@
+// Reserve before the weights travel, and never wait on a peer (SPEC §5.6): the slot states of
+// PeerState (reserving, reserved, lease expiry), the adaptive deadline, membership backoff,
+// and the Reserve codec. Events and explicit instants only: no sockets, no timing.
+@testable import GossipNode
+import GossipWire
+import Testing
+
+private let a = "127.0.0.1:2", b = "127.0.0.1:3", c = "127.0.0.1:4"
+
+private func ready() -> PeerState {
+    var s = PeerState(membership: Membership(selfEndpoint: "127.0.0.1:1"))
+    s.membership.merge([a, b, c])
+    s.modelInstalled()
+    return s
+}
+
+@Suite struct ReserveStateTests {
+    let t0 = ContinuousClock.now
+
+    @Test func aReservationKeepsTrainingAndRefusesOthers() {
+        var s = ready()
+        let d = s.beginReserve(sender: a, lease: .seconds(2), now: t0)
+        #expect(d == .reserved(until: t0 + .seconds(2)))
+        #expect(s.slot == .reserved(sender: a, until: t0 + .seconds(2)))
+        #expect(s.mayTrain, "a reservation must not pause training")
+        // Others: busy, for Reserve and for a GossipExchange; no own exchange either.
+        #expect(s.beginReserve(sender: b, lease: .seconds(2), now: t0 + .milliseconds(10)) == .busy)
+        #expect(s.beginIncoming(sender: b, now: t0 + .milliseconds(10)) == .busy)
+        #expect(!s.beginReserving(peer: b, now: t0 + .milliseconds(10)))
+        #expect(!s.beginOutgoing(peer: b, now: t0 + .milliseconds(10)))
+        #expect(s.exchanges.reserveBusy == 1)
+        #expect(s.exchanges.refused == 1)
+        // The reserved sender's weights take the slot; training pauses now.
+        #expect(s.beginIncoming(sender: a, now: t0 + .milliseconds(20)) == .accept)
+        #expect(s.slot == .incoming(sender: a))
+        #expect(!s.mayTrain)
+        s.finishIncoming(sender: a, applied: true)
+        #expect(s.slot == .idle)
+        #expect(s.exchanges.done == 1)
+    }
+
+    @Test func anExpiredLeaseFreesTheSlot() {
+        var s = ready()
+        _ = s.beginReserve(sender: a, lease: .milliseconds(500), now: t0)
+        #expect(s.beginIncoming(sender: b, now: t0 + .milliseconds(499)) == .busy)
+        // At the lease's end the slot is idle again: another sender may reserve or exchange.
+        #expect(s.beginReserve(sender: b, lease: .seconds(1), now: t0 + .milliseconds(500)) == .reserved(until: t0 + .milliseconds(1500)))
+        // The late weights of the first sender are now refused as busy (its lease ran out).
+        #expect(s.beginIncoming(sender: a, now: t0 + .milliseconds(600)) == .busy)
+        // And this node's own exchange may start once that lease has run out too.
+        #expect(!s.beginReserving(peer: c, now: t0 + .milliseconds(1499)))
+        #expect(s.beginReserving(peer: c, now: t0 + .milliseconds(1500)))
+    }
+
+    @Test func theSameSenderRenewsItsReservation() {
+        var s = ready()
+        _ = s.beginReserve(sender: a, lease: .seconds(1), now: t0)
+        #expect(s.beginReserve(sender: a, lease: .seconds(1), now: t0 + .milliseconds(300)) == .reserved(until: t0 + .milliseconds(1300)))
+        #expect(s.exchanges.reserveBusy == 0)
+    }
+
+    @Test func anExchangeWithoutReservationIsServedWhenIdle() {
+        var s = ready()
+        #expect(s.beginIncoming(sender: b, now: t0) == .accept, "an old caller (no Reserve) keeps working")
+        #expect(s.beginReserve(sender: a, lease: .seconds(1), now: t0) == .busy, "a Reserve during an exchange is busy")
+        s.finishIncoming(sender: b, applied: true)
+    }
+
+    @Test func twoPeersReservingEachOtherAreBothBusy() {
+        // Each node waits for its own Reserve's reply when the other's arrives: both answer
+        // busy at once, nobody waits, no deadlock.
+        var x = ready(), y = ready()
+        #expect(x.beginReserving(peer: a, now: t0))
+        #expect(y.beginReserving(peer: b, now: t0))
+        #expect(x.mayTrain && y.mayTrain, "waiting for a Reserve reply must not pause training")
+        #expect(x.beginReserve(sender: a, lease: .seconds(1), now: t0) == .busy)
+        #expect(y.beginReserve(sender: b, lease: .seconds(1), now: t0) == .busy)
+        #expect(x.beginIncoming(sender: a, now: t0) == .busy)
+        // Each hears busy: the slot is released, the peer is alive (no failure, no backoff).
+        #expect(!x.finishOutgoing(peer: a, result: .remoteBusy))
+        #expect(!y.finishOutgoing(peer: b, result: .remoteBusy))
+        #expect(x.slot == .idle && y.slot == .idle)
+        #expect(x.exchanges.busy == 1 && x.exchanges.reserveBusy == 1)
+        #expect(!x.membership.isBackedOff(a))
+    }
+
+    @Test func aGrantedReservationPausesTrainingUntilTheReply() {
+        var s = ready()
+        #expect(s.beginReserving(peer: a, now: t0))
+        #expect(s.slot == .reserving(peer: a))
+        s.reserveGranted(peer: a)
+        #expect(s.slot == .outgoing(peer: a))
+        #expect(!s.mayTrain, "the weights are on the wire: they must not change until the reply")
+        #expect(!s.finishOutgoing(peer: a, result: .installed))
+        #expect(s.mayTrain)
+        #expect(s.exchanges.done == 1)
+    }
+
+    @Test func aReserveThatTimesOutBacksThePeerOffAndCounts() {
+        var s = ready()
+        #expect(s.beginReserving(peer: a, now: t0))
+        s.countReserveTimeout()
+        #expect(!s.finishOutgoing(peer: a, result: .failed))
+        #expect(s.exchanges.reserveTimeouts == 1 && s.exchanges.failed == 1)
+        #expect(s.membership.isBackedOff(a))
+        #expect(!s.membership.choosable().contains(a))
+    }
+
+    @Test func stoppingOrOnboardingRefusesReserves() {
+        var s = PeerState(membership: Membership(selfEndpoint: "127.0.0.1:1"))
+        guard case .unavailable = s.beginReserve(sender: a, lease: .seconds(1), now: t0) else {
+            Issue.record("an onboarding peer must answer UNAVAILABLE"); return
+        }
+        s.modelInstalled()
+        _ = s.beginReserve(sender: a, lease: .seconds(5), now: t0)
+        s.requestStop()
+        guard case .unavailable = s.beginReserve(sender: b, lease: .seconds(1), now: t0) else {
+            Issue.record("a stopping peer must answer UNAVAILABLE"); return
+        }
+        #expect(!s.slotHoldsModel, "a reservation must not hold up the last checkpoint")
+    }
+}
+
+@Suite struct BackoffTests {
+    @Test func backoffDoublesUpToTheMaximumAndResetsOnSuccess() {
+        var m = Membership(selfEndpoint: "127.0.0.1:1", dropAfter: 10)
+        m.backoffBase = .seconds(1)
+        m.backoffMax = .seconds(30)
+        #expect(m.backoff(afterFailures: 1) == .seconds(1))
+        #expect(m.backoff(afterFailures: 2) == .seconds(2))
+        #expect(m.backoff(afterFailures: 3) == .seconds(4))
+        #expect(m.backoff(afterFailures: 5) == .seconds(16))
+        #expect(m.backoff(afterFailures: 6) == .seconds(30))
+        #expect(m.backoff(afterFailures: 1000) == .seconds(30))
+        let t0 = ContinuousClock.now
+        m.merge([a, b])
+        #expect(!m.markFailure(a, now: t0))
+        #expect(m.choosable(now: t0) == [b])
+        #expect(m.choosable(now: t0 + .milliseconds(999)) == [b])
+        #expect(m.choosable(now: t0 + .seconds(1)) == [a, b])
+        #expect(!m.markFailure(a, now: t0 + .seconds(1)))
+        #expect(m.isBackedOff(a, now: t0 + .milliseconds(2999)))
+        #expect(!m.isBackedOff(a, now: t0 + .seconds(3)))
+        m.markSuccess(a, now: t0 + .seconds(3))
+        #expect(m.records[a]?.consecutiveFailures == 0)
+        #expect(!m.isBackedOff(a, now: t0 + .seconds(3)))
+        #expect(!m.markFailure(a, now: t0 + .seconds(4)))
+        #expect(m.isBackedOff(a, now: t0 + .milliseconds(4999)), "after a success the backoff starts again at the base")
+        #expect(!m.isBackedOff(a, now: t0 + .seconds(5)))
+    }
+
+    @Test func aBackedOffPeerIsStillDroppedAfterDropAfterFailures() {
+        var m = Membership(selfEndpoint: "127.0.0.1:1", dropAfter: 3)
+        m.merge([a])
+        let t0 = ContinuousClock.now
+        #expect(!m.markFailure(a, now: t0))
+        #expect(!m.markFailure(a, now: t0 + .seconds(1)))
+        #expect(m.markFailure(a, now: t0 + .seconds(3)))
+        #expect(m.endpoints.isEmpty)
+        #expect(m.choosable(now: t0 + .seconds(100)).isEmpty)
+    }
+}
+
+@Suite struct RoundTripTests {
+    @Test func theDeadlineIsEightMediansClamped() {
+        var r = RoundTrips()
+        #expect(r.deadline(floor: .milliseconds(250), cap: .seconds(10)) == .seconds(10), "nothing measured: the cap")
+        for ms in [1, 2, 3, 100, 2] { r.record(.milliseconds(ms)) }
+        #expect(r.median == .milliseconds(2))
+        #expect(r.deadline(floor: .milliseconds(250), cap: .seconds(10)) == .milliseconds(250))
+        for _ in 0..<10 { r.record(.milliseconds(100)) }
+        #expect(r.median == .milliseconds(100))
+        #expect(r.deadline(floor: .milliseconds(250), cap: .seconds(10)) == .milliseconds(800))
+        #expect(r.deadline(floor: .milliseconds(250), cap: .milliseconds(500)) == .milliseconds(500))
+        for _ in 0..<RoundTrips.window { r.record(.seconds(5)) }
+        #expect(r.samples.count == RoundTrips.window)
+        #expect(r.deadline(floor: .milliseconds(250), cap: .seconds(10)) == .seconds(10))
+    }
+}
+
+@Suite struct ReserveCodecTests {
+    @Test func theCodecRefusesAnotherSchemaAndAZeroLease() throws {
+        let ok = try WireCodec.encode(ReserveRequest(sender: a, schemaHash: 42, leaseMs: 1000))
+        #expect(try WireCodec.decodeReserveRequest(ok, expectedSchemaHash: 42) == ReserveRequest(sender: a, schemaHash: 42, leaseMs: 1000))
+        do {
+            _ = try WireCodec.decodeReserveRequest(ok, expectedSchemaHash: 43)
+            Issue.record("another schema must be refused")
+        } catch {
+            #expect(statusAndText(error).0 == .failedPrecondition)
+        }
+        let zero = try WireCodec.encode(ReserveRequest(sender: a, schemaHash: 42, leaseMs: 0))
+        do {
+            _ = try WireCodec.decodeReserveRequest(zero, expectedSchemaHash: 42)
+            Issue.record("a zero lease must be refused")
+        } catch {
+            #expect(statusAndText(error).0 == .invalidArgument)
+        }
+        // Truncated and trailing bytes: refused, never a crash.
+        let bytes = ok.array
+        for cut in 0..<bytes.count {
+            let slice = ByteSlice(ByteStorage(copying: Array(bytes[..<cut])))
+            #expect(throws: (any Error).self) { _ = try WireCodec.decodeReserveRequest(slice, expectedSchemaHash: 42) }
+        }
+        let long = ByteSlice(ByteStorage(copying: bytes + [0]))
+        #expect(throws: (any Error).self) { _ = try WireCodec.decodeReserveRequest(long, expectedSchemaHash: 42) }
+    }
+}
