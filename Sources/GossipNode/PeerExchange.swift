@@ -40,7 +40,7 @@ extension PeerNode {
         // travel only once it is granted. `--no-reserve` exchanges directly (the old way).
         let reserving = config.reserveFirst
         let (begun, stopping, hash) = core.withLock { c -> (Bool, Bool, UInt64) in
-            let ok = reserving ? c.state.beginReserving(peer: peer) : c.state.beginOutgoing(peer: peer)
+            let ok = reserving ? c.state.mayStartExchange() : c.state.beginOutgoing(peer: peer)
             return (ok, !ok && c.state.stopRequested, model.trainer?.parameters.schemaHash ?? 0)
         }
         if stopping { return .failed(.unavailable, "this peer is stopping") }

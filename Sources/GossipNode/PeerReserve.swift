@@ -68,10 +68,11 @@ extension PeerNode {
         return trips.deadline(floor: min(.seconds(2), config.exchangeTimeout), cap: config.exchangeTimeout)
     }
 
-    /// Reserves `peer`'s slot for the exchange this node is about to start (loop thread; the
-    /// slot is `.reserving(peer)`). On `.granted` the slot is `.outgoing(peer)` (training
-    /// paused) and the weights may go out; on `.ended` the slot is released and the outcome
-    /// counted (busy: the peer is alive; no answer in time: a failed contact, backed off).
+    /// Reserves `peer`'s slot for the exchange this node is about to start (loop thread). This
+    /// node's own slot stays free while it waits (others may reserve it; training goes on). On
+    /// `.granted` the slot is `.outgoing(peer)` (training paused) and the weights may go out;
+    /// on `.ended` nothing is held and the outcome is counted (busy: the peer is alive; no
+    /// answer in time: a failed contact, backed off).
     func reserve(_ ep: Endpoint, peer: String, schemaHash: UInt64, lease: Duration) -> ReserveOutcome {
         let ms = (lease.seconds * 1000).rounded(.up)
         let leaseMs = UInt32(ms.isFinite ? min(max(ms, 1), Double(UInt32.max)) : 1)
@@ -79,36 +80,46 @@ extension PeerNode {
         do {
             request = try WireCodec.encode(ReserveRequest(sender: endpoint.description, schemaHash: schemaHash, leaseMs: leaseMs))
         } catch {
-            core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .notSent) }
             return .ended(.failed(.internal, "cannot encode a Reserve: \(error)"))
         }
         let deadline = reserveDeadline()
         let started = ContinuousClock.now
         let result = callWhileTraining(ep, .reserve, request, deadline: deadline)
         let took = ContinuousClock.now - started
+        let me = endpoint.description
         switch result {
         case .success(let msg) where msg.payload.count == 0:
-            core.withLock { c in
+            let action = core.withLock { c in
                 c.state.reserveTrips.record(took)
-                c.state.reserveGranted(peer: peer)
+                c.state.membership.markSuccess(peer)
+                return c.state.reserveGranted(peer: peer, me: me)
             }
-            return .granted
+            switch action {
+            case .send: return .granted
+            case .yield: return .ended(.localBusy)
+            case .abandon:
+                release(ep, peer: peer, schemaHash: schemaHash)
+                return .ended(.localBusy)
+            }
         case .success:
-            let dropped = core.withLock { $0.state.finishOutgoing(peer: peer, result: .failed) }
+            let dropped = core.withLock { $0.state.countOutgoing(peer: peer, result: .failed) }
             if dropped { logger.notice("peer dropped", metadata: ["peer": "\(peer)", "after": "malformed Reserve reply"]) }
             return .ended(.failed(.internal, "\(peer) answered Reserve with a non-empty payload (SPEC §5.6)"))
         case .failure(let err) where err.remote && err.code == .unimplemented:
             // An older peer (SPEC §5.6, caller step 4): exchange without a reservation.
-            core.withLock { $0.state.reserveGranted(peer: peer) }
-            return .granted
+            let action = core.withLock { $0.state.reserveGranted(peer: peer, me: me) }
+            return action == .send ? .granted : .ended(.localBusy)
         case .failure(let err):
             let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
                 : err.code == .failedPrecondition ? .incompatible
                 : err.code == .cancelled ? .notSent : .failed
+            let timedOut = err.code == .deadlineExceeded && !err.remote
             let dropped = core.withLock { c in
-                if err.code == .deadlineExceeded, !err.remote { c.state.countReserveTimeout() }
-                return c.state.finishOutgoing(peer: peer, result: outcome)
+                if timedOut { c.state.countReserveTimeout() }
+                return c.state.countOutgoing(peer: peer, result: outcome)
             }
+            // The peer may still grant it late (it was frozen, say): release it at once.
+            if timedOut { release(ep, peer: peer, schemaHash: schemaHash) }
             if outcome == .remoteBusy {
                 logger.debug("peer busy (Reserve)", metadata: ["peer": "\(peer)"])
                 return .ended(.remoteBusy)
@@ -120,6 +131,13 @@ extension PeerNode {
             if dropped { logger.notice("peer dropped", metadata: ["peer": "\(peer)", "after": "\(err.code.name)"]) }
             return .ended(.failed(err.code, err.message))
         }
+    }
+
+    /// Releases the reservation `peer` may hold for this node: a Reserve with lease 0, sent
+    /// without waiting for its answer (SPEC §5.6).
+    func release(_ ep: Endpoint, peer: String, schemaHash: UInt64) {
+        guard let payload = try? WireCodec.encode(ReserveRequest(sender: endpoint.description, schemaHash: schemaHash, leaseMs: 0)) else { return }
+        client.call(ep, type: .reserve, payload: payload, deadline: config.exchangeTimeout) { _ in }
     }
 
     /// Like `callBlocking`, but the loop thread keeps training while it waits (SPEC §5.6: a
@@ -170,6 +188,13 @@ extension PeerNode {
             let (code, text) = statusAndText(error)
             logger.info("Reserve refused", metadata: ["from": "\(responder.peerAddress)", "error": "\(text)"])
             responder.fail(code, text)
+            return
+        }
+        if request.leaseMs == 0 {
+            // A release: the sender gave up its reservation (SPEC §5.6).
+            core.withLock { $0.state.releaseReservation(sender: request.sender) }
+            responder.reply(ByteSlice(ByteStorage(count: 0)))
+            wake.signal()
             return
         }
         // A peer's number never holds the slot longer than this node's own exchange deadline.

@@ -25,9 +25,6 @@ struct PeerState: Sendable {
         case outgoing(peer: String)
         /// This node is answering an exchange from `sender`.
         case incoming(sender: String)
-        /// This node waits for `peer`'s answer to its own Reserve (SPEC §5.6): it refuses
-        /// others as busy, but keeps training (its weights are promised to nobody yet).
-        case reserving(peer: String)
         /// Reserved for `sender`'s GossipExchange until `until` (SPEC §5.6): training goes on;
         /// others are refused as busy; an expired reservation counts as idle.
         case reserved(sender: String, until: ContinuousClock.Instant)
@@ -193,7 +190,7 @@ struct PeerState: Sendable {
     var slotHoldsModel: Bool {
         switch slot {
         case .outgoing, .incoming: true
-        case .idle, .reserving, .reserved: false
+        case .idle, .reserved: false
         }
     }
 
@@ -253,8 +250,14 @@ struct PeerState: Sendable {
     /// membership by this outcome.
     @discardableResult
     mutating func finishOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
-        precondition(slot == .outgoing(peer: peer) || slot == .reserving(peer: peer), "finishOutgoing without the slot")
+        precondition(slot == .outgoing(peer: peer), "finishOutgoing without the slot")
         slot = .idle
+        return countOutgoing(peer: peer, result: result, learned: learned)
+    }
+
+    /// Counts how an exchange (or its Reserve) with `peer` ended, and updates membership.
+    /// Returns true when the peer was dropped by this outcome.
+    mutating func countOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
         switch result {
         case .installed:
             membership.merge(learned)
@@ -431,21 +434,50 @@ extension PeerState {
         return .reserved(until: until)
     }
 
-    /// Takes the slot to reserve `peer` (SPEC §5.6, caller step 1): the slot is `.reserving`,
-    /// training goes on. False when the slot is taken (an unexpired reservation included), the
-    /// node has no model, or it is stopping.
-    mutating func beginReserving(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+    /// True when this node may start an exchange now (SPEC §5.6, caller step 1): its slot is
+    /// idle (an expired reservation counts as idle), it holds a model and is not stopping.
+    /// Asking for a Reserve takes nothing: while it waits for the answer, the slot stays free
+    /// for others and training goes on.
+    mutating func mayStartExchange(now: ContinuousClock.Instant = .now) -> Bool {
         expireReservation(now: now)
-        guard slot == .idle, hasModel, !stopRequested else { return false }
-        slot = .reserving(peer: peer)
-        return true
+        return slot == .idle && hasModel && !stopRequested
     }
 
-    /// `peer` granted the reservation (or does not know Reserve): the weights go out now, so
-    /// the slot becomes `.outgoing` and training pauses until the reply is installed.
-    mutating func reserveGranted(peer: String) {
-        precondition(slot == .reserving(peer: peer), "reserveGranted without the slot")
-        slot = .outgoing(peer: peer)
+    /// What this node does once `peer` granted its Reserve (SPEC §5.6, caller step 3).
+    enum GrantAction: Sendable, Equatable {
+        /// The slot is now `.outgoing(peer)`: send the weights.
+        case send
+        /// `peer` reserved this node meanwhile, and its endpoint sorts first: let its weights
+        /// come (the slot stays reserved for it); no release needed (`peer` goes outgoing).
+        case yield
+        /// The slot was taken meanwhile (reserved for another, or an exchange): release the
+        /// reservation `peer` holds for this node (a Reserve with lease 0) and give up.
+        case abandon
+    }
+
+    /// Decides what to do with a granted Reserve. `me`: this node's endpoint (the tie-break of
+    /// two peers that reserved each other at once: the smaller endpoint sends).
+    mutating func reserveGranted(peer: String, me: String, now: ContinuousClock.Instant = .now) -> GrantAction {
+        expireReservation(now: now)
+        if stopRequested { return .abandon }
+        switch slot {
+        case .idle:
+            slot = .outgoing(peer: peer)
+            return .send
+        case .reserved(let holder, _) where holder == peer:
+            if me < peer {
+                slot = .outgoing(peer: peer)   // its weights will find this node busy; it yields too
+                return .send
+            }
+            return .yield
+        default:
+            return .abandon
+        }
+    }
+
+    /// Releases the reservation held for `sender`, if any (a Reserve with lease 0).
+    mutating func releaseReservation(sender: String) {
+        if case .reserved(let holder, _) = slot, holder == sender { slot = .idle }
     }
 
     /// One of this node's Reserves got no answer within its short deadline.

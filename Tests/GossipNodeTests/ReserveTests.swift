@@ -1,5 +1,5 @@
 // Reserve before the weights travel, and never wait on a peer (SPEC §5.6): the slot states of
-// PeerState (reserving, reserved, lease expiry), the adaptive deadline, membership backoff,
+// PeerState (reserved, lease expiry, release, what a granted Reserve leads to), the adaptive deadline, membership backoff,
 // and the Reserve codec. Events and explicit instants only: no sockets, no timing.
 @testable import GossipNode
 import GossipWire
@@ -26,7 +26,7 @@ private func ready() -> PeerState {
         // Others: busy, for Reserve and for a GossipExchange; no own exchange either.
         #expect(s.beginReserve(sender: b, lease: .seconds(2), now: t0 + .milliseconds(10)) == .busy)
         #expect(s.beginIncoming(sender: b, now: t0 + .milliseconds(10)) == .busy)
-        #expect(!s.beginReserving(peer: b, now: t0 + .milliseconds(10)))
+        #expect(!s.mayStartExchange(now: t0 + .milliseconds(10)))
         #expect(!s.beginOutgoing(peer: b, now: t0 + .milliseconds(10)))
         #expect(s.exchanges.reserveBusy == 1)
         #expect(s.exchanges.refused == 1)
@@ -48,8 +48,8 @@ private func ready() -> PeerState {
         // The late weights of the first sender are now refused as busy (its lease ran out).
         #expect(s.beginIncoming(sender: a, now: t0 + .milliseconds(600)) == .busy)
         // And this node's own exchange may start once that lease has run out too.
-        #expect(!s.beginReserving(peer: c, now: t0 + .milliseconds(1499)))
-        #expect(s.beginReserving(peer: c, now: t0 + .milliseconds(1500)))
+        #expect(!s.mayStartExchange(now: t0 + .milliseconds(1499)))
+        #expect(s.mayStartExchange(now: t0 + .milliseconds(1500)))
     }
 
     @Test func theSameSenderRenewsItsReservation() {
@@ -66,29 +66,52 @@ private func ready() -> PeerState {
         s.finishIncoming(sender: b, applied: true)
     }
 
-    @Test func twoPeersReservingEachOtherAreBothBusy() {
-        // Each node waits for its own Reserve's reply when the other's arrives: both answer
-        // busy at once, nobody waits, no deadlock.
-        var x = ready(), y = ready()
-        #expect(x.beginReserving(peer: a, now: t0))
-        #expect(y.beginReserving(peer: b, now: t0))
-        #expect(x.mayTrain && y.mayTrain, "waiting for a Reserve reply must not pause training")
-        #expect(x.beginReserve(sender: a, lease: .seconds(1), now: t0) == .busy)
-        #expect(y.beginReserve(sender: b, lease: .seconds(1), now: t0) == .busy)
-        #expect(x.beginIncoming(sender: a, now: t0) == .busy)
-        // Each hears busy: the slot is released, the peer is alive (no failure, no backoff).
-        #expect(!x.finishOutgoing(peer: a, result: .remoteBusy))
-        #expect(!y.finishOutgoing(peer: b, result: .remoteBusy))
+    @Test func twoPeersReservingEachOtherMakeOneExchange() {
+        // x (127.0.0.1:2) and y (127.0.0.1:3) each sent a Reserve to the other; each granted the
+        // other's (waiting for an answer takes nothing). Then both grants arrive: the smaller
+        // endpoint sends, the other yields and keeps its slot for those weights.
+        let xe = a, ye = b
+        var x = PeerState(membership: Membership(selfEndpoint: xe)), y = PeerState(membership: Membership(selfEndpoint: ye))
+        x.membership.merge([ye]); y.membership.merge([xe])
+        x.modelInstalled(); y.modelInstalled()
+        #expect(x.mayStartExchange(now: t0) && y.mayStartExchange(now: t0))
+        #expect(x.mayTrain && y.mayTrain, "waiting for a Reserve's answer must not pause training")
+        #expect(x.beginReserve(sender: ye, lease: .seconds(2), now: t0) == .reserved(until: t0 + .seconds(2)))
+        #expect(y.beginReserve(sender: xe, lease: .seconds(2), now: t0) == .reserved(until: t0 + .seconds(2)))
+        #expect(x.reserveGranted(peer: ye, me: xe, now: t0) == .send)
+        #expect(y.reserveGranted(peer: xe, me: ye, now: t0) == .yield)
+        #expect(x.slot == .outgoing(peer: ye))
+        #expect(y.slot == .reserved(sender: xe, until: t0 + .seconds(2)))
+        // x's weights arrive at y and take its slot; y's never travel.
+        #expect(y.beginIncoming(sender: xe, now: t0) == .accept)
+        y.finishIncoming(sender: xe, applied: true)
+        #expect(!x.finishOutgoing(peer: ye, result: .installed))
+        #expect(x.exchanges.done == 1 && y.exchanges.done == 1)
         #expect(x.slot == .idle && y.slot == .idle)
-        #expect(x.exchanges.busy == 1 && x.exchanges.reserveBusy == 1)
-        #expect(!x.membership.isBackedOff(a))
+    }
+
+    @Test func aGrantForASlotTakenMeanwhileIsAbandoned() {
+        var s = ready()
+        #expect(s.mayStartExchange(now: t0))
+        // While this node waited for a's answer, b reserved it.
+        _ = s.beginReserve(sender: b, lease: .seconds(2), now: t0)
+        #expect(s.reserveGranted(peer: a, me: "127.0.0.1:1", now: t0) == .abandon)
+        #expect(s.slot == .reserved(sender: b, until: t0 + .seconds(2)), "b keeps its reservation")
+        // A release by someone else changes nothing; b's own release frees the slot.
+        s.releaseReservation(sender: c)
+        #expect(s.slot == .reserved(sender: b, until: t0 + .seconds(2)))
+        s.releaseReservation(sender: b)
+        #expect(s.slot == .idle)
+        // Once the lease has run out, a late grant finds the slot idle and sends.
+        _ = s.beginReserve(sender: b, lease: .seconds(1), now: t0)
+        #expect(s.reserveGranted(peer: a, me: "127.0.0.1:1", now: t0 + .seconds(1)) == .send)
     }
 
     @Test func aGrantedReservationPausesTrainingUntilTheReply() {
         var s = ready()
-        #expect(s.beginReserving(peer: a, now: t0))
-        #expect(s.slot == .reserving(peer: a))
-        s.reserveGranted(peer: a)
+        #expect(s.mayStartExchange(now: t0))
+        #expect(s.slot == .idle)
+        #expect(s.reserveGranted(peer: a, me: "127.0.0.1:1", now: t0) == .send)
         #expect(s.slot == .outgoing(peer: a))
         #expect(!s.mayTrain, "the weights are on the wire: they must not change until the reply")
         #expect(!s.finishOutgoing(peer: a, result: .installed))
@@ -98,12 +121,14 @@ private func ready() -> PeerState {
 
     @Test func aReserveThatTimesOutBacksThePeerOffAndCounts() {
         var s = ready()
-        #expect(s.beginReserving(peer: a, now: t0))
         s.countReserveTimeout()
-        #expect(!s.finishOutgoing(peer: a, result: .failed))
+        #expect(!s.countOutgoing(peer: a, result: .failed))
         #expect(s.exchanges.reserveTimeouts == 1 && s.exchanges.failed == 1)
         #expect(s.membership.isBackedOff(a))
         #expect(!s.membership.choosable().contains(a))
+        // Busy says the peer is alive: no backoff.
+        #expect(!s.countOutgoing(peer: b, result: .remoteBusy))
+        #expect(!s.membership.isBackedOff(b))
     }
 
     @Test func stoppingOrOnboardingRefusesReserves() {
@@ -179,7 +204,7 @@ private func ready() -> PeerState {
 }
 
 @Suite struct ReserveCodecTests {
-    @Test func theCodecRefusesAnotherSchemaAndAZeroLease() throws {
+    @Test func theCodecRefusesAnotherSchemaAndBadLengths() throws {
         let ok = try WireCodec.encode(ReserveRequest(sender: a, schemaHash: 42, leaseMs: 1000))
         #expect(try WireCodec.decodeReserveRequest(ok, expectedSchemaHash: 42) == ReserveRequest(sender: a, schemaHash: 42, leaseMs: 1000))
         do {
@@ -188,13 +213,9 @@ private func ready() -> PeerState {
         } catch {
             #expect(statusAndText(error).0 == .failedPrecondition)
         }
+        // lease 0 is a release (SPEC §5.6): it decodes.
         let zero = try WireCodec.encode(ReserveRequest(sender: a, schemaHash: 42, leaseMs: 0))
-        do {
-            _ = try WireCodec.decodeReserveRequest(zero, expectedSchemaHash: 42)
-            Issue.record("a zero lease must be refused")
-        } catch {
-            #expect(statusAndText(error).0 == .invalidArgument)
-        }
+        #expect(try WireCodec.decodeReserveRequest(zero, expectedSchemaHash: 42).leaseMs == 0)
         // Truncated and trailing bytes: refused, never a crash.
         let bytes = ok.array
         for cut in 0..<bytes.count {
