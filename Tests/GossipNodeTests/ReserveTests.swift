@@ -2,6 +2,7 @@
 // PeerState (reserved, lease expiry, release, what a granted Reserve leads to), the adaptive deadline, membership backoff,
 // and the Reserve codec. Events and explicit instants only: no sockets, no timing.
 @testable import GossipNode
+import GossipNet
 import GossipWire
 import Testing
 
@@ -224,5 +225,55 @@ private func ready() -> PeerState {
         }
         let long = ByteSlice(ByteStorage(copying: bytes + [0]))
         #expect(throws: (any Error).self) { _ = try WireCodec.decodeReserveRequest(long, expectedSchemaHash: 42) }
+    }
+}
+
+/// A real PeerNode (SPEC §5.6, responder steps): reserved for one sender, another sender's
+/// Reserve and GossipExchange are ABORTED at once while the node keeps training; the reserved
+/// sender's exchange is served; a release frees the slot; another schema is refused.
+@Suite struct ReserveNodeTests {
+    private func reserve(_ sender: String, _ hash: UInt64, leaseMs: UInt32) -> [UInt8] {
+        strBytes(sender) + u64Bytes(hash) + (0..<4).map { UInt8(truncatingIfNeeded: leaseMs >> (8 * $0)) }
+    }
+
+    @Test func aReservedPeerRefusesOthersAndServesTheHolder() throws {
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let own = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
+        let hash = own.table.schemaHash
+        let x = "127.0.0.1:9", y = "127.0.0.1:10"
+        let exchange = { (sender: String) in
+            try GossipExchangeRequest(sender: sender, weight: 1, model: own).encode().withUnsafeBytes { Array($0) }
+        }
+        // Another schema: FAILED_PRECONDITION, nothing reserved.
+        guard case .failure(let e0) = p.call(.reserve, reserve(x, hash ^ 1, leaseMs: 5000)) else {
+            Issue.record("a Reserve for another schema was granted"); return
+        }
+        #expect(e0.code == .failedPrecondition)
+        // Reserved for x (lease 5 s, under the node's 5 s exchange deadline).
+        let granted = p.call(.reserve, reserve(x, hash, leaseMs: 60_000))
+        guard case .success(let ok) = granted else { Issue.record("Reserve refused: \(granted)"); return }
+        #expect(ok.payload.count == 0)
+        let before = p.node.status()
+        // y is busy-refused, for a Reserve and for the weights themselves.
+        guard case .failure(let e1) = p.call(.reserve, reserve(y, hash, leaseMs: 1000)) else { Issue.record("y reserved too"); return }
+        #expect(e1.code == .aborted)
+        guard case .failure(let e2) = p.call(.gossipExchange, try exchange(y)) else { Issue.record("y's exchange served"); return }
+        #expect(e2.code == .aborted)
+        // Training goes on while the slot is reserved.
+        let trained = waitUntil("the reserved peer to keep training") { p.node.status().step > before.step + 3 }
+        #expect(trained)
+        let mid = p.node.status()
+        #expect(mid.exchanges.reserveBusy >= 1)
+        // x's weights are served (they take the reservation).
+        guard case .success(let reply) = p.call(.gossipExchange, try exchange(x)) else { Issue.record("the holder's exchange was refused"); return }
+        #expect(try GossipExchangeReply.decode(reply.payload).model.table.schemaHash == hash)
+        // Reserve for y now succeeds; y's release frees it, so x can reserve again.
+        guard case .success = p.call(.reserve, reserve(y, hash, leaseMs: 60_000)) else { Issue.record("idle slot not reserved"); return }
+        guard case .success = p.call(.reserve, reserve(y, hash, leaseMs: 0)) else { Issue.record("release refused"); return }
+        guard case .success = p.call(.reserve, reserve(x, hash, leaseMs: 1000)) else { Issue.record("slot not freed by the release"); return }
+        // Malformed: truncated payload, refused cleanly.
+        guard case .failure(let e3) = p.call(.reserve, Array(reserve(x, hash, leaseMs: 1).dropLast())) else { Issue.record("truncated Reserve accepted"); return }
+        #expect(e3.code != .unimplemented && e3.remote)
     }
 }
