@@ -33,13 +33,17 @@ struct PeersFrozenOptions {
     var averaging: String?
     var arch = "64,256,128,10"
     var baseline = false
+    /// Minimum milliseconds per round of every peer (`--pace-ms`): with it the peers are not
+    /// CPU-bound, so freezing one does not hand its CPU share to the others (on a machine with
+    /// fewer cores than peers that share would make the frozen-phase rate look better).
+    var paceMs = 0
     var extra: [String] = []
 }
 
 /// Runs the suite; prints `key: value` lines.
 func runPeersFrozenSuite(_ o: PeersFrozenOptions) throws {
     let gossipd = try locateGossipd()
-    out("# peers-frozen: \(o.peers) gossipd peers on digits, model \(o.arch), peer 0 frozen (SIGSTOP) \(o.frozenSeconds) s after \(o.normalSeconds) s; relay delay \(o.delayMs) ms each way")
+    out("# peers-frozen: \(o.peers) gossipd peers on digits, model \(o.arch), peer 0 frozen (SIGSTOP) \(o.frozenSeconds) s after \(o.normalSeconds) s; relay delay \(o.delayMs) ms each way; pace \(o.paceMs) ms")
     out("averaging: \(o.averaging ?? "sync")")
     out("model_bytes: \(try modelBytes(o.arch))")
     let r = try runFrozenScenario(o, gossipd: gossipd, reserve: true)
@@ -155,6 +159,7 @@ func runFrozenScenario(_ o: PeersFrozenOptions, gossipd: String, reserve: Bool) 
                     "--eval-every", "1000000", "--ready-file", dir + "/peer\(i).ready", "--log-level", "warning"]
         if let a = o.averaging { args += ["--averaging", a] }
         if !reserve { args.append("--no-reserve") }
+        if o.paceMs > 0 { args += ["--pace-ms", "\(o.paceMs)"] }
         args += o.extra
         peerProcs.append(try spawn(args, log: dir + "/peer\(i).log"))
         direct.append(Endpoint(host: "127.0.0.1", port: port))

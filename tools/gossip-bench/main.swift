@@ -181,10 +181,11 @@ struct PeersFrozen: ParsableCommand {
     @Option(help: "Passed to the peers as --averaging (sync | push-sum).") var averaging: String?
     @Option(help: "Model architecture.") var arch: String = "64,256,128,10"
     @Flag(help: "Also run without Reserve (the peers' --no-reserve) and print baseline_ keys.") var baseline = false
+    @Option(name: .customLong("pace-ms"), help: "Minimum ms per round of every peer (0: flat out). With fewer cores than peers, a pace that keeps them off the CPU limit keeps a frozen peer's CPU share from flattering the others' rate.") var paceMs: Int = 0
 
     func run() throws {
-        guard peers >= 2, normalSeconds > 0, frozenSeconds > 0, delayMs >= 0 else {
-            throw ValidationError("--peers must be >= 2, --normal-s and --frozen-s positive, --delay-ms >= 0")
+        guard peers >= 2, normalSeconds > 0, frozenSeconds > 0, delayMs >= 0, paceMs >= 0 else {
+            throw ValidationError("--peers must be >= 2, --normal-s and --frozen-s positive, --delay-ms and --pace-ms >= 0")
         }
         var o = PeersFrozenOptions()
         o.peers = peers
@@ -194,6 +195,7 @@ struct PeersFrozen: ParsableCommand {
         o.averaging = averaging
         o.arch = arch
         o.baseline = baseline
+        o.paceMs = paceMs
         do { try runPeersFrozenSuite(o) } catch { throw fail("peers-frozen: \(error)") }
     }
 }
