@@ -55,9 +55,11 @@ extension PeerNode {
         case ended(ExchangeOutcome)
     }
 
-    /// The Reserve deadline (SPEC §5.6, caller step 2).
+    /// The Reserve deadline (SPEC §5.6, caller step 2). Before any round trip was measured:
+    /// 2 s (within the floor and the cap), room for a first connection and its handshake.
     func reserveDeadline() -> Duration {
         let trips = core.withLock { $0.state.reserveTrips }
+        if trips.median == nil { return min(config.exchangeTimeout, max(config.minExchangeTimeout, .seconds(2))) }
         return trips.deadline(floor: config.minExchangeTimeout, cap: config.exchangeTimeout)
     }
 
