@@ -1,9 +1,11 @@
 // Reserve before the weights travel, and never wait on a peer (SPEC §5.6): the slot states of
-// PeerState (reserved, lease expiry, release, what a granted Reserve leads to), the adaptive deadline, membership backoff,
-// and the Reserve codec. Events and explicit instants only: no sockets, no timing.
+// PeerState (reserved, lease expiry, release, what a granted Reserve leads to), the adaptive
+// deadline, membership backoff and the Reserve codec, driven by events and explicit instants
+// (no sockets, no timing); then a real PeerNode as responder and as caller of an older peer.
 @testable import GossipNode
 import GossipNet
 import GossipWire
+import Synchronization
 import Testing
 
 private let a = "127.0.0.1:2", b = "127.0.0.1:3", c = "127.0.0.1:4"
@@ -275,5 +277,27 @@ private func ready() -> PeerState {
         // Malformed: truncated payload, refused cleanly.
         guard case .failure(let e3) = p.call(.reserve, Array(reserve(x, hash, leaseMs: 1).dropLast())) else { Issue.record("truncated Reserve accepted"); return }
         #expect(e3.code != .unimplemented && e3.remote)
+    }
+}
+
+extension ReserveNodeTests {
+    /// SPEC §5.6, caller step 4: an older peer answers Reserve UNIMPLEMENTED (it has no
+    /// handler); the caller then sends its GossipExchange directly, and that peer's answer
+    /// (here: busy) is what the triggered exchange reports.
+    @Test func anOlderPeerWithoutReserveStillGetsTheExchange() throws {
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let old = RPCServer()
+        let got = Mutex<[MessageType]>([])
+        old.register(.gossipExchange) { m, r in
+            got.withLock { $0.append(m.type) }
+            r.fail(.aborted, "busy (an old peer)")
+        }
+        let ep = try old.start(host: "127.0.0.1", port: 0)
+        defer { old.shutdown(grace: .zero) }
+        let result = p.control(.triggerGossip, strBytes(ep.description))
+        guard case .failure(let e) = result else { Issue.record("the old peer's busy answer was not reported: \(result)"); return }
+        #expect(e.code == .aborted, "\(e)")
+        #expect(got.withLock { $0 } == [.gossipExchange], "the exchange did not reach the old peer after its UNIMPLEMENTED")
     }
 }
