@@ -23,6 +23,8 @@ public struct PeerRecord: Sendable, Equatable {
     public var lastSeen: ContinuousClock.Instant?
     /// Not chosen as a gossip partner before this instant (after a failed contact; SPEC §5.6).
     public var backoffUntil: ContinuousClock.Instant?
+    /// When the current run of failed contacts began (nil after a success).
+    public var failingSince: ContinuousClock.Instant?
 }
 
 /// The peer table. Not thread-safe: its owner serialises access.
@@ -49,6 +51,10 @@ public struct Membership: Sendable {
     public var backoffBase: Duration = .seconds(1)
     /// The longest backoff.
     public var backoffMax: Duration = .seconds(30)
+    /// A soft failure (a short Reserve deadline missed, SPEC §5.6) counts toward the drop only
+    /// once the peer has failed for at least this long: a busy machine's late answer backs a
+    /// peer off, it does not make it forgotten.
+    public var softDropAfter: Duration = .seconds(10)
 
     public init(selfEndpoint: String, dropAfter: Int = 3, capacity: Int = 1024, forgetFor: Duration = .seconds(30)) {
         self.selfEndpoint = selfEndpoint
@@ -85,17 +91,22 @@ public struct Membership: Sendable {
         if records[p] == nil { merge([p], now: now) }
         records[p]?.consecutiveFailures = 0
         records[p]?.backoffUntil = nil
+        records[p]?.failingSince = nil
         records[p]?.lastSeen = now
         if exchange { records[p]?.exchanges += 1 }
     }
 
     /// Records a failed contact: the peer is backed off (`backoff(afterFailures:)`) and dropped
     /// after `dropAfter` failures in a row. Returns true when the peer was dropped by this failure.
+    /// - Parameter soft: a short deadline missed (SPEC §5.6): it backs the peer off, and counts
+    ///   toward the drop only once the peer has been failing for `softDropAfter`.
     @discardableResult
-    public mutating func markFailure(_ p: String, now: ContinuousClock.Instant = .now) -> Bool {
+    public mutating func markFailure(_ p: String, now: ContinuousClock.Instant = .now, soft: Bool = false) -> Bool {
         guard var r = records[p] else { return false }
         r.consecutiveFailures += 1
-        if r.consecutiveFailures >= dropAfter {
+        if r.failingSince == nil { r.failingSince = now }
+        let silentLongEnough = !soft || now - r.failingSince! >= softDropAfter
+        if r.consecutiveFailures >= dropAfter && silentLongEnough {
             records[p] = nil
             dropped[p] = now
             return true

@@ -107,6 +107,7 @@ public final class PeerNode: @unchecked Sendable {
         var membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
         membership.backoffBase = config.backoffBase
         membership.backoffMax = config.backoffMax
+        membership.softDropAfter = config.exchangeTimeout
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }

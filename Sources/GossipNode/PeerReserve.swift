@@ -112,10 +112,10 @@ extension PeerNode {
             let action = core.withLock { $0.state.reserveGranted(peer: peer, me: me) }
             return action == .send ? .granted : .ended(.localBusy)
         case .failure(let err):
+            let timedOut = err.code == .deadlineExceeded && !err.remote
             let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
                 : err.code == .failedPrecondition ? .incompatible
-                : err.code == .cancelled ? .notSent : .failed
-            let timedOut = err.code == .deadlineExceeded && !err.remote
+                : err.code == .cancelled ? .notSent : timedOut ? .timedOutSoft : .failed
             let dropped = core.withLock { c in
                 if timedOut { c.state.countReserveTimeout() }
                 return c.state.countOutgoing(peer: peer, result: outcome)
@@ -204,6 +204,8 @@ extension PeerNode {
         let decision = core.withLock { $0.state.beginReserve(sender: request.sender, lease: lease) }
         switch decision {
         case .reserved:
+            // Like an exchange's sender (SPEC §5.3): a member that reserves is alive and known.
+            if Membership.isEndpoint(request.sender) { core.withLock { $0.state.membership.markSuccess(request.sender) } }
             responder.reply(ByteSlice(ByteStorage(count: 0)))
         case .busy:
             responder.fail(.aborted, "busy: the exchange slot of \(endpoint) is taken; try another peer")

@@ -79,6 +79,9 @@ struct PeerState: Sendable {
         /// The other side refused this node's model as an outlier (MODEL_REJECTED): it is
         /// alive, the exchange failed.
         case rejectedByPeer
+        /// No answer to a Reserve within its short deadline (SPEC §5.6): a soft failure (the
+        /// peer is backed off; dropped only once it has failed for `softDropAfter`).
+        case timedOutSoft
     }
 
     /// Which models an outlier bound judges (SPEC §5.3): requests this node answers, or
@@ -275,6 +278,9 @@ struct PeerState: Sendable {
         case .failed:
             exchanges.failed += 1
             return membership.markFailure(peer)
+        case .timedOutSoft:
+            exchanges.failed += 1
+            return membership.markFailure(peer, soft: true)
         case .badReply:
             exchanges.failed += 1
             membership.markSuccess(peer)

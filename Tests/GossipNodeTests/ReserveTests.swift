@@ -301,3 +301,28 @@ extension ReserveNodeTests {
         #expect(got.withLock { $0 } == [.gossipExchange], "the exchange did not reach the old peer after its UNIMPLEMENTED")
     }
 }
+
+extension BackoffTests {
+    /// A soft failure (a Reserve's short deadline missed) backs off but drops the peer only
+    /// once it has been failing for `softDropAfter`; a success in between starts afresh.
+    @Test func softFailuresDropOnlyAfterLongSilence() {
+        var m = Membership(selfEndpoint: "127.0.0.1:1", dropAfter: 3)
+        m.softDropAfter = .seconds(10)
+        m.merge([a, b])
+        let t0 = ContinuousClock.now
+        do { let v = m.markFailure(a, now: t0, soft: true); #expect(!v) }
+        do { let v = m.markFailure(a, now: t0 + .seconds(1), soft: true); #expect(!v) }
+        do { let v = m.markFailure(a, now: t0 + .seconds(3), soft: true); #expect(!v, "three soft failures within 10 s must not drop") }
+        #expect(m.isBackedOff(a, now: t0 + .seconds(6)))
+        do { let v = m.markFailure(a, now: t0 + .seconds(10), soft: true); #expect(v, "failing for 10 s: dropped") }
+        #expect(m.endpoints == [b])
+        // A success resets the run: soft failures start counting anew.
+        do { let v = m.markFailure(b, now: t0, soft: true); #expect(!v) }
+        m.markSuccess(b, now: t0 + .seconds(9))
+        do { let v = m.markFailure(b, now: t0 + .seconds(11), soft: true); #expect(!v) }
+        do { let v = m.markFailure(b, now: t0 + .seconds(12), soft: true); #expect(!v) }
+        do { let v = m.markFailure(b, now: t0 + .seconds(14), soft: true); #expect(!v) }
+        // A hard failure (unreachable) keeps today's rule: dropAfter in a row.
+        do { let v = m.markFailure(b, now: t0 + .seconds(15)); #expect(v) }
+    }
+}
