@@ -114,6 +114,9 @@ public final class BootstrapNode: @unchecked Sendable {
         server.register(.gossipExchange) { _, responder in
             responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send GossipExchange to a peer (Register's reply lists them)")
         }
+        server.register(.reserve) { _, responder in
+            responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send Reserve to a peer (Register's reply lists them)")
+        }
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { _, responder in
             responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send TriggerGossip to a peer (Register's reply lists them)")
         }

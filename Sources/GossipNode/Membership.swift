@@ -21,6 +21,10 @@ public struct PeerRecord: Sendable, Equatable {
     public var consecutiveFailures: Int = 0
     public var exchanges: Int = 0
     public var lastSeen: ContinuousClock.Instant?
+    /// Not chosen as a gossip partner before this instant (after a failed contact; SPEC §5.6).
+    public var backoffUntil: ContinuousClock.Instant?
+    /// When the current run of failed contacts began (nil after a success).
+    public var failingSince: ContinuousClock.Instant?
 }
 
 /// The peer table. Not thread-safe: its owner serialises access.
@@ -43,6 +47,14 @@ public struct Membership: Sendable {
     private var claims: [String: [UInt8]] = [:]
     /// Most pins and claims kept (each); past it, those of non-members are forgotten first.
     public var pinCapacity = 4096
+    /// Backoff after the first failed contact in a row; doubles per further failure (SPEC §5.6).
+    public var backoffBase: Duration = .seconds(1)
+    /// The longest backoff.
+    public var backoffMax: Duration = .seconds(30)
+    /// A soft failure (a short Reserve deadline missed, SPEC §5.6) counts toward the drop only
+    /// once the peer has failed for at least this long: a busy machine's late answer backs a
+    /// peer off, it does not make it forgotten.
+    public var softDropAfter: Duration = .seconds(10)
 
     public init(selfEndpoint: String, dropAfter: Int = 3, capacity: Int = 1024, forgetFor: Duration = .seconds(30)) {
         self.selfEndpoint = selfEndpoint
@@ -78,22 +90,53 @@ public struct Membership: Sendable {
         dropped[p] = nil
         if records[p] == nil { merge([p], now: now) }
         records[p]?.consecutiveFailures = 0
+        records[p]?.backoffUntil = nil
+        records[p]?.failingSince = nil
         records[p]?.lastSeen = now
         if exchange { records[p]?.exchanges += 1 }
     }
 
-    /// Records a failed contact. Returns true when the peer was dropped by this failure.
+    /// Records a failed contact: the peer is backed off (`backoff(afterFailures:)`) and dropped
+    /// after `dropAfter` failures in a row. Returns true when the peer was dropped by this failure.
+    /// - Parameter soft: a short deadline missed (SPEC §5.6): it backs the peer off, and counts
+    ///   toward the drop only once the peer has been failing for `softDropAfter`.
     @discardableResult
-    public mutating func markFailure(_ p: String) -> Bool {
+    public mutating func markFailure(_ p: String, now: ContinuousClock.Instant = .now, soft: Bool = false) -> Bool {
         guard var r = records[p] else { return false }
         r.consecutiveFailures += 1
-        if r.consecutiveFailures >= dropAfter {
+        if r.failingSince == nil { r.failingSince = now }
+        let silentLongEnough = !soft || now - r.failingSince! >= softDropAfter
+        if r.consecutiveFailures >= dropAfter && silentLongEnough {
             records[p] = nil
-            dropped[p] = .now
+            dropped[p] = now
             return true
         }
+        r.backoffUntil = now + backoff(afterFailures: r.consecutiveFailures)
         records[p] = r
         return false
+    }
+
+    /// How long a peer is not chosen after `n` (≥ 1) failed contacts in a row:
+    /// `min(backoffBase × 2^(n−1), backoffMax)` (SPEC §5.6).
+    public func backoff(afterFailures n: Int) -> Duration {
+        guard n > 0 else { return .zero }
+        var d = backoffBase
+        for _ in 1..<min(n, 32) {
+            d = d * 2
+            if d >= backoffMax { return backoffMax }
+        }
+        return min(d, backoffMax)
+    }
+
+    /// True when `p` is known and backed off at `now`.
+    public func isBackedOff(_ p: String, now: ContinuousClock.Instant = .now) -> Bool {
+        guard let until = records[p]?.backoffUntil else { return false }
+        return now < until
+    }
+
+    /// The peers that may be chosen as a gossip partner at `now` (known, not backed off), sorted.
+    public func choosable(now: ContinuousClock.Instant = .now) -> [String] {
+        records.values.filter { r in r.backoffUntil.map { now >= $0 } ?? true }.map(\.endpoint).sorted()
     }
 
     /// Sets this node's own endpoint (known once it is bound), keeping the peers learned so far.

@@ -115,7 +115,10 @@ public final class PeerNode: @unchecked Sendable {
         self.client = verifier.makeClient(config.security)
         self.verifier = verifier
         self.endpointBox = Mutex(config.listen)
-        let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
+        var membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
+        membership.backoffBase = config.backoffBase
+        membership.backoffMax = config.backoffMax
+        membership.softDropAfter = config.exchangeTimeout
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
         core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
@@ -203,7 +206,7 @@ public final class PeerNode: @unchecked Sendable {
         // An incoming exchange that holds the slot installs its result before the last
         // checkpoint; none can start now.
         let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
-        while core.withLock({ $0.state.slot != .idle }) && ContinuousClock.now < until {
+        while core.withLock({ $0.state.slotHoldsModel }) && ContinuousClock.now < until {
             wake.wait(upTo: .milliseconds(10))
         }
         var checkpointError: Error?
@@ -435,8 +438,10 @@ public final class PeerNode: @unchecked Sendable {
         }
     }
 
+    /// A random known peer not in `tried` and not backed off after a failed contact (SPEC §5.6);
+    /// nil when there is none (the caller skips this exchange and keeps training).
     func choosePeer(excluding tried: Set<String> = []) -> String? {
-        let candidates = core.withLock { $0.state.membership.endpoints }.filter { !tried.contains($0) }
+        let candidates = core.withLock { $0.state.membership.choosable() }.filter { !tried.contains($0) }
         return candidates.randomElement(using: &rng)
     }
 
@@ -446,6 +451,7 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
+        server.register(.reserve) { [weak self] msg, responder in self?.handleReserve(msg, responder) }
         server.register(.votes) { [weak self] msg, responder in self?.handleVotes(msg, responder) }
         server.register(.waitConverged) { [weak self] msg, responder in self?.handleWaitConverged(msg, responder) }
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in

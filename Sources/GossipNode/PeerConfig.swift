@@ -55,6 +55,16 @@ public struct PeerConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// Reserve the responder's slot with a small message before the weights travel (SPEC
+    /// §5.6). Off only to measure the old behaviour (hidden `gossipd peer --no-reserve`).
+    public var reserveFirst = true
+    /// Floor of the adaptive Reserve deadline (SPEC §5.6): `clamp(8 × median recent Reserve
+    /// round trip, minExchangeTimeout, exchangeTimeout)`.
+    public var minExchangeTimeout: Duration = .milliseconds(250)
+    /// Backoff of a peer after a failed contact, doubling per failure in a row up to
+    /// `backoffMax` (SPEC §5.6).
+    public var backoffBase: Duration = .seconds(1)
+    public var backoffMax: Duration = .seconds(30)
     /// Convergence detection and the end of training (SPEC §5.9). Without `rounds` training
     /// ends this way; with `rounds` detection is off and the peer runs as before.
     public var convergence = ConvergenceConfig()

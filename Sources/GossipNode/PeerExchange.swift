@@ -36,12 +36,20 @@ extension PeerNode {
             return .failed(.invalidArgument, "not an endpoint: \(peer)")
         }
         let me = endpoint.description
-        let (begun, stopping) = core.withLock { c -> (Counters?, Bool) in
-            guard c.state.beginOutgoing(peer: peer) else { return (nil, c.state.stopRequested) }
-            return (counters(c), false)
+        // SPEC §5.6: reserve the peer's slot first (training goes on meanwhile); the weights
+        // travel only once it is granted. `--no-reserve` exchanges directly (the old way).
+        let reserving = config.reserveFirst
+        let (begun, stopping, hash) = core.withLock { c -> (Bool, Bool, UInt64) in
+            let ok = reserving ? c.state.mayStartExchange() : c.state.beginOutgoing(peer: peer)
+            return (ok, !ok && c.state.stopRequested, model.trainer?.parameters.schemaHash ?? 0)
         }
         if stopping { return .failed(.unavailable, "this peer is stopping") }
-        guard let cnt = begun else { return .localBusy }
+        guard begun else { return .localBusy }
+        let exchangeDeadline = reserving ? reservedExchangeDeadline() : config.exchangeTimeout
+        if reserving, case .ended(let outcome) = reserve(ep, peer: peer, schemaHash: hash, lease: exchangeDeadline) {
+            return outcome
+        }
+        let cnt = core.withLock { counters($0) }
         // We hold the slot: the weights cannot change until we install the reply.
         guard let t = model.trainer, let arch = model.architecture else {
             core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .failed) }
@@ -60,8 +68,10 @@ extension PeerNode {
             logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
             return .failed(.internal, "\(error)")
         }
-        let result = callBlocking(ep, .gossipExchange, request, deadline: config.exchangeTimeout,
+        let exchangeStarted = ContinuousClock.now
+        let result = callBlocking(ep, .gossipExchange, request, deadline: exchangeDeadline,
                                   options: RPCOptions(compression: config.compression, checksum: false))
+        let exchangeTook = ContinuousClock.now - exchangeStarted
         switch result {
         case .success(let msg):
             do {
@@ -74,6 +84,7 @@ extension PeerNode {
                     let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
                     c.state.finishOutgoing(peer: peer, result: .installed)
                     c.state.recordAccepted(.reply, distance: distance)
+                    c.state.exchangeTrips.record(exchangeTook)
                     return bad
                 }
                 logContradicting(contradicting, from: peer)

@@ -29,6 +29,19 @@ struct PeerState: Sendable {
         case outgoing(peer: String)
         /// This node is answering an exchange from `sender`.
         case incoming(sender: String)
+        /// Reserved for `sender`'s GossipExchange until `until` (SPEC §5.6): training goes on;
+        /// others are refused as busy; an expired reservation counts as idle.
+        case reserved(sender: String, until: ContinuousClock.Instant)
+    }
+
+    /// The decision on a Reserve request (SPEC §5.6).
+    enum ReserveDecision: Sendable, Equatable {
+        /// The slot is reserved for the sender until this instant: answer OK.
+        case reserved(until: ContinuousClock.Instant)
+        /// The slot is taken: answer ABORTED ("busy"). Counted in `exchanges.reserveBusy`.
+        case busy
+        /// The node cannot take exchanges now (onboarding or stopping): answer UNAVAILABLE.
+        case unavailable(String)
     }
 
     /// The decision on an incoming exchange request.
@@ -70,6 +83,9 @@ struct PeerState: Sendable {
         /// The other side refused this node's model as an outlier (MODEL_REJECTED): it is
         /// alive, the exchange failed.
         case rejectedByPeer
+        /// No answer to a Reserve within its short deadline (SPEC §5.6): a soft failure (the
+        /// peer is backed off; dropped only once it has failed for `softDropAfter`).
+        case timedOutSoft
     }
 
     /// Which models an outlier bound judges (SPEC §5.3): requests this node answers, or
@@ -120,6 +136,10 @@ struct PeerState: Sendable {
     var membership: Membership
     /// Draws the sample of a long peer list.
     private var sampleRNG: SplitMix
+    /// Recent round trips of this node's granted Reserves and completed exchanges (the
+    /// adaptive deadlines of SPEC §5.6).
+    var reserveTrips = RoundTrips()
+    var exchangeTrips = RoundTrips()
     /// Convergence detection and the done votes (SPEC §5.9; PeerConvergence.swift).
     var convergence = PeerConvergenceState(config: ConvergenceConfig(), mayReduceRate: true, voteCapacity: Limits.default.maxPeers)
 
@@ -181,13 +201,22 @@ struct PeerState: Sendable {
         return round
     }
 
-    /// True when a training step may run now (no exchange holds the model, not stopping).
-    var mayTrain: Bool { slot == .idle && !stopRequested && hasModel }
+    /// True when a training step may run now (no exchange holds the model, not stopping). A
+    /// reservation, given or asked for, does not pause training (SPEC §5.6).
+    var mayTrain: Bool { !slotHoldsModel && !stopRequested && hasModel }
+
+    /// True while an exchange holds the model (its weights are on the wire or being averaged).
+    var slotHoldsModel: Bool {
+        switch slot {
+        case .outgoing, .incoming: true
+        case .idle, .reserved: false
+        }
+    }
 
     // MARK: - exchanges this node answers
 
     /// Decides on an incoming exchange from `sender`; on `.accept` the slot becomes `.incoming`.
-    mutating func beginIncoming(sender: String) -> IncomingDecision {
+    mutating func beginIncoming(sender: String, now: ContinuousClock.Instant = .now) -> IncomingDecision {
         if stopRequested || phase == .stopping || phase == .stopped {
             exchanges.refused += 1
             return .unavailable("this peer is stopping; try another peer")
@@ -196,8 +225,12 @@ struct PeerState: Sendable {
             exchanges.refused += 1
             return .unavailable("this peer is still onboarding and has no model yet; try another peer")
         }
-        guard slot == .idle, phase != .done else {
-            // A finished peer keeps its final model: it answers busy (SPEC §5.9).
+        expireReservation(now: now)
+        switch slot {
+        case .idle where phase != .done: break
+        case .reserved(let holder, _) where holder == sender && phase != .done: break   // the reserved weights arrived
+        default:
+            // Busy, or a finished peer that keeps its final model (SPEC §5.9).
             exchanges.refused += 1
             return .busy
         }
@@ -226,7 +259,8 @@ struct PeerState: Sendable {
 
     /// Takes the slot for an exchange with `peer`. False when it is taken, the node has no
     /// model, or it is stopping.
-    mutating func beginOutgoing(peer: String) -> Bool {
+    mutating func beginOutgoing(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+        expireReservation(now: now)
         guard slot == .idle, hasModel, !stopRequested, phase != .done else { return false }
         slot = .outgoing(peer: peer)
         return true
@@ -238,6 +272,12 @@ struct PeerState: Sendable {
     mutating func finishOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
         precondition(slot == .outgoing(peer: peer), "finishOutgoing without the slot")
         slot = .idle
+        return countOutgoing(peer: peer, result: result, learned: learned)
+    }
+
+    /// Counts how an exchange (or its Reserve) with `peer` ended, and updates membership.
+    /// Returns true when the peer was dropped by this outcome.
+    mutating func countOutgoing(peer: String, result: OutgoingResult, learned: [String] = []) -> Bool {
         switch result {
         case .installed:
             membership.merge(learned)
@@ -255,6 +295,9 @@ struct PeerState: Sendable {
         case .failed:
             exchanges.failed += 1
             return membership.markFailure(peer)
+        case .timedOutSoft:
+            exchanges.failed += 1
+            return membership.markFailure(peer, soft: true)
         case .badReply:
             exchanges.failed += 1
             membership.markSuccess(peer)
@@ -386,5 +429,87 @@ struct PeerState: Sendable {
         guard pendingTrigger != nil else { return false }
         pendingTrigger = nil
         return true
+    }
+}
+
+// MARK: - reservations (SPEC §5.6)
+
+extension PeerState {
+    /// Decides on a Reserve from `sender` for `lease` (already capped by the caller of this
+    /// function to the node's own bound). Idle, an expired reservation, or one held by the same
+    /// sender (renewed): reserved until `now + lease`. Anything else: busy.
+    mutating func beginReserve(sender: String, lease: Duration, now: ContinuousClock.Instant = .now) -> ReserveDecision {
+        if stopRequested || phase == .stopping || phase == .stopped {
+            return .unavailable("this peer is stopping; try another peer")
+        }
+        guard hasModel else {
+            return .unavailable("this peer is still onboarding and has no model yet; try another peer")
+        }
+        expireReservation(now: now)
+        switch slot {
+        case .idle where phase != .done: break
+        case .reserved(let holder, _) where holder == sender && phase != .done: break
+        default:
+            // Busy, or a finished peer that keeps its final model (SPEC §5.9).
+            exchanges.reserveBusy += 1
+            return .busy
+        }
+        let until = now + lease
+        slot = .reserved(sender: sender, until: until)
+        return .reserved(until: until)
+    }
+
+    /// True when this node may start an exchange now (SPEC §5.6, caller step 1): its slot is
+    /// idle (an expired reservation counts as idle), it holds a model and is not stopping.
+    /// Asking for a Reserve takes nothing: while it waits for the answer, the slot stays free
+    /// for others and training goes on.
+    mutating func mayStartExchange(now: ContinuousClock.Instant = .now) -> Bool {
+        expireReservation(now: now)
+        return slot == .idle && hasModel && !stopRequested && phase != .done
+    }
+
+    /// What this node does once `peer` granted its Reserve (SPEC §5.6, caller step 3).
+    enum GrantAction: Sendable, Equatable {
+        /// The slot is now `.outgoing(peer)`: send the weights.
+        case send
+        /// `peer` reserved this node meanwhile, and its endpoint sorts first: let its weights
+        /// come (the slot stays reserved for it); no release needed (`peer` goes outgoing).
+        case yield
+        /// The slot was taken meanwhile (reserved for another, or an exchange): release the
+        /// reservation `peer` holds for this node (a Reserve with lease 0) and give up.
+        case abandon
+    }
+
+    /// Decides what to do with a granted Reserve. `me`: this node's endpoint (the tie-break of
+    /// two peers that reserved each other at once: the smaller endpoint sends).
+    mutating func reserveGranted(peer: String, me: String, now: ContinuousClock.Instant = .now) -> GrantAction {
+        expireReservation(now: now)
+        if stopRequested { return .abandon }
+        switch slot {
+        case .idle:
+            slot = .outgoing(peer: peer)
+            return .send
+        case .reserved(let holder, _) where holder == peer:
+            if me < peer {
+                slot = .outgoing(peer: peer)   // its weights will find this node busy; it yields too
+                return .send
+            }
+            return .yield
+        default:
+            return .abandon
+        }
+    }
+
+    /// Releases the reservation held for `sender`, if any (a Reserve with lease 0).
+    mutating func releaseReservation(sender: String) {
+        if case .reserved(let holder, _) = slot, holder == sender { slot = .idle }
+    }
+
+    /// One of this node's Reserves got no answer within its short deadline.
+    mutating func countReserveTimeout() { exchanges.reserveTimeouts += 1 }
+
+    /// An expired reservation frees the slot.
+    mutating func expireReservation(now: ContinuousClock.Instant) {
+        if case .reserved(_, let until) = slot, now >= until { slot = .idle }
     }
 }

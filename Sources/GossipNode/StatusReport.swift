@@ -16,6 +16,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// its model), onboarding or stopping, or a request it refused (malformed, another
         /// schema, non-finite weights, a weight out of range).
         public var refused: Int = 0
+        /// Reserves (SPEC §5.6) this node refused as busy: no weights travelled.
+        public var reserveBusy: Int = 0
+        /// This node's Reserves that got no answer within their short deadline (SPEC §5.6).
+        public var reserveTimeouts: Int = 0
         public init() {}
 
         /// Missing counts read as 0 (SPEC §5.4: every key but `role` is optional).
@@ -25,9 +29,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
             failed = try c.decodeIfPresent(Int.self, forKey: .failed) ?? 0
             busy = try c.decodeIfPresent(Int.self, forKey: .busy) ?? 0
             refused = try c.decodeIfPresent(Int.self, forKey: .refused) ?? 0
+            reserveBusy = try c.decodeIfPresent(Int.self, forKey: .reserveBusy) ?? 0
+            reserveTimeouts = try c.decodeIfPresent(Int.self, forKey: .reserveTimeouts) ?? 0
         }
 
-        enum CodingKeys: String, CodingKey { case done, failed, busy, refused }
+        enum CodingKeys: String, CodingKey {
+            case done, failed, busy, refused
+            case reserveBusy = "reserve_busy", reserveTimeouts = "reserve_timeouts"
+        }
     }
 
     /// What the insider bounds of SPEC §5.3 refused or lowered.

@@ -46,6 +46,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 5)
     public static let stop = MessageType(rawValue: 6)
     public static let triggerGossip = MessageType(rawValue: 7)
+    /// Reserve the responder's exchange slot before the weights travel (SPEC §5.6).
+    public static let reserve = MessageType(rawValue: 9)
     /// The done votes a peer knows (SPEC §5.7).
     public static let votes = MessageType(rawValue: 10)
     /// Blocks until the node has finished training (SPEC §5.8).
@@ -54,7 +56,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .votes, .waitConverged]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .reserve, .votes, .waitConverged]
 
     public var name: String {
         switch rawValue {
@@ -65,6 +67,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 5: "Ping"
         case 6: "Stop"
         case 7: "TriggerGossip"
+        case 9: "Reserve"
         case 10: "Votes"
         case 11: "WaitConverged"
         case 0xFFFF: "Connection"

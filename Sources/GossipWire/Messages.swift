@@ -366,6 +366,9 @@ public enum MessageBody: Sendable, Equatable {
     case stopReply
     case triggerGossipRequest(TriggerGossipRequest)
     case triggerGossipReply(StatusReply)
+    /// Reserve (SPEC §5.6): the request, and its empty reply (reserved).
+    case reserveRequest(ReserveRequest)
+    case reserveReply
     /// Votes (SPEC §5.7): request and reply share one layout.
     case votesRequest(VotesMessage)
     case votesReply(VotesMessage)
@@ -385,6 +388,7 @@ public enum MessageBody: Sendable, Equatable {
         case .pingRequest, .pingReply: .ping
         case .stopRequest, .stopReply: .stop
         case .triggerGossipRequest, .triggerGossipReply: .triggerGossip
+        case .reserveRequest, .reserveReply: .reserve
         case .votesRequest, .votesReply: .votes
         case .waitConvergedRequest, .waitConvergedReply: .waitConverged
         case .error(let type, _): type
@@ -395,7 +399,7 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest, .votesRequest, .waitConvergedRequest: .request
+             .stopRequest, .triggerGossipRequest, .reserveRequest, .votesRequest, .waitConvergedRequest: .request
         case .error: .error
         default: .response
         }
@@ -410,10 +414,11 @@ public enum MessageBody: Sendable, Equatable {
         case .getModelReply(let m): try m.encode(limits: limits)
         case .gossipExchangeRequest(let m): try m.encode(limits: limits)
         case .gossipExchangeReply(let m): try m.encode(limits: limits)
-        case .statusRequest, .stopRequest, .stopReply: ByteSlice(ByteStorage(count: 0))
+        case .statusRequest, .stopRequest, .stopReply, .reserveReply: ByteSlice(ByteStorage(count: 0))
         case .statusReply(let m), .triggerGossipReply(let m): try m.encode(limits: limits)
         case .pingRequest(let b), .pingReply(let b): b
         case .triggerGossipRequest(let m): try m.encode(limits: limits)
+        case .reserveRequest(let m): try m.encode(limits: limits)
         case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
         case .waitConvergedRequest(let m): m.encode()
         case .waitConvergedReply(let m): try m.encode(limits: limits)
@@ -453,6 +458,10 @@ public enum MessageBody: Sendable, Equatable {
         case .stop:
             try expectEmpty(payload, request ? "Stop request" : "Stop reply")
             return request ? .stopRequest : .stopReply
+        case .reserve:
+            if request { return .reserveRequest(try .decode(payload, limits: limits)) }
+            try expectEmpty(payload, "Reserve reply")
+            return .reserveReply
         case .votes:
             return request ? .votesRequest(try .decode(payload, limits: limits))
                            : .votesReply(try .decode(payload, limits: limits))

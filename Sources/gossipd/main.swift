@@ -216,6 +216,16 @@ struct Peer: ParsableCommand {
     // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
     @Option(help: ArgumentHelp("Test hook: scale:F | noise | claim:W.", visibility: .hidden))
     var misbehave: String?
+    @Option(help: "Floor of the adaptive Reserve deadline (8 x the median recent round trip, at most --exchange-timeout), in milliseconds (SPEC 5.6).")
+    var minExchangeTimeoutMs: Int = 250
+    @Option(help: "Backoff of a peer after a failed contact, in milliseconds; doubles per failure in a row (SPEC 5.6).")
+    var backoffMs: Int = 1000
+    @Option(help: "Longest backoff of a peer that keeps failing, in milliseconds.")
+    var backoffMaxMs: Int = 30000
+    // Measurement hook, hidden from help: exchange without Reserve (the old behaviour), so a
+    // bench can print the baseline of SPEC 5.6 in the same run.
+    @Flag(help: ArgumentHelp("Exchange without reserving first (baseline measurements).", visibility: .hidden))
+    var noReserve = false
     @Option(help: "Convergence (SPEC §5.9, without --rounds): rounds per window; the mean training loss of a window is judged against the previous window's.")
     var convergeWindow: Int = ConvergenceConfig().window
     @Option(help: "Convergence: the loss has stopped improving when a window's mean is less than this fraction below the previous window's. On such a plateau the learning rate is halved, twice; at the next plateau the peer is converged if the models it met are close (--converge-distance) and votes done.")
@@ -283,6 +293,13 @@ struct Peer: ParsableCommand {
         config.evalEvery = evalEvery
         config.exchangeTimeout = .milliseconds(Int64(exchangeTimeout * 1000))
         config.pace = .milliseconds(paceMs)
+        guard minExchangeTimeoutMs > 0, backoffMs > 0, backoffMaxMs >= backoffMs else {
+            throw ValidationError("--min-exchange-timeout-ms and --backoff-ms must be positive and --backoff-max-ms at least --backoff-ms")
+        }
+        config.minExchangeTimeout = .milliseconds(minExchangeTimeoutMs)
+        config.backoffBase = .milliseconds(backoffMs)
+        config.backoffMax = .milliseconds(backoffMaxMs)
+        config.reserveFirst = !noReserve
         switch compression {
         case "none": config.compression = .none
         case "zlib": config.compression = .zlib(level: 1, shuffle: false)

@@ -30,6 +30,24 @@ import Testing
                               "handshake_us", "connect_ping_plain_us", "record_seal_mb_per_s", "record_open_mb_per_s"])
     }
 
+    /// `peers-frozen` (SPEC §5.6) with short phases: real gossipd peers, one frozen. Its keys
+    /// stay, the network keeps training while a peer is frozen, and with Reserve no refused
+    /// exchange carries a model (bytes per completed exchange near one model each way).
+    @Test func peersFrozenRunsAndKeepsItsKeys() throws {
+        let (status, out, err) = try bench(["peers-frozen", "--normal-s", "4", "--frozen-s", "5"])
+        #expect(status == 0, "\(err)")
+        #expect(keys(out) == ["averaging", "model_bytes", "others_rounds_per_s_normal", "others_rounds_per_s_frozen",
+                              "others_rate_while_frozen", "exchanges_done", "exchanges_busy", "exchanges_failed", "reserve_busy",
+                              "bytes_per_exchange_vs_model_in", "bytes_per_exchange_vs_model_out", "bytes_per_exchange_vs_model"])
+        func value(_ k: String) -> Double {
+            out.split(separator: "\n").first { $0.hasPrefix(k + ": ") }.flatMap { Double($0.dropFirst(k.count + 2)) } ?? -1
+        }
+        #expect(value("exchanges_done") > 0)
+        // Loose bounds for a loaded debug build; the figures themselves belong to the bench.
+        #expect(value("others_rate_while_frozen") > 0.4, "\(out)")
+        #expect(value("bytes_per_exchange_vs_model") > 0.9 && value("bytes_per_exchange_vs_model") < 1.5, "\(out)")
+    }
+
     /// time-to-accuracy runs real gossipd processes: a short centralized and a 2-peer sync
     /// row on digits with a low target, every key present and the target reached.
     @Test func timeToAccuracySmoke() throws {
@@ -56,7 +74,7 @@ import Testing
     @Test func usageErrorsExit64() throws {
         for args in [["no-such-suite"], ["net", "--sizes", "2M"], ["train-accuracy", "--schedule", "weekly"],
                      ["time-to-accuracy", "--modes", "async"], ["time-to-accuracy", "--straggler-factor", "0.5"], ["time-to-accuracy", "--repeat", "0"],
-                     ["gossip-sim", "--peers", "0"], ["export-digits"], ["train", "--batch", "x"]] {
+                     ["gossip-sim", "--peers", "0"], ["peers-frozen", "--peers", "1"], ["export-digits"], ["train", "--batch", "x"]] {
             let (status, _, err) = try bench(args)
             #expect(status == 64, "gossip-bench \(args) exited \(status): \(err)")
             #expect(err.contains("Error:") || err.contains("error"), "gossip-bench \(args): no diagnostic on stderr")

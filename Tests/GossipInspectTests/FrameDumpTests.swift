@@ -228,3 +228,17 @@ private func vectorRecords(_ names: [String]) throws -> [FrameRecord] {
     }
     #expect(exchanges >= 10)
 }
+
+/// framedump shows Reserve (SPEC §5.6) readably: its fields, the empty reply, the busy error.
+@Test func formatterShowsReserve() throws {
+    let (records, error) = FrameDump.decode(try Vectors.bytes("reserve_request") + Vectors.bytes("reserve_reply")
+                                            + Vectors.bytes("error_reserve_busy"))
+    #expect(error == nil && records.count == 3)
+    #expect(records.map(FrameDump.line) == [
+        "@0 Reserve request id=12 flags=END|C len=52 raw=28/28",
+        "@52 Reserve reply id=12 flags=R|END|C len=24 raw=0/0",
+        "@76 Reserve error id=12 flags=R|E|END|C len=82 raw=58/58 status=ABORTED(10)",
+    ])
+    guard case .success(let body)? = records[0].body else { Issue.record("not decoded: \(records[0])"); return }
+    #expect(FrameDump.fields(body).map { "\($0.0)=\($0.1)" } == [#"sender="127.0.0.1:7001""#, "schema_hash=0x25958d0cab31add1", "lease_ms=2000"])
+}

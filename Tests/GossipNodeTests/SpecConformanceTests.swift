@@ -245,6 +245,8 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
         return p.withUnsafeBytes { Array($0) }
     case .ping: return [1, 2, 3]
     case .triggerGossip: return strBytes("")
+    case .reserve:   // SPEC §5.6: sender, the model's schema hash, lease 1000 ms
+        return strBytes("127.0.0.1:9") + u64Bytes(model?.table.schemaHash ?? 0) + [0xe8, 0x03, 0, 0]
     case .votes: return try VotesMessage(sender: "127.0.0.1:9", flags: 0, voters: []).encode().array
     case .waitConverged: return WaitConvergedRequest(timeoutMs: 50).encode().array   // held, then DEADLINE_EXCEEDED
     default: return []
@@ -254,7 +256,7 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .votes, .waitConverged, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .reserve, .votes, .waitConverged, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
@@ -282,7 +284,7 @@ extension SpecConformanceTests {
         let m = try ModelState.decode(try b.call(.getModel, u64Bytes(0)).get().payload)
         #expect(m.round == 0 && m.step == 0 && m.samples == 0)
         // What it does not serve, its text says why and where to go instead.
-        for type in [MessageType.gossipExchange, .triggerGossip, .votes, .waitConverged] {
+        for type in [MessageType.gossipExchange, .triggerGossip, .reserve, .votes, .waitConverged] {
             if case .failure(let e) = b.control(type, try sampleRequest(type, model: m)) {
                 #expect(e.message.contains("bootstrap") && e.message.contains("peer"), "\(e.message)")
             }

@@ -78,6 +78,9 @@ enum Fixtures {
         VectorSpec(name: "error_unsupported_version", comment: "Connection-level error reply (type 0xFFFF, id 0) to a frame of version 3: UNIMPLEMENTED (12), sent in version 2 framing before closing", body: .error(type: .connection, ErrorReply.unsupportedVersion(3)), requestID: 0),
         VectorSpec(name: "error_unknown_type", comment: "Error reply to unknown message type 99: UNIMPLEMENTED (12)", body: .error(type: MessageType(rawValue: 99), ErrorReply(code: .unimplemented, message: "no handler for message type 99 (Unknown(99)) on this server")), requestID: 10),
         VectorSpec(name: "error_resource_exhausted_zlib", comment: "Error reply RESOURCE_EXHAUSTED (8) to a Register whose endpoint is 300 bytes (limit 256), compressed (zlib level 6)", body: .error(type: .register, ErrorReply(code: .resourceExhausted, message: "endpoint is 300 bytes, above the limit of 256 (at byte offset 0, limitExceeded)")), requestID: 11, compression: .zlib(level: 6, shuffle: false)),
+        VectorSpec(name: "reserve_request", comment: "Reserve request (SPEC 5.6): sender 127.0.0.1:7001, schema hash of the 3,2 model, lease 2000 ms", body: .reserveRequest(ReserveRequest(sender: "127.0.0.1:7001", schemaHash: hash, leaseMs: 2000)), requestID: 12),
+        VectorSpec(name: "reserve_reply", comment: "Reserve reply (SPEC 5.6): empty payload = the slot is reserved for the sender", body: .reserveReply, requestID: 12),
+        VectorSpec(name: "error_reserve_busy", comment: "Error reply to Reserve: ABORTED (10), the responder's slot is taken (SPEC 5.6)", body: .error(type: .reserve, ErrorReply(code: .aborted, message: "busy: the exchange slot is taken; try another peer")), requestID: 12),
     ]
 }
 

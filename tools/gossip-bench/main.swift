@@ -53,7 +53,7 @@ struct GossipBench: ParsableCommand {
         commandName: "gossip-bench",
         abstract: "Benchmark and check suites; each prints `key: value` lines.",
         discussion: "Exit codes: 0 ok, 1 failure, 64 usage error.",
-        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self])
+        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self, PeersFrozen.self])
 }
 
 struct Train: ParsableCommand {
@@ -166,6 +166,37 @@ struct SecureEcho: ParsableCommand {
 
     func run() throws {
         do { try runSecureEcho(readyFile: readyFile) } catch { throw fail("secure-echo: \(error)") }
+    }
+}
+
+struct PeersFrozen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peers-frozen",
+        abstract: "Real gossipd peers on 127.0.0.1: the others' rounds/s while one peer is frozen (SIGSTOP), and bytes per completed exchange vs the model size.",
+        discussion: "Prints others_rate_while_frozen (target >= 0.80) and bytes_per_exchange_vs_model (target <= 1.2 each way; SPEC 5.6). --delay-ms 50 makes every link a 100 ms round trip; --baseline repeats the run without Reserve (baseline_ keys).")
+    @Option(help: "Peers (peer 0 is the one frozen).") var peers: Int = 4
+    @Option(name: .customLong("normal-s"), help: "Seconds measured before the freeze.") var normalSeconds: Double = 25
+    @Option(name: .customLong("frozen-s"), help: "Seconds peer 0 stays frozen.") var frozenSeconds: Double = 30
+    @Option(name: .customLong("delay-ms"), help: "Delay of a relay in front of every peer, each way, in ms (0: none).") var delayMs: Int = 0
+    @Option(help: "Passed to the peers as --averaging (sync | push-sum).") var averaging: String?
+    @Option(help: "Model architecture.") var arch: String = "64,256,128,10"
+    @Flag(help: "Also run without Reserve (the peers' --no-reserve) and print baseline_ keys.") var baseline = false
+    @Option(name: .customLong("pace-ms"), help: "Minimum ms per round of every peer (0: flat out). With fewer cores than peers, a pace that keeps them off the CPU limit keeps a frozen peer's CPU share from flattering the others' rate.") var paceMs: Int = 0
+
+    func run() throws {
+        guard peers >= 2, normalSeconds > 0, frozenSeconds > 0, delayMs >= 0, paceMs >= 0 else {
+            throw ValidationError("--peers must be >= 2, --normal-s and --frozen-s positive, --delay-ms and --pace-ms >= 0")
+        }
+        var o = PeersFrozenOptions()
+        o.peers = peers
+        o.normalSeconds = normalSeconds
+        o.frozenSeconds = frozenSeconds
+        o.delayMs = delayMs
+        o.averaging = averaging
+        o.arch = arch
+        o.baseline = baseline
+        o.paceMs = paceMs
+        do { try runPeersFrozenSuite(o) } catch { throw fail("peers-frozen: \(error)") }
     }
 }
 
