@@ -136,10 +136,11 @@ public enum FrameDump {
         case .getModelReply(let m): return model(m)
         case .gossipExchangeRequest(let m): return [("sender", quote(m.sender)), ("weight", "\(m.weight)")] + model(m.model)
         case .gossipExchangeReply(let m): return [("weight", "\(m.weight)"), ("peers", peers(m.peers))] + model(m.model)
-        case .statusRequest, .stopRequest, .stopReply: return []
+        case .statusRequest, .stopRequest, .stopReply, .pushSumReply: return []
         case .statusReply(let m), .triggerGossipReply(let m): return [("json", m.json)]
         case .pingRequest(let p), .pingReply(let p): return [("bytes", hexBytes(Array(p.array.prefix(32))) + (p.count > 32 ? " ..." : ""))]
         case .triggerGossipRequest(let m): return [("peer", quote(m.peer))]
+        case .pushSumRequest(let m): return [("sender", quote(m.sender)), ("mass", "\(m.mass)")] + model(m.model)
         case .error(_, let e): return [("status", "\(e.code.name) (\(e.code.rawValue))"), ("message", quote(e.message))]
         }
     }

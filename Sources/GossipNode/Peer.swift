@@ -25,6 +25,8 @@ struct PeerCore: Sendable {
     var state: PeerState
     /// The caller of the queued (or running) TriggerGossip, answered by the loop.
     var triggerResponder: RPCResponder?
+    /// Push-sum mass and accounting (SPEC §5.5); nil when the peer averages synchronously.
+    var pushSum: PushSumLedger?
 }
 
 /// The model and its trainer. `@unchecked Sendable`: access follows the rule in the file
@@ -78,6 +80,8 @@ public final class PeerNode: @unchecked Sendable {
     let replyBuffer = PayloadBuffer()
     /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
+    /// Push-sum's queue and timer (PeerPushSum.swift); idle in sync mode.
+    let pushDriver = PushSumDriver()
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
@@ -108,6 +112,8 @@ public final class PeerNode: @unchecked Sendable {
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
+        let ledger = makePushSumLedger()
+        core.withLock { $0.pushSum = ledger }
         // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
         verifier.set { [weak self] ep, key in
             guard let self else { return "this peer is shutting down" }
@@ -164,7 +170,7 @@ public final class PeerNode: @unchecked Sendable {
             try? finish(checkpoint: model.trainer != nil)
             throw error
         }
-        if onboarded { loop() } else { logger.notice("stopped while onboarding") }
+        if onboarded { startPushTimer(); loop() } else { logger.notice("stopped while onboarding") }
         try finish()
     }
 
@@ -187,6 +193,7 @@ public final class PeerNode: @unchecked Sendable {
             return c.triggerResponder
         }
         pending?.fail(.unavailable, "this peer is stopping")
+        drainPushSum()
         // An incoming exchange that holds the slot installs its result before the last
         // checkpoint; none can start now.
         let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
@@ -343,7 +350,7 @@ public final class PeerNode: @unchecked Sendable {
                 // Training rounds are done: keep averaging so the network reaches consensus,
                 // re-evaluating now and then so status shows the current model's accuracy.
                 core.withLock { $0.state.enterAveraging() }
-                gossipOnce()
+                averagingStep()
                 averagingTicks += 1
                 if averagingTicks % 5 == 0 { evaluateNow() }
                 if checkpoints != nil, averagingTicks % 50 == 0 { checkpointLogged() }
@@ -355,7 +362,7 @@ public final class PeerNode: @unchecked Sendable {
                 model.roundSteps = 0
                 return c.state.completeRound(loss: loss)
             }
-            gossipOnce()
+            averagingStep()
             if r % config.evalEvery == 0 || r == config.rounds { evaluateNow() }
             if checkpoints != nil, r % config.checkpointEvery == 0 { checkpointLogged() }
             let elapsed = ContinuousClock.now - roundStart
@@ -405,7 +412,7 @@ public final class PeerNode: @unchecked Sendable {
     }
 
     /// One exchange with a random live peer; tries up to three peers when one is busy or down.
-    private func gossipOnce() {
+    func gossipOnce() {
         var tried = Set<String>()
         for _ in 0..<3 {
             guard let peer = choosePeer(excluding: tried) else { return }
@@ -428,6 +435,7 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
+        server.register(.pushSum) { [weak self] msg, responder in self?.handlePushSum(msg, responder) }
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in
             self?.handleTrigger(msg, responder)
         }
@@ -529,6 +537,7 @@ public final class PeerNode: @unchecked Sendable {
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
             s.checkpointRound = st.checkpointRound
             s.resumedFromRound = st.resumedFromRound
+            s.pushSum = c.pushSum?.report
             return s
         }
     }
@@ -555,6 +564,7 @@ public final class PeerNode: @unchecked Sendable {
             meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
             meta["round_steps"] = "\(model.roundSteps)"
+            if let l = c.pushSum { meta["push_sum_mass"] = "\(l.mass)" }
             return PeerCheckpoints.Snapshot(checkpoint: TrainerCheckpoint(trainer: t, metadata: meta), round: c.state.round)
         }) else { return }
         try store.write(snap)
@@ -605,6 +615,7 @@ public final class PeerNode: @unchecked Sendable {
                 model.samplesBase = samples
             }
         }
+        resumePushSumMass(meta)
         core.withLock { $0.state.modelInstalled(resumedAt: r) }
         logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)",
                                                             "exact": "\(exact)"])

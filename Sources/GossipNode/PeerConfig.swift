@@ -55,6 +55,14 @@ public struct PeerConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// How this peer averages (SPEC §5.3 synchronous exchange, or §5.5 push-sum).
+    public var averaging: AveragingMode = .sync
+    /// Push-sum: a push also happens on wall-clock time when none happened for this long, so
+    /// a slow peer keeps mixing at the others' rate.
+    public var pushInterval: Duration = .milliseconds(50)
+    /// Test hook only (hidden `--push-loss P`): each push is lost with probability P (its
+    /// half of the mass leaves the sender and is never sent).
+    public var pushLoss: Double = 0
 
     public init(listen: Endpoint) { self.listen = listen }
 }
@@ -101,4 +109,12 @@ public struct BootstrapConfig: Sendable {
         self.architecture = architecture
         self.initialModel = initialModel
     }
+}
+
+/// How a peer averages with the others.
+public enum AveragingMode: String, Sendable, CaseIterable {
+    /// The synchronous pairwise exchange (SPEC §5.3).
+    case sync
+    /// Push-sum (SPEC §5.5): one-way messages carrying half of a mass; nobody waits.
+    case pushSum = "push-sum"
 }

@@ -46,11 +46,13 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 5)
     public static let stop = MessageType(rawValue: 6)
     public static let triggerGossip = MessageType(rawValue: 7)
+    /// Push-sum averaging (SPEC §5.5): one-way mass and model, answered with an empty reply.
+    public static let pushSum = MessageType(rawValue: 8)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum]
 
     public var name: String {
         switch rawValue {
@@ -61,6 +63,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 5: "Ping"
         case 6: "Stop"
         case 7: "TriggerGossip"
+        case 8: "PushSum"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

@@ -366,6 +366,9 @@ public enum MessageBody: Sendable, Equatable {
     case stopReply
     case triggerGossipRequest(TriggerGossipRequest)
     case triggerGossipReply(StatusReply)
+    /// PushSum (SPEC §5.5): the sender's mass and de-biased model; the reply is empty.
+    case pushSumRequest(PushSumRequest)
+    case pushSumReply
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -379,6 +382,7 @@ public enum MessageBody: Sendable, Equatable {
         case .pingRequest, .pingReply: .ping
         case .stopRequest, .stopReply: .stop
         case .triggerGossipRequest, .triggerGossipReply: .triggerGossip
+        case .pushSumRequest, .pushSumReply: .pushSum
         case .error(let type, _): type
         }
     }
@@ -387,7 +391,7 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest: .request
+             .stopRequest, .triggerGossipRequest, .pushSumRequest: .request
         case .error: .error
         default: .response
         }
@@ -402,10 +406,11 @@ public enum MessageBody: Sendable, Equatable {
         case .getModelReply(let m): try m.encode(limits: limits)
         case .gossipExchangeRequest(let m): try m.encode(limits: limits)
         case .gossipExchangeReply(let m): try m.encode(limits: limits)
-        case .statusRequest, .stopRequest, .stopReply: ByteSlice(ByteStorage(count: 0))
+        case .statusRequest, .stopRequest, .stopReply, .pushSumReply: ByteSlice(ByteStorage(count: 0))
         case .statusReply(let m), .triggerGossipReply(let m): try m.encode(limits: limits)
         case .pingRequest(let b), .pingReply(let b): b
         case .triggerGossipRequest(let m): try m.encode(limits: limits)
+        case .pushSumRequest(let m): try m.encode(limits: limits)
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -442,6 +447,10 @@ public enum MessageBody: Sendable, Equatable {
         case .stop:
             try expectEmpty(payload, request ? "Stop request" : "Stop reply")
             return request ? .stopRequest : .stopReply
+        case .pushSum:
+            if request { return .pushSumRequest(try .decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash)) }
+            try expectEmpty(payload, "PushSum reply")
+            return .pushSumReply
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))
