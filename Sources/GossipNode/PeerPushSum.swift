@@ -124,6 +124,7 @@ extension PeerNode {
             core.withLock { c in
                 c.pushSum?.pushConfirmed(to: target)
                 c.state.membership.markSuccess(target, exchange: true)
+                c.state.selfCheck(refusedBy: nil)
             }
         case .failure(let err) where err.remote:
             takeBack(mass: mass, sent: sent, from: target)
@@ -138,7 +139,10 @@ extension PeerNode {
                     return true
                 case .modelRejected:
                     c.state.membership.markSuccess(target)
-                    c.state.selfCheck(refusedBy: target)
+                    if c.state.selfCheck(refusedBy: target), let cut = c.pushSum?.yieldToNetwork(), cut > 0 {
+                        logger.notice("push-sum: two peers refused this node's model as an outlier; it gives up mass so the network's pushes pull it back",
+                                      metadata: ["discarded": "\(cut)", "mass": "\(c.pushSum?.mass ?? 0)"])
+                    }
                     return false
                 default:
                     c.state.membership.markSuccess(target)
@@ -187,7 +191,13 @@ extension PeerNode {
             guard req.mass.isFinite, req.mass > 0, req.mass <= 1e12 else {
                 throw RPCError(.invalidArgument, "push-sum mass \(req.mass) must be positive and at most 1e12")
             }
-            guard let own = core.withLock({ _ in model.trainer?.parameters }) else {
+            // The sender becomes a member even when its push is refused below (push-sum messages
+            // carry no peer lists: this is how a later joiner becomes known, and a peer that
+            // drifted away gets pushes from the others, which its self-check then admits).
+            guard let own = core.withLock({ c in
+                if Membership.isEndpoint(req.sender) { _ = c.state.membership.merge([req.sender]) }
+                return model.trainer?.parameters
+            }) else {
                 throw RPCError(.unavailable, "peer has no model")
             }
             guard req.model.data.count == own.storage.count * 4 else {
@@ -252,7 +262,7 @@ extension PeerNode {
         if let r {
             logger.notice("push-sum final mass", metadata: [
                 "push_sum_mass": "\(r.mass)", "in_flight": "\(r.inFlight)", "mass_unconfirmed": "\(r.massUnconfirmed)",
-                "mass_lost": "\(r.massLost)", "mass_capped": "\(r.massCapped)", "sent": "\(r.sent)", "received": "\(r.received)",
+                "mass_lost": "\(r.massLost)", "mass_capped": "\(r.massCapped)", "mass_discarded": "\(r.massDiscarded)", "sent": "\(r.sent)", "received": "\(r.received)",
                 "returned": "\(r.returned)"])
         }
     }

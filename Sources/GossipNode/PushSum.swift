@@ -45,16 +45,29 @@ struct PushSumLedger: Sendable, Equatable {
     private(set) var sent = 0, received = 0, returned = 0, unconfirmed = 0, lost = 0, capped = 0, confirmed = 0
     private(set) var massSent = 0.0, massReceived = 0.0, massReturned = 0.0, massUnconfirmed = 0.0
     private(set) var massLost = 0.0, massCapped = 0.0, massConfirmed = 0.0
+    private(set) var discarded = 0, massDiscarded = 0.0
 
-    /// The mass floor: a peer whose mass fell below `rows × 2^-10` (its pushes were lost)
-    /// stops pushing until received pushes refill it, so it cannot drain toward zero.
+    /// The mass floor: a peer whose mass fell below `2^-10 × min(rows, scale)` (its pushes
+    /// were lost) skips its pushes until received pushes refill it, so it cannot drain toward
+    /// zero while the others keep their mass. `scale` is the mass of the sender of the last
+    /// push it accepted: when the whole network lost mass (a lossy network drains every mass
+    /// alike), the floor follows it down, so mixing never stops. Every 16th skipped push goes
+    /// out anyway (a probe), so the network cannot freeze with every peer under its floor.
     static let floorFraction = 1.0 / 1024
+    static let probeEvery = 16
+    /// The sender's mass of the last accepted push (initially `rows`).
+    private(set) var scale: Double
+    /// Pushes skipped in a row under the floor.
+    private(set) var floorSkips = 0
+    /// The current floor.
+    var floor: Double { min(rows, scale) * PushSumLedger.floorFraction }
 
     init(rows: Double, weightCap: Double = 4, mass: Double? = nil) {
         precondition(rows > 0 && rows.isFinite && weightCap >= 1, "PushSumLedger: rows > 0, cap >= 1")
         self.rows = rows
         self.weightCap = weightCap
         self.mass = mass ?? rows
+        self.scale = rows
     }
 
     /// Sum of the mass in flight.
@@ -65,7 +78,11 @@ struct PushSumLedger: Sendable, Equatable {
     mutating func beginPush(to target: String, lose: Bool = false) -> PushDecision {
         if draining { return .skip("stopping") }
         if inFlight[target] != nil { return .skip("a push to \(target) is in flight") }
-        if mass < rows * PushSumLedger.floorFraction { return .skip("mass \(mass) is under the floor") }
+        if mass < floor {
+            floorSkips += 1
+            if floorSkips < PushSumLedger.probeEvery { return .skip("mass \(mass) is under the floor") }
+        }
+        floorSkips = 0
         let half = mass / 2
         mass -= half
         sent += 1
@@ -119,8 +136,28 @@ struct PushSumLedger: Sendable, Equatable {
         }
         received += 1
         massReceived += used
+        scale = 2 * used
         mass += used
         return .accept(own: own, used: used, capped: cut)
+    }
+
+    /// This peer found its own model the outlier (two distinct peers refused its pushes as
+    /// outliers: the self-check of SPEC §5.3). Its weight must not hold the network's model
+    /// back: its mass drops to at most `weightCap` times the mass the last accepted push
+    /// carried (`scale / 2`), the cap of §5.3 applied the other way round, so the next pushes
+    /// it accepts pull its model toward theirs. The excess is discarded (never created
+    /// elsewhere; counted in `massDiscarded`). Returns the mass discarded.
+    @discardableResult
+    mutating func yieldToNetwork() -> Double {
+        // Before any push was accepted the scale says nothing about the others: keep the mass.
+        guard received > 0 else { return 0 }
+        let target = weightCap * scale / 2
+        guard mass > target else { return 0 }
+        let cut = mass - target
+        mass = target
+        discarded += 1
+        massDiscarded += cut
+        return cut
     }
 
     /// The node is stopping: no more pushes leave and incoming pushes are refused.
@@ -135,6 +172,7 @@ struct PushSumLedger: Sendable, Equatable {
         r.massSent = massSent; r.massReceived = massReceived; r.massReturned = massReturned
         r.massUnconfirmed = massUnconfirmed; r.massLost = massLost; r.massCapped = massCapped
         r.massInFlight = massInFlight
+        r.discarded = discarded; r.massDiscarded = massDiscarded
         return r
     }
 }

@@ -69,13 +69,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var inFlight = 0
         public var massSent = 0.0, massReceived = 0.0, massReturned = 0.0, massUnconfirmed = 0.0
         public var massLost = 0.0, massCapped = 0.0, massInFlight = 0.0
+        /// Times this peer found its model the outlier and gave up mass (SPEC §5.5), and how much.
+        public var discarded = 0, massDiscarded = 0.0
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case mass, sent, received, returned, unconfirmed, lost, capped, confirmed, inFlight = "in_flight"
             case massSent = "mass_sent", massReceived = "mass_received", massReturned = "mass_returned"
             case massUnconfirmed = "mass_unconfirmed", massLost = "mass_lost", massCapped = "mass_capped"
-            case massInFlight = "mass_in_flight"
+            case massInFlight = "mass_in_flight", discarded, massDiscarded = "mass_discarded"
         }
     }
     /// "peer" or "bootstrap".
