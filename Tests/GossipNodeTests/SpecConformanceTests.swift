@@ -245,6 +245,10 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
         return p.withUnsafeBytes { Array($0) }
     case .ping: return [1, 2, 3]
     case .triggerGossip: return strBytes("")
+    case .pushSum:
+        guard let model else { return [0] }
+        let p = try PushSumRequest(sender: "127.0.0.1:9", mass: 1, model: model).encode()
+        return p.withUnsafeBytes { Array($0) }
     default: return []
     }
 }
@@ -252,7 +256,7 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
