@@ -3,6 +3,7 @@
 // are small float vectors merged with the real averaging kernel. Plus the PushSum vectors.
 import Foundation
 import GossipML
+import GossipNet
 @testable import GossipNode
 import GossipWire
 import Testing
@@ -233,5 +234,76 @@ private struct Simulation {
         var sync = s
         sync.pushSum = nil
         #expect(sync.json().contains(#""push_sum":null"#))
+    }
+}
+
+/// A real push-sum PeerNode answering hostile and honest PushSum requests (SPEC §5.5).
+@Suite struct PushSumHandlerTests {
+    private func push(_ model: ModelState, mass: Double, sender: String = "127.0.0.1:9") throws -> [UInt8] {
+        try PushSumRequest(sender: sender, mass: mass, model: model).encode().withUnsafeBytes { Array($0) }
+    }
+
+    /// The payload with its f64 mass (after `str sender`) replaced by `v`.
+    private func withMass(_ bytes: [UInt8], _ v: Double, senderBytes: Int) -> [UInt8] {
+        var b = bytes
+        let at = 2 + senderBytes
+        withUnsafeBytes(of: v.bitPattern.littleEndian) { for i in 0..<8 { b[at + i] = $0[i] } }
+        return b
+    }
+
+    private func code(_ r: Result<InboundMessage, RPCError>) -> StatusCode? {
+        if case .failure(let e) = r { return e.remote ? e.code : .unknown }
+        return nil
+    }
+
+    @Test func aPushSumPeerRefusesHostilePushesAndAddsHonestOnes() throws {
+        let p = try RunningPeer(averaging: .pushSum)
+        defer { p.stop() }
+        let own = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
+        let before = try #require(p.node.status().pushSum)
+        // Masses out of (0, 1e12] and non-finite ones: INVALID_ARGUMENT, nothing added.
+        let good = try push(own, mass: 10)
+        for bad in [0.0, -1, 2e12, .nan, .infinity] {
+            let c = code(p.call(.pushSum, withMass(good, bad, senderBytes: 11)))
+            #expect(c == .invalidArgument, "mass \(bad) answered \(c?.name ?? "OK")")
+        }
+        // NaN in the weights: INVALID_ARGUMENT; another schema: FAILED_PRECONDITION.
+        var data = own.data.array
+        data.withUnsafeMutableBytes { $0.storeBytes(of: Float.nan, toByteOffset: 0, as: Float.self) }
+        let nanModel = ModelState(architecture: own.architecture, round: 0, step: 0, samples: 0, table: own.table,
+                                  data: ByteSlice(ByteStorage(copying: data)))
+        #expect(code(p.call(.pushSum, try push(nanModel, mass: 10))) == .invalidArgument)
+        let other = try MLPArchitecture(parsing: "64,5,10").makeParameters(seed: 1)
+        let otherModel = try ModelState.decode(try WireCodec.encodeModel(architecture: try MLPArchitecture(parsing: "64,5,10"),
+                                                                        params: other, round: 0, step: 0, samples: 0))
+        #expect(code(p.call(.pushSum, try push(otherModel, mass: 10))) == .failedPrecondition)
+        // A scaled model is an outlier: MODEL_REJECTED.
+        let scaled = own.data.array.withUnsafeBytes { raw in raw.bindMemory(to: Float.self).map { $0 * 100 } }
+        let far = ModelState(architecture: own.architecture, round: 0, step: 0, samples: 0, table: own.table,
+                             data: scaled.withUnsafeBytes { ByteSlice(ByteStorage(copying: $0)) })
+        #expect(code(p.call(.pushSum, try push(far, mass: 10))) == .modelRejected)
+        var mid = try #require(p.node.status().pushSum)
+        #expect(mid.received == before.received && mid.massReceived == before.massReceived, "a refused push added mass")
+        // An honest push is added: OK with an empty reply.
+        let ok = try p.call(.pushSum, good).get()
+        #expect(ok.payload.count == 0)
+        mid = try #require(p.node.status().pushSum)
+        #expect(mid.received == before.received + 1 && mid.massReceived == before.massReceived + 10)
+        // A claim over the cap is merged with 4 x max(own mass, rows); the excess is counted.
+        _ = try p.call(.pushSum, try push(own, mass: 1e11)).get()
+        let after = try #require(p.node.status().pushSum)
+        #expect(after.capped == 1 && after.massCapped > 1e11 - 1e5)
+        #expect(p.node.status().rejected.weightCapped == 1)
+        // A push-sum peer takes no synchronous exchange.
+        let ex = try GossipExchangeRequest(sender: "127.0.0.1:9", weight: 1, model: own).encode().withUnsafeBytes { Array($0) }
+        #expect(code(p.call(.gossipExchange, ex)) == .unavailable)
+    }
+
+    @Test func aSyncPeerRefusesPushes() throws {
+        let p = try RunningPeer()
+        defer { p.stop() }
+        let own = try ModelState.decode(try p.call(.getModel, u64Bytes(0)).get().payload)
+        #expect(code(p.call(.pushSum, try push(own, mass: 10))) == .failedPrecondition)
+        #expect(p.node.status().pushSum == nil)
     }
 }

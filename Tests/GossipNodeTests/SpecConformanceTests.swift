@@ -181,7 +181,7 @@ final class RunningPeer: @unchecked Sendable {
     let controlSocket = testSocketPath("peer")
     private let finished = DispatchSemaphore(value: 0)
 
-    init() throws {
+    init(averaging: AveragingMode = .sync) throws {
         let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let arch = try MLPArchitecture(parsing: "64,4,10")
         bootstrap = try BootstrapNode(config: BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
@@ -193,6 +193,7 @@ final class RunningPeer: @unchecked Sendable {
         config.evalEvery = 1_000_000
         config.exchangeTimeout = .seconds(5)
         config.security.controlSocket = controlSocket
+        config.averaging = averaging
         node = try PeerNode(config: config, logger: quiet)
         endpoint = try node.start()
         let (node, finished) = (node, finished)
