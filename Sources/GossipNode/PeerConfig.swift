@@ -57,9 +57,9 @@ public struct PeerConfig: Sendable {
     public var security = NodeSecurity()
     /// How this peer averages (SPEC §5.3 synchronous exchange, or §5.5 push-sum).
     public var averaging: AveragingMode = .sync
-    /// Push-sum: a push also happens on wall-clock time when none happened for this long, so
-    /// a slow peer keeps mixing at the others' rate.
-    public var pushInterval: Duration = .milliseconds(50)
+    /// Push-sum: every peer pushes about once per interval (after a round when none left
+    /// during the interval, else on a timer), so slow and fast peers mix at the same rate.
+    public var pushInterval: Duration = .milliseconds(20)
     /// Test hook only (hidden `--push-loss P`): each push is lost with probability P (its
     /// half of the mass leaves the sender and is never sent).
     public var pushLoss: Double = 0

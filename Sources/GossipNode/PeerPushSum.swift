@@ -27,7 +27,10 @@ final class PushSumDriver: @unchecked Sendable {
 
 extension PeerNode {
     /// One averaging step in the configured mode: sync, one exchange with a random live peer
-    /// (`gossipOnce`); push-sum, one push (queued for the push queue; it never blocks).
+    /// (`gossipOnce`); push-sum, one push unless one left during the last push interval
+    /// (queued for the push queue; it never blocks). Every peer thus pushes about once per
+    /// interval whatever its round time (the timer covers slow rounds), which keeps each
+    /// peer's mass near its share (SPEC §5.5, "Pushing on time").
     func averagingStep() {
         switch config.averaging {
         case .sync:
@@ -36,7 +39,7 @@ extension PeerNode {
             guard !pushDriver.pending.exchange(true, ordering: .acquiringAndReleasing) else { return }
             pushDriver.queue.async { [self] in
                 pushDriver.pending.store(false, ordering: .releasing)
-                pushOnce()
+                if pushDue() { pushOnce() }
             }
         }
     }
@@ -65,12 +68,17 @@ extension PeerNode {
             t.schedule(deadline: .now() + interval.seconds, repeating: interval.seconds, leeway: .milliseconds(2))
             t.setEventHandler { [weak self] in
                 guard let self else { return }
-                // 0.9: a timer tick that lands just before the interval ends still pushes.
-                if ContinuousClock.now - d.lastPush >= interval * 0.9 { self.pushOnce() }
+                if self.pushDue() { self.pushOnce() }
             }
             d.timer = t
             t.resume()
         }
+    }
+
+    /// True when no push left during the last interval (push queue only). 0.9: a tick that
+    /// lands just before the interval ends still pushes.
+    func pushDue() -> Bool {
+        ContinuousClock.now - pushDriver.lastPush >= config.pushInterval * 0.9
     }
 
     /// One push (push queue only): half of the mass and a snapshot of the model to a random
@@ -254,7 +262,7 @@ extension PeerNode {
         }
         let hasPeers = core.withLock { $0.state.membership.count > 0 }
         if hasPeers {
-            let linger = min(Duration.seconds(2), config.pushInterval * 20)
+            let linger = min(Duration.seconds(2), max(Duration.seconds(1), config.pushInterval * 20))
             let end = ContinuousClock.now + linger
             while ContinuousClock.now < end { wake.wait(upTo: end - ContinuousClock.now) }
         }

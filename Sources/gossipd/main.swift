@@ -194,8 +194,8 @@ struct Peer: ParsableCommand {
     var misbehave: String?
     @Option(help: "How to average: sync (the pairwise exchange, SPEC 5.3) or push-sum (one-way pushes of half a mass, SPEC 5.5; every peer of a network must use the same).")
     var averaging: String = "sync"
-    @Option(help: "Push-sum: also push when none happened for this many milliseconds (keeps a slow peer mixing).")
-    var pushIntervalMs: Int = 50
+    @Option(help: "Push-sum: each peer pushes about once per this many milliseconds, after a round or on a timer, so slow and fast peers mix at one rate.")
+    var pushIntervalMs: Int = 20
     // A test hook, hidden from help: each push-sum push is lost with probability P.
     @Option(help: ArgumentHelp("Test hook: lose each push-sum push with probability P.", visibility: .hidden))
     var pushLoss: Double = 0
