@@ -100,4 +100,34 @@ import Testing
         }
         #expect(try c.spread(peers) < 0.01)
     }
+
+    /// The mass survives a clean stop and restart: the last checkpoint carries it (SPEC §5.5).
+    @Test func theMassResumesFromTheLastCheckpoint() throws {
+        let c = try Cluster("pushsum-resume", secure: true)
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        var peers: [NodeProcess] = []
+        for i in 0..<2 {
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+                                    shard: "\(i)/2", rounds: 6, stateDir: "\(c.dir)/state\(i)"))
+        }
+        try c.wait("both peers push and receive", nodes: peers) {
+            try peers.allSatisfy { p in try (c.status(p).pushSum?.received ?? 0) > 3 }
+        }
+        var finals: [Double] = []
+        for p in peers {
+            kill(p.pid, SIGTERM)
+            p.process.waitUntilExit()
+            #expect(p.process.terminationStatus == 0)
+            finals.append(try finalMass(p).0)
+        }
+        kill(boot.pid, SIGTERM)
+        boot.process.waitUntilExit()
+        // Alone (its bootstrap is gone, its partner stopped): it has nobody to push to.
+        let again = try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+                               shard: "0/2", rounds: 6, stateDir: "\(c.dir)/state0")
+        let s = try c.status(again)
+        #expect(s.resumedFromRound != nil)
+        #expect(s.pushSum?.mass == finals[0], "resumed mass \(String(describing: s.pushSum?.mass)), final mass \(finals[0])")
+    }
 }
