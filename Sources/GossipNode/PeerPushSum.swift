@@ -134,7 +134,9 @@ extension PeerNode {
                 c.state.membership.markSuccess(target, exchange: true)
                 c.state.selfCheck(refusedBy: nil)
             }
-        case .failure(let err) where err.remote:
+        // A connection-level error reply (SPEC §8.1) fails every call on that connection; one
+        // of them may already have reached a handler, so it counts as unconfirmed (below).
+        case .failure(let err) where err.remote && !err.message.contains("rejected the connection:"):
             takeBack(mass: mass, sent: sent, from: target)
             let dropped: Bool = core.withLock { c in
                 switch err.code {
