@@ -141,6 +141,11 @@ public enum FrameDump {
         case .pingRequest(let p), .pingReply(let p): return [("bytes", hexBytes(Array(p.array.prefix(32))) + (p.count > 32 ? " ..." : ""))]
         case .triggerGossipRequest(let m): return [("peer", quote(m.peer))]
         case .pushSumRequest(let m): return [("sender", quote(m.sender)), ("mass", "\(m.mass)")] + model(m.model)
+        case .votesRequest(let m), .votesReply(let m):
+            return [("sender", quote(m.sender)), ("finished", m.finished ? "true" : "false"),
+                    ("voters", "[" + m.voters.map(quote).joined(separator: ",") + "]")]
+        case .waitConvergedRequest(let m): return [("timeout_ms", "\(m.timeoutMs)")]
+        case .waitConvergedReply(let m): return [("json", m.json)]
         case .error(_, let e): return [("status", "\(e.code.name) (\(e.code.rawValue))"), ("message", quote(e.message))]
         }
     }

@@ -117,6 +117,12 @@ public final class BootstrapNode: @unchecked Sendable {
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { _, responder in
             responder.fail(.unimplemented, "this node is a bootstrap and holds no training model: send TriggerGossip to a peer (Register's reply lists them)")
         }
+        // Nor does it train: no votes, no end of training (SPEC §5.7, §5.8).
+        for type in [MessageType.votes, .waitConverged] {
+            server.register(type) { _, responder in
+                responder.fail(.unimplemented, "this node is a bootstrap and does not train: send \(type.name) to a peer (Register's reply lists them)")
+            }
+        }
         registerCommonHandlers(server, logger: logger, rights: config.security.rights, status: { [weak self] in self?.status() },
                                stop: { [weak self] in self?.requestStop() })
         // The listen rule again (gossipd applied it with its notice): secure by default for

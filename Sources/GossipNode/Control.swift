@@ -20,6 +20,8 @@ public enum ControlExitCode: Int32, Sendable {
     case cannotRead = 66
     /// The output file could not be written.
     case cannotWrite = 73
+    /// `wait --converged`: the node was reachable but had not finished training within --timeout.
+    case notConverged = 3
 }
 
 /// A failed gossipctl command: the exit code, a message, and the wire status if any.
@@ -211,6 +213,33 @@ public final class Control: @unchecked Sendable {
         }
     }
 
+    /// Blocks until the node has finished training (SPEC §5.8), at most `timeout`.
+    /// - Throws: `ControlFailure` with `.notConverged` (3) when the node answered
+    ///   DEADLINE_EXCEEDED (not finished in time), `.unreachable` (69) when it could not be
+    ///   reached, stopped before it finished, or did not answer at all.
+    public func waitConverged(timeout: Duration) throws(ControlFailure) -> WaitConvergedResult {
+        let ms = max(1, min(Double(WaitConvergedRequest.maxTimeoutMs), timeout.milliseconds.rounded(.up)))
+        let payload = WireCodec.encode(WaitConvergedRequest(timeoutMs: UInt32(ms)))
+        let m: InboundMessage
+        do {
+            // The node answers by `timeout`; the RPC deadline leaves it 2 s to do so.
+            m = try call(.waitConverged, payload, timeout: timeout + .seconds(2))
+        } catch {
+            if error.exitCode == .remoteError, error.status == .deadlineExceeded {
+                throw ControlFailure(exitCode: .notConverged, message: "\(target) has not finished training within the timeout: \(error.message)", status: .deadlineExceeded)
+            }
+            if error.exitCode == .remoteError, error.status == .unavailable {
+                throw ControlFailure(exitCode: .unreachable, message: error.message, status: .unavailable)
+            }
+            throw error
+        }
+        do {
+            return try WireCodec.decodeWaitConvergedReply(m.payload)
+        } catch {
+            throw ControlFailure(exitCode: .failure, message: "unreadable WaitConverged reply: \(error)", status: nil)
+        }
+    }
+
     /// Asks the node to stop gracefully (it checkpoints first).
     public func stop() throws(ControlFailure) {
         _ = try call(.stop, ByteSlice(ByteStorage(count: 0)))
@@ -257,6 +286,12 @@ public final class Control: @unchecked Sendable {
                     + (s.rejected.boundResets == 0 ? "" : "  bound resets \(s.rejected.boundResets)")
                     + (s.rejected.byPeer.isEmpty ? "" : "  by peer: " + s.rejected.byPeer.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")),
             ]
+            if let c = s.convergence, c.enabled {
+                let state = c.finished ? "finished" : (c.converged ? "converged, voted done" : "training")
+                lines.append("convergence \(state)  votes \(c.votesCounted)/\(c.votesNeeded)  lr \(String(format: "%g", c.learningRate))"
+                             + "  loss improvement \(num(c.lossImprovement))  distance \(num(c.distance))"
+                             + (c.finalModel.map { "  final model \($0)" } ?? ""))
+            }
             if let r = s.checkpointRound { lines.append("checkpoint  round \(r)") }
             if let r = s.resumedFromRound { lines.append("resumed     from round \(r)") }
         }

@@ -15,7 +15,7 @@ import GossipWire
 public struct DemoOptions: Sendable {
     public var peers = 4
     public var dataset: DatasetSource = .digits
-    /// Training settings; nil picks the dataset's default (see `Demo.defaults`).
+    /// Training settings; nil picks the dataset's default (see `TrainingDefaults`).
     public var architecture: String?
     public var rounds: Int?
     public var localSteps: Int?
@@ -98,11 +98,11 @@ public final class Demo: @unchecked Sendable {
         defer { killAll() }
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
         let split = try options.dataset.load()
-        let d = Demo.defaults(features: split.train.featureCount, classes: split.train.classCount)
+        let d = TrainingDefaults.forDataset(features: split.train.featureCount, classes: split.train.classCount)
         let arch = try MLPArchitecture(parsing: options.architecture ?? d.architecture)
         let rounds = options.rounds ?? d.rounds, localSteps = options.localSteps ?? d.localSteps
         let lr = options.learningRate ?? d.learningRate, batch = options.batch ?? d.batch
-        let noise = options.inputNoise ?? d.inputNoise, pace = options.pace ?? d.pace
+        let noise = options.inputNoise ?? d.inputNoise, pace = options.pace ?? d.demoPace
         out("gossip demo: a bootstrap and \(options.peers) peers on 127.0.0.1, dataset \(options.dataset) (\(split.train.count) training rows, \(split.test.count) held out), model \(arch), \(rounds) rounds of \(localSteps) SGD steps (lr \(lr) cosine, batch \(batch))")
         out("logs and checkpoints: \(workDir)")
         // The demo's network is encrypted: one network key for all, each node's identity in its
@@ -217,28 +217,5 @@ public final class Demo: @unchecked Sendable {
         for p in peerProcs { while p.isRunning && Date() < until { Thread.sleep(forTimeInterval: 0.02) } }
         out("all nodes stopped")
         return DemoResult(accuracies: accuracies, consensusDistance: spread)
-    }
-
-    /// Default training settings for a dataset's shape.
-    public struct Defaults: Sendable {
-        public var architecture: String
-        public var rounds: Int
-        public var localSteps: Int
-        public var learningRate: Float
-        public var batch: Int
-        public var inputNoise: Float
-        public var pace: Duration
-    }
-
-    /// Settings that train well: for small tabular inputs (the bundled 8x8 digits) a
-    /// 256,128 MLP with input noise, lr 0.2 and batch 128 (tuned on a validation split of the
-    /// training rows, see gossip-bench gossip-sim); for 28x28 images the MNIST recipe.
-    public static func defaults(features: Int, classes: Int) -> Defaults {
-        if features >= 784 {
-            return Defaults(architecture: "\(features),256,128,\(classes)", rounds: 150, localSteps: 20,
-                            learningRate: 0.05, batch: 64, inputNoise: 0, pace: .zero)
-        }
-        return Defaults(architecture: "\(features),256,128,\(classes)", rounds: 60, localSteps: 10,
-                        learningRate: 0.2, batch: 128, inputNoise: 0.4, pace: .milliseconds(100))
     }
 }

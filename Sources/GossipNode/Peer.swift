@@ -82,15 +82,26 @@ public final class PeerNode: @unchecked Sendable {
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     /// Push-sum's queue and timer (PeerPushSum.swift); idle in sync mode.
     let pushDriver = PushSumDriver()
+    /// WaitConverged requests held until the node finishes (PeerConvergence.swift).
+    let waiters = Mutex(ConvergenceWaiters())
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
 
     /// Loads the dataset and its shard; does no I/O on the network yet.
     public init(config: PeerConfig, logger: Logger) throws {
-        self.config = config
         self.logger = logger
-        self.split = try config.dataset.load()
+        let split = try config.dataset.load()
+        self.split = split
+        // Options the peer was not given take the dataset's defaults (TrainingDefaults.swift).
+        var config = config
+        if !config.trainingDefaultsFromDataset.isEmpty {
+            config.applyTrainingDefaults(.forDataset(features: split.train.featureCount, classes: split.train.classCount))
+        }
+        self.config = config
+        logger.info("training settings", metadata: ["lr": "\(config.sgd.learningRate)", "batch": "\(config.sgd.batchSize)",
+                                                    "local_steps": "\(config.localSteps)", "input_noise": "\(config.sgd.inputNoise)",
+                                                    "pace_ms": "\(Int(config.pace.seconds * 1000))"])
         self.shard = try split.train.shard(index: config.shardIndex, of: config.shardCount,
                                            seed: config.seed, nonIIDAlpha: config.nonIIDAlpha)
         guard shard.count > 0 else {
@@ -110,6 +121,7 @@ public final class PeerNode: @unchecked Sendable {
         self.endpointBox = Mutex(config.listen)
         let membership = Membership(selfEndpoint: config.listen.description, dropAfter: config.dropAfter)
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
+        core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
         let ledger = makePushSumLedger()
@@ -194,6 +206,7 @@ public final class PeerNode: @unchecked Sendable {
         }
         pending?.fail(.unavailable, "this peer is stopping")
         drainPushSum()
+        failWaiters()   // those not answered by a finished node (it answers before it stops)
         // An incoming exchange that holds the slot installs its result before the last
         // checkpoint; none can start now.
         let until = ContinuousClock.now + config.exchangeTimeout + .seconds(1)
@@ -357,12 +370,17 @@ public final class PeerNode: @unchecked Sendable {
                 sleep(for: config.averagingInterval)
                 continue
             }
+            // Convergence (SPEC §5.9): adopt a finished network's model, or end when the done
+            // votes cover the network.
+            if convergenceEnds() { break }
             guard let loss = trainRound() else { break }
             let r = core.withLock { c in
                 model.roundSteps = 0
                 return c.state.completeRound(loss: loss)
             }
+            convergenceAfterRound(loss: loss, round: r)
             averagingStep()
+            if convergenceEnabled { spreadVotes() }
             if r % config.evalEvery == 0 || r == config.rounds { evaluateNow() }
             if checkpoints != nil, r % config.checkpointEvery == 0 { checkpointLogged() }
             let elapsed = ContinuousClock.now - roundStart
@@ -436,6 +454,8 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
         server.register(.pushSum) { [weak self] msg, responder in self?.handlePushSum(msg, responder) }
+        server.register(.votes) { [weak self] msg, responder in self?.handleVotes(msg, responder) }
+        server.register(.waitConverged) { [weak self] msg, responder in self?.handleWaitConverged(msg, responder) }
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in
             self?.handleTrigger(msg, responder)
         }
@@ -492,7 +512,7 @@ public final class PeerNode: @unchecked Sendable {
 
     // MARK: - evaluation, status, checkpoints
 
-    private func evaluateNow() {
+    func evaluateNow() {
         guard let (arch, params) = core.withLock({ _ -> (MLPArchitecture, ParameterSet)? in
             guard let t = model.trainer, let a = model.architecture else { return nil }
             return (a, t.parameters)
@@ -538,6 +558,7 @@ public final class PeerNode: @unchecked Sendable {
             s.checkpointRound = st.checkpointRound
             s.resumedFromRound = st.resumedFromRound
             s.pushSum = c.pushSum?.report
+            s.convergence = convergenceStatus(st)
             return s
         }
     }
@@ -551,7 +572,7 @@ public final class PeerNode: @unchecked Sendable {
 
     /// Snapshots the model, the trainer's state and the counters under the lock, then writes
     /// them atomically outside it.
-    private func writeCheckpoint() throws {
+    func writeCheckpoint() throws {
         guard let store = checkpoints else { return }
         guard let snap = core.withLock({ c -> PeerCheckpoints.Snapshot? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }
@@ -565,6 +586,7 @@ public final class PeerNode: @unchecked Sendable {
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
             meta["round_steps"] = "\(model.roundSteps)"
             if let l = c.pushSum { meta["push_sum_mass"] = "\(l.mass)" }
+            convergenceMetadata(c.state, into: &meta)
             return PeerCheckpoints.Snapshot(checkpoint: TrainerCheckpoint(trainer: t, metadata: meta), round: c.state.round)
         }) else { return }
         try store.write(snap)
@@ -617,6 +639,7 @@ public final class PeerNode: @unchecked Sendable {
         }
         resumePushSumMass(meta)
         core.withLock { $0.state.modelInstalled(resumedAt: r) }
+        resumeConvergence(meta)
         logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)",
                                                             "exact": "\(exact)"])
         return true

@@ -63,6 +63,14 @@ public struct PeerConfig: Sendable {
     /// Test hook only (hidden `--push-loss P`): each push is lost with probability P (its
     /// half of the mass leaves the sender and is never sent).
     public var pushLoss: Double = 0
+    /// Convergence detection and the end of training (SPEC §5.9). Without `rounds` training
+    /// ends this way; with `rounds` detection is off and the peer runs as before.
+    public var convergence = ConvergenceConfig()
+    /// Training settings taken from the dataset's defaults (`TrainingDefaults.forDataset`)
+    /// once `PeerNode.init` has loaded it, replacing the values above; empty (the library
+    /// default) keeps the values as set. `gossipd peer` names here every training option it
+    /// was not given.
+    public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
 
     public init(listen: Endpoint) { self.listen = listen }
 }

@@ -94,7 +94,7 @@ extension PeerNode {
         }
         let lose = config.pushLoss > 0 && Double.random(in: 0..<1, using: &pushDriver.lossRNG) < config.pushLoss
         guard let (decision, params, arch, cnt) = core.withLock({ c -> (PushDecision, ParameterSet, MLPArchitecture, Counters)? in
-            guard c.state.hasModel, !c.state.stopRequested, c.pushSum != nil,
+            guard c.state.hasModel, !c.state.stopRequested, c.state.phase != .done, c.pushSum != nil,
                   let t = model.trainer, let a = model.architecture else { return nil }
             let d = c.pushSum!.beginPush(to: target, lose: lose)
             return (d, t.parameters, a, counters(c))
@@ -221,6 +221,8 @@ extension PeerNode {
                     throw RPCError(.modelRejected, "peer \(endpoint) refused the push of \(sender) as an outlier: relative L2 distance \(shortNumber(d)) from its own model, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3, §5.5); nothing was added, take the mass back")
                 }
                 guard c.pushSum != nil, let t = model.trainer else { throw RPCError(.unavailable, "peer has no model") }
+                // A finished peer keeps its final model (SPEC §5.9): the sender takes its mass back.
+                if c.state.phase == .done { return .refuse("this peer has finished (its final model is written); take the mass back") }
                 let r = c.pushSum!.receive(req.mass)
                 guard case .accept(let ownMass, let used, let cut) = r else { return r }
                 WireCodec.averageInPlace(t, ownWeight: ownMass, incoming: req.model, incomingWeight: used)

@@ -16,6 +16,10 @@ struct PeerState: Sendable {
     /// Where the peer is in its life.
     enum Phase: String, Sendable, Equatable {
         case onboarding, training, averaging, stopping, stopped
+        /// Training has stopped: the votes cover the network; final averaging steps (SPEC §5.9).
+        case final
+        /// The final model is written; serving it (`--serve-when-done`) until stopped.
+        case done
     }
 
     /// Who holds the exchange slot.
@@ -116,6 +120,8 @@ struct PeerState: Sendable {
     var membership: Membership
     /// Draws the sample of a long peer list.
     private var sampleRNG: SplitMix
+    /// Convergence detection and the done votes (SPEC §5.9; PeerConvergence.swift).
+    var convergence = PeerConvergenceState(config: ConvergenceConfig(), mayReduceRate: true, voteCapacity: Limits.default.maxPeers)
 
     init(membership: Membership, seed: UInt64 = 1, bounds: ExchangeBounds = ExchangeBounds()) {
         self.membership = membership
@@ -158,6 +164,16 @@ struct PeerState: Sendable {
 
     mutating func stopped() { phase = .stopped }
 
+    /// The votes cover the network: training stops, final averaging begins (SPEC §5.9).
+    mutating func enterFinal() {
+        if phase == .training || phase == .averaging { phase = .final }
+    }
+
+    /// The final model is written; the peer serves it until stopped.
+    mutating func enterDone() {
+        if phase == .final || phase == .training || phase == .averaging { phase = .done }
+    }
+
     /// One training round finished with mean loss `loss`. Returns the new round number.
     mutating func completeRound(loss: Double) -> Int {
         round += 1
@@ -180,7 +196,8 @@ struct PeerState: Sendable {
             exchanges.refused += 1
             return .unavailable("this peer is still onboarding and has no model yet; try another peer")
         }
-        guard slot == .idle else {
+        guard slot == .idle, phase != .done else {
+            // A finished peer keeps its final model: it answers busy (SPEC §5.9).
             exchanges.refused += 1
             return .busy
         }
@@ -210,7 +227,7 @@ struct PeerState: Sendable {
     /// Takes the slot for an exchange with `peer`. False when it is taken, the node has no
     /// model, or it is stopping.
     mutating func beginOutgoing(peer: String) -> Bool {
-        guard slot == .idle, hasModel, !stopRequested else { return false }
+        guard slot == .idle, hasModel, !stopRequested, phase != .done else { return false }
         slot = .outgoing(peer: peer)
         return true
     }
@@ -283,6 +300,7 @@ struct PeerState: Sendable {
         case .request: requestBound.record(distance)
         case .reply: replyBound.record(distance)
         }
+        convergence.detector.modelMet(distance: distance)
     }
 
     /// `peer` claimed more weight than the cap allows (its request was averaged with the capped

@@ -84,7 +84,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var role: String
     /// The address the node serves on.
     public var endpoint: String
-    /// "onboarding", "training", "averaging" (training rounds done, still gossiping), "stopping"; bootstrap: "serving".
+    /// "onboarding", "training", "averaging" (training rounds done, still gossiping), "final"
+    /// (votes cover the network, final averaging), "done" (final model written, serving it),
+    /// "stopping"; bootstrap: "serving".
     public var phase: String
     public var architecture: String
     /// Schema hash of the model, 16 hex digits.
@@ -129,6 +131,89 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var peerIdentities: [String: String?] = [:]
     /// Push-sum state (SPEC §5.5); null when the node averages synchronously.
     public var pushSum: PushSum?
+    /// Convergence detection and the end of training (SPEC §5.9); null on a bootstrap or an older peer.
+    public var convergence: Convergence?
+
+    /// The `convergence` object of a peer's status (SPEC §5.9).
+    public struct Convergence: Codable, Sendable, Equatable {
+        /// False with --rounds: no detection, no end by votes.
+        public var enabled = false
+        /// This peer judged itself converged and voted done (sticky).
+        public var converged = false
+        /// The final model is written (phase done, or stopping after it).
+        public var finished = false
+        /// Done voters this peer knows, sorted.
+        public var voters: [String] = []
+        /// Voters among the members this peer knows plus itself.
+        public var votesCounted = 0
+        /// Votes needed to end: --quorum, or every member plus itself.
+        public var votesNeeded = 0
+        /// The learning rate in force (lowered on loss plateaus).
+        public var learningRate: Double = 0
+        /// Learning-rate reductions so far.
+        public var reductions = 0
+        /// Windows of rounds judged so far.
+        public var windowsJudged = 0
+        /// Relative improvement of the last window's mean loss over the previous one; null before two windows.
+        public var lossImprovement: Double?
+        /// The judged distance of the models met in the last window; null when it met too few.
+        public var distance: Double?
+        /// Models met in the last window.
+        public var modelsMet = 0
+        /// Final averaging steps done.
+        public var finalRounds = 0
+        /// Path of the final model; null until written (or without --state-dir).
+        public var finalModel: String?
+        /// Converged at the lowest learning rate with the models met still over the distance threshold.
+        public var relaxed = false
+        public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case enabled, converged, finished, voters, votesCounted = "votes_counted", votesNeeded = "votes_needed"
+            case learningRate = "lr", reductions, windowsJudged = "windows_judged", lossImprovement = "loss_improvement"
+            case distance = "max_distance", modelsMet = "models_met", finalRounds = "final_rounds", finalModel = "final_model"
+            case relaxed
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? false
+            converged = try c.decodeIfPresent(Bool.self, forKey: .converged) ?? false
+            finished = try c.decodeIfPresent(Bool.self, forKey: .finished) ?? false
+            voters = try c.decodeIfPresent([String].self, forKey: .voters) ?? []
+            votesCounted = try c.decodeIfPresent(Int.self, forKey: .votesCounted) ?? 0
+            votesNeeded = try c.decodeIfPresent(Int.self, forKey: .votesNeeded) ?? 0
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? 0
+            reductions = try c.decodeIfPresent(Int.self, forKey: .reductions) ?? 0
+            windowsJudged = try c.decodeIfPresent(Int.self, forKey: .windowsJudged) ?? 0
+            lossImprovement = try c.decodeIfPresent(Double.self, forKey: .lossImprovement)
+            distance = try c.decodeIfPresent(Double.self, forKey: .distance)
+            modelsMet = try c.decodeIfPresent(Int.self, forKey: .modelsMet) ?? 0
+            finalRounds = try c.decodeIfPresent(Int.self, forKey: .finalRounds) ?? 0
+            finalModel = try c.decodeIfPresent(String.self, forKey: .finalModel)
+            relaxed = try c.decodeIfPresent(Bool.self, forKey: .relaxed) ?? false
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            func finite(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(enabled, forKey: .enabled)
+            try c.encode(converged, forKey: .converged)
+            try c.encode(finished, forKey: .finished)
+            try c.encode(voters, forKey: .voters)
+            try c.encode(votesCounted, forKey: .votesCounted)
+            try c.encode(votesNeeded, forKey: .votesNeeded)
+            try c.encode(finite(learningRate) ?? 0, forKey: .learningRate)
+            try c.encode(reductions, forKey: .reductions)
+            try c.encode(windowsJudged, forKey: .windowsJudged)
+            try c.encode(finite(lossImprovement), forKey: .lossImprovement)
+            try c.encode(finite(distance), forKey: .distance)
+            try c.encode(modelsMet, forKey: .modelsMet)
+            try c.encode(finalRounds, forKey: .finalRounds)
+            try c.encode(finalModel, forKey: .finalModel)
+            try c.encode(relaxed, forKey: .relaxed)
+        }
+    }
 
     public init(role: String, endpoint: String, phase: String, architecture: String, schemaHash: UInt64) {
         self.role = role
@@ -151,6 +236,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case checkpointRound = "checkpoint_round", resumedFromRound = "resumed_from_round"
         case identity, secure, peerIdentities = "peer_identities"
         case pushSum = "push_sum"
+        case convergence
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -193,6 +279,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(secure, forKey: .secure)
         try c.encode(peerIdentities, forKey: .peerIdentities)
         try c.encode(pushSum, forKey: .pushSum)
+        // Only a peer has one: a bootstrap's document keeps its keys.
+        try c.encodeIfPresent(convergence, forKey: .convergence)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -228,6 +316,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         secure = try c.decodeIfPresent(Bool.self, forKey: .secure)
         peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
         pushSum = try c.decodeIfPresent(PushSum.self, forKey: .pushSum)
+        convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
     }
 
     /// The JSON text (sorted keys, so output is stable).

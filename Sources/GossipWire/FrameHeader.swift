@@ -48,11 +48,15 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let triggerGossip = MessageType(rawValue: 7)
     /// Push-sum averaging (SPEC §5.5): one-way mass and model, answered with an empty reply.
     public static let pushSum = MessageType(rawValue: 8)
+    /// The done votes a peer knows (SPEC §5.7).
+    public static let votes = MessageType(rawValue: 10)
+    /// Blocks until the node has finished training (SPEC §5.8).
+    public static let waitConverged = MessageType(rawValue: 11)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .votes, .waitConverged]
 
     public var name: String {
         switch rawValue {
@@ -64,6 +68,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 6: "Stop"
         case 7: "TriggerGossip"
         case 8: "PushSum"
+        case 10: "Votes"
+        case 11: "WaitConverged"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

@@ -369,6 +369,12 @@ public enum MessageBody: Sendable, Equatable {
     /// PushSum (SPEC §5.5): the sender's mass and de-biased model; the reply is empty.
     case pushSumRequest(PushSumRequest)
     case pushSumReply
+    /// Votes (SPEC §5.7): request and reply share one layout.
+    case votesRequest(VotesMessage)
+    case votesReply(VotesMessage)
+    /// WaitConverged (SPEC §5.8): the reply is JSON text, like TriggerGossip's.
+    case waitConvergedRequest(WaitConvergedRequest)
+    case waitConvergedReply(StatusReply)
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -383,6 +389,8 @@ public enum MessageBody: Sendable, Equatable {
         case .stopRequest, .stopReply: .stop
         case .triggerGossipRequest, .triggerGossipReply: .triggerGossip
         case .pushSumRequest, .pushSumReply: .pushSum
+        case .votesRequest, .votesReply: .votes
+        case .waitConvergedRequest, .waitConvergedReply: .waitConverged
         case .error(let type, _): type
         }
     }
@@ -391,7 +399,7 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest, .pushSumRequest: .request
+             .stopRequest, .triggerGossipRequest, .pushSumRequest, .votesRequest, .waitConvergedRequest: .request
         case .error: .error
         default: .response
         }
@@ -411,6 +419,9 @@ public enum MessageBody: Sendable, Equatable {
         case .pingRequest(let b), .pingReply(let b): b
         case .triggerGossipRequest(let m): try m.encode(limits: limits)
         case .pushSumRequest(let m): try m.encode(limits: limits)
+        case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
+        case .waitConvergedRequest(let m): m.encode()
+        case .waitConvergedReply(let m): try m.encode(limits: limits)
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -451,6 +462,12 @@ public enum MessageBody: Sendable, Equatable {
             if request { return .pushSumRequest(try .decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash)) }
             try expectEmpty(payload, "PushSum reply")
             return .pushSumReply
+        case .votes:
+            return request ? .votesRequest(try .decode(payload, limits: limits))
+                           : .votesReply(try .decode(payload, limits: limits))
+        case .waitConverged:
+            return request ? .waitConvergedRequest(try .decode(payload))
+                           : .waitConvergedReply(try .decode(payload, limits: limits))
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))

@@ -106,8 +106,10 @@ struct Bootstrap: ParsableCommand {
     @OptionGroup var address: AddressOptions
     @Option(help: "Initial model as a safetensors file (its __metadata__ must name 'arch').")
     var model: String?
-    @Option(help: "Initial model architecture, e.g. 64,128,10 or 784,256,128,10 (with --seed).")
+    @Option(help: "Initial model architecture, e.g. 64,128,10 or 784,256,128,10 (with --seed). Default: the one suggested for --dataset.")
     var arch: String?
+    @Option(help: "Without --arch or --model: the dataset the network trains on (digits | mnist:DIR | fashion-mnist:DIR | csv:FILE); the bootstrap suggests its architecture (digits: 64,256,128,10; 28x28 images: 784,256,128,10).")
+    var dataset: String?
     @Option(help: "Seed of the initial model's initialization (with --arch).")
     var seed: UInt64 = 1
     @Option(help: "Directory for this node's identity (identity.key) and control socket (control.sock).")
@@ -116,7 +118,8 @@ struct Bootstrap: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        if (model == nil) == (arch == nil) { throw ValidationError("give exactly one of --model FILE or --arch SIZES") }
+        if model != nil && arch != nil { throw ValidationError("give at most one of --model FILE or --arch SIZES") }
+        if dataset != nil && (model != nil || arch != nil) { throw ValidationError("--dataset only chooses the architecture when neither --arch nor --model is given") }
     }
 
     func run() throws {
@@ -133,7 +136,16 @@ struct Bootstrap: ParsableCommand {
             architecture = try MLPArchitecture(parsing: a)
             params = p
         } else {
-            architecture = try MLPArchitecture(parsing: arch!)
+            var sizes = arch
+            if sizes == nil {
+                // No --arch or --model: suggest the architecture for the dataset (default digits).
+                let source: DatasetSource
+                do { source = try DatasetSource(parsing: dataset ?? "digits") } catch { throw ValidationError("--dataset: \(error)") }
+                let suggested = try TrainingDefaults.forSource(source).architecture
+                Console.err.line("gossipd bootstrap: architecture \(suggested) (suggested for --dataset \(source); give --arch to choose another)")
+                sizes = suggested
+            }
+            architecture = try MLPArchitecture(parsing: sizes!)
             let count = architecture.parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) }
             guard count <= Limits.default.maxMessageBytes / 4 - 1024 else {
                 throw ValidationError("--arch \(architecture) has \(count) parameters; one message carries at most about \(Limits.default.maxMessageBytes / 4) float32 values")
@@ -155,7 +167,19 @@ struct Bootstrap: ParsableCommand {
 
 struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.")
+        abstract: "Run a training peer: Register, GetModel, then Train -> Gossip -> Repeat.",
+        discussion: """
+        The end of training (Protocol/SPEC.md §5.9): with --rounds, a cosine schedule over the rounds, then \
+        averaging until stopped. Without --rounds, a constant --lr until the network converges: over windows of \
+        --converge-window rounds the mean training loss is compared with the previous window's; on a plateau \
+        (improvement below --converge-loss-delta) the rate is halved; after two halvings a plateau means converged \
+        when the models it met are within --converge-distance (else the rate is halved again, down to 1/64 of \
+        --lr, where a plateau ends it anyway), and the peer votes done. When the done votes \
+        cover every peer it knows plus itself (or --quorum), it runs --final-rounds averaging steps, writes \
+        STATE_DIR/final.safetensors and exits 0 (or serves it with --serve-when-done). --no-converge: train until stopped.
+
+        """ + "Training options not given take the dataset's defaults (the demo's recipe), chosen once the dataset is loaded: "
+            + TrainingDefaults.helpText + ". The model's architecture comes from the network (the bootstrap's --arch, or its suggestion for --dataset).")
 
     @OptionGroup var address: AddressOptions
     @Option(help: "Bootstrap HOST:PORT. An unreachable bootstrap is reported and skipped.")
@@ -168,15 +192,15 @@ struct Peer: ParsableCommand {
     var shard: String = "0/1"
     @Option(name: .customLong("non-iid"), help: "Label-skewed shards: Dirichlet concentration ALPHA (small = more skew).")
     var nonIID: Double?
-    @Option(help: "Learning rate.") var lr: Float = 0.05
+    @Option(help: "Learning rate (default: from the dataset, 0.2 for digits, 0.05 for 28x28 images).") var lr: Float?
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay.") var weightDecay: Float = 1e-4
-    @Option(help: "Mini-batch size.") var batch: Int = 64
-    @Option(help: "Std of Gaussian noise added to training inputs (regularization; 0 = none).") var inputNoise: Float = 0
+    @Option(help: "Mini-batch size (default: from the dataset, 128 for digits, 64 for 28x28 images).") var batch: Int?
+    @Option(help: "Std of Gaussian noise added to training inputs, a regularization (default: from the dataset, 0.4 for digits, 0 for 28x28 images).") var inputNoise: Float?
     @Option(help: "Learning-rate schedule: cosine (decays to --final-lr-fraction over --rounds) or constant.")
     var lrSchedule: String = "cosine"
     @Option(help: "Final learning rate as a fraction of --lr, for the cosine schedule.") var finalLrFraction: Float = 0
-    @Option(help: "SGD steps per round, before each exchange.") var localSteps: Int = 10
+    @Option(help: "SGD steps per round, before each exchange (default: from the dataset, 10 for digits, 20 for 28x28 images).") var localSteps: Int?
     @Option(help: "Training rounds, after which the peer keeps averaging until stopped (default: train until stopped).")
     var rounds: Int?
     @Option(help: "Seed for shuffling, sharding and peer choice.") var seed: UInt64 = 1
@@ -185,7 +209,7 @@ struct Peer: ParsableCommand {
     @Option(help: "Rounds between checkpoints.") var checkpointEvery: Int = 10
     @Option(help: "Rounds between held-out evaluations.") var evalEvery: Int = 5
     @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
-    @Option(help: "Minimum milliseconds per round (to watch progress).") var paceMs: Int = 0
+    @Option(help: "Minimum milliseconds per round, to watch progress or to simulate a slow peer (default: 0, flat out).") var paceMs: Int = 0
     @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
     // A test hook, hidden from help: turns this peer into an insider attacker (it trains
     // normally but sends every model scaled by F, replaced by noise of the model's per-tensor
@@ -199,6 +223,20 @@ struct Peer: ParsableCommand {
     // A test hook, hidden from help: each push-sum push is lost with probability P.
     @Option(help: ArgumentHelp("Test hook: lose each push-sum push with probability P.", visibility: .hidden))
     var pushLoss: Double = 0
+    @Option(help: "Convergence (SPEC §5.9, without --rounds): rounds per window; the mean training loss of a window is judged against the previous window's.")
+    var convergeWindow: Int = ConvergenceConfig().window
+    @Option(help: "Convergence: the loss has stopped improving when a window's mean is less than this fraction below the previous window's. On such a plateau the learning rate is halved, twice; at the next plateau the peer is converged if the models it met are close (--converge-distance) and votes done.")
+    var convergeLossDelta: Double = ConvergenceConfig().lossDelta
+    @Option(help: "Convergence: the models met in the window (90th percentile of their relative L2 distance from this peer's) must be within this.")
+    var convergeDistance: Double = ConvergenceConfig().distance
+    @Option(help: "Done votes that end training (default: every peer this peer knows, plus itself).")
+    var quorum: Int?
+    @Option(help: "Averaging steps once the votes cover the network, before the final model (STATE_DIR/final.safetensors) is written.")
+    var finalRounds: Int = ConvergenceConfig().finalRounds
+    @Flag(help: "Once finished, keep serving the final model (phase done; late peers adopt it) instead of exiting 0.")
+    var serveWhenDone = false
+    @Flag(help: "Without --rounds: no convergence detection and no end by votes; train at the constant --lr until stopped (the behaviour before SPEC §5.9).")
+    var noConverge = false
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
@@ -225,17 +263,26 @@ struct Peer: ParsableCommand {
         config.shardIndex = i
         config.shardCount = n
         config.nonIIDAlpha = nonIID
-        guard lr > 0, batch > 0, localSteps > 0, checkpointEvery > 0, evalEvery > 0, exchangeTimeout > 0 else {
-            throw ValidationError("--lr, --batch, --local-steps, --checkpoint-every, --eval-every and --exchange-timeout must be positive")
+        guard lr.map({ $0 > 0 }) ?? true, batch.map({ $0 > 0 }) ?? true, localSteps.map({ $0 > 0 }) ?? true,
+              checkpointEvery > 0, evalEvery > 0, exchangeTimeout > 0, paceMs >= 0 else {
+            throw ValidationError("--lr, --batch, --local-steps, --checkpoint-every, --eval-every and --exchange-timeout must be positive, --pace-ms >= 0")
         }
-        guard inputNoise >= 0, (0...1).contains(finalLrFraction) else {
+        guard inputNoise.map({ $0 >= 0 }) ?? true, (0...1).contains(finalLrFraction) else {
             throw ValidationError("--input-noise must be >= 0 and --final-lr-fraction within 0...1")
         }
         guard ["cosine", "constant"].contains(lrSchedule) else { throw ValidationError("--lr-schedule must be cosine or constant") }
-        config.sgd = SGDConfig(learningRate: lr, momentum: momentum, weightDecay: weightDecay, batchSize: batch,
-                               inputNoise: inputNoise, finalLearningRateFraction: finalLrFraction)
+        // Unset training options are filled from the dataset's defaults by PeerNode.init, which
+        // loads the dataset anyway (the placeholders below are replaced there).
+        config.sgd = SGDConfig(learningRate: lr ?? 0.05, momentum: momentum, weightDecay: weightDecay, batchSize: batch ?? 64,
+                               inputNoise: inputNoise ?? 0, finalLearningRateFraction: finalLrFraction)
         config.cosineSchedule = lrSchedule == "cosine"
-        config.localSteps = localSteps
+        config.localSteps = localSteps ?? 10
+        var fill: TrainingDefaults.Settings = []
+        if lr == nil { fill.insert(.learningRate) }
+        if batch == nil { fill.insert(.batch) }
+        if localSteps == nil { fill.insert(.localSteps) }
+        if inputNoise == nil { fill.insert(.inputNoise) }
+        config.trainingDefaultsFromDataset = fill
         config.rounds = rounds
         config.seed = seed
         config.stateDir = stateDir
@@ -264,6 +311,17 @@ struct Peer: ParsableCommand {
             do { config.misbehaviour = try Misbehaviour(parsing: misbehave) } catch { throw ValidationError("\(error)") }
             logger.warning("test hook: this peer misbehaves (\(misbehave)); never use it outside tests")
         }
+        guard convergeWindow > 0, convergeLossDelta >= 0, convergeLossDelta.isFinite, convergeDistance > 0,
+              convergeDistance.isFinite, finalRounds >= 0, (quorum ?? 1) > 0 else {
+            throw ValidationError("--converge-window, --converge-distance and --quorum must be positive; --converge-loss-delta and --final-rounds at least 0")
+        }
+        config.convergence.window = convergeWindow
+        config.convergence.lossDelta = convergeLossDelta
+        config.convergence.distance = convergeDistance
+        config.convergence.quorum = quorum
+        config.convergence.finalRounds = finalRounds
+        config.convergence.serveWhenDone = serveWhenDone
+        config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }

@@ -30,8 +30,32 @@ import Testing
                               "handshake_us", "connect_ping_plain_us", "record_seal_mb_per_s", "record_open_mb_per_s"])
     }
 
+    /// time-to-accuracy runs real gossipd processes: a short centralized and a 2-peer sync
+    /// row on digits with a low target, every key present and the target reached.
+    @Test func timeToAccuracySmoke() throws {
+        let (status, out, err) = try bench(["time-to-accuracy", "--modes", "central,sync", "--peers", "2", "--rounds", "6",
+                                            "--target", "0.6", "--timeout", "90"])
+        #expect(status == 0, "\(err)")
+        var expected = ["dataset", "target", "rounds", "peers"]
+        for row in ["central", "sync"] {
+            expected += ["seconds", "steps_total", "steps_per_peer", "final_acc_mean", "final_acc_min", "consensus", "wall_s"]
+                .map { "tta_digits_\(row)_\($0)" }
+        }
+        #expect(keys(out) == expected)
+        func value(_ k: String) -> Double? {
+            out.split(separator: "\n").first { $0.hasPrefix(k + ": ") }.flatMap { Double($0.dropFirst(k.count + 2)) }
+        }
+        // Both rows reached 60%; 2 sync peers spent twice the steps of one of them.
+        #expect((value("tta_digits_central_seconds") ?? -1) >= 0, "\(out)")
+        #expect((value("tta_digits_sync_seconds") ?? -1) >= 0, "\(out)")
+        #expect(value("tta_digits_sync_steps_total") == 2 * (value("tta_digits_sync_steps_per_peer") ?? 0))
+        #expect((value("tta_digits_sync_final_acc_min") ?? 0) >= 0.6)
+        #expect((value("tta_digits_sync_consensus") ?? 1) < 0.5)
+    }
+
     @Test func usageErrorsExit64() throws {
         for args in [["no-such-suite"], ["net", "--sizes", "2M"], ["train-accuracy", "--schedule", "weekly"],
+                     ["time-to-accuracy", "--modes", "async"], ["time-to-accuracy", "--straggler-factor", "0.5"], ["time-to-accuracy", "--repeat", "0"],
                      ["gossip-sim", "--peers", "0"], ["export-digits"], ["train", "--batch", "x"]] {
             let (status, _, err) = try bench(args)
             #expect(status == 64, "gossip-bench \(args) exited \(status): \(err)")

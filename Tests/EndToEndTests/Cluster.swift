@@ -160,14 +160,19 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Training flags for a small, fast model (64,32,10) and for the tuned digits model (64,256,128,10).
-    static let fast = ["--lr", "0.05", "--batch", "32"]
+    /// (`--input-noise 0` pins the value the tests were written with: an unset option now takes
+    /// the dataset's default, 0.4 for digits.)
+    static let fast = ["--lr", "0.05", "--batch", "32", "--input-noise", "0"]
     static let tuned = ["--lr", "0.2", "--batch", "128", "--input-noise", "0.4"]
 
+    /// - Parameter converge: without `rounds`, let the peer end by convergence (SPEC §5.9);
+    ///   false (the default) passes `--no-converge`, so a test's peers train until it stops them.
     func peer(_ extra: [String], shard: String, rounds: Int? = nil, stateDir: String? = nil,
-              training: [String] = Cluster.fast) throws -> NodeProcess {
+              training: [String] = Cluster.fast, converge: Bool = false) throws -> NodeProcess {
         var args = ["peer", "--listen", "127.0.0.1:0", "--dataset", "digits", "--shard", shard, "--local-steps", "10",
                     "--eval-every", "2", "--exchange-timeout", "3", "--log-level", "info"] + training
         if let rounds { args += ["--rounds", "\(rounds)"] }
+        if rounds == nil, !converge { args.append("--no-converge") }
         if let stateDir { args += ["--state-dir", stateDir, "--checkpoint-every", "3"] }
         return try start(args + extra)
     }

@@ -250,6 +250,8 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
         guard let model else { return [0] }
         let p = try PushSumRequest(sender: "127.0.0.1:9", mass: 1, model: model).encode()
         return p.withUnsafeBytes { Array($0) }
+    case .votes: return try VotesMessage(sender: "127.0.0.1:9", flags: 0, voters: []).encode().array
+    case .waitConverged: return WaitConvergedRequest(timeoutMs: 50).encode().array   // held, then DEADLINE_EXCEEDED
     default: return []
     }
 }
@@ -257,7 +259,7 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .votes, .waitConverged, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
@@ -285,7 +287,7 @@ extension SpecConformanceTests {
         let m = try ModelState.decode(try b.call(.getModel, u64Bytes(0)).get().payload)
         #expect(m.round == 0 && m.step == 0 && m.samples == 0)
         // What it does not serve, its text says why and where to go instead.
-        for type in [MessageType.gossipExchange, .triggerGossip] {
+        for type in [MessageType.gossipExchange, .triggerGossip, .votes, .waitConverged] {
             if case .failure(let e) = b.control(type, try sampleRequest(type, model: m)) {
                 #expect(e.message.contains("bootstrap") && e.message.contains("peer"), "\(e.message)")
             }

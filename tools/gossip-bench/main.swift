@@ -1,6 +1,6 @@
 // gossip-bench: benchmark and check suites, one subcommand per suite. Argument parsing and
 // output only (swift-argument-parser); each suite lives in its own file (TrainSuite.swift,
-// GossipSimSuite.swift, WireSuite.swift, NetSuite.swift) and prints `key: value` lines.
+// GossipSimSuite.swift, WireSuite.swift, NetSuite.swift, TimeToAccuracySuite.swift) and prints `key: value` lines.
 // Exit codes: 0 ok, 1 failure, 64 usage error.
 
 import ArgumentParser
@@ -53,7 +53,7 @@ struct GossipBench: ParsableCommand {
         commandName: "gossip-bench",
         abstract: "Benchmark and check suites; each prints `key: value` lines.",
         discussion: "Exit codes: 0 ok, 1 failure, 64 usage error.",
-        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self])
+        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self])
 }
 
 struct Train: ParsableCommand {

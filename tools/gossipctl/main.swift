@@ -131,6 +131,24 @@ struct Stop: ParsableCommand {
     }
 }
 
+struct Wait: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Block until the node has finished training (--converged): exit 0 when it has, 3 when --timeout passed first.",
+        discussion: "The node holds the request until its final model is written (SPEC §5.8); --timeout (seconds) bounds the wait. Exit 0 finished; 3 not finished within --timeout; 69 unreachable, or it stopped before finishing.")
+    @OptionGroup var options: Options
+    @Flag(help: "Wait for the end of training by convergence (the only condition so far; required).") var converged = false
+    func run() throws {
+        guard converged else { throw ValidationError("say what to wait for: --converged") }
+        do {
+            let c = try options.control()
+            let r = try c.waitConverged(timeout: c.timeout)
+            let acc = r.accuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "-"
+            options.emit(text: "\(r.endpoint) finished at round \(r.round): accuracy \(acc), final model \(r.finalModel ?? "-") (\(r.voters) done votes)",
+                         json: r.json())
+        } catch let f as ControlFailure { options.fail(f) }
+    }
+}
+
 /// Writes `contents` with `write`, mapping failures to gossipctl's exit codes.
 func writeKey(_ path: String, what: String, force: Bool, _ write: (String, Bool) throws(NoiseError) -> Void) {
     do throws(NoiseError) {
@@ -193,17 +211,17 @@ struct Identity: ParsableCommand {
 struct Gossipctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gossipctl",
-        abstract: "Drive a gossip node: status, peers, model export, trigger an exchange, stop.",
+        abstract: "Drive a gossip node: status, peers, model export, trigger an exchange, stop, wait for the end of training.",
         discussion: """
         Data goes to stdout, diagnostics to stderr. With -o json every command prints one JSON object \
         (on failure: {"error":{"message","exit_code","status","status_code"}}).
         Stop and gossip change the node: send them over --socket (the node's control socket, on its host) or over \
         TCP with --network-key and an --identity the node lists with --admin-key; others get PERMISSION_DENIED (exit 70).
-        Exit codes: 0 ok; 1 unexpected failure; 64 usage error; 66 a key file cannot be read or is refused; \
+        Exit codes: 0 ok; 1 unexpected failure; 3 wait --converged: not finished within --timeout; 64 usage error; 66 a key file cannot be read or is refused; \
         69 node unreachable or no answer within --timeout; \
         70 the node answered with an error status; 73 the output file could not be written.
         """,
-        subcommands: [Status.self, Peers.self, Model.self, Gossip.self, Stop.self, Keygen.self, Identity.self])
+        subcommands: [Status.self, Peers.self, Model.self, Gossip.self, Stop.self, Keygen.self, Identity.self, Wait.self])
 
     // Declared here too so the shared options may come before the command
     // (`gossipctl --endpoint H:P -o json status`) as well as after it.
