@@ -130,4 +130,34 @@ import Testing
         #expect(s.resumedFromRound != nil)
         #expect(s.pushSum?.mass == finals[0], "resumed mass \(String(describing: s.pushSum?.mass)), final mass \(finals[0])")
     }
+
+    /// Push-sum with convergence detection (no --rounds, SPEC §5.9): the four peers end by
+    /// themselves with status 0, their final models >= 93% held out, and with nothing lost
+    /// their final masses still sum to the shards' rows.
+    @Test func aPushSumNetworkWithoutRoundsEndsByItself() throws {
+        let c = try Cluster("pushsum-end", secure: true)
+        defer { c.shutdown() }
+        let boot = try c.bootstrap(arch: "64,64,10")
+        var peers: [NodeProcess] = []
+        for i in 0..<4 {
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+                                    shard: "\(i)/4", stateDir: "\(c.dir)/state\(i)", training: [], converge: true))
+        }
+        try c.wait("all four peers exit by themselves", timeout: 120, nodes: peers) {
+            peers.allSatisfy { !$0.process.isRunning }
+        }
+        var total = 0.0, discarded = 0.0, rows = 0.0
+        for p in peers {
+            #expect(p.process.terminationStatus == 0, "\(p.name) exited \(p.process.terminationStatus):\n\(p.logTail)")
+            let log = try String(contentsOfFile: p.log, encoding: .utf8)
+            let done = try #require(log.split(separator: "\n").last { $0.contains("final model written") }, "\(p.name) wrote no final model")
+            #expect(try field("accuracy", String(done)) >= 0.93, "\(p.name): \(done)")
+            let (m, line) = try finalMass(p)
+            total += m
+            discarded += try field("mass_discarded", line)
+            #expect(try field("mass_unconfirmed", line) == 0 && field("mass_lost", line) == 0, "\(p.name): \(line)")
+            rows += 375
+        }
+        #expect(abs(total + discarded - rows) / rows <= 1e-6, "final masses \(total) + discarded \(discarded), rows \(rows)")
+    }
 }
