@@ -136,10 +136,11 @@ public enum FrameDump {
         case .getModelReply(let m): return model(m)
         case .gossipExchangeRequest(let m): return [("sender", quote(m.sender)), ("weight", "\(m.weight)")] + model(m.model)
         case .gossipExchangeReply(let m): return [("weight", "\(m.weight)"), ("peers", peers(m.peers))] + model(m.model)
-        case .statusRequest, .stopRequest, .stopReply, .reserveReply: return []
+        case .statusRequest, .stopRequest, .stopReply, .pushSumReply, .reserveReply: return []
         case .statusReply(let m), .triggerGossipReply(let m): return [("json", m.json)]
         case .pingRequest(let p), .pingReply(let p): return [("bytes", hexBytes(Array(p.array.prefix(32))) + (p.count > 32 ? " ..." : ""))]
         case .triggerGossipRequest(let m): return [("peer", quote(m.peer))]
+        case .pushSumRequest(let m): return [("sender", quote(m.sender)), ("mass", "\(m.mass)")] + model(m.model)
         case .reserveRequest(let m): return [("sender", quote(m.sender)), ("schema_hash", "0x" + String(m.schemaHash, radix: 16)), ("lease_ms", "\(m.leaseMs)")]
         case .votesRequest(let m), .votesReply(let m):
             return [("sender", quote(m.sender)), ("finished", m.finished ? "true" : "false"),

@@ -25,6 +25,8 @@ struct PeerCore: Sendable {
     var state: PeerState
     /// The caller of the queued (or running) TriggerGossip, answered by the loop.
     var triggerResponder: RPCResponder?
+    /// Push-sum mass and accounting (SPEC §5.5); nil when the peer averages synchronously.
+    var pushSum: PushSumLedger?
 }
 
 /// The model and its trainer. `@unchecked Sendable`: access follows the rule in the file
@@ -78,6 +80,8 @@ public final class PeerNode: @unchecked Sendable {
     let replyBuffer = PayloadBuffer()
     /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
+    /// Push-sum's queue and timer (PeerPushSum.swift); idle in sync mode.
+    let pushDriver = PushSumDriver()
     /// WaitConverged requests held until the node finishes (PeerConvergence.swift).
     let waiters = Mutex(ConvergenceWaiters())
 
@@ -123,6 +127,8 @@ public final class PeerNode: @unchecked Sendable {
         core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }
+        let ledger = makePushSumLedger()
+        core.withLock { $0.pushSum = ledger }
         // Not `self?.verifyPeer(...) ?? refusal`: nil from verifyPeer means "accept".
         verifier.set { [weak self] ep, key in
             guard let self else { return "this peer is shutting down" }
@@ -179,7 +185,7 @@ public final class PeerNode: @unchecked Sendable {
             try? finish(checkpoint: model.trainer != nil)
             throw error
         }
-        if onboarded { loop() } else { logger.notice("stopped while onboarding") }
+        if onboarded { startPushTimer(); loop() } else { logger.notice("stopped while onboarding") }
         try finish()
     }
 
@@ -202,6 +208,7 @@ public final class PeerNode: @unchecked Sendable {
             return c.triggerResponder
         }
         pending?.fail(.unavailable, "this peer is stopping")
+        drainPushSum()
         failWaiters()   // those not answered by a finished node (it answers before it stops)
         // An incoming exchange that holds the slot installs its result before the last
         // checkpoint; none can start now.
@@ -451,6 +458,7 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.register) { [weak self] msg, responder in self?.handleRegister(msg, responder) }
         server.register(.getModel) { [weak self] msg, responder in self?.handleGetModel(msg, responder) }
         server.register(.gossipExchange) { [weak self] msg, responder in self?.handleExchange(msg, responder) }
+        server.register(.pushSum) { [weak self] msg, responder in self?.handlePushSum(msg, responder) }
         server.register(.reserve) { [weak self] msg, responder in self?.handleReserve(msg, responder) }
         server.register(.votes) { [weak self] msg, responder in self?.handleVotes(msg, responder) }
         server.register(.waitConverged) { [weak self] msg, responder in self?.handleWaitConverged(msg, responder) }
@@ -555,6 +563,7 @@ public final class PeerNode: @unchecked Sendable {
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
             s.checkpointRound = st.checkpointRound
             s.resumedFromRound = st.resumedFromRound
+            s.pushSum = c.pushSum?.report
             s.convergence = convergenceStatus(st)
             return s
         }
@@ -582,6 +591,7 @@ public final class PeerNode: @unchecked Sendable {
             meta["samples_seen"] = "\(model.samples)"
             meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
             meta["round_steps"] = "\(model.roundSteps)"
+            if let l = c.pushSum { meta["push_sum_mass"] = "\(l.mass)" }
             convergenceMetadata(c.state, into: &meta)
             return PeerCheckpoints.Snapshot(checkpoint: TrainerCheckpoint(trainer: t, metadata: meta), round: c.state.round)
         }) else { return }
@@ -633,6 +643,7 @@ public final class PeerNode: @unchecked Sendable {
                 model.samplesBase = samples
             }
         }
+        resumePushSumMass(meta)
         core.withLock { $0.state.modelInstalled(resumedAt: r) }
         resumeConvergence(meta)
         logger.notice("resumed from checkpoint", metadata: ["path": "\(store.path)", "round": "\(r)",

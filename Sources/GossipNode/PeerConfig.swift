@@ -55,6 +55,14 @@ public struct PeerConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// How this peer averages (SPEC §5.3 synchronous exchange, or §5.5 push-sum).
+    public var averaging: AveragingMode = .sync
+    /// Push-sum: every peer pushes about once per interval (after a round when none left
+    /// during the interval, else on a timer), so slow and fast peers mix at the same rate.
+    public var pushInterval: Duration = .milliseconds(20)
+    /// Test hook only (hidden `--push-loss P`): each push is lost with probability P (its
+    /// half of the mass leaves the sender and is never sent).
+    public var pushLoss: Double = 0
     /// Reserve the responder's slot with a small message before the weights travel (SPEC
     /// §5.6). Off only to measure the old behaviour (hidden `gossipd peer --no-reserve`).
     public var reserveFirst = true
@@ -119,4 +127,12 @@ public struct BootstrapConfig: Sendable {
         self.architecture = architecture
         self.initialModel = initialModel
     }
+}
+
+/// How a peer averages with the others.
+public enum AveragingMode: String, Sendable, CaseIterable {
+    /// The synchronous pairwise exchange (SPEC §5.3).
+    case sync
+    /// Push-sum (SPEC §5.5): one-way messages carrying half of a mass; nobody waits.
+    case pushSum = "push-sum"
 }

@@ -185,6 +185,11 @@ extension PeerNode {
     /// one short critical section and the reply handed to the transport. A refused exchange
     /// leaves the model exactly as it was.
     func handleExchange(_ msg: InboundMessage, _ responder: RPCResponder) {
+        if config.averaging == .pushSum {
+            core.withLock { $0.state.refusedBeforeSlot() }
+            responder.fail(.unavailable, "this peer averages by push-sum (SPEC §5.5), not by synchronous exchange; every peer of a network must use the same --averaging")
+            return
+        }
         guard let expected: UInt64 = core.withLock({ _ in model.trainer?.parameters.schemaHash }) else {
             core.withLock { $0.state.refusedBeforeSlot() }
             responder.fail(.unavailable, "peer is still onboarding and has no model yet; try another peer")
@@ -290,6 +295,10 @@ extension PeerNode {
 
     /// Queues a triggered exchange for the loop, which answers the caller when it ends.
     func handleTrigger(_ msg: InboundMessage, _ responder: RPCResponder) {
+        if config.averaging == .pushSum {
+            responder.fail(.failedPrecondition, "this peer averages by push-sum (SPEC §5.5): TriggerGossip runs a synchronous exchange, which push-sum peers do not take")
+            return
+        }
         let req: TriggerGossipRequest
         do {
             req = try WireCodec.decodeTriggerRequest(msg.payload)

@@ -179,6 +179,11 @@ extension PeerNode {
 
     /// Answers a Reserve at once (Dispatch's pool; never blocks): SPEC §5.6, responder steps.
     func handleReserve(_ msg: InboundMessage, _ responder: RPCResponder) {
+        if config.averaging == .pushSum {
+            // The same answer as a GossipExchange gets (SPEC §5.5: one mode per network).
+            responder.fail(.unavailable, "this peer averages by push-sum (SPEC §5.5), not by synchronous exchange; every peer of a network must use the same --averaging")
+            return
+        }
         guard let expected: UInt64 = core.withLock({ c in c.state.hasModel ? model.trainer?.parameters.schemaHash : nil }) else {
             responder.fail(.unavailable, "peer is still onboarding and has no model yet; try another peer")
             return

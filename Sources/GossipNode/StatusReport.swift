@@ -70,6 +70,25 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case boundResets = "bound_resets"
         }
     }
+    /// Push-sum averaging (SPEC §5.5): this node's mass and where mass went. Counts of pushes
+    /// and sums of mass; `mass_unconfirmed` may or may not have reached its receiver.
+    public struct PushSum: Codable, Sendable, Equatable {
+        public var mass: Double = 0
+        public var sent = 0, received = 0, returned = 0, unconfirmed = 0, lost = 0, capped = 0, confirmed = 0
+        public var inFlight = 0
+        public var massSent = 0.0, massReceived = 0.0, massReturned = 0.0, massUnconfirmed = 0.0
+        public var massLost = 0.0, massCapped = 0.0, massInFlight = 0.0
+        /// Times this peer found its model the outlier and gave up mass (SPEC §5.5), and how much.
+        public var discarded = 0, massDiscarded = 0.0
+        public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case mass, sent, received, returned, unconfirmed, lost, capped, confirmed, inFlight = "in_flight"
+            case massSent = "mass_sent", massReceived = "mass_received", massReturned = "mass_returned"
+            case massUnconfirmed = "mass_unconfirmed", massLost = "mass_lost", massCapped = "mass_capped"
+            case massInFlight = "mass_in_flight", discarded, massDiscarded = "mass_discarded"
+        }
+    }
     /// "peer" or "bootstrap".
     public var role: String
     /// The address the node serves on.
@@ -119,6 +138,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Known peers' identities: endpoint -> 64 hex digits the endpoint proved when this node
     /// dialed it, or null when not known yet (or on a plaintext network).
     public var peerIdentities: [String: String?] = [:]
+    /// Push-sum state (SPEC §5.5); null when the node averages synchronously.
+    public var pushSum: PushSum?
     /// Convergence detection and the end of training (SPEC §5.9); null on a bootstrap or an older peer.
     public var convergence: Convergence?
 
@@ -223,6 +244,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case peers, exchanges, rejected, bytesIn = "bytes_in", bytesOut = "bytes_out", uptimeSeconds = "uptime_seconds"
         case checkpointRound = "checkpoint_round", resumedFromRound = "resumed_from_round"
         case identity, secure, peerIdentities = "peer_identities"
+        case pushSum = "push_sum"
         case convergence
     }
 
@@ -265,6 +287,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(identity, forKey: .identity)
         try c.encode(secure, forKey: .secure)
         try c.encode(peerIdentities, forKey: .peerIdentities)
+        try c.encode(pushSum, forKey: .pushSum)
         // Only a peer has one: a bootstrap's document keeps its keys.
         try c.encodeIfPresent(convergence, forKey: .convergence)
     }
@@ -301,6 +324,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         identity = try c.decodeIfPresent(String.self, forKey: .identity)
         secure = try c.decodeIfPresent(Bool.self, forKey: .secure)
         peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
+        pushSum = try c.decodeIfPresent(PushSum.self, forKey: .pushSum)
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
     }
 

@@ -46,6 +46,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 5)
     public static let stop = MessageType(rawValue: 6)
     public static let triggerGossip = MessageType(rawValue: 7)
+    /// Push-sum averaging (SPEC §5.5): one-way mass and model, answered with an empty reply.
+    public static let pushSum = MessageType(rawValue: 8)
     /// Reserve the responder's exchange slot before the weights travel (SPEC §5.6).
     public static let reserve = MessageType(rawValue: 9)
     /// The done votes a peer knows (SPEC §5.7).
@@ -56,7 +58,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .reserve, .votes, .waitConverged]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged]
 
     public var name: String {
         switch rawValue {
@@ -67,6 +69,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 5: "Ping"
         case 6: "Stop"
         case 7: "TriggerGossip"
+        case 8: "PushSum"
         case 9: "Reserve"
         case 10: "Votes"
         case 11: "WaitConverged"

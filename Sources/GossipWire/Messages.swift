@@ -366,6 +366,9 @@ public enum MessageBody: Sendable, Equatable {
     case stopReply
     case triggerGossipRequest(TriggerGossipRequest)
     case triggerGossipReply(StatusReply)
+    /// PushSum (SPEC §5.5): the sender's mass and de-biased model; the reply is empty.
+    case pushSumRequest(PushSumRequest)
+    case pushSumReply
     /// Reserve (SPEC §5.6): the request, and its empty reply (reserved).
     case reserveRequest(ReserveRequest)
     case reserveReply
@@ -388,6 +391,7 @@ public enum MessageBody: Sendable, Equatable {
         case .pingRequest, .pingReply: .ping
         case .stopRequest, .stopReply: .stop
         case .triggerGossipRequest, .triggerGossipReply: .triggerGossip
+        case .pushSumRequest, .pushSumReply: .pushSum
         case .reserveRequest, .reserveReply: .reserve
         case .votesRequest, .votesReply: .votes
         case .waitConvergedRequest, .waitConvergedReply: .waitConverged
@@ -399,7 +403,7 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest, .reserveRequest, .votesRequest, .waitConvergedRequest: .request
+             .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest: .request
         case .error: .error
         default: .response
         }
@@ -414,10 +418,11 @@ public enum MessageBody: Sendable, Equatable {
         case .getModelReply(let m): try m.encode(limits: limits)
         case .gossipExchangeRequest(let m): try m.encode(limits: limits)
         case .gossipExchangeReply(let m): try m.encode(limits: limits)
-        case .statusRequest, .stopRequest, .stopReply, .reserveReply: ByteSlice(ByteStorage(count: 0))
+        case .statusRequest, .stopRequest, .stopReply, .pushSumReply, .reserveReply: ByteSlice(ByteStorage(count: 0))
         case .statusReply(let m), .triggerGossipReply(let m): try m.encode(limits: limits)
         case .pingRequest(let b), .pingReply(let b): b
         case .triggerGossipRequest(let m): try m.encode(limits: limits)
+        case .pushSumRequest(let m): try m.encode(limits: limits)
         case .reserveRequest(let m): try m.encode(limits: limits)
         case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
         case .waitConvergedRequest(let m): m.encode()
@@ -458,6 +463,10 @@ public enum MessageBody: Sendable, Equatable {
         case .stop:
             try expectEmpty(payload, request ? "Stop request" : "Stop reply")
             return request ? .stopRequest : .stopReply
+        case .pushSum:
+            if request { return .pushSumRequest(try .decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash)) }
+            try expectEmpty(payload, "PushSum reply")
+            return .pushSumReply
         case .reserve:
             if request { return .reserveRequest(try .decode(payload, limits: limits)) }
             try expectEmpty(payload, "Reserve reply")

@@ -216,6 +216,13 @@ struct Peer: ParsableCommand {
     // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
     @Option(help: ArgumentHelp("Test hook: scale:F | noise | claim:W.", visibility: .hidden))
     var misbehave: String?
+    @Option(help: "How to average: sync (the pairwise exchange, SPEC 5.3) or push-sum (one-way pushes of half a mass, SPEC 5.5; every peer of a network must use the same).")
+    var averaging: String = "sync"
+    @Option(help: "Push-sum: each peer pushes about once per this many milliseconds, after a round or on a timer, so slow and fast peers mix at one rate.")
+    var pushIntervalMs: Int = 20
+    // A test hook, hidden from help: each push-sum push is lost with probability P.
+    @Option(help: ArgumentHelp("Test hook: lose each push-sum push with probability P.", visibility: .hidden))
+    var pushLoss: Double = 0
     @Option(help: "Floor of the adaptive Reserve deadline (8 x the median recent round trip, at most --exchange-timeout), in milliseconds (SPEC 5.6).")
     var minExchangeTimeoutMs: Int = 250
     @Option(help: "Backoff of a peer after a failed contact, in milliseconds; doubles per failure in a row (SPEC 5.6).")
@@ -307,6 +314,16 @@ struct Peer: ParsableCommand {
         default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
         }
         config.readyFile = address.readyFile
+        guard let mode = AveragingMode(rawValue: averaging) else {
+            throw ValidationError("--averaging must be sync or push-sum")
+        }
+        guard pushIntervalMs > 0, (0...1).contains(pushLoss), pushLoss < 1 else {
+            throw ValidationError("--push-interval-ms must be positive and --push-loss within [0, 1)")
+        }
+        config.averaging = mode
+        config.pushInterval = .milliseconds(Int64(pushIntervalMs))
+        config.pushLoss = pushLoss
+        if pushLoss > 0 { logger.warning("test hook: this peer loses \(pushLoss) of its push-sum pushes; never use it outside tests") }
         if let misbehave {
             do { config.misbehaviour = try Misbehaviour(parsing: misbehave) } catch { throw ValidationError("\(error)") }
             logger.warning("test hook: this peer misbehaves (\(misbehave)); never use it outside tests")

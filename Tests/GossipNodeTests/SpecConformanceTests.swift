@@ -181,7 +181,7 @@ final class RunningPeer: @unchecked Sendable {
     let controlSocket = testSocketPath("peer")
     private let finished = DispatchSemaphore(value: 0)
 
-    init() throws {
+    init(averaging: AveragingMode = .sync) throws {
         let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let arch = try MLPArchitecture(parsing: "64,4,10")
         bootstrap = try BootstrapNode(config: BootstrapConfig(listen: Endpoint(host: "127.0.0.1", port: 0), architecture: arch,
@@ -193,6 +193,7 @@ final class RunningPeer: @unchecked Sendable {
         config.evalEvery = 1_000_000
         config.exchangeTimeout = .seconds(5)
         config.security.controlSocket = controlSocket
+        config.averaging = averaging
         node = try PeerNode(config: config, logger: quiet)
         endpoint = try node.start()
         let (node, finished) = (node, finished)
@@ -245,6 +246,10 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
         return p.withUnsafeBytes { Array($0) }
     case .ping: return [1, 2, 3]
     case .triggerGossip: return strBytes("")
+    case .pushSum:
+        guard let model else { return [0] }
+        let p = try PushSumRequest(sender: "127.0.0.1:9", mass: 1, model: model).encode()
+        return p.withUnsafeBytes { Array($0) }
     case .reserve:   // SPEC §5.6: sender, the model's schema hash, lease 1000 ms
         return strBytes("127.0.0.1:9") + u64Bytes(model?.table.schemaHash ?? 0) + [0xe8, 0x03, 0, 0]
     case .votes: return try VotesMessage(sender: "127.0.0.1:9", flags: 0, voters: []).encode().array
@@ -256,7 +261,7 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .reserve, .votes, .waitConverged, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
