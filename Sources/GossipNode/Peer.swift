@@ -123,7 +123,7 @@ public final class PeerNode: @unchecked Sendable {
         membership.backoffBase = config.backoffBase
         membership.backoffMax = config.backoffMax
         membership.softDropAfter = config.exchangeTimeout
-        self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds)))
+        self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds.effective(for: config.averaging))))
         core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
         self.checkpoints = try config.stateDir.map { try PeerCheckpoints(directory: $0, logger: logger) }

@@ -102,6 +102,19 @@ public struct ExchangeBounds: Sendable, Equatable {
     public var floor: Double = 0.05
     /// The bound while fewer than `minSamples` distances were accepted (early training, after a restart).
     public var warmup: Double = 0.75
+    /// The floor that replaces `floor` for push-sum pushes (SPEC §5.5, "Outlier bound of a
+    /// push"): push distances are far more spread than exchange distances (a push that follows
+    /// a merge with the same sender is almost at distance 0, one from a peer not heard from for
+    /// a while carries its rounds of training), so `k × median` alone refused a third of honest
+    /// pushes on digits.
+    public var pushFloor: Double = 0.25
+
+    /// The bounds a node applies: push-sum raises the floor to `pushFloor`.
+    func effective(for averaging: AveragingMode) -> ExchangeBounds {
+        var b = self
+        if averaging == .pushSum { b.floor = max(floor, pushFloor) }
+        return b
+    }
 
     public init() {}
 }

@@ -22,6 +22,19 @@ private func bounds(k: Double = 4, floor: Double = 0.05, warmup: Double = 0.75, 
 }
 
 @Suite struct WeightCapTests {
+    /// SPEC §5.5: a push-sum node judges pushes with the floor raised to 0.25; the exchange's
+    /// bounds are untouched, and a scaled or noised model is still far over it.
+    @Test func pushSumRaisesTheFloorOnly() {
+        let b = ExchangeBounds()
+        #expect(b.effective(for: .sync) == b)
+        let p = b.effective(for: .pushSum)
+        #expect(p.floor == 0.25 && p.k == b.k && p.warmup == b.warmup && p.weightCap == b.weightCap)
+        var bound = OutlierBound(policy: p)
+        for _ in 0..<8 { bound.record(0.001) }
+        #expect(bound.admits(0.2))
+        #expect(!bound.admits(0.3), "a model scaled by 1.3 is refused")
+    }
+
     @Test func aClaimOverTheCapIsLoweredToCapTimesOwn() {
         let w = ExchangeMath.cappedWeights(own: 360, incoming: 1e9, cap: 4)
         #expect(w.own == 360 && w.incoming == 1440 && w.incomingCapped)

@@ -9,7 +9,8 @@
 //    `bytes_out`) per exchange it completed (`exchanges.done`), as a multiple of the model's
 //    size (`bytes_per_exchange_vs_model_in` / `_out`, and the larger as
 //    `bytes_per_exchange_vs_model`; issue 10 asks for <= 1.2 each way). A refused exchange that
-//    carried a whole model shows up here.
+//    carried a whole model shows up here. With `--averaging push-sum` the completed unit is a
+//    push (one model one way): bytes in per push received, bytes out per own push confirmed.
 //
 // `--delay-ms D` puts a relay in front of every peer that holds each chunk D ms in each
 // direction (so a round trip through it takes 2D more): the peers advertise the relay, so
@@ -81,11 +82,18 @@ func modelBytes(_ arch: String) throws -> Int {
 struct FrozenResult {
     var normalRate = 0.0, frozenRate = 0.0
     var bytesIn = 0.0, bytesOut = 0.0, done = 0, busy = 0, reserveBusy = 0, failed = 0
+    /// Push-sum: pushes the measured peers received, and their own pushes confirmed (the
+    /// completed "exchanges" of push-sum: one model one way, SPEC §5.5).
+    var pushesReceived = 0, pushesConfirmed = 0
     var modelBytes = 1
 
     func print(prefix p: String) {
-        let ratioIn = done > 0 ? bytesIn / Double(done) / Double(modelBytes) : .infinity
-        let ratioOut = done > 0 ? bytesOut / Double(done) / Double(modelBytes) : .infinity
+        // Sync: both directions per completed exchange. Push-sum: bytes in per push received,
+        // bytes out per own push confirmed (pushes still in flight to the frozen peer count
+        // in the bytes, not in the pushes).
+        let perIn = done > 0 ? done : pushesReceived, perOut = done > 0 ? done : pushesConfirmed
+        let ratioIn = perIn > 0 ? bytesIn / Double(perIn) / Double(modelBytes) : .infinity
+        let ratioOut = perOut > 0 ? bytesOut / Double(perOut) / Double(modelBytes) : .infinity
         out("\(p)others_rounds_per_s_normal: \(fmt3(normalRate))")
         out("\(p)others_rounds_per_s_frozen: \(fmt3(frozenRate))")
         out("\(p)others_rate_while_frozen: \(fmt3(normalRate > 0 ? frozenRate / normalRate : 0))")
@@ -93,6 +101,10 @@ struct FrozenResult {
         out("\(p)exchanges_busy: \(busy)")
         out("\(p)exchanges_failed: \(failed)")
         out("\(p)reserve_busy: \(reserveBusy)")
+        if done == 0, pushesReceived + pushesConfirmed > 0 {
+            out("\(p)pushes_received: \(pushesReceived)")
+            out("\(p)pushes_confirmed: \(pushesConfirmed)")
+        }
         out("\(p)bytes_per_exchange_vs_model_in: \(fmt3(ratioIn))")
         out("\(p)bytes_per_exchange_vs_model_out: \(fmt3(ratioOut))")
         out("\(p)bytes_per_exchange_vs_model: \(fmt3(max(ratioIn, ratioOut)))")
@@ -202,6 +214,8 @@ func runFrozenScenario(_ o: PeersFrozenOptions, gossipd: String, reserve: Bool) 
         r.busy += b.exchanges.busy - a.exchanges.busy
         r.failed += b.exchanges.failed - a.exchanges.failed
         r.reserveBusy += b.exchanges.reserveBusy - a.exchanges.reserveBusy
+        r.pushesReceived += (b.pushSum?.received ?? 0) - (a.pushSum?.received ?? 0)
+        r.pushesConfirmed += (b.pushSum?.confirmed ?? 0) - (a.pushSum?.confirmed ?? 0)
     }
     return r
 }
