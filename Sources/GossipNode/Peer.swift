@@ -576,20 +576,27 @@ public final class PeerNode: @unchecked Sendable {
         }
     }
 
+    /// The metadata every model file of this peer carries (checkpoint, final model): the
+    /// dataset's preprocessing, the architecture and the counters. The caller holds the lock.
+    func modelMetadata(_ arch: MLPArchitecture, _ state: borrowing PeerState) -> [String: String] {
+        var meta = split.preprocessing
+        meta["arch"] = arch.description
+        meta["activation"] = "relu"
+        meta["dataset"] = config.dataset.description
+        meta["round"] = "\(state.round)"
+        meta["step"] = "\(model.step)"
+        meta["samples_seen"] = "\(model.samples)"
+        meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
+        return meta
+    }
+
     /// Snapshots the model, the trainer's state and the counters under the lock, then writes
     /// them atomically outside it.
     func writeCheckpoint() throws {
         guard let store = checkpoints else { return }
         guard let snap = core.withLock({ c -> PeerCheckpoints.Snapshot? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }
-            var meta = split.preprocessing
-            meta["arch"] = arch.description
-            meta["activation"] = "relu"
-            meta["dataset"] = config.dataset.description
-            meta["round"] = "\(c.state.round)"
-            meta["step"] = "\(model.step)"
-            meta["samples_seen"] = "\(model.samples)"
-            meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
+            var meta = modelMetadata(arch, c.state)
             meta["round_steps"] = "\(model.roundSteps)"
             if let l = c.pushSum { meta["push_sum_mass"] = "\(l.mass)" }
             convergenceMetadata(c.state, into: &meta)
@@ -656,8 +663,10 @@ public final class PeerNode: @unchecked Sendable {
     /// Calls an RPC and blocks the loop thread until its outcome, or until a stop is requested
     /// (then it returns CANCELLED at once and the late outcome is ignored), so a SIGTERM never
     /// waits for a partner that does not answer before the last checkpoint is written.
+    /// With `trainWhileWaiting` the loop runs SGD steps of the next round meanwhile
+    /// (`trainOneStepWhileWaiting`, SPEC §5.6) instead of sleeping.
     func callBlocking(_ ep: Endpoint, _ type: MessageType, _ payload: ByteSlice, deadline: Duration,
-                      options: RPCOptions = RPCOptions()) -> Result<InboundMessage, RPCError> {
+                      options: RPCOptions = RPCOptions(), trainWhileWaiting: Bool = false) -> Result<InboundMessage, RPCError> {
         let outcome = Mutex<Result<InboundMessage, RPCError>?>(nil)
         let wake = self.wake
         client.call(ep, type: type, payload: payload, options: options, deadline: deadline) { result in
@@ -671,7 +680,11 @@ public final class PeerNode: @unchecked Sendable {
             if ContinuousClock.now > until {
                 return .failure(RPCError(.deadlineExceeded, "no outcome from \(ep) within \(deadline) (internal)"))
             }
-            wake.wait(upTo: .milliseconds(50))
+            if trainWhileWaiting {
+                if !trainOneStepWhileWaiting() { wake.wait(upTo: .milliseconds(2)) }
+            } else {
+                wake.wait(upTo: .milliseconds(50))
+            }
         }
     }
 }

@@ -225,14 +225,7 @@ extension PeerNode {
         let path = (dir as NSString).appendingPathComponent("final.safetensors")
         guard let (params, meta) = core.withLock({ c -> (ParameterSet, [String: String])? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }
-            var meta = split.preprocessing
-            meta["arch"] = arch.description
-            meta["activation"] = "relu"
-            meta["dataset"] = config.dataset.description
-            meta["round"] = "\(c.state.round)"
-            meta["step"] = "\(model.step)"
-            meta["samples_seen"] = "\(model.samples)"
-            meta["shard"] = "\(config.shardIndex)/\(config.shardCount)"
+            var meta = modelMetadata(arch, c.state)
             meta["final"] = "true"
             meta["final_source"] = source
             meta["voters"] = "\(c.state.convergence.votes.voters.count)"

@@ -160,6 +160,11 @@ extension PeerNode {
                 }
             }
             logger.debug("push refused, mass taken back", metadata: ["to": "\(target)", "status": "\(err.code.name)", "why": "\(err.message)", "dropped": "\(dropped)"])
+        case .failure(let err) where !err.remote && err.message.hasPrefix("cannot send "):
+            // Refused by this node's own client before anything was written (over its limits):
+            // provably not delivered, so the mass comes back; says nothing about the target.
+            takeBack(mass: mass, sent: sent, from: target)
+            logger.error("push not sent, mass taken back", metadata: ["to": "\(target)", "status": "\(err.code.name)", "why": "\(err.message)"])
         case .failure(let err):
             let dropped: Bool = core.withLock { c in
                 c.pushSum?.pushUnconfirmed(to: target)

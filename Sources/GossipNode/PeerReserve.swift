@@ -146,21 +146,7 @@ extension PeerNode {
     /// pending Reserve does not pause training). Steps done here count toward the next round
     /// (`model.roundSteps`), so a round still has `localSteps` steps.
     func callWhileTraining(_ ep: Endpoint, _ type: MessageType, _ payload: ByteSlice, deadline: Duration) -> Result<InboundMessage, RPCError> {
-        let outcome = Mutex<Result<InboundMessage, RPCError>?>(nil)
-        let wake = self.wake
-        client.call(ep, type: type, payload: payload, deadline: deadline) { result in
-            outcome.withLock { $0 = result }
-            wake.signal()
-        }
-        let until = ContinuousClock.now + deadline + .seconds(10)   // the RPC layer answers by the deadline
-        while true {
-            if let r = outcome.withLock({ $0 }) { return r }
-            if isStopping { return .failure(RPCError(.cancelled, "this peer is stopping")) }
-            if ContinuousClock.now > until {
-                return .failure(RPCError(.deadlineExceeded, "no outcome from \(ep) within \(deadline) (internal)"))
-            }
-            if !trainOneStepWhileWaiting() { wake.wait(upTo: .milliseconds(2)) }
-        }
+        callBlocking(ep, type, payload, deadline: deadline, trainWhileWaiting: true)
     }
 
     /// One SGD step of the next round while the loop waits on the network; false when none

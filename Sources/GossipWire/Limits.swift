@@ -49,10 +49,10 @@ public struct Limits: Sendable, Equatable {
     }
 
     /// Whether messages of `type` sent as `kind` carry a model (GetModel reply, GossipExchange
-    /// request and reply): those are bounded by `maxMessageBytes`, all others less.
+    /// request and reply, PushSum request): those are bounded by `maxMessageBytes`, all others less.
     public static func carriesModel(_ type: MessageType, _ kind: MessageKind) -> Bool {
         switch (type, kind) {
-        case (.getModel, .response), (.gossipExchange, .request), (.gossipExchange, .response): true
+        case (.getModel, .response), (.gossipExchange, .request), (.gossipExchange, .response), (.pushSum, .request): true
         default: false
         }
     }

@@ -24,6 +24,10 @@ import Testing
         #expect(l.maxMessageBytes(for: .gossipExchange, kind: .request) == l.maxMessageBytes)
         #expect(l.maxMessageBytes(for: .gossipExchange, kind: .response) == l.maxMessageBytes)
         #expect(l.maxMessageBytes(for: .getModel, kind: .response) == l.maxMessageBytes)
+        // A PushSum request carries a model (SPEC §5.5, §11): a model over 512 KiB (MNIST's
+        // 784,256,128,10 is 940 KB) must fit; its empty reply is a control message.
+        #expect(l.maxMessageBytes(for: .pushSum, kind: .request) == l.maxMessageBytes)
+        #expect(l.maxMessageBytes(for: .pushSum, kind: .response) == l.maxControlMessageBytes)
         #expect(l.maxMessageBytes(for: .getModel, kind: .request) == l.maxControlMessageBytes)
         #expect(l.maxMessageBytes(for: .gossipExchange, kind: .error) == l.maxControlMessageBytes)
         #expect(l.maxMessageBytes(for: .ping, kind: .request) == 64 << 10)
