@@ -129,31 +129,16 @@ func runFrozenScenario(_ o: PeersFrozenOptions, gossipd: String, reserve: Bool) 
         for r in relays { r.stop() }
     }
     func spawn(_ args: [String], log: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: gossipd)
-        p.arguments = args
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardOutput = fh
-        p.standardError = fh
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        try? fh.close()
+        let p = try spawnLogged(gossipd, args, log: log)
         procs.append(p)
         return p
     }
-    func waitFile(_ path: String, _ p: Process, _ what: String) throws -> String {
-        let until = now() + 60
-        while now() < until {
-            if let s = try? String(contentsOfFile: path, encoding: .utf8), !s.isEmpty { return s.trimmingCharacters(in: .whitespacesAndNewlines) }
-            if !p.isRunning { throw BenchError("\(what) exited with status \(p.terminationStatus) before it was ready; see \(dir)") }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        throw BenchError("\(what) not ready after 60 s; see \(dir)")
+    func waitFile(_ path: String, _ p: Process, _ what: String, log: String) throws -> String {
+        try waitReadyFile(path, what: what, process: p, log: log, until: now() + 60)
     }
     let boot = try spawn(["bootstrap", "--exit-with-parent", "--listen", "127.0.0.1:0", "--arch", o.arch, "--seed", "1",
                           "--ready-file", dir + "/boot.ready", "--log-level", "warning"], log: dir + "/boot.log")
-    let bootEP = try waitFile(dir + "/boot.ready", boot, "bootstrap")
+    let bootEP = try waitFile(dir + "/boot.ready", boot, "bootstrap", log: dir + "/boot.log")
     var peerProcs: [Process] = []
     var direct: [Endpoint] = []
     for i in 0..<o.peers {
@@ -176,7 +161,7 @@ func runFrozenScenario(_ o: PeersFrozenOptions, gossipd: String, reserve: Bool) 
         peerProcs.append(try spawn(args, log: dir + "/peer\(i).log"))
         direct.append(Endpoint(host: "127.0.0.1", port: port))
     }
-    for i in 0..<o.peers { _ = try waitFile(dir + "/peer\(i).ready", peerProcs[i], "peer \(i)") }
+    for i in 0..<o.peers { _ = try waitFile(dir + "/peer\(i).ready", peerProcs[i], "peer \(i)", log: dir + "/peer\(i).log") }
     let controls = direct.map { Control(endpoint: $0, timeout: .seconds(5)) }
     let measured = Array(1..<o.peers)
     func snapshot() throws -> [StatusReport] {

@@ -245,30 +245,13 @@ final class TTANetwork {
     }
 
     private func spawn(_ args: [String], log: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: o.gossipd)
-        p.arguments = args
-        guard FileManager.default.createFile(atPath: log, contents: nil) else { throw TTAError(description: "cannot create \(log)") }
-        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardOutput = fh
-        p.standardError = fh
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        try? fh.close()
+        let p = try spawnLogged(o.gossipd, args, log: log)
         children.append(p)
         return p
     }
 
     private func waitReady(_ path: String, _ what: String, _ p: Process, _ log: String, deadline: Double) throws -> String {
-        while now() < deadline {
-            if let s = try? String(contentsOfFile: path, encoding: .utf8), !s.isEmpty { return s.trimmingCharacters(in: .whitespacesAndNewlines) }
-            if !p.isRunning {
-                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(separator: " | ")
-                throw TTAError(description: "\(what) exited with status \(p.terminationStatus) before it was ready: \(tail)")
-            }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        throw TTAError(description: "\(what) was not ready in time; see \(log)")
+        try waitReadyFile(path, what: what, process: p, log: log, until: deadline)
     }
 
     /// Runs the network to the end of its rounds. With `stragglerPace`, the last peer gets
