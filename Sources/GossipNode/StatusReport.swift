@@ -204,7 +204,6 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
 
         public func encode(to encoder: Encoder) throws {
-            func finite(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(enabled, forKey: .enabled)
             try c.encode(converged, forKey: .converged)
@@ -212,11 +211,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(voters, forKey: .voters)
             try c.encode(votesCounted, forKey: .votesCounted)
             try c.encode(votesNeeded, forKey: .votesNeeded)
-            try c.encode(finite(learningRate) ?? 0, forKey: .learningRate)
+            try c.encode(finiteOrNil(learningRate) ?? 0, forKey: .learningRate)
             try c.encode(reductions, forKey: .reductions)
             try c.encode(windowsJudged, forKey: .windowsJudged)
-            try c.encode(finite(lossImprovement), forKey: .lossImprovement)
-            try c.encode(finite(distance), forKey: .distance)
+            try c.encode(finiteOrNil(lossImprovement), forKey: .lossImprovement)
+            try c.encode(finiteOrNil(distance), forKey: .distance)
             try c.encode(modelsMet, forKey: .modelsMet)
             try c.encode(finalRounds, forKey: .finalRounds)
             try c.encode(finalModel, forKey: .finalModel)
@@ -258,7 +257,6 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Encodes every key, optional ones as `null`, so scripts always find the same keys.
     /// Non-finite numbers (a diverged loss) are encoded as `null` too: JSON has no NaN.
     public func encode(to encoder: Encoder) throws {
-        func finite(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(role, forKey: .role)
         try c.encode(endpoint, forKey: .endpoint)
@@ -268,9 +266,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(step, forKey: .step)
         try c.encode(round, forKey: .round)
         try c.encode(samplesSeen, forKey: .samplesSeen)
-        try c.encode(finite(loss), forKey: .loss)
-        try c.encode(finite(accuracy), forKey: .accuracy)
-        try c.encode(finite(heldOutLoss), forKey: .heldOutLoss)
+        try c.encode(finiteOrNil(loss), forKey: .loss)
+        try c.encode(finiteOrNil(accuracy), forKey: .accuracy)
+        try c.encode(finiteOrNil(heldOutLoss), forKey: .heldOutLoss)
         try c.encode(heldOutCount, forKey: .heldOutCount)
         try c.encode(dataset, forKey: .dataset)
         try c.encode(shard, forKey: .shard)
@@ -281,7 +279,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(rejected, forKey: .rejected)
         try c.encode(bytesIn, forKey: .bytesIn)
         try c.encode(bytesOut, forKey: .bytesOut)
-        try c.encode(finite(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
+        try c.encode(finiteOrNil(uptimeSeconds) ?? 0, forKey: .uptimeSeconds)
         try c.encode(checkpointRound, forKey: .checkpointRound)
         try c.encode(resumedFromRound, forKey: .resumedFromRound)
         try c.encode(identity, forKey: .identity)
@@ -340,3 +338,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try JSONDecoder().decode(StatusReport.self, from: Data(json.utf8))
     }
 }
+
+/// `v` when it is a finite number, else nil (JSON has no NaN or infinity: such a value is
+/// encoded as `null`).
+private func finiteOrNil(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
