@@ -51,8 +51,10 @@ let package = Package(
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
         .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),
-        // POSIX sockets on Dispatch sources, framed (and Noise-sealed) connections, RPC.
-        .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure"]),
+        // POSIX sockets driven by Dispatch (one epoll set on a Dispatch read source on Linux), framed (and Noise-sealed) connections, RPC.
+        .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure", "CGossipPoll"]),
+        // epoll with a flat interface, for GossipNet's Poller (Linux; empty elsewhere). No logic.
+        .target(name: "CGossipPoll"),
         // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // AES-256-GCM into caller memory on swift-crypto's BoringSSL (see its header). No logic.

@@ -1,9 +1,9 @@
-// A framed connection over one connected, non-blocking socket: Dispatch read and write
-// sources on one serial queue, reads straight into the MessageDecoder, gather writes of
-// queued frames (header and payload views, no joining), a bounded send queue, optional idle
-// and stalled-frame timeouts, and a close that releases the fd only after both sources'
-// cancel handlers ran. With a `ChannelSecurity` the same connection first runs the Noise
-// handshake (SPEC §13.2: exact reads of the three fixed-length messages, a deadline, no frame
+// A framed connection over one connected, non-blocking socket: readiness from the Poller
+// (Poller.swift) delivered on one serial queue, reads straight into the MessageDecoder,
+// gather writes of queued frames (header and payload views, no joining), a bounded send
+// queue, optional idle and stalled-frame timeouts, and a close that releases the fd only once
+// no readiness event can reach it. With a `ChannelSecurity` the same connection first runs
+// the Noise handshake (SPEC §13.2: exact reads of the three fixed-length messages, a deadline, no frame
 // decoded before it completes) and then carries the frame stream inside sealed records
 // (§13.3): outbound messages are sealed in batches of up to 16 records (in parallel) into one
 // reused buffer, inbound records are opened (in parallel when several are buffered) straight
@@ -102,8 +102,9 @@ final class Connection: @unchecked Sendable {
     private let buffers: ReceiveBuffers
     /// The limits this connection decodes with.
     let limits: Limits
-    private var readSource: DispatchSourceRead?
-    private var writeSource: DispatchSourceWrite?
+    /// Readiness of the socket (Poller.swift): read interest from `start` on, write
+    /// interest only while bytes wait for room in the socket.
+    private var poll: PollHandle?
     private var timer: DispatchSourceTimer?
     private var writeArmed = false
     private var flushing = false
@@ -206,19 +207,12 @@ final class Connection: @unchecked Sendable {
         onQueue()
         precondition(state == .idle)
         state = .open
-        descriptor.sourceAttached()
-        descriptor.sourceAttached()
-        let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-        r.setEventHandler { [unowned self] in self.readable() }
-        w.setEventHandler { [unowned self] in self.flush() }
-        // The handlers keep the descriptor alive until both ran; only then is it closed.
-        let d = descriptor
-        r.setCancelHandler { d.sourceCancelled() }
-        w.setCancelHandler { d.sourceCancelled() }
-        readSource = r
-        writeSource = w
-        r.resume()
+        let h = PollHandle(fd: fd, queue: queue) { [unowned self] r in
+            if r.readable { readable() }
+            if r.writable && state != .closed { flush() }
+        }
+        poll = h
+        h.setInterest(read: true, write: false)
         if let shortest = [idleTimeout, frameTimeout].compactMap({ $0 }).min() {
             let t = DispatchSource.makeTimerSource(queue: queue)
             let tick = Swift.min(Swift.max(shortest / 4, .milliseconds(5)), .seconds(1))
@@ -256,7 +250,7 @@ final class Connection: @unchecked Sendable {
         return true
     }
 
-    /// Writes as much as the kernel takes; arms the write source only while bytes remain.
+    /// Writes as much as the kernel takes; asks for write readiness only while bytes remain.
     /// - Parameter notify: call `onWritable` after progress (not when called from `trySend`,
     ///   whose caller is already admitting messages).
     private func flush(notify: Bool = true) {
@@ -317,9 +311,9 @@ final class Connection: @unchecked Sendable {
     }
 
     private func armWrite(_ on: Bool) {
-        guard let w = writeSource, on != writeArmed else { return }
+        guard let h = poll, on != writeArmed else { return }
         writeArmed = on
-        if on { w.resume() } else { w.suspend() }
+        h.setInterest(read: true, write: on)
     }
 
     // MARK: receiving
@@ -449,7 +443,7 @@ final class Connection: @unchecked Sendable {
         Sys.shutdownWrite(fd)
     }
 
-    /// Closes now: cancels both sources (the fd is closed in the last cancel handler), fails
+    /// Closes now: stops readiness events and closes the fd (Poller.swift), fails
     /// pending send completions, then calls `onClose`. Idempotent.
     func close(_ reason: CloseReason) {
         onQueue()
@@ -460,13 +454,13 @@ final class Connection: @unchecked Sendable {
         timer = nil
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if wasStarted {
-            readSource?.cancel()
-            writeSource?.cancel()
-            if !writeArmed { writeSource?.resume() }   // a suspended source never runs its cancel handler
-            writeArmed = true
+        if wasStarted, let h = poll {
+            let d = descriptor
+            h.cancel { d.close() }   // at once on Linux; after the sources' cancel handlers elsewhere
+        } else {
+            descriptor.close()
         }
-        descriptor.close()   // at once, or after both cancel handlers ran
+        writeArmed = true
         let sealed = sealedCompletions
         sealedCompletions = []
         for c in sealed { c(false) }
@@ -684,7 +678,7 @@ extension Connection {
     }
 
     /// Sends from a byte array; nil when the connection closed or the socket is full (the
-    /// write source is then armed).
+    /// write readiness is then asked for).
     private func writeRaw(_ bytes: [UInt8], from offset: Int) -> Int? {
         let result = bytes.withUnsafeBytes { b in
             Result { () throws(SyscallError) in try Sys.send(fd, UnsafeRawBufferPointer(rebasing: b[offset...])) }

@@ -93,7 +93,10 @@ final class ProxySession: @unchecked Sendable {
     /// Client and server sockets; this session is their one owner.
     private let descriptors: [Descriptor]
     private var fds: [Int32] { [descriptors[0].raw, descriptors[1].raw] }
-    private var cancelsLeft = [2, 2]
+    /// Readiness of the client (0) and server (1) sockets: read interest for the pipe that
+    /// reads it, write interest for the pipe that writes it.
+    private var polls: [PollHandle] = []
+    private var cancelsLeft = 2
     private var closed = false
 
     /// One direction: read `from`, buffer, write `to`.
@@ -104,8 +107,6 @@ final class ProxySession: @unchecked Sendable {
         var buffer: ByteStorage
         var head = 0
         var tail = 0
-        var readSource: DispatchSourceRead!
-        var writeSource: DispatchSourceWrite!
         var reading = true
         var writing = false
         var eof = false
@@ -130,25 +131,20 @@ final class ProxySession: @unchecked Sendable {
 
     func start() {
         dispatchPrecondition(condition: .onQueue(queue))
-        for p in pipes {
-            let r = DispatchSource.makeReadSource(fileDescriptor: fds[p.from], queue: queue)
-            let w = DispatchSource.makeWriteSource(fileDescriptor: fds[p.to], queue: queue)
-            r.setEventHandler { [unowned self] in readable(p) }
-            w.setEventHandler { [unowned self] in flush(p) }
-            descriptors[p.from].sourceAttached()
-            descriptors[p.to].sourceAttached()
-            r.setCancelHandler { self.cancelled(p.from) }
-            w.setCancelHandler { self.cancelled(p.to) }
-            p.readSource = r
-            p.writeSource = w
-            r.resume()
+        for side in 0..<2 {
+            let reader = pipes.first { $0.from == side }!
+            let writer = pipes.first { $0.to == side }!
+            polls.append(PollHandle(fd: fds[side], queue: queue) { [unowned self] r in
+                if r.readable { readable(reader) }
+                if r.writable { flush(writer) }
+            })
         }
+        for side in 0..<2 { updateInterest(side) }
     }
 
-    private func cancelled(_ side: Int) {
-        cancelsLeft[side] -= 1
-        descriptors[side].sourceCancelled()   // the last one closes it
-        if cancelsLeft == [0, 0] { onDone() }
+    private func updateInterest(_ side: Int) {
+        guard side < polls.count else { return }
+        polls[side].setInterest(read: pipes.first { $0.from == side }!.reading, write: pipes.first { $0.to == side }!.writing)
     }
 
     private func readable(_ p: Pipe) {
@@ -205,26 +201,32 @@ final class ProxySession: @unchecked Sendable {
     private func setReading(_ p: Pipe, _ on: Bool) {
         guard on != p.reading else { return }
         p.reading = on
-        if on { p.readSource.resume() } else { p.readSource.suspend() }
+        updateInterest(p.from)
     }
 
     private func setWriting(_ p: Pipe, _ on: Bool) {
         guard on != p.writing else { return }
         p.writing = on
-        if on { p.writeSource.resume() } else { p.writeSource.suspend() }
+        updateInterest(p.to)
     }
 
     func close(_ reason: String) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { return }
         closed = true
-        for p in pipes {
-            p.readSource.cancel()
-            p.writeSource.cancel()
-            if !p.reading { p.readSource.resume() }
-            if !p.writing { p.writeSource.resume() }
-        }
-        for d in descriptors { d.close() }   // after both of its sources' cancel handlers
         observer(.closed(connection: id, reason: reason))
+        if polls.isEmpty {   // never started
+            for d in descriptors { d.close() }
+            onDone()
+            return
+        }
+        for side in 0..<2 {
+            let d = descriptors[side]
+            polls[side].cancel { [self] in
+                d.close()
+                cancelsLeft -= 1
+                if cancelsLeft == 0 { onDone() }
+            }
+        }
     }
 }

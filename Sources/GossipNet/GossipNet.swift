@@ -1,1 +1,1 @@
-// GossipNet: POSIX sockets on Dispatch sources, framed connections, RPC client/server, frame proxy.
+// GossipNet: POSIX sockets driven by Dispatch (Poller.swift), framed connections, RPC client/server, frame proxy.

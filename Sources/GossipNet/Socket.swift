@@ -307,7 +307,7 @@ private final class ResolveWait: @unchecked Sendable {
 }
 
 /// One in-progress connect: write readiness or a timeout, whichever first. The outcome is
-/// acted on only in the write source's cancel handler, so the fd has no other user then.
+/// acted on only once no readiness event can reach the fd, so it has no other user then.
 /// `@unchecked Sendable`: state is touched only on `queue`.
 private final class ConnectWait: @unchecked Sendable {
     let fd: Int32
@@ -315,9 +315,7 @@ private final class ConnectWait: @unchecked Sendable {
     let timeout: Duration
     let done: (Bool, String) -> Void
     private var finished = false
-    private var ok = false
-    private var why = ""
-    private let w: DispatchSourceWrite
+    private var poll: PollHandle?
     private let t: DispatchSourceTimer
 
     init(fd: Int32, queue: DispatchQueue, timeout: Duration, done: @escaping (Bool, String) -> Void) {
@@ -325,29 +323,29 @@ private final class ConnectWait: @unchecked Sendable {
         self.queue = queue
         self.timeout = timeout
         self.done = done
-        w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         t = DispatchSource.makeTimerSource(queue: queue)
     }
 
+    /// Call on `queue`.
     func start() {
-        w.setCancelHandler { self.done(self.ok, self.why) }
-        w.setEventHandler {
-            let e = Sys.socketError(self.fd)
-            self.finish(e == 0, e == 0 ? "" : Sys.errorText(e))
+        let h = PollHandle(fd: fd, queue: queue) { [self] _ in
+            let e = Sys.socketError(fd)
+            finish(e == 0, e == 0 ? "" : Sys.errorText(e))
         }
-        t.setEventHandler { self.finish(false, "timed out after \(self.timeout)") }
+        poll = h
+        t.setEventHandler { [self] in finish(false, "timed out after \(timeout)") }
         t.schedule(deadline: .now() + timeout.dispatch)
         t.resume()
-        w.resume()
+        h.setInterest(read: false, write: true)
     }
 
     private func finish(_ ok: Bool, _ why: String) {
         guard !finished else { return }
         finished = true
-        self.ok = ok
-        self.why = why
         t.cancel()
-        w.cancel()
+        let h = poll
+        poll = nil
+        h?.cancel { [self] in done(ok, why) }
     }
 }
 
