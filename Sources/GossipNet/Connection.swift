@@ -610,19 +610,10 @@ extension Connection {
                                      payload: RPCErrorPayload.encode(.unauthenticated, SecureChannel.plaintextClientText))
         _ = sendQueue.removeAll()   // nothing queued for this peer may go out in plaintext
         _ = sendQueue.enqueue(m)
-        // Write it now and close, reading away what the peer already sent (so the close does
-        // not reset the connection before the reply is read). Not the lingering drain of
-        // closeAfterFlush: on a connection whose handshake phase read only a few bytes, that
-        // path made libdispatch crash (Illegal instruction in
-        // _dispatch_source_refs_finalize_unregistration) in about half of the runs of
-        // RecordLayerTests.thousandBadConnectionsLeaveMemoryAndDescriptorsAlone; not yet
-        // understood, so this answer avoids it.
-        flush(notify: false)
-        guard state == .open else { return }
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        var budget = 1 << 20
-        while budget > 0, case .done(let n)? = withUnsafeMutableBytes(of: &scratch, { try? Sys.recv(fd, $0) }), n > 0 { budget -= n }
-        close(.local("answered a plaintext client UNAUTHENTICATED and closed"))
+        // Send it, half-close, and discard input until the peer closes (so the close does not
+        // reset the connection before the reply is read). This once crashed libdispatch, whose
+        // per-socket sources mishandle a hang-up; sockets are on the Poller now (Poller.swift).
+        closeAfterFlush(linger: .seconds(1))
     }
 
     // MARK: writing records
