@@ -84,6 +84,11 @@ public final class PeerNode: @unchecked Sendable {
     let pushDriver = PushSumDriver()
     /// WaitConverged requests held until the node finishes (PeerConvergence.swift).
     let waiters = Mutex(ConvergenceWaiters())
+    /// Where rounds, evaluations, exchanges and membership changes are reported (metrics,
+    /// the metrics log); add sinks before `start()`.
+    public let telemetry = Telemetry()
+    /// The members last reported to `telemetry` (loop thread only).
+    private var reportedMembers: Set<String> = []
 
     /// The advertised endpoint (the bound one until `start()` knows it).
     public var endpoint: Endpoint { endpointBox.withLock { $0 } }
@@ -377,10 +382,11 @@ public final class PeerNode: @unchecked Sendable {
             // votes cover the network.
             if convergenceEnds() { break }
             guard let loss = trainRound() else { break }
-            let r = core.withLock { c in
+            let (r, steps, samples, members) = core.withLock { c in
                 model.roundSteps = 0
-                return c.state.completeRound(loss: loss)
+                return (c.state.completeRound(loss: loss), model.step, model.samples, Set(c.state.membership.endpoints))
             }
+            reportRound(r, loss: loss, steps: steps, samples: samples, members: members)
             convergenceAfterRound(loss: loss, round: r)
             averagingStep()
             if convergenceEnabled { spreadVotes() }
@@ -530,6 +536,19 @@ public final class PeerNode: @unchecked Sendable {
             return c.state.round
         }
         logger.debug("evaluated", metadata: ["round": "\(r)", "accuracy": "\(e.accuracy)", "loss": "\(e.loss)"])
+        telemetry.emit(.eval(round: r, accuracy: e.accuracy, loss: Double(e.loss)))
+    }
+
+    /// Reports a finished round, and the members added or removed since the last report.
+    private func reportRound(_ r: Int, loss: Double, steps: Int, samples: Int, members: Set<String>) {
+        guard !telemetry.isEmpty else { return }
+        telemetry.emit(.round(round: r, loss: loss, steps: steps, samples: samples))
+        if members != reportedMembers {
+            telemetry.emit(.membership(round: r, known: members.count,
+                                       added: members.subtracting(reportedMembers).sorted(),
+                                       removed: reportedMembers.subtracting(members).sorted()))
+            reportedMembers = members
+        }
     }
 
     /// The node's status document.

@@ -28,9 +28,28 @@ extension PeerNode {
         Counters(round: UInt64(c.state.round), step: UInt64(model.step), samples: UInt64(model.samples))
     }
 
-    /// A synchronous two-peer exchange started by this node (loop thread only).
+    /// A synchronous two-peer exchange started by this node (loop thread only), reported to
+    /// `telemetry`.
     @discardableResult
     func exchange(with peer: String) -> ExchangeOutcome {
+        let started = ContinuousClock.now
+        let outcome = exchangeAttempt(with: peer)
+        if !telemetry.isEmpty {
+            let seconds = (ContinuousClock.now - started).seconds
+            let round = core.withLock { $0.state.round }
+            let event: NodeEvent
+            switch outcome {
+            case .ok(let d): event = .exchange(round: round, peer: peer, outcome: "ok", status: nil, distance: d, seconds: seconds)
+            case .localBusy: event = .exchange(round: round, peer: peer, outcome: "local_busy", status: nil, distance: nil, seconds: seconds)
+            case .remoteBusy: event = .exchange(round: round, peer: peer, outcome: "remote_busy", status: nil, distance: nil, seconds: seconds)
+            case .failed(let code, _): event = .exchange(round: round, peer: peer, outcome: "failed", status: code.name, distance: nil, seconds: seconds)
+            }
+            telemetry.emit(event)
+        }
+        return outcome
+    }
+
+    private func exchangeAttempt(with peer: String) -> ExchangeOutcome {
         guard let ep = try? Endpoint(parsing: peer) else {
             core.withLock { $0.state.membership.remove(peer) }
             return .failed(.invalidArgument, "not an endpoint: \(peer)")
