@@ -2,6 +2,7 @@
 // started by hand (`gossipd peer` fills every training option it was not given from it once
 // the dataset is loaded) and the bootstrap (which suggests the architecture when it is given
 // neither --arch nor --model), so a network started by hand trains like the demo.
+import Foundation
 import GossipML
 import GossipWire
 
@@ -37,7 +38,14 @@ public struct TrainingDefaults: Sendable, Equatable {
     public static func forSource(_ source: DatasetSource) throws -> TrainingDefaults {
         switch source {
         case .digits: return forDataset(features: 64, classes: 10)
-        case .mnist, .fashionMNIST: return forDataset(features: 784, classes: 10)
+        case .mnist(let dir), .fashionMNIST(let dir):
+            // The files are read only by the peers; a path that is not a folder is refused here
+            // already, so a typo does not wait for the first peer to surface.
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+                throw MLError(.io, "\(source): \(dir) is not a folder; give the folder that holds the IDX files (train-images-idx3-ubyte[.gz] ...)")
+            }
+            return forDataset(features: 784, classes: 10)
         case .csv:
             let split = try source.load()
             return forDataset(features: split.train.featureCount, classes: split.train.classCount)

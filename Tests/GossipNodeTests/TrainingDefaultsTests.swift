@@ -1,3 +1,4 @@
+import Foundation
 // TrainingDefaults: the dataset's defaults fill exactly the peer settings that were not given,
 // once PeerNode.init has loaded the dataset; the bootstrap's suggestion needs no MNIST rows.
 import GossipML
@@ -21,10 +22,18 @@ import Testing
     }
 
     @Test func sourceWithoutLoadingRows() throws {
-        // A directory that does not exist: the shape of MNIST is known without reading it.
-        #expect(try TrainingDefaults.forSource(.mnist(directory: "/nonexistent")).architecture == "784,256,128,10")
-        #expect(try TrainingDefaults.forSource(.fashionMNIST(directory: "/nonexistent")).architecture == "784,256,128,10")
+        // An empty folder: the shape of MNIST is known without reading any file.
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("defaults-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: empty) }
+        #expect(try TrainingDefaults.forSource(.mnist(directory: empty)).architecture == "784,256,128,10")
+        #expect(try TrainingDefaults.forSource(.fashionMNIST(directory: empty)).architecture == "784,256,128,10")
         #expect(try TrainingDefaults.forSource(.digits).architecture == "64,256,128,10")
+        // A folder that does not exist is refused at once (the bootstrap reads no rows, so
+        // this is where a typo in --dataset shows), naming the path.
+        #expect { try TrainingDefaults.forSource(.mnist(directory: "/nonexistent-\(empty.count)")) } throws: { e in
+            "\(e)".contains("/nonexistent-\(empty.count) is not a folder")
+        }
     }
 
     @Test func peerFillsOnlyUnsetSettings() throws {
