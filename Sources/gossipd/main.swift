@@ -141,7 +141,8 @@ struct Bootstrap: ParsableCommand {
                 // No --arch or --model: suggest the architecture for the dataset (default digits).
                 let source: DatasetSource
                 do { source = try DatasetSource(parsing: dataset ?? "digits") } catch { throw ValidationError("--dataset: \(error)") }
-                let suggested = try TrainingDefaults.forSource(source).architecture
+                let suggested: String
+                do { suggested = try TrainingDefaults.forSource(source).architecture } catch { throw ValidationError("--dataset: \(error)") }
                 Console.err.line("gossipd bootstrap: architecture \(suggested) (suggested for --dataset \(source); give --arch to choose another)")
                 sizes = suggested
             }

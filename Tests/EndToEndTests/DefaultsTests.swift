@@ -39,9 +39,15 @@ import Testing
     @Test func bootstrapForImagesAndUsageErrors() throws {
         let c = try Cluster("defaults-img")
         defer { c.shutdown() }
-        // The MNIST suggestion does not read the (here absent) files.
-        let boot = try c.start(["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "mnist:/nonexistent"])
+        // The MNIST suggestion does not read the files (this folder is empty) ...
+        let empty = c.dir + "/no-idx-files"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let boot = try c.start(["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "mnist:" + empty])
         #expect(try c.status(boot).architecture == "784,256,128,10")
+        // ... but a folder that is not there is a usage error naming it.
+        let (s0, _, err0) = try Cluster.run(Cluster.binary("gossipd"), ["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "mnist:/nonexistent"])
+        #expect(s0 == 64, "\(err0)")
+        #expect(err0.contains("/nonexistent is not a folder"), "\(err0)")
         let (status, _, err) = try Cluster.run(Cluster.binary("gossipd"), ["bootstrap", "--arch", "64,10", "--dataset", "digits"])
         #expect(status == 64, "\(err)")
         let (s2, _, err2) = try Cluster.run(Cluster.binary("gossipd"), ["bootstrap", "--arch", "64,10", "--model", "x.safetensors"])
