@@ -176,3 +176,79 @@ struct PushSumLedger: Sendable, Equatable {
         return r
     }
 }
+
+/// SGD step rates of this peer and of the peers that push to it, for push-sum's progress
+/// weighting (SPEC §5.5, "Progress weighting"): a peer clearly slower than the peers pushing to
+/// it pushes more often, so its mass, and with it its model's share of every average, follows
+/// its share of the training. A pure value: times are seconds on any monotonic clock.
+struct ProgressRates: Sendable, Equatable {
+    /// Weight of a new rate sample in the running average.
+    static let alpha = 0.25
+    /// Samples closer together than this are merged into the next one.
+    static let minSpan = 0.05
+    /// A sender not heard from for this long no longer counts.
+    static let staleAfter = 10.0
+    /// Pushes at most this many times as often as the interval says.
+    static let maxSpeedup = 8.0
+    /// Weighting starts below this fraction of the median rate.
+    static let slowBelow = 0.8
+    /// At most this many senders are tracked (the least recently heard is forgotten).
+    static let maxPeers = 256
+
+    private struct Track: Sendable, Equatable {
+        var step: UInt64
+        var at: Double
+        var rate: Double?
+        var heard: Double
+    }
+    private var peers: [String: Track] = [:]
+    private var own: Track?
+
+    /// A push from `peer` said its step counter was `step` at time `at`.
+    mutating func observe(peer: String, step: UInt64, at: Double) {
+        if peers[peer] == nil, peers.count >= ProgressRates.maxPeers,
+           let oldest = peers.min(by: { $0.value.heard < $1.value.heard })?.key {
+            peers.removeValue(forKey: oldest)
+        }
+        peers[peer] = ProgressRates.update(peers[peer], step: step, at: at)
+    }
+
+    /// This peer's own step counter was `step` at time `at`.
+    mutating func observeOwn(step: UInt64, at: Double) {
+        own = ProgressRates.update(own, step: step, at: at)
+    }
+
+    private static func update(_ t: Track?, step: UInt64, at: Double) -> Track {
+        guard var t, step >= t.step, at >= t.at else { return Track(step: step, at: at, rate: nil, heard: at) }
+        t.heard = at
+        let span = at - t.at
+        guard span >= minSpan else { return t }
+        let r = Double(step - t.step) / span
+        t.rate = t.rate.map { (1 - alpha) * $0 + alpha * r } ?? r
+        t.step = step
+        t.at = at
+        return t
+    }
+
+    /// How many senders are tracked.
+    var trackedPeers: Int { peers.count }
+
+    /// This peer's rate (steps per second), once two samples are far enough apart.
+    var ownRate: Double? { own?.rate }
+
+    /// The median rate of the senders heard from within `staleAfter` of `now`.
+    func medianPeerRate(now: Double) -> Double? {
+        let rates = peers.values.filter { now - $0.heard <= ProgressRates.staleAfter }.compactMap(\.rate).filter { $0 > 0 }.sorted()
+        guard !rates.isEmpty else { return nil }
+        let n = rates.count
+        return n % 2 == 1 ? rates[n / 2] : (rates[n / 2 - 1] + rates[n / 2]) / 2
+    }
+
+    /// What the push interval is multiplied by: own rate / median rate when that is below
+    /// `slowBelow`, at least 1 / `maxSpeedup`; 1 otherwise (no rates yet, or not training).
+    func intervalFactor(now: Double) -> Double {
+        guard let mine = ownRate, mine > 0, let median = medianPeerRate(now: now) else { return 1 }
+        let ratio = mine / median
+        return ratio < ProgressRates.slowBelow ? max(1 / ProgressRates.maxSpeedup, ratio) : 1
+    }
+}

@@ -307,3 +307,59 @@ private struct Simulation {
         #expect(p.node.status().pushSum == nil)
     }
 }
+
+/// Push-sum's progress weighting (SPEC §5.5): the interval factor from step rates.
+@Suite struct ProgressRatesTests {
+    /// Feeds `seconds` of samples every 60 ms: this peer at `own` steps/s, each sender at its rate.
+    private func run(own: Double, peers: [String: Double], seconds: Double = 2, from t0: Double = 0) -> (ProgressRates, Double) {
+        var r = ProgressRates()
+        var t = t0
+        while t <= t0 + seconds {
+            r.observeOwn(step: UInt64(own * t), at: t)
+            for (p, rate) in peers { r.observe(peer: p, step: UInt64(rate * t), at: t) }
+            t += 0.06
+        }
+        return (r, t)
+    }
+
+    @Test func aPeerFiveTimesSlowerPushesFiveTimesAsOften() {
+        let (r, now) = run(own: 20, peers: ["a": 100, "b": 100, "c": 20])
+        #expect(abs(r.ownRate! - 20) < 2)   // whole steps sampled every 60 ms
+        #expect(abs(r.medianPeerRate(now: now)! - 100) < 2)
+        #expect(abs(r.intervalFactor(now: now) - 0.2) < 0.03)
+    }
+
+    @Test func nearTheMedianOrFasterNothingChanges() {
+        #expect(run(own: 90, peers: ["a": 100, "b": 100]).0.intervalFactor(now: 2) == 1)
+        #expect(run(own: 300, peers: ["a": 100]).0.intervalFactor(now: 2) == 1)
+        // The fast peers of a network with one straggler: the median ignores the straggler.
+        #expect(run(own: 100, peers: ["a": 100, "b": 100, "s": 20]).0.intervalFactor(now: 2) == 1)
+    }
+
+    @Test func theSpeedupIsBoundedAndNeedsData() {
+        #expect(run(own: 1, peers: ["a": 1000]).0.intervalFactor(now: 2) == 1 / ProgressRates.maxSpeedup)
+        // No senders, or a peer that does not train (final averaging): no weighting.
+        #expect(run(own: 20, peers: [:]).0.intervalFactor(now: 2) == 1)
+        #expect(run(own: 0, peers: ["a": 100]).0.intervalFactor(now: 2) == 1)
+        #expect(ProgressRates().intervalFactor(now: 0) == 1)
+    }
+
+    @Test func staleSendersAndRestartsDoNotCount() {
+        let (r, now) = run(own: 20, peers: ["a": 100])
+        #expect(r.intervalFactor(now: now + ProgressRates.staleAfter + 1) == 1)
+        // A sender whose counter went backwards (it restarted) starts over: no rate until two
+        // samples far enough apart.
+        var q = r
+        q.observe(peer: "a", step: 5, at: now)
+        #expect(q.medianPeerRate(now: now) == nil)
+    }
+
+    @Test func trackedSendersAreBounded() {
+        var r = ProgressRates()
+        for i in 0..<(ProgressRates.maxPeers + 50) { r.observe(peer: "p\(i)", step: 0, at: Double(i)) }
+        for i in 0..<(ProgressRates.maxPeers + 50) { r.observe(peer: "p\(i)", step: 100, at: Double(i) + 1) }
+        // The count never passed the bound; the most recent senders are the ones kept.
+        #expect(r.trackedPeers == ProgressRates.maxPeers)
+        #expect(r.medianPeerRate(now: Double(ProgressRates.maxPeers + 50)) == 100)
+    }
+}
