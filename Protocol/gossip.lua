@@ -81,6 +81,7 @@ local f = {
     checksum = ProtoField.uint32("gossip.checksum", "Checksum (CRC-32)", base.HEX),
     payload_len = ProtoField.uint32("gossip.payload_len", "Payload length (as sent)", base.DEC),
     payload = ProtoField.bytes("gossip.payload", "Payload"),
+    body = ProtoField.none("gossip.body", "Message body"),
     chunk_index = ProtoField.uint32("gossip.chunk_index", "Chunk index in message", base.DEC),
     message_frames = ProtoField.uint32("gossip.message_frames", "Frames in message", base.DEC),
 
@@ -604,7 +605,9 @@ local function dissect_frame(tvb, pinfo, tree)
 
     -- Header checks (SPEC §2); a frame that fails them is shown, not decoded.
     local problem
-    if frame_length ~= n then problem = string.format("frame_length %d but %d bytes available (stream out of step)", frame_length, n)
+    if frame_length < HEADER then problem = string.format("frame_length %d is below the 24-byte header (stream out of step)", frame_length)
+    elseif frame_length > gossip.prefs.max_frame then problem = string.format("frame_length %d is above the preference Max frame bytes (%d)", frame_length, gossip.prefs.max_frame)
+    elseif frame_length ~= n then problem = string.format("frame_length %d but %d bytes available (stream out of step)", frame_length, n)
     elseif band(flags, 0xC0) ~= 0 then problem = "reserved flag bits 0x40/0x80 set"
     elseif band(flags, FLAG_S) ~= 0 and band(flags, FLAG_Z) == 0 then problem = "SHUFFLED without COMPRESSED"
     elseif band(flags, FLAG_E) ~= 0 and band(flags, FLAG_R) == 0 then problem = "ERROR without RESPONSE"
@@ -684,7 +687,8 @@ local function dissect_frame(tvb, pinfo, tree)
     end
 
     if body_tvb then
-        local bt = item:add(gossip, body_tvb(), "Message body (" .. body_tvb:len() .. " bytes)")
+        local bt = item:add(f.body, body_tvb())
+        bt:append_text(" (" .. body_tvb:len() .. " bytes)")
         local ok, res = pcall(decode_body, body_tvb, bt, mtype, flags)
         if ok then
             if res ~= "" then summary = summary .. " " .. res end
