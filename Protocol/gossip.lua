@@ -27,9 +27,9 @@
 -- ProtoField list below).
 --
 -- Which traffic: TCP ports of the preference "Ports" (default 7000-7009, gossipd's usual
--- bootstrap and peer ports) and, through a heuristic, any TCP stream whose first bytes are
--- a version-2 frame header or a Noise handshake message 1 or 2 (the heuristic then claims
--- the server's port for the rest of the capture).
+-- bootstrap and peer ports) and, through a heuristic, any TCP stream with a segment that
+-- starts with a version-2 frame header or is exactly a Noise handshake message 1 or 2 (the
+-- heuristic then claims the server's port for the rest of the capture).
 --
 -- Hostile bytes: every length is checked against the bytes present before it is used;
 -- a malformed payload shows an expert error, never a Lua error. Frames longer than the
@@ -162,9 +162,6 @@ gossip.prefs.max_message = Pref.uint("Max message bytes", 67108864, "Chunked mes
 gossip.prefs.max_summary = Pref.uint("Max summarised values", 4000000, "Tensor summaries (min/max/mean) only for models with at most this many values")
 gossip.prefs.crc = Pref.bool("Verify checksums", true, "Check the CRC-32 of checksummed payloads up to 1 MiB")
 
-local tcp_stream_f = Field.new("tcp.stream")
-local tcp_seq_f = Field.new("tcp.seq")
-
 -- Per direction of a TCP connection (first pass, in capture order): the direction's mode
 -- (plaintext frames, or Noise initiator/responder), Noise message counters, and the chunks
 -- of a message being reassembled. Per PDU: what the first pass found (Noise numbering,
@@ -178,9 +175,10 @@ function gossip.init()
     info_parts = {}
 end
 
+-- A direction is named by its addresses and ports (tcp.stream and tcp.seq are not used: in a
+-- first pass without a tree, such as tshark -2's, other dissectors' fields are not there).
 local function dir_key(pinfo)
-    local s = tcp_stream_f()
-    return (s and tostring(s.value) or "?") .. "|" .. tostring(pinfo.src) .. ":" .. tostring(pinfo.src_port)
+    return tostring(pinfo.src) .. ":" .. tostring(pinfo.src_port) .. ">" .. tostring(pinfo.dst) .. ":" .. tostring(pinfo.dst_port)
 end
 
 local function pdu_key(pinfo, tvb)
@@ -710,22 +708,28 @@ local function main_dissector(tvb, pinfo, tree)
 end
 gossip.dissector = main_dissector
 
--- Heuristic: at the start of a TCP direction, a version-2 frame header (plausible length,
--- version 2, no reserved flag bits, a non-zero type) or a Noise message 1 or 2 prefix.
+-- Heuristic, on the bytes alone: a version-2 frame header (plausible length, version 2, and
+-- with 8 bytes or more: no reserved flag bits, a known message type), or a segment that is
+-- exactly a Noise handshake message 1 (`00 30` + 48 bytes) or 2 (`00 60` + 96 bytes). When it
+-- matches, the server's port is claimed for the rest of the capture, so that the following
+-- segments (continuations, Noise records) come here too.
 local claimed = {}
 local function heuristic(tvb, pinfo, tree)
     if not gossip.prefs.heuristic then return false end
     local n = tvb:len()
-    local seq = tcp_seq_f()
-    if seq == nil or seq.value ~= 1 or n < 2 then return false end
+    if n < 5 then return false end
     local server_port
-    if n >= 5 and tvb(0, 4):le_uint() >= HEADER and tvb(0, 4):le_uint() <= gossip.prefs.max_frame and tvb(4, 1):uint() == 2 then
-        if n >= 8 and (band(tvb(5, 1):uint(), 0xC0) ~= 0 or tvb(6, 2):le_uint() == 0) then return false end
+    local len = tvb(0, 4):le_uint()
+    if len >= HEADER and len <= gossip.prefs.max_frame and tvb(4, 1):uint() == 2 then
+        if n >= 8 then
+            local fl, ty = tvb(5, 1):uint(), tvb(6, 2):le_uint()
+            if band(fl, 0xC0) ~= 0 or type_names[ty] == nil then return false end
+        end
         local reply = n >= 6 and band(tvb(5, 1):uint(), FLAG_R) ~= 0
         server_port = reply and pinfo.src_port or pinfo.dst_port
-    elseif tvb(0, 1):uint() == 0 and tvb(1, 1):uint() == 0x30 and n <= 50 then
+    elseif n == 50 and tvb(0, 2):uint() == 0x30 then
         server_port = pinfo.dst_port
-    elseif tvb(0, 1):uint() == 0 and tvb(1, 1):uint() == 0x60 and n <= 98 then
+    elseif n == 98 and tvb(0, 2):uint() == 0x60 then
         server_port = pinfo.src_port
     else
         return false
