@@ -696,7 +696,9 @@ local function dissect_frame(tvb, pinfo, tree)
             summary = summary .. " [malformed body]"
         end
     elseif why then
-        item:add_proto_expert_info(ex.zlib, "body not decoded: " .. why)
+        -- A preference that kept the body from being decoded is a note; bad bytes are an error.
+        local by_pref = why:find("switched off", 1, true) or why:find("preference", 1, true)
+        item:add_proto_expert_info(by_pref and ex.zlib or ex.malformed, "body not decoded: " .. why)
     end
     add_info(pinfo, key, summary)
     return n
