@@ -118,6 +118,7 @@ local f = {
     samples = ProtoField.uint64("gossip.model.samples", "Samples", base.DEC),
     model_hash = ProtoField.uint64("gossip.model.schema_hash", "Table schema hash", base.HEX),
     tensor_count = ProtoField.uint32("gossip.model.tensor_count", "Tensor count", base.DEC),
+    schema_ok = ProtoField.bool("gossip.model.schema_hash_ok", "Schema hash matches the table"),
     data_offset = ProtoField.uint64("gossip.model.data_offset", "Data offset", base.DEC),
     data_length = ProtoField.uint64("gossip.model.data_length", "Data length", base.DEC),
     tensor = ProtoField.none("gossip.tensor", "Tensor"),
@@ -315,8 +316,10 @@ local function model_state(r, tree)
     if count * 12 > r:left() then
         error({ gossip = string.format("tensor count %d cannot fit in the %d bytes left", count, r:left()) }, 0)
     end
+    local hash_item = r.tvb(r.off - 12, 8)
     local tensors = {}
     local total = 0
+    local hash_text = {}
     for i = 1, count do
         local t0 = r.off
         local tt = mt:add(f.tensor, r.tvb(t0, 0))
@@ -335,8 +338,19 @@ local function model_state(r, tree)
         if dtype ~= 1 then tt:add_proto_expert_info(ex.malformed, "dtype " .. dtype .. " is not F32 (version 2 accepts only F32)") end
         if bytes ~= elems * 4 then tt:add_proto_expert_info(ex.malformed, "byte count " .. bytes .. " is not product(dims) x 4 = " .. elems * 4) end
         tensors[i] = { tree = tt, bytes = bytes, name = name }
+        hash_text[i] = name .. ":" .. (dtype_names[dtype] or "?") .. ":" .. table.concat(dims, ",") .. "\n"
         total = total + bytes
     end
+    -- SPEC §6.3: FNV-1a 64 over "name:dtype:dims\n" per tensor must equal the schema hash.
+    local declared = hash_item:le_uint64()
+    local h = UInt64(0x84222325, 0xcbf29ce4)
+    local prime = UInt64(0x000001b3, 0x00000100)
+    local text = table.concat(hash_text)
+    for i = 1, #text do h = h:bxor(UInt64(text:byte(i))) * prime end
+    if h ~= declared then
+        mt:add_proto_expert_info(ex.malformed, "schema_hash 0x" .. declared:tohex() .. " but the table hashes to 0x" .. h:tohex() .. " (SPEC §6.3)")
+    end
+    mt:add(f.schema_ok, hash_item, h == declared)
     local data_offset = r:u64(mt, f.data_offset, "data_offset"):tonumber()
     local data_length = r:u64(mt, f.data_length, "data_length"):tonumber()
     if data_length ~= total then mt:add_proto_expert_info(ex.malformed, "data_length " .. data_length .. " is not the sum of the byte counts " .. total) end

@@ -126,6 +126,7 @@ private func checkModel(_ body: PDU, _ m: ModelState, _ at: String) throws {
     #expect(int(model, "gossip.model.round") == m.round && int(model, "gossip.model.step") == m.step
             && int(model, "gossip.model.samples") == m.samples, "\(at): counters")
     #expect(int(model, "gossip.model.schema_hash") == m.table.schemaHash, "\(at): schema hash")
+    #expect(str(model, "gossip.model.schema_hash_ok") == "1", "\(at): the dissector's FNV-1a of the table (SPEC §6.3)")
     #expect(int(model, "gossip.model.tensor_count") == UInt64(m.table.tensors.count), "\(at): tensor count")
     #expect(int(model, "gossip.model.data_length") == UInt64(m.table.dataByteCount), "\(at): data length")
     let tensors = list(model, "gossip.tensor").compactMap { $0 as? PDU }
