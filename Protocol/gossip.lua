@@ -306,6 +306,58 @@ local function peerlist(r, tree)
     return count
 end
 
+-- Inverts the byte shuffle of SPEC §7 (element size 4). Works on Lua strings in blocks of
+-- 1024 elements (string.byte / string.char over many values at once): per-byte ByteArray
+-- calls took seconds per MiB.
+local unpack_values = table.unpack or unpack
+local function unshuffle(ba)
+    local raw = ba:raw()
+    local len = #raw
+    local n = math.floor(len / 4)
+    local p0, p1, p2, p3 = raw:sub(1, n), raw:sub(n + 1, 2 * n), raw:sub(2 * n + 1, 3 * n), raw:sub(3 * n + 1, 4 * n)
+    local out = {}
+    for i = 1, n, 1024 do
+        local j = math.min(i + 1023, n)
+        local a0, a1, a2, a3 = { p0:byte(i, j) }, { p1:byte(i, j) }, { p2:byte(i, j) }, { p3:byte(i, j) }
+        local t = {}
+        for k = 1, j - i + 1 do
+            local m = 4 * k
+            t[m - 3], t[m - 2], t[m - 1], t[m] = a0[k], a1[k], a2[k], a3[k]
+        end
+        out[#out + 1] = string.char(unpack_values(t))
+    end
+    out[#out + 1] = raw:sub(4 * n + 1)
+    return ByteArray.new(table.concat(out), true)
+end
+
+-- Statistics of little-endian float32 values in a TvbRange, as framedump computes them
+-- (NaN and infinities counted apart; min, max and mean over the finite values, the sum in
+-- double precision in order). Reads 256 values per Struct.unpack call.
+local function summarise(range, count)
+    local raw = range:raw()
+    local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
+    local pos = 1
+    local block = "<" .. string.rep("f", 256)
+    local done = 0
+    while done < count do
+        local k = math.min(256, count - done)
+        local values = { Struct.unpack(k == 256 and block or ("<" .. string.rep("f", k)), raw, pos) }
+        for i = 1, k do
+            local v = values[i]
+            if v ~= v then nan = nan + 1
+            elseif v == math.huge or v == -math.huge then inf = inf + 1
+            else
+                if v < mn then mn = v end
+                if v > mx then mx = v end
+                sum = sum + v; finite = finite + 1
+            end
+        end
+        pos = pos + 4 * k
+        done = done + k
+    end
+    return mn, mx, sum, nan, inf, finite
+end
+
 local function model_state(r, tree)
     local s0 = r.off
     local mt = tree:add(f.model, r.tvb(s0, r:left()))
@@ -358,23 +410,13 @@ local function model_state(r, tree)
         mt:add_proto_expert_info(ex.malformed, "data_offset " .. data_offset .. " is not the first multiple of 64 at or after " .. r.off)
     end
     r:range(data_offset - r.off, "padding")
-    local summarise = total / 4 <= gossip.prefs.max_summary
+    local want_summary = total / 4 <= gossip.prefs.max_summary
     for _, t in ipairs(tensors) do
         local dr = r:range(t.bytes, "data of tensor " .. t.name)
         local n = math.floor(t.bytes / 4)
         t.tree:add(f.tensor_values, dr, n)
-        if summarise then
-            local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
-            for i = 0, n - 1 do
-                local v = dr(4 * i, 4):le_float()
-                if v ~= v then nan = nan + 1
-                elseif v == math.huge or v == -math.huge then inf = inf + 1
-                else
-                    if v < mn then mn = v end
-                    if v > mx then mx = v end
-                    sum = sum + v; finite = finite + 1
-                end
-            end
+        if want_summary then
+            local mn, mx, sum, nan, inf, finite = summarise(dr, n)
             if finite > 0 then
                 t.tree:add(f.tensor_min, dr, mn); t.tree:add(f.tensor_max, dr, mx); t.tree:add(f.tensor_mean, dr, sum / finite)
             end
@@ -449,19 +491,6 @@ local function decode_body(tvb, tree, mtype, flags)
     end
     r:done(type_names[mtype] or "message")
     return info
-end
-
--- Inverts the byte shuffle of SPEC §7 (element size 4).
-local function unshuffle(ba)
-    local len = ba:len()
-    local n = math.floor(len / 4)
-    local out = ByteArray.new()
-    out:set_size(len)
-    for k = 0, 3 do
-        for i = 0, n - 1 do out:set_index(4 * i + k, ba:get_index(k * n + i)) end
-    end
-    for i = 4 * n, len - 1 do out:set_index(i, ba:get_index(i)) end
-    return out
 end
 
 -- CRC-32 (IEEE, reflected) of a TvbRange, table-driven.
