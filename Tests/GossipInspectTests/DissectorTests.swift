@@ -233,32 +233,81 @@ private func checkNoise(_ pdu: PDU, _ n: NoiseItem, _ at: String) {
     }
 }
 
+/// Runs the dissector and GossipInspect on one capture and compares every item.
+private func compareWithFramedump(_ file: String) throws {
+    let name = URL(fileURLWithPath: file).lastPathComponent
+    let expected = try FrameDump.decodeInput(Array(try Data(contentsOf: URL(fileURLWithPath: file))))
+    let shown = try dissect(file)
+    let items = expected.reduce(0) { $0 + $1.items.count }
+    try #require(items > 0, "framedump found nothing in \(name)")
+    #expect(Set(shown.keys) == Set(expected.compactMap(\.direction)), "\(name): the directions tshark decoded")
+    var compared = 0
+    for stream in expected {
+        let dir = try #require(stream.direction)
+        let pdus = shown[dir] ?? []
+        #expect(pdus.count == stream.items.count, "\(name) \(dir): tshark shows \(pdus.count) PDUs, framedump \(stream.items.count)")
+        for (k, (pdu, item)) in zip(pdus, stream.items).enumerated() {
+            let at = "\(name) \(dir) #\(k)"
+            switch item {
+            case .frame(let r): try checkFrame(pdu, r, at)
+            case .noise(let n): checkNoise(pdu, n, at)
+            }
+            compared += 1
+        }
+    }
+    #expect(compared == items, "\(name): compared \(compared) of \(items) items")
+}
+
 @Suite(.enabled(if: tsharkPath != nil, "tshark is not installed (Debian: apt-get install tshark), so Protocol/gossip.lua is not checked"))
 struct DissectorTests {
     /// Every fixture capture: same directions, same items in the same order, same fields.
     @Test(arguments: ["loopback.pcap", "gossipd-network.pcap", "noise-session.pcap"])
     func dissectorMatchesFramedump(_ name: String) throws {
-        let file = testsDir.appendingPathComponent("Fixtures/\(name)").path
-        let expected = try FrameDump.decodeInput(Array(try Data(contentsOf: URL(fileURLWithPath: file))))
-        let shown = try dissect(file)
-        let items = expected.reduce(0) { $0 + $1.items.count }
-        try #require(items > 0, "framedump found nothing in \(name)")
-        #expect(Set(shown.keys) == Set(expected.compactMap(\.direction)), "\(name): the directions tshark decoded")
-        var compared = 0
-        for stream in expected {
-            let dir = try #require(stream.direction)
-            let pdus = shown[dir] ?? []
-            #expect(pdus.count == stream.items.count, "\(name) \(dir): tshark shows \(pdus.count) PDUs, framedump \(stream.items.count)")
-            for (k, (pdu, item)) in zip(pdus, stream.items).enumerated() {
-                let at = "\(name) \(dir) #\(k)"
-                switch item {
-                case .frame(let r): try checkFrame(pdu, r, at)
-                case .noise(let n): checkNoise(pdu, n, at)
-                }
-                compared += 1
-            }
+        try compareWithFramedump(testsDir.appendingPathComponent("Fixtures/\(name)").path)
+    }
+
+    /// A model the size of a small real one (a 512x512 layer, 1 MiB of weights), encoded by
+    /// GossipWire as a node sends it: a GossipExchange reply in 256 KiB chunks, each deflated
+    /// and byte-shuffled, in 60,000-byte TCP segments that cut through frames. The dissector
+    /// must reassemble, inflate and unshuffle every chunk and summarise the same values.
+    @Test func chunkedCompressedModelMatchesFramedump() throws {
+        let table = TensorTable(tensors: [TensorInfo(name: "layers.0.weight", shape: [512, 512]),
+                                          TensorInfo(name: "layers.0.bias", shape: [512])])
+        var weights = [Float](repeating: 0, count: table.dataByteCount / 4)
+        var x: UInt32 = 12345
+        for i in weights.indices {
+            x = x &* 1_664_525 &+ 1_013_904_223
+            weights[i] = Float(Int32(bitPattern: x) >> 8) / 1e7
         }
-        #expect(compared == items, "\(name): compared \(compared) of \(items) items")
+        weights[7] = .nan
+        weights[9] = -.infinity
+        let peers = PeerList(entries: [PeerEntry(endpoint: "127.0.0.1:7002", identity: [UInt8](repeating: 0xab, count: 32))])
+        let payload = try weights.withUnsafeBytes {
+            try GossipExchangeReply.encode(weight: 1234.5, peers: peers, architecture: "512,512", round: 9, step: 90,
+                                           samples: 11520, table: table, data: $0)
+        }
+        var limits = Limits()
+        limits.chunkBytes = 256 << 10
+        let reply = try OutboundMessage(type: .gossipExchange, kind: .response, requestID: 77, payload: payload,
+                                        compression: .zlib(level: 1, shuffle: true), checksum: false, limits: limits)
+        #expect(reply.frames.count == 5)
+        let request = try Vectors.bytes("reserve_request")
+        let stream = reply.serialized()
+        var w = PcapWriter(linkType: 101)
+        let a: [UInt8] = [10, 0, 0, 1], b: [UInt8] = [10, 0, 0, 2]
+        w.packet(ipv4(a, b, tcp(40000, 7001, seq: 100, flags: 0x02, [])))
+        w.packet(ipv4(b, a, tcp(7001, 40000, seq: 500, flags: 0x12, [])))
+        w.packet(ipv4(a, b, tcp(40000, 7001, seq: 101, request)))
+        var off = 0
+        while off < stream.count {
+            let end = min(stream.count, off + 60_000)
+            w.packet(ipv4(b, a, tcp(7001, 40000, seq: 501 + UInt32(off), Array(stream[off..<end]))))
+            off = end
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gossip-model-\(getpid()).pcap")
+        try Data(w.bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        try compareWithFramedump(file.path)
     }
 
     /// The fixtures' shape, so that a dissector (or capture) that finds nothing cannot pass:
