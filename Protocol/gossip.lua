@@ -43,8 +43,13 @@ local gossip = Proto("gossip", "Gossip P2P training protocol")
 
 local HEADER = 24
 
--- Bit operations that work with Lua 5.2 (bit32, Wireshark 4.0) and later (bit).
-local band = (bit32 and bit32.band) or (bit and bit.band)
+-- Bit operations for every Lua Wireshark has shipped: Lua 5.3+ operators (compiled with
+-- load, since they are a syntax error in 5.2), else bit32 (Lua 5.2, Wireshark 4.0), else
+-- Wireshark's BitOp module `bit`.
+local function native(src) local ok, fn = pcall(load or loadstring, "return " .. src); return ok and fn and fn() end
+local band = native("function(a, b) return a & b end") or (bit32 and bit32.band) or bit.band
+local bxor = native("function(a, b) return a ~ b end") or (bit32 and bit32.bxor) or bit.bxor
+local rshift = native("function(a, n) return a >> n end") or (bit32 and bit32.rshift) or bit.rshift
 
 local type_names = {
     [1] = "Register", [2] = "GetModel", [3] = "GossipExchange", [4] = "Status", [5] = "Ping",
@@ -496,7 +501,6 @@ end
 -- CRC-32 (IEEE, reflected) of a TvbRange, table-driven.
 local crc_table
 local function crc32(range)
-    local bxor, rshift = (bit32 and bit32.bxor) or bit.bxor, (bit32 and bit32.rshift) or bit.rshift
     if not crc_table then
         crc_table = {}
         for i = 0, 255 do
