@@ -35,7 +35,8 @@
 -- a malformed payload shows an expert error, never a Lua error. Frames longer than the
 -- preference "Max frame bytes" (SPEC §11 default 16 MiB) are not reassembled. Chunked
 -- messages are reassembled only up to "Max message bytes" (default 64 MiB); larger ones
--- show their frames without the body. Known limit: Wireshark's zlib inflation has no
+-- show their frames without the body; reassembled messages are kept for re-display up to
+-- "Max kept bytes" (default 256 MiB) in all, the oldest dropped first. Known limit: Wireshark's zlib inflation has no
 -- output bound, so a crafted compressed frame can make Wireshark allocate up to ~1000x
 -- its payload; switch "Decompress" off for untrusted captures.
 
@@ -165,6 +166,7 @@ gossip.prefs.heuristic = Pref.bool("Heuristic", true, "Recognise gossip on any T
 gossip.prefs.decompress = Pref.bool("Decompress", true, "Inflate compressed payloads (Wireshark's zlib; no output bound)")
 gossip.prefs.max_frame = Pref.uint("Max frame bytes", 16777216, "Frames longer than this are shown as malformed, not reassembled (SPEC §11 maxFrameBytes)")
 gossip.prefs.max_message = Pref.uint("Max message bytes", 67108864, "Chunked messages longer than this are not reassembled")
+gossip.prefs.max_kept = Pref.uint("Max kept bytes", 268435456, "Reassembled chunked messages kept for re-display, in all; the oldest are dropped past this")
 gossip.prefs.max_summary = Pref.uint("Max summarised values", 4000000, "Tensor summaries (min/max/mean) only for models with at most this many values")
 gossip.prefs.crc = Pref.bool("Verify checksums", true, "Check the CRC-32 of checksummed payloads up to 1 MiB")
 
@@ -174,11 +176,26 @@ gossip.prefs.crc = Pref.bool("Verify checksums", true, "Check the CRC-32 of chec
 -- reassembled messages), keyed by frame number and the PDU's leading bytes.
 local directions = {}
 local pdu_state = {}
+-- Reassembled messages kept for re-display (a GUI redraws a packet's tree when it is
+-- clicked): oldest first, at most the preference "Max kept bytes" in all.
+local kept, kept_bytes = {}, 0
+local function keep(st, data)
+    st.data = data
+    kept[#kept + 1] = st
+    kept_bytes = kept_bytes + data:len()
+    while kept_bytes > gossip.prefs.max_kept and #kept > 1 do
+        local old = table.remove(kept, 1)
+        kept_bytes = kept_bytes - old.data:len()
+        old.data = nil
+        old.why = "the reassembled message was dropped to bound memory (preference Max kept bytes)"
+    end
+end
 
 function gossip.init()
     directions = {}
     pdu_state = {}
     info_parts = {}
+    kept, kept_bytes = {}, 0
 end
 
 -- A direction is named by its addresses and ports (tcp.stream and tcp.seq are not used: in a
@@ -714,7 +731,7 @@ local function dissect_frame(tvb, pinfo, tree)
                 if m.got ~= m.total then st.error = st.error or string.format("END_STREAM after %d of %d bytes", m.got, m.total)
                 elseif not m.keep then st.why = string.format("message of %d bytes is above the preference Max message bytes", m.total)
                 elseif m.ok == false then st.why = m.why
-                else st.data = m.data end
+                else keep(st, m.data) end
                 d.msg = nil
             else
                 d.msg = m
