@@ -310,6 +310,16 @@ struct DissectorTests {
         try compareWithFramedump(file.path)
     }
 
+    /// Captures of your own, compared the same way: GOSSIP_DISSECTOR_CAPTURES=a.pcap:b.pcap
+    /// (for example `tcpdump -i lo -w a.pcap 'tcp portrange 7000-7009'` around a demo).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["GOSSIP_DISSECTOR_CAPTURES"] != nil,
+                   "set GOSSIP_DISSECTOR_CAPTURES=FILE[:FILE...] to compare captures of your own"))
+    func capturesFromTheEnvironment() throws {
+        for file in ProcessInfo.processInfo.environment["GOSSIP_DISSECTOR_CAPTURES"]!.split(separator: ":") {
+            try compareWithFramedump(String(file))
+        }
+    }
+
     /// The fixtures' shape, so that a dissector (or capture) that finds nothing cannot pass:
     /// loopback.pcap carries 6 frames each way in 4 messages, the Noise session 3 handshake
     /// messages and 14 records, gossipd-network.pcap every message type a network uses.
