@@ -110,9 +110,12 @@ public enum SVGPlot {
             yr = (0, 1, [0, 0.5, 1])
         } else {
             let lo = values.min()!, hi = values.max()!
-            if p.allowLog, lo > 0, hi / lo > 10 {
+            let positive = values.filter { $0 > 0 }
+            if p.allowLog, let pl = positive.min(), let ph = positive.max(), ph / pl > 10 {
+                // Log scale over the positive values; exact zeros (identical models) lie on
+                // the bottom edge, which the axis label says.
                 logScale = true
-                let a = floor(log10(lo)), b = ceil(log10(hi))
+                let a = floor(log10(pl)), b = ceil(log10(ph))
                 yr = (a, b, stride(from: a, through: b, by: max(1, ((b - a) / 6).rounded(.up))).map { $0 })
             } else if p.percent {
                 yr = niceRange(max(0, lo - 2), min(100, hi + 2))
@@ -122,6 +125,7 @@ public enum SVGPlot {
         }
         func X(_ t: Double) -> Double { x0 + (t - xRange.0) / (xRange.1 - xRange.0) * (x1 - x0) }
         func Y(_ v: Double) -> Double {
+            if logScale && v <= 0 { return yBottom }
             let u = logScale ? log10(v) : v
             return yBottom - (u - yr.0) / (yr.1 - yr.0) * (yBottom - yTop)
         }
@@ -142,7 +146,7 @@ public enum SVGPlot {
         }
         s += text(x: (x0 + x1) / 2, y: yBottom + 36, "time (s)", size: 12, anchor: "middle")
         let ly = (yTop + yBottom) / 2
-        s += "<text x=\"20\" y=\"\(fmt(ly))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 20 \(fmt(ly)))\">\(escape(p.yLabel + (logScale ? " (log)" : "")))</text>\n"
+        s += "<text x=\"20\" y=\"\(fmt(ly))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 20 \(fmt(ly)))\">\(escape(p.yLabel + (logScale ? (values.contains { $0 <= 0 } ? " (log; 0 at the bottom)" : " (log)") : "")))</text>\n"
         if values.isEmpty {
             s += text(x: (x0 + x1) / 2, y: ly + 5, "no data", size: 14, anchor: "middle", fill: "#999999")
         }
