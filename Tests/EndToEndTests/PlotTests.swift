@@ -79,10 +79,10 @@ private func checkRenders(_ svg: String) throws -> String? {
         defer { c.shutdown() }
         let boot = try c.bootstrap()
         let files = ["\(c.dir)/a.jsonl", "\(c.dir)/b.jsonl"]
-        let a = try c.peer(["--bootstrap", boot.endpoint.description, "--metrics-file", files[0], "--pace-ms", "30"], shard: "0/2", rounds: 16)
-        let b = try c.peer(["--bootstrap", boot.endpoint.description, "--metrics-file", files[1], "--pace-ms", "30"], shard: "1/2", rounds: 16)
-        try c.wait("both peers past round 16 with an exchange done", nodes: [a, b]) {
-            try [a, b].allSatisfy { n in let s = try c.status(n); return s.round >= 16 && s.exchanges.done > 0 }
+        let a = try c.peer(["--bootstrap", boot.endpoint.description, "--metrics-file", files[0], "--pace-ms", "100"], shard: "0/2", rounds: 30)
+        let b = try c.peer(["--bootstrap", boot.endpoint.description, "--metrics-file", files[1], "--pace-ms", "100"], shard: "1/2", rounds: 30)
+        try c.wait("both peers past round 30 with an exchange done", nodes: [a, b]) {
+            try [a, b].allSatisfy { n in let s = try c.status(n); return s.round >= 30 && s.exchanges.done > 0 }
         }
         // Each line one JSON object with the documented keys; the node is the peer's endpoint.
         for (file, node) in zip(files, [a, b]) {
@@ -109,7 +109,7 @@ private func checkRenders(_ svg: String) throws -> String? {
                 default: Issue.record("unknown event \(kind)")
                 }
             }
-            #expect((kinds["round"] ?? 0) >= 16 && (kinds["eval"] ?? 0) >= 4 && (kinds["membership"] ?? 0) >= 1, "\(file): \(kinds)")
+            #expect((kinds["round"] ?? 0) >= 30 && (kinds["eval"] ?? 0) >= 4 && (kinds["membership"] ?? 0) >= 1, "\(file): \(kinds)")
         }
         #expect(try [files[0], files[1]].contains { try String(contentsOfFile: $0, encoding: .utf8).contains("\"outcome\":\"ok\"") })
 
