@@ -104,7 +104,7 @@ public enum SVGPlot {
         s += text(x: x0, y: y0 - 10, p.title, size: 14, anchor: "start", weight: "bold")
         let values = p.series.flatMap { $0.map(\.1) }
         // y scale
-        var logScale = false
+        var logScale = false, zeroAtBottom = false
         let yr: (Double, Double, [Double])
         if values.isEmpty {
             yr = (0, 1, [0, 0.5, 1])
@@ -113,9 +113,10 @@ public enum SVGPlot {
             let positive = values.filter { $0 > 0 }
             if p.allowLog, let pl = positive.min(), let ph = positive.max(), ph / pl > 10 {
                 // Log scale over the positive values; exact zeros (identical models) lie on
-                // the bottom edge, which the axis label says.
+                // the bottom edge, a decade below the smallest positive value, labelled 0.
                 logScale = true
-                let a = floor(log10(pl)), b = ceil(log10(ph))
+                zeroAtBottom = lo <= 0
+                let a = floor(log10(pl)) - (zeroAtBottom ? 1 : 0), b = ceil(log10(ph))
                 yr = (a, b, stride(from: a, through: b, by: max(1, ((b - a) / 6).rounded(.up))).map { $0 })
             } else if p.percent {
                 yr = niceRange(max(0, lo - 2), min(100, hi + 2))
@@ -135,7 +136,7 @@ public enum SVGPlot {
             let y = yBottom - (v - yr.0) / (yr.1 - yr.0) * (yBottom - yTop)
             s += "<line x1=\"\(fmt(x0))\" y1=\"\(fmt(y))\" x2=\"\(fmt(x1))\" y2=\"\(fmt(y))\" stroke=\"#e3e3e3\" stroke-width=\"1\"/>\n"
             s += "<line x1=\"\(fmt(x0 - 5))\" y1=\"\(fmt(y))\" x2=\"\(fmt(x0))\" y2=\"\(fmt(y))\" stroke=\"#333333\"/>\n"
-            let label = logScale ? logLabel(v) : tickLabel(v, step: yr.2.count > 1 ? yr.2[1] - yr.2[0] : 1)
+            let label = logScale ? (zeroAtBottom && v == yr.0 ? "0" : logLabel(v)) : tickLabel(v, step: yr.2.count > 1 ? yr.2[1] - yr.2[0] : 1)
             s += text(x: x0 - 8, y: y + 4, label, size: 11, anchor: "end")
         }
         for t in xRange.2 {
@@ -146,7 +147,7 @@ public enum SVGPlot {
         }
         s += text(x: (x0 + x1) / 2, y: yBottom + 36, "time (s)", size: 12, anchor: "middle")
         let ly = (yTop + yBottom) / 2
-        s += "<text x=\"20\" y=\"\(fmt(ly))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 20 \(fmt(ly)))\">\(escape(p.yLabel + (logScale ? (values.contains { $0 <= 0 } ? " (log; 0 at the bottom)" : " (log)") : "")))</text>\n"
+        s += "<text x=\"20\" y=\"\(fmt(ly))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 20 \(fmt(ly)))\">\(escape(p.yLabel + (logScale ? " (log)" : "")))</text>\n"
         if values.isEmpty {
             s += text(x: (x0 + x1) / 2, y: ly + 5, "no data", size: 14, anchor: "middle", fill: "#999999")
         }
