@@ -181,6 +181,7 @@ public final class Demo: @unchecked Sendable {
 
         let start = Date()
         var bootstrapKilled = !options.killBootstrap
+        var bootstrapKilledAt: Date?
         var trainingDoneAt: Date?
         var last: [StatusReport] = []
         var spread = Double.infinity
@@ -209,6 +210,7 @@ public final class Demo: @unchecked Sendable {
                 kill(boot.processIdentifier, SIGKILL)
                 boot.waitUntilExit()
                 bootstrapKilled = true
+                bootstrapKilledAt = Date()
                 out("-- bootstrap killed (SIGKILL) at round \(minRound): the peers train on without it")
             }
             if minRound >= rounds {
@@ -235,13 +237,16 @@ public final class Demo: @unchecked Sendable {
         let until = Date().addingTimeInterval(10)
         for p in peerProcs { while p.isRunning && Date() < until { Thread.sleep(forTimeInterval: 0.02) } }
         out("all nodes stopped")
-        if let plot = options.plot { try writePlot(plot, files: metricsFiles) }
+        if let plot = options.plot {
+            let marks = bootstrapKilledAt.map { [PlotMarker(time: $0.timeIntervalSince1970, label: "bootstrap killed")] } ?? []
+            try writePlot(plot, files: metricsFiles, markers: marks)
+        }
         return DemoResult(accuracies: accuracies, consensusDistance: spread, metricsFiles: metricsFiles)
     }
 
     /// Draws the peers' metrics logs into `path` (SVG).
-    private func writePlot(_ path: String, files: [String]) throws {
-        let r = try SVGPlot.render(files: files, title: "gossip demo: \(options.peers) peers on \(options.dataset)") { out("plot: note: \($0)") }
+    private func writePlot(_ path: String, files: [String], markers: [PlotMarker]) throws {
+        let r = try SVGPlot.render(files: files, title: "gossip demo: \(options.peers) peers on \(options.dataset)", markers: markers) { out("plot: note: \($0)") }
         do {
             try Data(r.svg.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {

@@ -14,6 +14,18 @@ public struct PlotError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
+/// A moment to mark on every panel (a dashed vertical line and its label), e.g. the demo's
+/// bootstrap kill. `time`: seconds since 1970, like `MetricsRecord.time`; a marker before the
+/// first record is left out, a later one extends the time axis.
+public struct PlotMarker: Sendable {
+    public var time: Double
+    public var label: String
+    public init(time: Double, label: String) {
+        self.time = time
+        self.label = label
+    }
+}
+
 /// Renders metrics records as an SVG document.
 public enum SVGPlot {
     /// The most points drawn per line; longer series are thinned evenly (first and last kept),
@@ -35,7 +47,7 @@ public enum SVGPlot {
 
     /// The SVG of `records` (from any number of files and nodes).
     /// - Throws: `PlotError` when no record carries anything to draw.
-    public static func render(_ records: [MetricsRecord], title: String = "gossip training") throws(PlotError) -> String {
+    public static func render(_ records: [MetricsRecord], title: String = "gossip training", markers: [PlotMarker] = []) throws(PlotError) -> String {
         guard !records.isEmpty else {
             throw PlotError("no metrics records to plot: the files are empty (was the peer started with --metrics-file, and did it finish a round?)")
         }
@@ -67,8 +79,12 @@ public enum SVGPlot {
         guard panels.contains(where: { $0.series.contains { !$0.isEmpty } }) else {
             throw PlotError("the metrics records hold no accuracy, loss or exchange distance to plot (\(records.count) records, membership changes only)")
         }
-        let tMax = sorted.last!.time - t0
-        return document(title: title, nodes: nodes, panels: panels, tMax: tMax, span: tMax)
+        // Markers before the first record are left out; later ones extend the time axis (the
+        // demo may kill the bootstrap after the peers' last line).
+        let marks = markers.filter { $0.time.isFinite && $0.time >= t0 }.map { ($0.time - t0, $0.label) }
+        let span = sorted.last!.time - t0
+        let tMax = max(span, marks.map(\.0).max() ?? 0)
+        return document(title: title, nodes: nodes, panels: panels, tMax: tMax, span: span, markers: marks)
     }
 
     // MARK: - layout
@@ -77,7 +93,7 @@ public enum SVGPlot {
     static let plotLeft = 80.0, plotRight = 700.0
     static let panelHeight = 210.0, panelGap = 78.0, top = 88.0
 
-    static func document(title: String, nodes: [String], panels: [Panel], tMax: Double, span: Double) -> String {
+    static func document(title: String, nodes: [String], panels: [Panel], tMax: Double, span: Double, markers: [(Double, String)] = []) -> String {
         let height = top + Double(panels.count) * (panelHeight + panelGap) - 10
         var s = """
         <?xml version="1.0" encoding="UTF-8"?>
@@ -91,14 +107,14 @@ public enum SVGPlot {
         let xr = tMax > 0 ? niceRange(0, tMax) : (0.0, 1.0, [0.0, 0.5, 1.0])
         for (k, p) in panels.enumerated() {
             let y0 = top + Double(k) * (panelHeight + panelGap)
-            s += panel(p, index: k, y0: y0, xRange: xr, nodes: nodes.count)
+            s += panel(p, index: k, y0: y0, xRange: xr, nodes: nodes.count, markers: markers)
         }
         s += legend(nodes)
         s += "</svg>\n"
         return s
     }
 
-    static func panel(_ p: Panel, index: Int, y0: Double, xRange: (Double, Double, [Double]), nodes: Int) -> String {
+    static func panel(_ p: Panel, index: Int, y0: Double, xRange: (Double, Double, [Double]), nodes: Int, markers: [(Double, String)] = []) -> String {
         let x0 = plotLeft, x1 = plotRight, yTop = y0, yBottom = y0 + panelHeight
         var s = "<g id=\"panel-\(["accuracy", "loss", "distance"][min(index, 2)])\" class=\"panel\">\n"
         s += text(x: x0, y: y0 - 10, p.title, size: 14, anchor: "start", weight: "bold")
@@ -150,6 +166,11 @@ public enum SVGPlot {
         s += "<text x=\"20\" y=\"\(fmt(ly))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 20 \(fmt(ly)))\">\(escape(p.yLabel + (logScale ? " (log)" : "")))</text>\n"
         if values.isEmpty {
             s += text(x: (x0 + x1) / 2, y: ly + 5, "no data", size: 14, anchor: "middle", fill: "#999999")
+        }
+        for (t, label) in markers {
+            let x = X(t)
+            s += "<line class=\"marker\" x1=\"\(fmt(x))\" y1=\"\(fmt(yTop))\" x2=\"\(fmt(x))\" y2=\"\(fmt(yBottom))\" stroke=\"#666666\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\"/>\n"
+            if index == 0 { s += text(x: x + 4, y: yTop + 14, label, size: 11, anchor: "start", fill: "#444444") }
         }
         // lines, clipped to the plot area by construction (values are inside the nice range)
         for (i, pts) in p.series.enumerated() where !pts.isEmpty {
@@ -258,7 +279,7 @@ public enum SVGPlot {
     /// Reads metrics files and renders them (what `gossipctl plot` and the demo do).
     /// - Parameter warn: told about each skipped truncated last line and unknown event kinds.
     /// - Returns: the SVG text and the number of records and nodes drawn.
-    public static func render(files: [String], title: String = "gossip training",
+    public static func render(files: [String], title: String = "gossip training", markers: [PlotMarker] = [],
                               warn: (String) -> Void = { _ in }) throws -> (svg: String, records: Int, nodes: Int) {
         var all: [MetricsRecord] = []
         for f in files {
@@ -270,7 +291,7 @@ public enum SVGPlot {
         guard !all.isEmpty else {
             throw PlotError("no metrics records in \(files.joined(separator: ", ")): the file\(files.count == 1 ? " is" : "s are") empty (was the peer started with --metrics-file, and did it finish a round?)")
         }
-        let svg = try render(all, title: title)
+        let svg = try render(all, title: title, markers: markers)
         return (svg, all.count, Set(all.map(\.node)).count)
     }
 }

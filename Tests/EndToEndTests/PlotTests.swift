@@ -132,11 +132,12 @@ private func checkRenders(_ svg: String) throws -> String? {
         let svg = "\(c.dir)/demo.svg"
         let (rc, out, err) = try Cluster.run(Cluster.binary("gossipd"),
                                              ["demo", "--peers", "2", "--arch", "64,16,10", "--rounds", "8", "--local-steps", "2",
-                                              "--pace-ms", "20", "--keep-bootstrap", "--plot", svg], timeout: 240)
+                                              "--pace-ms", "20", "--plot", svg], timeout: 240)
         #expect(rc == 0, "gossipd demo exited \(rc):\n\(out)\n\(err)")
         #expect(out.contains("plot: wrote \(svg)"), "\(out)")
         let doc = try SVGSummary.parse(svg)
         #expect(doc.polylines["panel-loss"] == 2 && doc.polylines["panel-accuracy"] == 2, "\(doc.polylines)")
+        #expect(out.contains("bootstrap killed") && doc.texts.contains("bootstrap killed"), "the kill is marked: \(doc.texts)")
         try checkRenders(svg)
     }
 
@@ -169,6 +170,9 @@ private func checkRenders(_ svg: String) throws -> String? {
         try good.write(toFile: fine, atomically: true, encoding: .utf8)
         let (wrc, _, werr) = try c.ctl(["plot", fine, "--out", "\(c.dir)/no/dir/x.svg"])
         #expect(wrc == 73 && werr.contains("no/dir/x.svg"), "\(wrc): \(werr)")
+        // --out -: the SVG on stdout.
+        let (src, sout, serr) = try c.ctl(["plot", fine, "--out", "-"])
+        #expect(src == 0 && sout.hasPrefix("<?xml") && sout.hasSuffix("</svg>\n"), "\(src): \(serr)")
         #expect(!FileManager.default.fileExists(atPath: "\(c.dir)/x.svg"))
     }
 }

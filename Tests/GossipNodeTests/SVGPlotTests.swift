@@ -156,6 +156,19 @@ private func records(nodes: Int, rounds: Int, t0: Double = 1_796_291_315) -> [Me
         #expect(doc.named("polyline", in: "panel-loss").filter { $0.attributes["stroke-dasharray"] != nil }.count == 2)
     }
 
+    /// A marker (the demo's bootstrap kill) is a dashed line on every panel, labelled once;
+    /// one before the first record is left out.
+    @Test func markers() throws {
+        let recs = records(nodes: 2, rounds: 6)
+        let t0 = recs.map(\.time).min()!
+        let svg = try SVGPlot.render(recs, markers: [PlotMarker(time: t0 + 1, label: "bootstrap killed"), PlotMarker(time: t0 - 1, label: "earlier")])
+        let doc = try SVGElements.parse(svg)
+        for panel in ["panel-accuracy", "panel-loss", "panel-distance"] {
+            #expect(doc.named("line", in: panel).filter { $0.attributes["class"] == "marker" }.count == 1, "\(panel)")
+        }
+        #expect(doc.texts.filter { $0 == "bootstrap killed" }.count == 1 && !doc.texts.contains("earlier"))
+    }
+
     @Test func niceTicks() {
         let (lo, hi, ticks) = SVGPlot.niceRange(0, 7.3)
         #expect(lo == 0 && hi == 8 && ticks == [0, 2, 4, 6, 8])
