@@ -17,7 +17,7 @@ struct Plot: ParsableCommand {
         or there is nothing to plot; 73 --out cannot be written.
         """)
 
-    @Argument(help: "Metrics logs written by gossipd peer --metrics-file (JSON lines).") var files: [String] = []
+    @Argument(help: "Metrics logs written by gossipd peer --metrics-file (JSON lines).") var files: [String]
     @Option(help: "Where to write the SVG (- for stdout).") var out: String
     @Option(help: "The picture's title.") var title: String = "gossip training"
 
