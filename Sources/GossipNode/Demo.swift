@@ -29,6 +29,8 @@ public struct DemoOptions: Sendable {
     /// Relative L2 distance under which the demo calls the peers converged.
     public var consensusTarget = 0.01
     public var logLevel = "warning"
+    /// Where to write the SVG of every peer's curves when the demo ends (nil: no plot).
+    public var plot: String?
     public init() {}
 }
 
@@ -36,6 +38,14 @@ public struct DemoOptions: Sendable {
 public struct DemoResult: Sendable {
     public var accuracies: [Double]
     public var consensusDistance: Double
+    /// The peers' metrics logs (`--metrics-file`), in the work directory.
+    public var metricsFiles: [String] = []
+}
+
+/// The demo's `--plot` file cannot be written (gossipd exits 73).
+public struct DemoPlotError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
 }
 
 /// Runs the demo. `executable` is the gossipd binary to start children from.
@@ -96,6 +106,14 @@ public final class Demo: @unchecked Sendable {
     /// Runs the whole demo; stops every child before returning or throwing.
     public func run() throws -> DemoResult {
         defer { killAll() }
+        if let plot = options.plot {
+            // Fail before training, not after it, when the picture could not be written.
+            let dir = URL(fileURLWithPath: plot).deletingLastPathComponent().path
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue, access(dir, W_OK) == 0 else {
+                throw DemoPlotError(message: "cannot write the plot '\(plot)': its directory \(dir) does not exist or is not writable; give another --plot")
+            }
+        }
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
         let split = try options.dataset.load()
         let d = TrainingDefaults.forDataset(features: split.train.featureCount, classes: split.train.classCount)
@@ -122,6 +140,7 @@ public final class Demo: @unchecked Sendable {
 
         var peerProcs: [Process] = []
         var readies: [(String, String)] = []
+        let metricsFiles = (0..<options.peers).map { workDir + "/peer\($0).metrics.jsonl" }
         for i in 0..<options.peers {
             let log = workDir + "/peer\(i).log", ready = workDir + "/peer\(i).ready"
             var args = ["peer", "--exit-with-parent", "--listen", "127.0.0.1:0", "--bootstrap", bootEndpoint, "--dataset", options.dataset.description,
@@ -129,7 +148,7 @@ public final class Demo: @unchecked Sendable {
                         "--lr", "\(lr)", "--batch", "\(batch)", "--input-noise", "\(noise)", "--seed", "\(options.seed)",
                         "--pace-ms", "\(Int(pace.seconds * 1000))", "--eval-every", "\(max(1, rounds / 20))",
                         "--state-dir", workDir + "/peer\(i)", "--network-key", keyPath,
-                        "--ready-file", ready, "--log-level", options.logLevel]
+                        "--ready-file", ready, "--log-level", options.logLevel, "--metrics-file", metricsFiles[i]]
             if let a = options.nonIIDAlpha { args += ["--non-iid", "\(a)"] }
             peerProcs.append(try spawn(args, log: log))
             readies.append((ready, log))
@@ -162,6 +181,7 @@ public final class Demo: @unchecked Sendable {
 
         let start = Date()
         var bootstrapKilled = !options.killBootstrap
+        var bootstrapKilledAt: Date?
         var trainingDoneAt: Date?
         var last: [StatusReport] = []
         var spread = Double.infinity
@@ -190,6 +210,7 @@ public final class Demo: @unchecked Sendable {
                 kill(boot.processIdentifier, SIGKILL)
                 boot.waitUntilExit()
                 bootstrapKilled = true
+                bootstrapKilledAt = Date()
                 out("-- bootstrap killed (SIGKILL) at round \(minRound): the peers train on without it")
             }
             if minRound >= rounds {
@@ -216,6 +237,21 @@ public final class Demo: @unchecked Sendable {
         let until = Date().addingTimeInterval(10)
         for p in peerProcs { while p.isRunning && Date() < until { Thread.sleep(forTimeInterval: 0.02) } }
         out("all nodes stopped")
-        return DemoResult(accuracies: accuracies, consensusDistance: spread)
+        if let plot = options.plot {
+            let marks = bootstrapKilledAt.map { [PlotMarker(time: $0.timeIntervalSince1970, label: "bootstrap killed")] } ?? []
+            try writePlot(plot, files: metricsFiles, markers: marks)
+        }
+        return DemoResult(accuracies: accuracies, consensusDistance: spread, metricsFiles: metricsFiles)
+    }
+
+    /// Draws the peers' metrics logs into `path` (SVG).
+    private func writePlot(_ path: String, files: [String], markers: [PlotMarker]) throws {
+        let r = try SVGPlot.render(files: files, title: "gossip demo: \(options.peers) peers on \(options.dataset)", markers: markers) { out("plot: note: \($0)") }
+        do {
+            try Data(r.svg.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw DemoPlotError(message: "cannot write the plot '\(path)': \((error as NSError).localizedDescription)")
+        }
+        out("plot: wrote \(path) (\(r.records) records from \(r.nodes) peers; metrics logs in \(workDir))")
     }
 }

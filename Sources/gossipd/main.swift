@@ -248,6 +248,8 @@ struct Peer: ParsableCommand {
     var serveWhenDone = false
     @Flag(help: "Without --rounds: no convergence detection and no end by votes; train at the constant --lr until stopped (the behaviour before SPEC §5.9).")
     var noConverge = false
+    @Option(help: "Append one JSON object per line to this file for every round, evaluation, exchange this peer started and membership change (schema: README, Metrics log and plots); gossipctl plot draws it. Exit 73 when it cannot be opened.")
+    var metricsFile: String?
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
 
@@ -259,6 +261,7 @@ struct Peer: ParsableCommand {
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.peer")
         logger.info("starting", metadata: ["pid": "\(getpid())"])
+        let metricsLog = openMetricsLog(metricsFile, logger: logger)
         var config = PeerConfig(listen: try address.listenEndpoint())
         config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
@@ -344,7 +347,9 @@ struct Peer: ParsableCommand {
         let node = try PeerNode(config: config, logger: logger)
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
-        _ = try node.start()
+        if let metricsLog { node.telemetry.add(metricsLog) }
+        let advertised = try node.start()
+        metricsLog?.setNode(advertised.description)
         // Exits non-zero (1) when the last checkpoint could not be written.
         try node.run()
         withExtendedLifetime((signals, watcher)) {}
@@ -367,6 +372,8 @@ struct Demo: ParsableCommand {
     @Option(name: .customLong("non-iid"), help: "Label-skewed shards with Dirichlet ALPHA.") var nonIID: Double?
     @Flag(help: "Keep the bootstrap alive (default: it is killed halfway).") var keepBootstrap = false
     @Option(help: "Log level of the children (their logs go to files).") var logLevel: String = "info"
+    @Option(help: "When the demo ends, draw every peer's accuracy, loss and consensus distance over time into this SVG file (from each peer's --metrics-file in the work directory).")
+    var plot: String?
 
     func run() throws {
         ignoreSIGPIPE()
@@ -384,13 +391,19 @@ struct Demo: ParsableCommand {
         o.nonIIDAlpha = nonIID
         o.killBootstrap = !keepBootstrap
         o.logLevel = logLevel
+        o.plot = plot
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let demo = GossipNode.Demo(options: o, executable: FileManager.default.fileExists(atPath: exe) ? exe : CommandLine.arguments[0])
         let signals = onTerminationSignals {
             demo.killAll()
             Foundation.exit(130)
         }
-        _ = try demo.run()
+        do {
+            _ = try demo.run()
+        } catch let e as DemoPlotError {
+            Console.err.line("gossipd: \(e.message)")
+            Foundation.exit(73)
+        }
         withExtendedLifetime(signals) {}
     }
 }
@@ -399,7 +412,7 @@ struct Gossipd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gossipd",
         abstract: "The gossip daemon: decentralized peer-to-peer model training.",
-        discussion: "Exit codes: 0 ok, 1 runtime error, 64 usage error.",
+        discussion: "Exit codes: 0 ok, 1 runtime error, 64 usage error, 73 an output file (--metrics-file, demo --plot) cannot be written.",
         subcommands: [Bootstrap.self, Peer.self, Demo.self])
 }
 
