@@ -376,6 +376,7 @@ public final class PeerNode: @unchecked Sendable {
                 averagingStep()
                 averagingTicks += 1
                 if averagingTicks % 5 == 0 { evaluateNow() }
+                reportMembership()
                 if checkpoints != nil, averagingTicks % 50 == 0 { checkpointLogged() }
                 sleep(for: config.averagingInterval)
                 continue
@@ -545,6 +546,18 @@ public final class PeerNode: @unchecked Sendable {
     private func reportRound(_ r: Int, loss: Double, steps: Int, samples: Int, members: Set<String>) {
         guard !telemetry.isEmpty else { return }
         telemetry.emit(.round(round: r, loss: loss, steps: steps, samples: samples))
+        reportMembership(r, members)
+    }
+
+    /// Reports the members added or removed since the last report (after every round, and
+    /// every averaging tick once the rounds are done).
+    private func reportMembership() {
+        guard !telemetry.isEmpty else { return }
+        let (r, members) = core.withLock { c in (c.state.round, Set(c.state.membership.endpoints)) }
+        reportMembership(r, members)
+    }
+
+    private func reportMembership(_ r: Int, _ members: Set<String>) {
         if members != reportedMembers {
             telemetry.emit(.membership(round: r, known: members.count,
                                        added: members.subtracting(reportedMembers).sorted(),
