@@ -52,6 +52,13 @@ func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSo
     }
 }
 
+/// Serves `metrics` on `endpoint` (--metrics-listen) and prints where, for people and tests.
+func startMetrics(_ endpoint: Endpoint, _ metrics: NodeMetrics, _ role: String) throws -> HTTPResponder {
+    let r = try MetricsEndpoint.start(listen: endpoint, metrics: metrics)
+    Console.err.line("gossipd \(role): metrics on http://\(r.endpoint)/metrics")
+    return r
+}
+
 /// Where a daemon listens, what it advertises, and where it reports readiness.
 struct AddressOptions: ParsableArguments {
     @Option(help: "HOST:PORT to listen on (port 0: the OS picks; the bound address is printed as 'listening HOST:PORT').")
@@ -116,6 +123,8 @@ struct Bootstrap: ParsableCommand {
     var stateDir: String?
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
+    var metricsListen: String?
 
     func validate() throws {
         if model != nil && arch != nil { throw ValidationError("give at most one of --model FILE or --arch SIZES") }
@@ -128,6 +137,7 @@ struct Bootstrap: ParsableCommand {
         let signals = onTerminationSignals { latch.request() }
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.bootstrap")
+        let metricsEndpoint = try metricsListen.map { try parseEndpoint($0, "--metrics-listen") }
         let architecture: MLPArchitecture
         let params: ParameterSet
         if let model {
@@ -157,10 +167,14 @@ struct Bootstrap: ParsableCommand {
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
+        let metrics = try metricsEndpoint.map { e in
+            try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
+        }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
         if !latch.isRequested { _ = try node.start() }
         node.wait()
+        metrics?.close()
         withExtendedLifetime((signals, watcher)) {}
     }
 }
@@ -249,6 +263,8 @@ struct Peer: ParsableCommand {
     var noConverge = false
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
+    var metricsListen: String?
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -259,6 +275,7 @@ struct Peer: ParsableCommand {
         let logger = try global.makeLogger("gossipd.peer")
         logger.info("starting", metadata: ["pid": "\(getpid())"])
         var config = PeerConfig(listen: try address.listenEndpoint())
+        let metricsEndpoint = try metricsListen.map { try parseEndpoint($0, "--metrics-listen") }
         config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
         config.join = try join.map { try parseEndpoint($0, "--join") }
@@ -341,11 +358,17 @@ struct Peer: ParsableCommand {
         config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
+        let metrics = try metricsEndpoint.map { e in
+            let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }
+            node.telemetry.add(m)
+            return try startMetrics(e, m, "peer")
+        }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
         _ = try node.start()
         // Exits non-zero (1) when the last checkpoint could not be written.
         try node.run()
+        metrics?.close()
         withExtendedLifetime((signals, watcher)) {}
     }
 }
