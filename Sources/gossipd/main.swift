@@ -54,7 +54,10 @@ func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSo
 
 /// Serves `metrics` on `endpoint` (--metrics-listen) and prints where, for people and tests.
 func startMetrics(_ endpoint: Endpoint, _ metrics: NodeMetrics, _ role: String) throws -> HTTPResponder {
-    let r = try MetricsEndpoint.start(listen: endpoint, metrics: metrics)
+    let r: HTTPResponder
+    do { r = try MetricsEndpoint.start(listen: endpoint, metrics: metrics) } catch {
+        throw RPCError(error.code, "--metrics-listen \(endpoint): \(error.message)")
+    }
     Console.err.line("gossipd \(role): metrics on http://\(r.endpoint)/metrics")
     return r
 }
