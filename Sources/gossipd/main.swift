@@ -171,7 +171,9 @@ struct Bootstrap: ParsableCommand {
         config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
-            try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
+            let r = try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
+            node.metricsURL = "http://\(r.endpoint)/metrics"
+            return r
         }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
@@ -364,7 +366,9 @@ struct Peer: ParsableCommand {
         let metrics = try metricsEndpoint.map { e in
             let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }
             node.telemetry.add(m)
-            return try startMetrics(e, m, "peer")
+            let r = try startMetrics(e, m, "peer")
+            node.metricsURL = "http://\(r.endpoint)/metrics"
+            return r
         }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }

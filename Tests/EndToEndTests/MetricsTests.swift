@@ -163,6 +163,8 @@ private func pythonSampleNames(_ text: String) throws -> Set<String>? {
         #expect(m2.total("gossip_exchanges_total") > m1.total("gossip_exchanges_total"))
         // The status and the metrics agree (the metrics read the status; status runs ahead).
         let st = try cluster.status(a)
+        #expect(st.metrics == "http://\(ma)/metrics", "status names the metrics endpoint")
+        #expect(try cluster.status(boot).metrics == "http://\(mboot)/metrics")
         #expect(Double(st.round) >= m2.value("gossip_rounds_total")!)
         #expect(Double(st.step) >= m2.value("gossip_sgd_steps_total")!)
 
