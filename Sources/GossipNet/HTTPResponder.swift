@@ -69,7 +69,10 @@ public final class HTTPResponder: @unchecked Sendable {
         let (h, p) = l.address.hostAndPort
         endpoint = Endpoint(host: h, port: p)
         listener = l
-        accept = { [unowned self] fd, _ in self.accepted(fd) }
+        // Weak: an accept already queued when the responder goes away just closes the socket.
+        accept = { [weak self] fd, _ in
+            if let self { self.accepted(fd) } else { Sys.close(fd) }
+        }
         l.start()
     }
 
