@@ -257,6 +257,30 @@ private func makeResponder(_ options: HTTPResponder.Options = .init()) throws ->
         #expect(ok.value == 32)
     }
 
+    @Test func survivesClientsThatResetOrHangUpMidRequest() throws {
+        let r = try makeResponder()
+        defer { r.close() }
+        // Resets (SO_LINGER 0) and plain closes at every stage: before sending, mid-head, after
+        // a whole request before reading the answer. The responder must not crash and must
+        // close each of its sockets.
+        for i in 0..<150 {
+            let c = try HTTPTestClient(port: r.endpoint.port)
+            switch i % 3 {
+            case 0: break
+            case 1: c.send("GET /metr")
+            default: c.send("GET /metrics HTTP/1.1\r\n\r\n")
+            }
+            if i % 2 == 0 {
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+            }
+        }
+        #expect(try exchange(r.endpoint.port, "GET /metrics HTTP/1.1\r\n\r\n").status == 200)
+        let until = ContinuousClock.now + .seconds(10)
+        while r.openConnections > 0 && ContinuousClock.now < until { usleep(20_000) }
+        #expect(r.openConnections == 0, "\(r.openConnections) connections still open")
+    }
+
     @Test func parsesRequestHeads() {
         func p(_ s: String) -> Result<HTTPRequestHead, HTTPRequestHead.Malformed> { HTTPRequestHead.parse(ArraySlice(Array(s.utf8))) }
         #expect((try? p("GET /metrics HTTP/1.1\r\nHost: a").get()) == HTTPRequestHead(method: "GET", target: "/metrics", version: "HTTP/1.1"))
