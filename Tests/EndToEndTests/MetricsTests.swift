@@ -192,6 +192,29 @@ private func pythonSampleNames(_ text: String) throws -> Set<String>? {
         #expect(try httpGet(ma, method: "POST").0 == 405)
     }
 
+    @Test func pushSumPeersExposeTheirMass() throws {
+        let cluster = try Cluster("metrics-pushsum")
+        defer { cluster.shutdown() }
+        let boot = try cluster.bootstrap()
+        var peers: [NodeProcess] = []
+        for i in 0..<2 {
+            peers.append(try cluster.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum", "--pace-ms", "30",
+                                           "--metrics-listen", "127.0.0.1:0"], shard: "\(i)/2"))
+        }
+        let e = try metricsEndpoint(peers[0], cluster: cluster)
+        var mass: Double?
+        try cluster.wait("a push-sum peer exposes gossip_push_sum_mass after some rounds", timeout: 120, nodes: [boot] + peers) {
+            let (code, _, body) = try httpGet(e)
+            guard code == 200 else { return false }
+            let t = try PrometheusText(body)
+            #expect(t.types["gossip_push_sum_mass"] == "gauge")
+            mass = t.value("gossip_push_sum_mass")
+            return (t.value("gossip_rounds_total") ?? 0) >= 3 && mass != nil
+        }
+        // Half a mass travels per push: a peer's mass stays positive and finite.
+        #expect(mass! > 0 && mass!.isFinite)
+    }
+
     @Test func badMetricsListenIsAUsageError() throws {
         let (rc, _, err) = try Cluster.run(Cluster.binary("gossipd"), ["bootstrap", "--metrics-listen", "nonsense", "--arch", "64,32,10"], timeout: 60)
         #expect(rc == 64, "exit \(rc): \(err)")
