@@ -38,6 +38,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // Metrics (issue 12): recorded through swift-metrics, exposed in the Prometheus text
+        // format by swift-prometheus. Neither pulls SwiftNIO into the graph (checked with
+        // `swift package show-dependencies`); the HTTP endpoint is our own (GossipNet).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System zlib (apt: zlib1g-dev). No logic here.
@@ -79,6 +84,8 @@ let package = Package(
             dependencies: [
                 "GossipWire", "GossipNet", "GossipML", "GossipSecure",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(

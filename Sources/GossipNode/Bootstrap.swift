@@ -19,6 +19,13 @@ public final class BootstrapNode: @unchecked Sendable {
     let verifier: PeerVerifier
     let started = ContinuousClock.now
     private let initialPayload: ByteSlice
+    private let metricsURLBox = Mutex<String?>(nil)
+    /// Where this node serves its Prometheus metrics (set by `gossipd --metrics-listen`);
+    /// reported in status as `metrics`.
+    public var metricsURL: String? {
+        get { metricsURLBox.withLock { $0 } }
+        set { metricsURLBox.withLock { $0 = newValue } }
+    }
     private struct State {
         var membership: Membership
         var stopping = false
@@ -205,6 +212,7 @@ public final class BootstrapNode: @unchecked Sendable {
 
     public func status() -> StatusReport {
         let stats = server.stats
+        let metrics = metricsURL
         return state.withLock { st in
             var s = StatusReport(role: "bootstrap", endpoint: st.endpoint.description, phase: st.stopping ? "stopping" : "serving",
                                  architecture: config.architecture.description, schemaHash: config.initialModel.schemaHash)
@@ -215,6 +223,7 @@ public final class BootstrapNode: @unchecked Sendable {
             s.bytesIn = stats.bytesIn
             s.bytesOut = stats.bytesOut
             s.uptimeSeconds = (ContinuousClock.now - started).seconds
+            s.metrics = metrics
             return s
         }
     }

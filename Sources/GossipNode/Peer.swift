@@ -70,6 +70,13 @@ public final class PeerNode: @unchecked Sendable {
     let shard: Dataset
     let started = ContinuousClock.now
     let core: Mutex<PeerCore>
+    private let metricsURLBox = Mutex<String?>(nil)
+    /// Where this node serves its Prometheus metrics (set by `gossipd --metrics-listen`);
+    /// reported in status as `metrics`.
+    public var metricsURL: String? {
+        get { metricsURLBox.withLock { $0 } }
+        set { metricsURLBox.withLock { $0 = newValue } }
+    }
     let model = ModelBox()
     let wake = LoopWakeup()
     let checkpoints: PeerCheckpoints?
@@ -570,6 +577,7 @@ public final class PeerNode: @unchecked Sendable {
     public func status() -> StatusReport {
         let stats = server.stats
         let me = endpoint.description
+        let metrics = metricsURL
         return core.withLock { c in
             let st = c.state
             var s = StatusReport(role: "peer", endpoint: me, phase: st.phase.rawValue,
@@ -599,6 +607,7 @@ public final class PeerNode: @unchecked Sendable {
             s.resumedFromRound = st.resumedFromRound
             s.pushSum = c.pushSum?.report
             s.convergence = convergenceStatus(st)
+            s.metrics = metrics
             return s
         }
     }

@@ -142,6 +142,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var pushSum: PushSum?
     /// Convergence detection and the end of training (SPEC §5.9); null on a bootstrap or an older peer.
     public var convergence: Convergence?
+    /// The URL of the node's Prometheus metrics (`--metrics-listen`, README "Metrics"); null without.
+    public var metrics: String?
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -245,6 +247,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case identity, secure, peerIdentities = "peer_identities"
         case pushSum = "push_sum"
         case convergence
+        case metrics
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -288,6 +291,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(pushSum, forKey: .pushSum)
         // Only a peer has one: a bootstrap's document keeps its keys.
         try c.encodeIfPresent(convergence, forKey: .convergence)
+        try c.encode(metrics, forKey: .metrics)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -324,6 +328,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
         pushSum = try c.decodeIfPresent(PushSum.self, forKey: .pushSum)
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
+        metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
     }
 
     /// The JSON text (sorted keys, so output is stable).

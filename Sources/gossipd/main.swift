@@ -52,6 +52,16 @@ func onTerminationSignals(_ stop: @escaping @Sendable () -> Void) -> [DispatchSo
     }
 }
 
+/// Serves `metrics` on `endpoint` (--metrics-listen) and prints where, for people and tests.
+func startMetrics(_ endpoint: Endpoint, _ metrics: NodeMetrics, _ role: String) throws -> HTTPResponder {
+    let r: HTTPResponder
+    do { r = try MetricsEndpoint.start(listen: endpoint, metrics: metrics) } catch {
+        throw RPCError(error.code, "--metrics-listen \(endpoint): \(error.message)")
+    }
+    Console.err.line("gossipd \(role): metrics on http://\(r.endpoint)/metrics")
+    return r
+}
+
 /// Where a daemon listens, what it advertises, and where it reports readiness.
 struct AddressOptions: ParsableArguments {
     @Option(help: "HOST:PORT to listen on (port 0: the OS picks; the bound address is printed as 'listening HOST:PORT').")
@@ -116,6 +126,8 @@ struct Bootstrap: ParsableCommand {
     var stateDir: String?
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
+    var metricsListen: String?
 
     func validate() throws {
         if model != nil && arch != nil { throw ValidationError("give at most one of --model FILE or --arch SIZES") }
@@ -128,6 +140,7 @@ struct Bootstrap: ParsableCommand {
         let signals = onTerminationSignals { latch.request() }
         ignoreSIGPIPE()
         let logger = try global.makeLogger("gossipd.bootstrap")
+        let metricsEndpoint = try metricsListen.map { try parseEndpoint($0, "--metrics-listen") }
         let architecture: MLPArchitecture
         let params: ParameterSet
         if let model {
@@ -158,10 +171,16 @@ struct Bootstrap: ParsableCommand {
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
         let node = try BootstrapNode(config: config, logger: logger)
+        let metrics = try metricsEndpoint.map { e in
+            let r = try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
+            node.metricsURL = "http://\(r.endpoint)/metrics"
+            return r
+        }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
         if !latch.isRequested { _ = try node.start() }
         node.wait()
+        metrics?.close()
         withExtendedLifetime((signals, watcher)) {}
     }
 }
@@ -252,6 +271,8 @@ struct Peer: ParsableCommand {
     var metricsFile: String?
     @OptionGroup var security: SecurityOptions
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
+    var metricsListen: String?
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -263,6 +284,7 @@ struct Peer: ParsableCommand {
         logger.info("starting", metadata: ["pid": "\(getpid())"])
         let metricsLog = openMetricsLog(metricsFile, logger: logger)
         var config = PeerConfig(listen: try address.listenEndpoint())
+        let metricsEndpoint = try metricsListen.map { try parseEndpoint($0, "--metrics-listen") }
         config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
         config.join = try join.map { try parseEndpoint($0, "--join") }
@@ -345,6 +367,13 @@ struct Peer: ParsableCommand {
         config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
+        let metrics = try metricsEndpoint.map { e in
+            let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }
+            node.telemetry.add(m)
+            let r = try startMetrics(e, m, "peer")
+            node.metricsURL = "http://\(r.endpoint)/metrics"
+            return r
+        }
         latch.attach { node.requestStop() }
         let watcher = global.watchParent { latch.request() }
         if let metricsLog { node.telemetry.add(metricsLog) }
@@ -352,6 +381,7 @@ struct Peer: ParsableCommand {
         metricsLog?.setNode(advertised.description)
         // Exits non-zero (1) when the last checkpoint could not be written.
         try node.run()
+        metrics?.close()
         withExtendedLifetime((signals, watcher)) {}
     }
 }
