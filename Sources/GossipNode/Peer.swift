@@ -584,6 +584,7 @@ public final class PeerNode: @unchecked Sendable {
             s.resumedFromRound = st.resumedFromRound
             s.pushSum = c.pushSum?.report
             s.convergence = convergenceStatus(st)
+            s.bootstrap = config.bootstrap?.description
             return s
         }
     }

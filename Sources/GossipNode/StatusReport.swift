@@ -142,6 +142,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var pushSum: PushSum?
     /// Convergence detection and the end of training (SPEC §5.9); null on a bootstrap or an older peer.
     public var convergence: Convergence?
+    /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
+    /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
+    public var bootstrap: String?
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -245,6 +248,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case identity, secure, peerIdentities = "peer_identities"
         case pushSum = "push_sum"
         case convergence
+        case bootstrap
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -288,6 +292,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(pushSum, forKey: .pushSum)
         // Only a peer has one: a bootstrap's document keeps its keys.
         try c.encodeIfPresent(convergence, forKey: .convergence)
+        // Only a peer started with --bootstrap has one.
+        try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -324,6 +330,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         peerIdentities = try c.decodeIfPresent([String: String?].self, forKey: .peerIdentities) ?? [:]
         pushSum = try c.decodeIfPresent(PushSum.self, forKey: .pushSum)
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
+        bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
     }
 
     /// The JSON text (sorted keys, so output is stable).
