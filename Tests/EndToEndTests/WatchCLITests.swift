@@ -66,6 +66,8 @@ struct WatchCLITests {
         try c.wait("every peer knows the other three", nodes: peers) {
             try peers.allSatisfy { try c.status($0).peers.count == 3 }
         }
+        let t0 = Date()
+        func mark(_ what: String) { print("watch test: \(what) at \(String(format: "%.1f", Date().timeIntervalSince(t0))) s") }
         let w = try WatchProcess(["--endpoint", peers[0].endpoint.description, "--interval", "0.5", "--count", "600", "--timeout", "5"])
         defer { w.stop() }
         func up(_ line: String?) -> Bool { line?.hasSuffix("s ago") == true }
@@ -74,6 +76,7 @@ struct WatchCLITests {
             guard let bl = row(block, boot), bl.contains(" bootstrap "), up(bl) else { return false }
             return peers.allSatisfy { p in row(block, p).map { $0.contains(" peer ") && up($0) } ?? false }
         }
+        mark("all five listed")
         let before = try #require(w.lastBlock)
         #expect(before[0].contains("5 nodes, 5 up, 0 down"), "\(before)")
         kill(boot.pid, SIGKILL)
@@ -82,17 +85,19 @@ struct WatchCLITests {
             guard let block = w.lastBlock, let bl = row(block, boot) else { return false }
             return bl.contains(" bootstrap ") && bl.contains("DOWN ") && peers.allSatisfy { up(row(block, $0)) }
         }
+        mark("bootstrap marked down")
         let after = try #require(w.lastBlock)
         #expect(after[0].contains("5 nodes, 4 up, 1 down"), "\(after)")
         #expect(after.contains { $0.hasPrefix("max pairwise distance ") && $0.contains("over 4 peers") }, "\(after)")
         #expect(!w.output.contains("\u{1B}"), "no escape codes when stdout is a pipe")
         // Ctrl-C exits 0.
         kill(w.process.processIdentifier, SIGINT)
-        w.process.waitUntilExit()
+        try c.wait("watch exits on SIGINT (it would run 300 s more with --count 600)", timeout: 15) { !w.process.isRunning }
         #expect(w.process.terminationReason == .exit && w.process.terminationStatus == 0)
 
         // JSON, from another peer, with the bootstrap already dead: it is still found (a
         // peer names its bootstrap) and reported down, never seen.
+        mark("watch exited on SIGINT")
         let (rc, out, err) = try c.ctl(["watch", "--endpoint", peers[2].endpoint.description, "--count", "2",
                                         "--interval", "0.2", "--timeout", "5", "-o", "json"])
         #expect(rc == 0, "\(err)")
@@ -105,6 +110,7 @@ struct WatchCLITests {
         #expect(b["up"] as? Bool == false)
         #expect(b["last_seen_seconds"] is NSNull)
         #expect(nodes.filter { $0["role"] as? String == "peer" && $0["up"] as? Bool == true }.count == 4)
+        mark("json run done")
         let d = try #require(last["distance"] as? [String: Any], "\(out)")
         #expect(d["peers"] as? Int == 4)
         #expect((d["max_relative_l2"] as? Double ?? -1) >= 0)

@@ -65,7 +65,7 @@ private func fourPeers() -> FakeNet {
     #expect(w.table.nodes.count == 5)
     #expect(w.table.rows.map(\.endpoint) == [b] + p, "bootstrap first, then peers by port")
     #expect(w.table.rows.map { $0.status?.role } == ["bootstrap", "peer", "peer", "peer", "peer"])
-    #expect(w.table.rows.allSatisfy(\.up))
+    #expect(w.table.rows.allSatisfy { $0.up })
     #expect(w.table.rows.allSatisfy { $0.polls == 1 }, "each node polled once per tick")
 }
 

@@ -59,8 +59,13 @@ struct Watch: ParsableCommand {
         } catch {
             throw ValidationError("--endpoint: \(error.message)")
         }
-        // Ctrl-C ends the view normally.
+        // Ctrl-C ends the view normally. A process started from a thread that blocks signals
+        // (a Dispatch worker, as in a test runner) inherits that mask: unblock SIGINT here.
         signal(SIGINT) { _ in _exit(0) }
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
         let terminal = isatty(1) == 1 && options.output == .text
         let start = Date()
         var tick = 0
