@@ -116,6 +116,23 @@ struct WatchCLITests {
         #expect((d["max_relative_l2"] as? Double ?? -1) >= 0)
     }
 
+    /// On an encrypted network the watch needs the network key: with it every node is listed
+    /// and up; without it the first node does not answer (exit 69).
+    @Test func watchAnEncryptedNetwork() throws {
+        let c = try Cluster("watch-secure", secure: true)
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let peers = try (0..<2).map { try c.peer(["--bootstrap", boot.endpoint.description], shard: "\($0)/2") }
+        try c.wait("both peers know each other", nodes: peers) { try peers.allSatisfy { try c.status($0).peers.count == 1 } }
+        let (rc, out, err) = try c.ctl(["watch", "--endpoint", peers[0].endpoint.description, "--count", "1", "--timeout", "5"] + c.keyArgs)
+        #expect(rc == 0, "\(err)")
+        #expect(out.contains("3 nodes, 3 up, 0 down"), "\(out)")
+        #expect(out.contains("over 2 peers"), "\(out)")
+        let (rc2, _, err2) = try c.ctl(["watch", "--endpoint", peers[0].endpoint.description, "--count", "1", "--timeout", "5"])
+        #expect(rc2 == 69, "\(err2)")
+        #expect(err2.contains("did not answer"), "\(err2)")
+    }
+
     @Test func watchUsageAndUnreachable() throws {
         let c = try Cluster("watch-usage")
         defer { c.shutdown() }
