@@ -395,13 +395,15 @@ public enum WatchRender {
 
 extension NetworkWatch {
     /// A watch over the real network: Status and GetModel through one RPC client (encrypted
-    /// when `security` is given). `timeout` bounds each request.
-    public static func live(seed: String, client: RPCClient, timeout: Duration, maxNodes: Int, parallel: Int,
+    /// when it was made with a `ChannelSecurity`). `statusTimeout` bounds each Status poll (a
+    /// node slower than that is shown down for this tick: the view never stalls longer);
+    /// `timeout` bounds each GetModel.
+    public static func live(seed: String, client: RPCClient, statusTimeout: Duration, timeout: Duration, maxNodes: Int, parallel: Int,
                             distanceEvery: Int) throws(WatchPollError) -> NetworkWatch {
         try NetworkWatch(seed: seed, maxNodes: maxNodes, parallel: parallel, distanceEvery: distanceEvery,
             fetchStatus: { e in
                 guard let ep = try? Endpoint(parsing: e) else { return .failure(WatchPollError("not HOST:PORT")) }
-                switch callSync(client, ep, .status, ByteSlice(ByteStorage(count: 0)), deadline: timeout) {
+                switch callSync(client, ep, .status, ByteSlice(ByteStorage(count: 0)), deadline: statusTimeout) {
                 case .failure(let err): return .failure(WatchPollError("\(err.code.name): \(err.message)"))
                 case .success(let m):
                     do {

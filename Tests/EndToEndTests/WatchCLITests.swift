@@ -68,7 +68,7 @@ struct WatchCLITests {
         }
         let t0 = Date()
         func mark(_ what: String) { print("watch test: \(what) at \(String(format: "%.1f", Date().timeIntervalSince(t0))) s") }
-        let w = try WatchProcess(["--endpoint", peers[0].endpoint.description, "--interval", "0.5", "--count", "600", "--timeout", "5"])
+        let w = try WatchProcess(["--endpoint", peers[0].endpoint.description, "--interval", "0.5", "--count", "600", "--timeout", "5", "--poll-timeout", "1"])
         defer { w.stop() }
         func up(_ line: String?) -> Bool { line?.hasSuffix("s ago") == true }
         try c.wait("watch lists the bootstrap and 4 peers, all up (output so far:\n\(w.output.suffix(3000)))", timeout: 60, nodes: peers) {
@@ -87,6 +87,22 @@ struct WatchCLITests {
         }
         mark("bootstrap marked down")
         let after = try #require(w.lastBlock)
+        // A hung peer (SIGSTOP: its socket accepts, nothing answers) is marked DOWN within
+        // --poll-timeout while the others stay up and fresh; it comes back with SIGCONT.
+        let hung = peers[3]
+        kill(hung.pid, SIGSTOP)
+        defer { kill(hung.pid, SIGCONT) }
+        try c.wait("watch marks the stopped peer DOWN, the others up (output so far:\n\(w.output.suffix(3000)))", timeout: 30, nodes: peers) {
+            guard let block = w.lastBlock, let hl = row(block, hung) else { return false }
+            return hl.contains("DOWN ") && peers.dropLast().allSatisfy { row(block, $0)?.hasSuffix("0s ago") == true }
+        }
+        mark("stopped peer marked down")
+        kill(hung.pid, SIGCONT)
+        try c.wait("watch shows the continued peer up again", timeout: 30, nodes: peers) {
+            guard let block = w.lastBlock else { return false }
+            return up(row(block, hung))
+        }
+        mark("continued peer up again")
         #expect(after[0].contains("5 nodes, 4 up, 1 down"), "\(after)")
         #expect(after.contains { $0.hasPrefix("max pairwise distance ") && $0.contains("over 4 peers") }, "\(after)")
         #expect(!w.output.contains("\u{1B}"), "no escape codes when stdout is a pipe")

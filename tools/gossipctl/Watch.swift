@@ -20,7 +20,7 @@ struct Watch: ParsableCommand {
         ticks the peers' models are fetched (GetModel) and the largest pairwise relative L2 distance is shown \
         in the footer (peers of another schema than the majority are skipped). On a terminal the view is \
         redrawn in place; otherwise one plain block per tick (blank line between blocks), flushed each tick. \
-        -o json prints one JSON object per tick per line. --timeout bounds each request. Ctrl-C exits 0. \
+        -o json prints one JSON object per tick per line. --poll-timeout bounds each status poll, --timeout each GetModel. Ctrl-C exits 0. \
         Exit: 0 done (--count reached, or Ctrl-C); 64 usage; 66 key file; 69 the first endpoint did not answer the first poll.
         """)
     @OptionGroup var options: Options
@@ -31,6 +31,8 @@ struct Watch: ParsableCommand {
     @Option(help: "Watch at most this many nodes (1...4096); more endpoints are counted, not polled.")
     var maxNodes: Int = WatchTable.defaultMaxNodes
     @Option(help: "At most this many requests in flight at once (1...64).") var parallel: Int = 16
+    @Option(help: "Seconds each status poll may take (at most --timeout): a node slower than this is shown DOWN for that tick, so one hung node never stalls the view. --timeout bounds each GetModel.")
+    var pollTimeout: Double = 2
 
     func validate() throws {
         guard interval > 0, interval <= 3600 else { throw ValidationError("--interval must be a number of seconds in (0, 3600], got \(interval)") }
@@ -43,6 +45,7 @@ struct Watch: ParsableCommand {
         }
         guard options.endpoint != nil else { throw ValidationError("give --endpoint HOST:PORT: the node to start the walk from") }
         guard options.timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard pollTimeout > 0 else { throw ValidationError("--poll-timeout must be positive, got \(pollTimeout)") }
     }
 
     func run() throws {
@@ -54,7 +57,9 @@ struct Watch: ParsableCommand {
         defer { client.close() }
         let watch: NetworkWatch
         do throws(WatchPollError) {
-            watch = try NetworkWatch.live(seed: options.endpoint!, client: client, timeout: .milliseconds(Int64(options.timeout * 1000)),
+            watch = try NetworkWatch.live(seed: options.endpoint!, client: client,
+                                          statusTimeout: .milliseconds(Int64(min(pollTimeout, options.timeout) * 1000)),
+                                          timeout: .milliseconds(Int64(options.timeout * 1000)),
                                           maxNodes: maxNodes, parallel: parallel, distanceEvery: distanceEvery)
         } catch {
             throw ValidationError("--endpoint: \(error.message)")
