@@ -144,6 +144,12 @@ struct WatchCLITests {
         #expect(rc == 0, "\(err)")
         #expect(out.contains("3 nodes, 3 up, 0 down"), "\(out)")
         #expect(out.contains("over 2 peers"), "\(out)")
+        // `watch | head -3`: the watch ends (exit 0) once its reader is gone, long before --count.
+        let cmd = "set -o pipefail; '\(Cluster.binary("gossipctl"))' watch --endpoint \(peers[0].endpoint) --interval 0.2 --count 3000 "
+            + c.keyArgs.map { "'\($0)'" }.joined(separator: " ") + " | head -3"
+        let (prc, pout, perr) = try Cluster.run("/bin/bash", ["-c", cmd], timeout: 60)
+        #expect(prc == 0, "\(perr)")
+        #expect(pout.split(separator: "\n").count == 3, "\(pout)")
         let (rc2, _, err2) = try c.ctl(["watch", "--endpoint", peers[0].endpoint.description, "--count", "1", "--timeout", "5"])
         #expect(rc2 == 69, "\(err2)")
         #expect(err2.contains("did not answer"), "\(err2)")
