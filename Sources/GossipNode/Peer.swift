@@ -608,6 +608,7 @@ public final class PeerNode: @unchecked Sendable {
             s.pushSum = c.pushSum?.report
             s.convergence = convergenceStatus(st)
             s.metrics = metrics
+            s.bootstrap = config.bootstrap?.description
             return s
         }
     }

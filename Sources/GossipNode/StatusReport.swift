@@ -144,6 +144,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var convergence: Convergence?
     /// The URL of the node's Prometheus metrics (`--metrics-listen`, README "Metrics"); null without.
     public var metrics: String?
+    /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
+    /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
+    public var bootstrap: String?
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -248,6 +251,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case pushSum = "push_sum"
         case convergence
         case metrics
+        case bootstrap
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -292,6 +296,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         // Only a peer has one: a bootstrap's document keeps its keys.
         try c.encodeIfPresent(convergence, forKey: .convergence)
         try c.encode(metrics, forKey: .metrics)
+        // Only a peer started with --bootstrap has one.
+        try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -329,6 +335,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         pushSum = try c.decodeIfPresent(PushSum.self, forKey: .pushSum)
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
+        bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
     }
 
     /// The JSON text (sorted keys, so output is stable).
