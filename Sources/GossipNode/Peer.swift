@@ -27,8 +27,6 @@ struct PeerCore: Sendable {
     var triggerResponder: RPCResponder?
     /// Push-sum mass and accounting (SPEC §5.5); nil when the peer averages synchronously.
     var pushSum: PushSumLedger?
-    /// Step rates of this peer and of the peers pushing to it (push-sum's progress weighting).
-    var pushRates = ProgressRates()
 }
 
 /// The model and its trainer. `@unchecked Sendable`: access follows the rule in the file

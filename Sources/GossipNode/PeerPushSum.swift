@@ -23,9 +23,6 @@ final class PushSumDriver: @unchecked Sendable {
     /// True while a push requested by the loop is queued (so the queue holds at most one).
     let pending = Atomic<Bool>(false)
     var lossRNG = SplitMix(seed: UInt64.random(in: 0...UInt64.max))
-    /// What the push interval is multiplied by (progress weighting, SPEC §5.5); updated at
-    /// every push from `PeerCore.pushRates`.
-    var intervalFactor = 1.0
 }
 
 extension PeerNode {
@@ -65,12 +62,10 @@ extension PeerNode {
     func startPushTimer() {
         guard config.averaging == .pushSum else { return }
         let d = pushDriver
-        // Ticks 8 times per interval: a peer slower than the others pushes up to 8 times as
-        // often (progress weighting); `pushDue` decides.
-        let tick = max(config.pushInterval / Int(ProgressRates.maxSpeedup), .milliseconds(1))
+        let interval = config.pushInterval
         d.queue.sync {
             let t = DispatchSource.makeTimerSource(queue: d.queue)
-            t.schedule(deadline: .now() + tick.seconds, repeating: tick.seconds, leeway: .microseconds(500))
+            t.schedule(deadline: .now() + interval.seconds, repeating: interval.seconds, leeway: .milliseconds(2))
             t.setEventHandler { [weak self] in
                 guard let self else { return }
                 if self.pushDue() { self.pushOnce() }
@@ -80,14 +75,11 @@ extension PeerNode {
         }
     }
 
-    /// True when no push left during the last interval, shortened by the progress weighting
-    /// (push queue only). 0.9: a tick that lands just before the interval ends still pushes.
+    /// True when no push left during the last interval (push queue only). 0.9: a tick that
+    /// lands just before the interval ends still pushes.
     func pushDue() -> Bool {
-        ContinuousClock.now - pushDriver.lastPush >= config.pushInterval * (0.9 * pushDriver.intervalFactor)
+        ContinuousClock.now - pushDriver.lastPush >= config.pushInterval * 0.9
     }
-
-    /// Seconds since this node started, the clock of `ProgressRates`.
-    var progressClock: Double { (ContinuousClock.now - started).seconds }
 
     /// One push (push queue only): half of the mass and a snapshot of the model to a random
     /// peer, sent without waiting; the outcome is accounted when the reply (or failure) comes.
@@ -105,11 +97,7 @@ extension PeerNode {
             guard c.state.hasModel, !c.state.stopRequested, c.state.phase != .done, c.pushSum != nil,
                   let t = model.trainer, let a = model.architecture else { return nil }
             let d = c.pushSum!.beginPush(to: target, lose: lose)
-            let cnt = counters(c)
-            let now = progressClock
-            c.pushRates.observeOwn(step: cnt.step, at: now)
-            pushDriver.intervalFactor = c.pushRates.intervalFactor(now: now)
-            return (d, t.parameters, a, cnt)
+            return (d, t.parameters, a, counters(c))
         }) else { return }
         let mass: Double
         switch decision {
@@ -243,7 +231,6 @@ extension PeerNode {
                 let r = c.pushSum!.receive(req.mass)
                 guard case .accept(let ownMass, let used, let cut) = r else { return r }
                 WireCodec.averageInPlace(t, ownWeight: ownMass, incoming: req.model, incomingWeight: used)
-                c.pushRates.observe(peer: sender, step: req.model.step, at: progressClock)
                 c.state.recordAccepted(.request, distance: distance)
                 if cut > 0 { c.state.weightCapped(from: sender) }
                 c.state.membership.markSuccess(sender, exchange: true)
