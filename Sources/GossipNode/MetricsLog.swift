@@ -9,6 +9,7 @@
 // "exchange", "membership"), then the event's fields in snake_case. Non-finite numbers are
 // written as null. Readers skip unknown `event` kinds (later versions may add some).
 import Foundation
+import GossipWire
 import Synchronization
 
 /// Appends `NodeEvent`s to a file, one JSON object per line.
@@ -227,21 +228,7 @@ struct JSONLine {
     mutating func strings(_ k: String, _ v: [String]) { key(k); s += "[" + v.map(JSONLine.quote).joined(separator: ",") + "]" }
     func finish() -> String { s + "}" }
 
-    static func quote(_ v: String) -> String {
-        var out = "\""
-        for u in v.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ v: String) -> String { JSONString.quote(v) }
 }
 
 /// `read(2)` under a name the reader's own `read(path:)` does not shadow.
