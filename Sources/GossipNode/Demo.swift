@@ -72,18 +72,7 @@ public final class Demo: @unchecked Sendable {
     }
 
     private func spawn(_ args: [String], log: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        guard FileManager.default.createFile(atPath: log, contents: nil) else {
-            throw NodeError("cannot create the log file \(log)")
-        }
-        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardOutput = fh
-        p.standardError = fh
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        try? fh.close()   // the child has its own copy
+        let p = try spawnLogged(executable, args, log: log)
         lock.withLock { children.append(p) }
         return p
     }
@@ -254,4 +243,22 @@ public final class Demo: @unchecked Sendable {
         }
         out("plot: wrote \(path) (\(r.records) records from \(r.nodes) peers; metrics logs in \(workDir))")
     }
+}
+
+/// Starts `executable args` with stdout and stderr in `log` (created anew) and no stdin (the
+/// demo's nodes, the benches' children).
+public func spawnLogged(_ executable: String, _ args: [String], log: String) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    guard FileManager.default.createFile(atPath: log, contents: nil) else {
+        throw NodeError("cannot create the log file \(log)")
+    }
+    let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    p.standardOutput = fh
+    p.standardError = fh
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    try? fh.close()   // the child has its own copy
+    return p
 }
