@@ -104,7 +104,9 @@ public final class NodeMetrics: TelemetrySink, @unchecked Sendable {
     private var counters: [String: CoreMetrics.Counter] = [:]
     private var lastCounts: [String: Int] = [:]
     private var gauges: [String: CoreMetrics.Gauge] = [:]
-    private var exchangeCounters: [String: CoreMetrics.Counter] = [:]
+    /// One counter per (outcome, status) label pair.
+    private struct Series: Hashable { var outcome: String; var status: String }
+    private var exchangeCounters: [Series: CoreMetrics.Counter] = [:]
     private let duration: CoreMetrics.Timer?
 
     /// Distinct (outcome, status) label pairs kept; further pairs count under status "other",
@@ -139,14 +141,13 @@ public final class NodeMetrics: TelemetrySink, @unchecked Sendable {
             switch event {
             case .exchange(_, _, let outcome, let st, let distance, let seconds):
                 let statusLabel = st ?? (outcome == "ok" ? "OK" : "none")
-                var key = outcome + "|" + statusLabel
+                var key = Series(outcome: outcome, status: statusLabel)
                 if exchangeCounters[key] == nil && exchangeCounters.count >= NodeMetrics.maxExchangeSeries {
-                    key = outcome + "|other"
+                    key.status = "other"
                 }
                 let c = exchangeCounters[key] ?? {
-                    let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
                     let c = CoreMetrics.Counter(label: "gossip_exchanges_total",
-                                                dimensions: [("outcome", parts[0]), ("status", parts.count > 1 ? parts[1] : "")], factory: factory)
+                                                dimensions: [("outcome", key.outcome), ("status", key.status)], factory: factory)
                     exchangeCounters[key] = c
                     return c
                 }()
