@@ -147,6 +147,9 @@ public enum FrameDump {
                     ("voters", "[" + m.voters.map(quote).joined(separator: ",") + "]")]
         case .waitConvergedRequest(let m): return [("timeout_ms", "\(m.timeoutMs)")]
         case .waitConvergedReply(let m): return [("json", m.json)]
+        case .probe(let m), .probeAck(let m), .indirectProbe(let m), .indirectProbeAck(let m):
+            return [("sender", quote(m.sender)), ("incarnation", "\(m.incarnation)"), ("target", quote(m.target)),
+                    ("updates", "[" + m.updates.map { "\(["alive", "suspect", "dead"][Int(min(2, $0.status))]) \(quote($0.member)) #\($0.incarnation)" }.joined(separator: ", ") + "]")]
         case .error(_, let e): return [("status", "\(e.code.name) (\(e.code.rawValue))"), ("message", quote(e.message))]
         }
     }

@@ -378,6 +378,12 @@ public enum MessageBody: Sendable, Equatable {
     /// WaitConverged (SPEC §5.8): the reply is JSON text, like TriggerGossip's.
     case waitConvergedRequest(WaitConvergedRequest)
     case waitConvergedReply(StatusReply)
+    /// Probe (SPEC §5.10): the SWIM ping and its ack.
+    case probe(SwimBody)
+    case probeAck(SwimBody)
+    /// ProbeRequest (SPEC §5.10): the SWIM ping-req and the ack it relays.
+    case indirectProbe(SwimBody)
+    case indirectProbeAck(SwimBody)
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -395,6 +401,8 @@ public enum MessageBody: Sendable, Equatable {
         case .reserveRequest, .reserveReply: .reserve
         case .votesRequest, .votesReply: .votes
         case .waitConvergedRequest, .waitConvergedReply: .waitConverged
+        case .probe, .probeAck: .probe
+        case .indirectProbe, .indirectProbeAck: .probeRequest
         case .error(let type, _): type
         }
     }
@@ -403,7 +411,8 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest: .request
+             .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest,
+             .probe, .indirectProbe: .request
         case .error: .error
         default: .response
         }
@@ -427,6 +436,7 @@ public enum MessageBody: Sendable, Equatable {
         case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
         case .waitConvergedRequest(let m): m.encode()
         case .waitConvergedReply(let m): try m.encode(limits: limits)
+        case .probe(let m), .probeAck(let m), .indirectProbe(let m), .indirectProbeAck(let m): try m.encode()
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -477,6 +487,10 @@ public enum MessageBody: Sendable, Equatable {
         case .waitConverged:
             return request ? .waitConvergedRequest(try .decode(payload))
                            : .waitConvergedReply(try .decode(payload, limits: limits))
+        case .probe:
+            return request ? .probe(try .decode(payload)) : .probeAck(try .decode(payload))
+        case .probeRequest:
+            return request ? .indirectProbe(try .decode(payload)) : .indirectProbeAck(try .decode(payload))
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))
