@@ -55,6 +55,9 @@ public struct Membership: Sendable {
     /// once the peer has failed for at least this long: a busy machine's late answer backs a
     /// peer off, it does not make it forgotten.
     public var softDropAfter: Duration = .seconds(10)
+    /// SWIM decides liveness (SPEC §5.10): failed contacts back a peer off but never drop it;
+    /// the node removes a peer when SWIM declares it dead.
+    public var swimManaged = false
 
     public init(selfEndpoint: String, dropAfter: Int = 3, capacity: Int = 1024, forgetFor: Duration = .seconds(30)) {
         self.selfEndpoint = selfEndpoint
@@ -106,7 +109,7 @@ public struct Membership: Sendable {
         r.consecutiveFailures += 1
         if r.failingSince == nil { r.failingSince = now }
         let silentLongEnough = !soft || now - r.failingSince! >= softDropAfter
-        if r.consecutiveFailures >= dropAfter && silentLongEnough {
+        if r.consecutiveFailures >= dropAfter && silentLongEnough && !swimManaged {
             records[p] = nil
             dropped[p] = now
             return true

@@ -94,6 +94,8 @@ public final class PeerNode: @unchecked Sendable {
     /// Where rounds, evaluations, exchanges and membership changes are reported (metrics,
     /// the metrics log); add sinks before `start()`.
     public let telemetry = Telemetry()
+    /// SWIM failure detection (PeerSwim.swift); nil before `start()` or with `--swim-mode off`.
+    let swimBox = Mutex<SwimRunner?>(nil)
     /// The members last reported to `telemetry` (loop thread only).
     private var reportedMembers: Set<String> = []
 
@@ -135,6 +137,7 @@ public final class PeerNode: @unchecked Sendable {
         membership.backoffBase = config.backoffBase
         membership.backoffMax = config.backoffMax
         membership.softDropAfter = config.exchangeTimeout
+        membership.swimManaged = config.swim != nil
         self.core = Mutex(PeerCore(state: PeerState(membership: membership, bounds: config.exchangeBounds.effective(for: config.averaging))))
         core.withLock { $0.state.convergence = PeerNode.convergenceState(config) }
         self.rng = SplitMix(seed: config.seed &+ UInt64(config.shardIndex) &* 0x9E37)
@@ -176,6 +179,10 @@ public final class PeerNode: @unchecked Sendable {
         warnIfUnreachable(advertised, logger: logger)
         endpointBox.withLock { $0 = advertised }
         core.withLock { $0.state.membership.setSelf(advertised.description) }
+        do { try startSwim(host: config.listen.host, port: bound.port, selfID: advertised.description) } catch {
+            server.shutdown(grace: .zero)
+            throw error
+        }
         emitLine("listening \(advertised)")
         logger.info("serving", metadata: ["endpoint": "\(advertised)", "dataset": "\(config.dataset)",
                                           "shard": "\(config.shardIndex)/\(config.shardCount)", "rows": "\(shard.count)",
@@ -232,6 +239,7 @@ public final class PeerNode: @unchecked Sendable {
         if checkpoint, checkpoints != nil, model.trainer != nil {
             do { try writeCheckpoint() } catch { checkpointError = error }
         }
+        stopSwim()
         let done = DispatchSemaphore(value: 0)
         server.shutdown(grace: .seconds(2)) { done.signal() }
         _ = done.wait(timeout: .now() + 5)
@@ -607,6 +615,7 @@ public final class PeerNode: @unchecked Sendable {
             s.convergence = convergenceStatus(st)
             s.metrics = metrics
             s.bootstrap = config.bootstrap?.description
+            s.swim = swimStatus()
             return s
         }
     }

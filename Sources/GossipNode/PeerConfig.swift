@@ -76,6 +76,9 @@ public struct PeerConfig: Sendable {
     /// Convergence detection and the end of training (SPEC §5.9). Without `rounds` training
     /// ends this way; with `rounds` detection is off and the peer runs as before.
     public var convergence = ConvergenceConfig()
+    /// SWIM failure detection (SPEC §5.10; `--swim-*`); nil: off (`--swim-mode off`), and
+    /// membership falls back to dropping a peer after `dropAfter` failed contacts.
+    public var swim: SwimConfig? = SwimConfig()
     /// Training settings taken from the dataset's defaults (`TrainingDefaults.forDataset`)
     /// once `PeerNode.init` has loaded it, replacing the values above; empty (the library
     /// default) keeps the values as set. `gossipd peer` names here every training option it

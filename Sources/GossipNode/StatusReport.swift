@@ -147,6 +147,35 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
     /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
     public var bootstrap: String?
+    /// SWIM failure detection (SPEC §5.10); null on a bootstrap or with `--swim-mode off`.
+    public var swim: Swim?
+
+    /// The `swim` object of a peer's status (SPEC §5.10).
+    public struct Swim: Codable, Sendable, Equatable {
+        /// Members held per status (self not counted).
+        public var alive = 0, suspect = 0, dead = 0
+        /// This node's incarnation (raised each time it refuted a suspicion).
+        public var incarnation: UInt32 = 0
+        /// The members held suspect now.
+        public var suspects: [String] = []
+        public var intervalMs = 0
+        /// The current suspicion timeout (grows with log10 of the members).
+        public var suspicionTimeoutMs = 0
+        public var probes = 0, probeRequests = 0, acks = 0, refutations = 0
+        public var datagramsIn = 0, datagramsOut = 0
+        /// Datagrams dropped: failed sealing (§13.13), decoding, or a full send buffer.
+        public var dropped = 0
+        /// Whether datagrams are sealed with the network key.
+        public var sealed = false
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case alive, suspect, dead, incarnation, suspects, intervalMs = "interval_ms"
+            case suspicionTimeoutMs = "suspicion_timeout_ms", probes, probeRequests = "probe_requests", acks, refutations
+            case datagramsIn = "datagrams_in", datagramsOut = "datagrams_out", dropped, sealed
+        }
+    }
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -252,6 +281,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case convergence
         case metrics
         case bootstrap
+        case swim
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -298,6 +328,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(metrics, forKey: .metrics)
         // Only a peer started with --bootstrap has one.
         try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
+        try c.encodeIfPresent(swim, forKey: .swim)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -336,6 +367,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
+        swim = try? c.decodeIfPresent(Swim.self, forKey: .swim)
     }
 
     /// The JSON text (sorted keys, so output is stable).

@@ -273,6 +273,13 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @Option(help: "SWIM failure detection over UDP on the listen port (SPEC 5.10): on | off (off: a peer is dropped after 3 failed contacts).")
+    var swimMode: String = "on"
+    @Option(help: "SWIM: probe period in milliseconds (one member probed per period).") var swimIntervalMs: Int = 1000
+    @Option(help: "SWIM: milliseconds to wait for a direct ack before asking --swim-indirect others (less than --swim-interval-ms).") var swimTimeoutMs: Int = 500
+    @Option(help: "SWIM: members asked to probe an unanswering member (k).") var swimIndirect: Int = 3
+    @Option(help: "SWIM: a suspect is declared dead after MULT x max(1, log10 N) x --swim-interval-ms.") var swimSuspicionMult: Int = 4
+    @Option(help: "SWIM: each membership update is piggybacked MULT x ceil(log10(N+1)) times.") var swimRetransmitMult: Int = 4
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -365,6 +372,10 @@ struct Peer: ParsableCommand {
         config.convergence.finalRounds = finalRounds
         config.convergence.serveWhenDone = serveWhenDone
         config.convergence.enabled = !noConverge
+        do {
+            config.swim = try SwimConfig(mode: swimMode, intervalMs: swimIntervalMs, timeoutMs: swimTimeoutMs, indirect: swimIndirect,
+                                         suspicionMult: swimSuspicionMult, retransmitMult: swimRetransmitMult)
+        } catch { throw ValidationError("\(error)") }
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         let node = try PeerNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in

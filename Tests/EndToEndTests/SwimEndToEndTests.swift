@@ -1,0 +1,70 @@
+// SWIM in real processes (SPEC §5.10): 4 gossipd peers on 127.0.0.1 probe each other over
+// UDP on their listen ports. One is frozen with SIGSTOP for half the suspicion timeout: nobody
+// drops it. Another is SIGKILLed: every other peer stops listing it within a bound derived
+// from the SWIM configuration (one round of probes, the period, the suspicion timeout, a
+// margin for dissemination and this loaded machine).
+import Foundation
+import GossipNet
+import GossipWire
+@testable import GossipNode
+import Testing
+
+@Suite(.serialized)
+struct SwimEndToEndTests {
+    @Test func aFrozenPeerSurvivesAndAKilledOneIsDropped() throws {
+        let c = try Cluster("swim")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        var peers: [NodeProcess] = []
+        for i in 0..<4 {
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--pace-ms", "100"], shard: "\(i)/4"))
+        }
+        try c.wait("every peer's SWIM holds the other three alive", timeout: 90, nodes: peers) {
+            try peers.allSatisfy { p in
+                let s = try c.status(p)
+                return s.swim?.alive == 3 && s.peers.count == 3
+            }
+        }
+        let config = SwimConfig()
+        let suspicion = config.suspicionTimeout(members: 4)   // 4 s: 4 x max(1, log10 4) x 1 s
+
+        // SIGSTOP for half the suspicion timeout: suspected, it refutes when it runs again.
+        let frozen = peers[3]
+        kill(frozen.pid, SIGSTOP)
+        Thread.sleep(forTimeInterval: suspicion.seconds / 2)   // the fault being injected, not a wait for a condition
+        kill(frozen.pid, SIGCONT)
+        let watchUntil = Date().addingTimeInterval(suspicion.seconds + 3)
+        var checks = 0
+        while Date() < watchUntil {
+            for p in peers[0..<3] {
+                let s = try c.status(p)
+                #expect(s.peers.contains(frozen.endpoint.description), "\(p.name) dropped the frozen peer: \(s.peers)")
+                #expect(s.swim?.dead == 0, "\(p.name) declared a member dead: \(String(describing: s.swim))")
+            }
+            checks += 1
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        #expect(checks > 3)
+        try c.wait("the frozen peer refuted (incarnation > 0) and is alive everywhere", timeout: 20, nodes: peers) {
+            try c.status(frozen).swim.map { $0.incarnation > 0 } ?? false
+                && peers[0..<3].allSatisfy { try c.status($0).swim?.alive == 3 }
+        }
+
+        // SIGKILL: dropped by all others within the bound.
+        let victim = peers[2]
+        let others = [peers[0], peers[1], peers[3]]
+        kill(victim.pid, SIGKILL)
+        victim.process.waitUntilExit()
+        let killedAt = Date()
+        let bound = config.probeInterval * 4 + config.probeInterval + suspicion + .seconds(5)
+        try c.wait("every other peer stops listing the killed peer within \(bound)", timeout: bound.seconds, nodes: others) {
+            try others.allSatisfy { !(try c.status($0).peers.contains(victim.endpoint.description)) }
+        }
+        let detected = Date().timeIntervalSince(killedAt)
+        print("swim: killed peer dropped by all 3 others after \(String(format: "%.1f", detected)) s (bound \(bound))")
+        for p in others {
+            let s = try c.status(p)
+            #expect(s.swim?.dead == 1 && s.swim?.alive == 2, "\(p.name): \(String(describing: s.swim))")
+        }
+    }
+}
