@@ -123,6 +123,7 @@ public final class PeerNode: @unchecked Sendable {
         serverConfig.limits = Limits.default
         serverConfig.maxConnections = 1024   // pooled connections from every other peer
         serverConfig.security = config.security.channel
+        serverConfig.apply(config.admission)
         // Connections the channel refused (failed handshake, plaintext client, a record that
         // failed authentication) are logged with their reason (SPEC §13.6).
         serverConfig.securityLog = { [logger] line in logger.warning("\(line)") }

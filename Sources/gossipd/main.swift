@@ -128,6 +128,7 @@ struct Bootstrap: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @OptionGroup var admission: AdmissionOptions
 
     func validate() throws {
         if model != nil && arch != nil { throw ValidationError("give at most one of --model FILE or --arch SIZES") }
@@ -170,6 +171,7 @@ struct Bootstrap: ParsableCommand {
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
+        config.admission = admission.config
         let node = try BootstrapNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
             let r = try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
@@ -273,6 +275,7 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @OptionGroup var admission: AdmissionOptions
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -366,6 +369,7 @@ struct Peer: ParsableCommand {
         config.convergence.serveWhenDone = serveWhenDone
         config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
+        config.admission = admission.config
         let node = try PeerNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
             let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }
