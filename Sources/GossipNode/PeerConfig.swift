@@ -83,6 +83,8 @@ public struct PeerConfig: Sendable {
     public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
     /// Fair admission of incoming connections (SPEC §11): per-address cap, auth deadline.
     public var admission = AdmissionConfig()
+    /// LAN discovery (`--discover multicast[:GROUP:PORT]`, SPEC §5.11); nil: off.
+    public var discovery: DiscoveryConfig?
 
     public init(listen: Endpoint) { self.listen = listen }
 }
