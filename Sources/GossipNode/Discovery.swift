@@ -24,9 +24,12 @@ public struct DatagramSealing: Sendable {
     public var seal: @Sendable ([UInt8]) -> [UInt8]?
     /// The plaintext frame, or nil when the datagram does not authenticate.
     public var open: @Sendable ([UInt8]) -> [UInt8]?
-    public init(seal: @escaping @Sendable ([UInt8]) -> [UInt8]?, open: @escaping @Sendable ([UInt8]) -> [UInt8]?) {
+    /// Bytes a seal adds to a frame.
+    public var overhead: Int
+    public init(seal: @escaping @Sendable ([UInt8]) -> [UInt8]?, open: @escaping @Sendable ([UInt8]) -> [UInt8]?, overhead: Int = 36) {
         self.seal = seal
         self.open = open
+        self.overhead = overhead
     }
 }
 
@@ -138,7 +141,7 @@ public struct AnnounceFilter: Sendable {
         refilledAt = now
         guard tokens >= 1 else { counters.rateLimited += 1; return .dropped("rate limited") }
         tokens -= 1
-        let sealOverhead = sealing == nil ? 0 : 12 + 16
+        let sealOverhead = sealing?.overhead ?? 0
         guard fullLength <= Announcement.maxDatagramBytes + sealOverhead, bytes.count == fullLength else {
             counters.oversized += 1
             return .dropped("oversized datagram of \(fullLength) bytes")

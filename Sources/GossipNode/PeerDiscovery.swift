@@ -66,7 +66,8 @@ extension PeerNode {
     /// Starts announcing and listening when `config.discovery` is set (after the listener is
     /// bound, so the announcement names the real port).
     func startDiscovery() throws {
-        guard let dc = config.discovery else { return }
+        guard var dc = config.discovery else { return }
+        if let key = config.security.networkKey, dc.sealing == nil { dc.sealing = try DatagramSealing.networkKey(key) }
         if config.security.isSecure && dc.sealing == nil {
             throw NodeError("--discover on a network with a key needs sealed announcements (DiscoveryConfig.sealing); plain ones are allowed only where plaintext TCP is")
         }

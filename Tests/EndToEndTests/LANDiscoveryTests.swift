@@ -75,14 +75,17 @@ private final class GroupSocket {
 
 @Suite(.serialized)
 struct LANDiscoveryTests {
-    @Test func threePeersFindEachOtherByMulticastWithNoBootstrap() throws {
+    /// Plaintext on loopback, and with a network key (announcements sealed, SPEC §13.13: the
+    /// test's own unsealed datagrams are then unauthenticated, or oversized, and none is contacted).
+    @Test(arguments: [false, true])
+    func threePeersFindEachOtherByMulticastWithNoBootstrap(secure: Bool) throws {
         let group = "239.255.\(UInt8.random(in: 1...254)).\(UInt8.random(in: 1...254))"
         let port = UInt16.random(in: 40000...60000)
         guard let probe = GroupSocket(group: group, port: port), probe.loopsBack() else {
             print("skipped: multicast to \(group):\(port) on loopback is not possible on this machine (no IP_ADD_MEMBERSHIP on 127.0.0.1 or no loopback delivery)")
             return
         }
-        let c = try Cluster("lan-discovery")
+        let c = try Cluster("lan-discovery", secure: secure)
         defer { c.shutdown() }
         // The first member needs a model of its own: an initial model file in its state dir.
         let seedDir = c.dir + "/seed"
@@ -118,14 +121,19 @@ struct LANDiscoveryTests {
         probe.send(try Announcement(endpoint: ghost, identity: nil, servesModel: true, instance: 77, sequence: 1, schemaHash: 0).encodeDatagram())
         try c.wait("the hostile datagrams to be counted", timeout: 30, nodes: nodes) {
             guard let s = try c.status(a).discovery else { return false }
+            if secure { return s.unauthenticated >= before.unauthenticated + 4 && s.oversized >= before.oversized + 1 }
             return s.malformed >= before.malformed + 3 && s.oversized >= before.oversized + 1 && s.contacted > before.contacted
         }
         let after = try #require(try c.status(a).discovery)
+        if secure {
+            #expect(after.contacted == before.contacted, "an unsealed announcement was contacted on a keyed network")
+            #expect(after.accepted > 0, "no sealed announcement was accepted")
+        }
         for n in nodes {
             let peers = try c.status(n).peers
             #expect(!peers.contains(ghost), "\(n.name) made the unreachable announced endpoint \(ghost) a member: \(peers)")
             #expect(peers.count == 2, "\(n.name) lists \(peers)")
         }
-        print("LAN discovery: 3 peers found each other \(found) after the first started (debug build, loaded machine); peer A counted \(after)")
+        print("LAN discovery (\(secure ? "sealed, network key" : "plaintext")): 3 peers found each other \(found) after the first started (debug build, loaded machine); peer A counted \(after)")
     }
 }

@@ -1,5 +1,6 @@
 // LAN discovery's decisions without sockets (SPEC §5.11): what the announcement filter admits
 // and drops (and counts), and the --discover syntax.
+import GossipSecure
 import GossipWire
 import Testing
 @testable import GossipNode
@@ -108,5 +109,26 @@ private func tagSealing(_ tag: [UInt8]) -> DatagramSealing {
         for bad in ["mdns", "multicast:239.255.0.7", "multicast:10.0.0.1:5000", "multicast:239.255.0.7:0", "multicast:239.255.0.7:x", "multicast:1.2.3:5"] {
             #expect(throws: NodeError.self, "\(bad)") { _ = try DiscoveryConfig(parsing: bad) }
         }
+    }
+}
+
+extension DiscoveryTests {
+    /// With the real seal (DatagramSeal): another network's key is unauthenticated, the right
+    /// key opens once, and the same sealed datagram again is refused by the seal's replay cache.
+    @Test func sealedWithTheNetworkKeyWrongKeysAndReplaysAreDropped() throws {
+        let mine = try DatagramSealing.networkKey(NetworkKey.generate())
+        let theirs = try DatagramSealing.networkKey(NetworkKey.generate())
+        var f = AnnounceFilter(instance: 1, sealing: mine)
+        let plain = try datagram("127.0.0.1:7001")
+        let wrong = try #require(theirs.seal(plain)), right = try #require(mine.seal(plain))
+        #expect(right.count == plain.count + DatagramSeal.overhead)
+        _ = f.admit(wrong, fullLength: wrong.count, source: "127.0.0.1", selfEndpoint: me, now: .zero)
+        _ = f.admit(plain, fullLength: plain.count, source: "127.0.0.1", selfEndpoint: me, now: .zero)
+        #expect(f.counters.unauthenticated == 2)
+        if case .dropped(let why) = f.admit(right, fullLength: right.count, source: "127.0.0.1", selfEndpoint: me, now: .zero) {
+            Issue.record("a sealed announcement was dropped: \(why)")
+        }
+        _ = f.admit(right, fullLength: right.count, source: "127.0.0.1", selfEndpoint: me, now: .zero)
+        #expect(f.counters.unauthenticated == 3 && f.counters.accepted == 1)
     }
 }
