@@ -176,6 +176,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case datagramsIn = "datagrams_in", datagramsOut = "datagrams_out", dropped, sealed
         }
     }
+    /// LAN discovery counters (SPEC §5.11); absent without `--discover`.
+    public var discovery: DiscoveryCounters?
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -282,6 +284,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case metrics
         case bootstrap
         case swim
+        case discovery
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -329,6 +332,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         // Only a peer started with --bootstrap has one.
         try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
         try c.encodeIfPresent(swim, forKey: .swim)
+        // Only a peer started with --discover has one.
+        try c.encodeIfPresent(discovery, forKey: .discovery)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -368,6 +373,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
         swim = try? c.decodeIfPresent(Swim.self, forKey: .swim)
+        discovery = try c.decodeIfPresent(DiscoveryCounters.self, forKey: .discovery)
     }
 
     /// The JSON text (sorted keys, so output is stable).

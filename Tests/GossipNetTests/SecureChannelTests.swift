@@ -224,16 +224,21 @@ func expectFailure(_ client: RPCClient, _ endpoint: Endpoint, _ code: StatusCode
         await stopServer(server)
     }
 
-    /// Over the connection limit a secure server still completes the handshake, so the
-    /// client reads the sealed RESOURCE_EXHAUSTED answer (not a silent close it would take for
-    /// a wrong key).
+    /// Over the connection limit (with nothing idle to evict, SPEC §11) a secure server still
+    /// completes the handshake, so the client reads the sealed RESOURCE_EXHAUSTED answer (not
+    /// a silent close it would take for a wrong key).
     @Test func overTheConnectionLimitTheRefusalIsSealed() async throws {
         let f = SecureFixture()
         let (server, endpoint, _, _, _) = try f.startServer { $0.maxConnections = 1 }
+        let parked = Box<RPCResponder>()
+        server.register(.status) { _, r in parked.append(r) }
         let first = RPCClient(security: f.client)
-        _ = try await first.call(endpoint, type: .ping, payload: bytes("holds the slot"), deadline: .seconds(10))
+        // A request in flight: the one connection is busy, so it cannot be evicted.
+        first.call(endpoint, type: .status, payload: bytes(""), deadline: .seconds(30)) { _ in }
+        #expect(await waitFor("the first request to be in flight") { server.stats.inFlight == 1 })
         let second = RPCClient(security: f.client)
         await expectFailure(second, endpoint, .resourceExhausted, containing: "limit of 1 connections")
+        for r in parked.all { r.reply(bytes("")) }
         first.close()
         second.close()
         await stopServer(server)
