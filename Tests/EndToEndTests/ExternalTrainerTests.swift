@@ -39,20 +39,24 @@ struct ExternalTrainerEndToEndTests {
                                          "--trainer", "external", "--exchange-timeout", "3", "--log-level", "info"]))
         }
         let script = Cluster.repoRoot + "/examples/numpy_mlp/train.py"
-        final class Outcome: @unchecked Sendable { var results: [(Int32, String, String)?] = [nil, nil] }
+        final class Outcome: @unchecked Sendable {
+            let lock = NSLock()
+            var results: [(Int32, String, String)?] = [nil, nil]
+        }
         let outcome = Outcome()
         let group = DispatchGroup()
         for (i, e) in external.enumerated() {
             var args = python == "/usr/bin/env" ? ["python3"] : []
-            args += [script, "--socket", e.controlSocket!, "--gossipctl", Cluster.binary("gossipctl"),
-                     "--shard", "\(i + 2)/4", "--rounds", "60", "--local-steps", "10", "--work-dir", c.dir]
+            args += [script, "--socket", e.controlSocket!, "--shard", "\(i + 2)/4", "--rounds", "60", "--local-steps", "10",
+                     "--work-dir", c.dir]
+            let argv = args
             DispatchQueue.global().async(group: group) {
-                let r = try? Cluster.run(python, args, timeout: 300)
-                outcome.results[i] = r
+                let r = try? Cluster.run(python, argv, timeout: 300)
+                outcome.lock.withLock { outcome.results[i] = r }
             }
         }
         #expect(group.wait(timeout: .now() + 320) == .success, "the numpy trainers did not finish")
-        for (i, r) in outcome.results.enumerated() {
+        for (i, r) in outcome.lock.withLock({ outcome.results }).enumerated() {
             #expect(r?.0 == 0, "numpy trainer \(i) failed: \(r.map { "\($0.0): \($0.2)" } ?? "no result")")
             if let out = r?.1 { print("numpy trainer \(i): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
         }
