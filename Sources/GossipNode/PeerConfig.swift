@@ -88,6 +88,9 @@ public struct PeerConfig: Sendable {
     public var admission = AdmissionConfig()
     /// LAN discovery (`--discover multicast[:GROUP:PORT]`, SPEC §5.11); nil: off.
     public var discovery: DiscoveryConfig?
+    /// Who trains the model: this node (`swift`) or another program through ModelPull and
+    /// ModelPush (`external`, SPEC §5.12; then `dataset` is not used).
+    public var trainer: TrainerKind = .swift
 
     public init(listen: Endpoint) { self.listen = listen }
 }

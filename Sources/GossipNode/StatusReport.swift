@@ -178,6 +178,28 @@ public struct StatusReport: Codable, Sendable, Equatable {
     }
     /// LAN discovery counters (SPEC §5.11); absent without `--discover`.
     public var discovery: DiscoveryCounters?
+    /// Which program trains a peer's model: "swift" (its own trainer) or "external"
+    /// (`--trainer external`, SPEC §5.12); absent on a bootstrap.
+    public var trainer: String?
+    /// An external peer's pull/push counters (SPEC §5.12); absent otherwise.
+    public var external: External?
+
+    /// The `external` object of an external peer's status (SPEC §5.12).
+    public struct External: Codable, Sendable, Equatable {
+        /// Pulls served and pushes applied since the node started.
+        public var pulls = 0
+        public var pushes = 0
+        /// Pushes refused (unknown version, schema, non-finite, busy).
+        public var pushesRefused = 0
+        /// The version a pull would get now (the latest one handed out), 0 before the first pull.
+        public var version: UInt64 = 0
+        /// The averaging weight the node uses (the samples of the latest push; 1 before it).
+        public var weight: Double = 1
+        public init() {}
+        enum CodingKeys: String, CodingKey {
+            case pulls, pushes, pushesRefused = "pushes_refused", version, weight
+        }
+    }
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -285,6 +307,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case bootstrap
         case swim
         case discovery
+        case trainer, external
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -334,6 +357,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encodeIfPresent(swim, forKey: .swim)
         // Only a peer started with --discover has one.
         try c.encodeIfPresent(discovery, forKey: .discovery)
+        try c.encodeIfPresent(trainer, forKey: .trainer)
+        try c.encodeIfPresent(external, forKey: .external)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -374,6 +399,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
         swim = try? c.decodeIfPresent(Swim.self, forKey: .swim)
         discovery = try c.decodeIfPresent(DiscoveryCounters.self, forKey: .discovery)
+        trainer = try c.decodeIfPresent(String.self, forKey: .trainer)
+        external = try c.decodeIfPresent(External.self, forKey: .external)
     }
 
     /// The JSON text (sorted keys, so output is stable).

@@ -60,13 +60,17 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let probeRequest = MessageType(rawValue: 13)
     /// LAN multicast announcement (SPEC §5.11): only ever in a UDP datagram, never on TCP.
     public static let announce = MessageType(rawValue: 14)
+    /// An external trainer pulls the node's model (SPEC §5.12; control socket only).
+    public static let modelPull = MessageType(rawValue: 15)
+    /// An external trainer pushes what it trained (SPEC §5.12; control socket only).
+    public static let modelPush = MessageType(rawValue: 16)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements on TCP (what `MessageBody` decodes), in number
     /// order. Announce (14) is not among them: it only travels in discovery datagrams
     /// (`Announcement`), and on TCP it is unknown (UNIMPLEMENTED) like any other.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .probe, .probeRequest]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .probe, .probeRequest, .modelPull, .modelPush]
 
     public var name: String {
         switch rawValue {
@@ -84,6 +88,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 12: "Probe"
         case 13: "ProbeRequest"
         case 14: "Announce"
+        case 15: "ModelPull"
+        case 16: "ModelPush"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

@@ -384,6 +384,11 @@ public enum MessageBody: Sendable, Equatable {
     /// ProbeRequest (SPEC §5.10): the SWIM ping-req and the ack it relays.
     case indirectProbe(SwimBody)
     case indirectProbeAck(SwimBody)
+    /// ModelPull and ModelPush (SPEC §5.12, external trainers; control socket only).
+    case modelPullRequest(ModelPullRequest)
+    case modelPullReply(ModelPullReply)
+    case modelPushRequest(ModelPushRequest)
+    case modelPushReply(ModelPushReply)
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -403,6 +408,8 @@ public enum MessageBody: Sendable, Equatable {
         case .waitConvergedRequest, .waitConvergedReply: .waitConverged
         case .probe, .probeAck: .probe
         case .indirectProbe, .indirectProbeAck: .probeRequest
+        case .modelPullRequest, .modelPullReply: .modelPull
+        case .modelPushRequest, .modelPushReply: .modelPush
         case .error(let type, _): type
         }
     }
@@ -413,6 +420,7 @@ public enum MessageBody: Sendable, Equatable {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
              .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest,
              .probe, .indirectProbe: .request
+             .modelPullRequest, .modelPushRequest: .request
         case .error: .error
         default: .response
         }
@@ -437,6 +445,10 @@ public enum MessageBody: Sendable, Equatable {
         case .waitConvergedRequest(let m): m.encode()
         case .waitConvergedReply(let m): try m.encode(limits: limits)
         case .probe(let m), .probeAck(let m), .indirectProbe(let m), .indirectProbeAck(let m): try m.encode()
+        case .modelPullRequest(let m): try m.encode(limits: limits)
+        case .modelPullReply(let m): try m.encode(limits: limits)
+        case .modelPushRequest(let m): try m.encode(limits: limits)
+        case .modelPushReply(let m): try m.encode(limits: limits)
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -491,6 +503,12 @@ public enum MessageBody: Sendable, Equatable {
             return request ? .probe(try .decode(payload)) : .probeAck(try .decode(payload))
         case .probeRequest:
             return request ? .indirectProbe(try .decode(payload)) : .indirectProbeAck(try .decode(payload))
+        case .modelPull:
+            return request ? .modelPullRequest(try .decode(payload, limits: limits))
+                           : .modelPullReply(try .decode(payload, limits: limits))
+        case .modelPush:
+            return request ? .modelPushRequest(try .decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash))
+                           : .modelPushReply(try .decode(payload, limits: limits))
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))
