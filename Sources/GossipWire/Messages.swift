@@ -419,7 +419,7 @@ public enum MessageBody: Sendable, Equatable {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
              .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest,
-             .probe, .indirectProbe: .request
+             .probe, .indirectProbe,
              .modelPullRequest, .modelPushRequest: .request
         case .error: .error
         default: .response
