@@ -84,6 +84,40 @@ public enum LossyCodec {
         return bad
     }
 
+    /// Checks `data` (laid out as `table` says) as `decode` would, without a destination:
+    /// the same errors (a bad I8 scale, a value not finite after dequantization), in chunks
+    /// of one I8 block through a small stack buffer. A receiver runs it before it takes its
+    /// exchange slot, so a bad lossy model is INVALID_ARGUMENT (SPEC §5.3 step 3) even when
+    /// the receiver is busy.
+    public static func validate(_ data: UnsafeRawBufferPointer, table: TensorTable) throws(WireError) {
+        precondition(data.count == table.dataByteCount, "LossyCodec.validate: sizes differ")
+        let block = DType.int8BlockSize
+        let r: Result<Int, WireError> = withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { tmp in
+            Result { () throws(WireError) -> Int in
+                var inAt = 0, bad = 0
+                for t in table.tensors {
+                    let n = t.elementCount
+                    var done = 0
+                    while done < n {
+                        let k = Swift.min(block, n - done)
+                        let one = TensorTable(schemaHash: 0, tensors: [TensorInfo(name: t.name, dtype: t.dtype, shape: [k],
+                                                                                   byteCount: t.dtype.byteCount(elements: k)!)])
+                        let chunk = UnsafeRawBufferPointer(rebasing: data[inAt..<(inAt + one.dataByteCount)])
+                        bad += try decodeCountingNonFinite(chunk, table: one, into: UnsafeMutableBufferPointer(rebasing: tmp[0..<k]))
+                        inAt += one.dataByteCount
+                        done += k
+                    }
+                }
+                return bad
+            }
+        }
+        let bad = try r.get()
+        guard bad == 0 else {
+            let kinds = Set(table.tensors.map(\.dtype.hashName)).sorted().joined(separator: "/")
+            throw WireError(.malformed, "\(bad) model weights are NaN or infinite after decoding \(kinds); refused")
+        }
+    }
+
     /// The error for the first bad scale of an I8 tensor at `s`.
     private static func badScale(_ s: UnsafeRawPointer, elements n: Int, tensor: String) -> WireError {
         var at = 0, block = 0
