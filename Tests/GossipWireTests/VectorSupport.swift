@@ -83,7 +83,7 @@ enum Fixtures {
         VectorSpec(name: "reserve_request", comment: "Reserve request (SPEC 5.6): sender 127.0.0.1:7001, schema hash of the 3,2 model, lease 2000 ms", body: .reserveRequest(ReserveRequest(sender: "127.0.0.1:7001", schemaHash: hash, leaseMs: 2000)), requestID: 12),
         VectorSpec(name: "reserve_reply", comment: "Reserve reply (SPEC 5.6): empty payload = the slot is reserved for the sender", body: .reserveReply, requestID: 12),
         VectorSpec(name: "error_reserve_busy", comment: "Error reply to Reserve: ABORTED (10), the responder's slot is taken (SPEC 5.6)", body: .error(type: .reserve, ErrorReply(code: .aborted, message: "busy: the exchange slot is taken; try another peer")), requestID: 12),
-    ]
+    ] + lossySpecs
 }
 
 enum HexFile {
