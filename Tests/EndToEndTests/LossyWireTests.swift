@@ -53,4 +53,27 @@ struct LossyWireTests {
         }
         #expect(asF16 == nil)   // the encoder refuses an F16 overflow before anything is sent
     }
+
+    /// Push-sum with lossy pushes (SPEC §6.5): two real peers pushing I8 and F16 both merge
+    /// the other's pushes (received > 3) and train to a useful model.
+    @Test func lossyPushSum() throws {
+        let c = try Cluster("lossy-pushsum")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let common = ["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"]
+        let a = try c.peer(common + ["--wire-dtype", "int8"], shard: "0/2", rounds: 8)
+        let b = try c.peer(common + ["--wire-dtype", "fp16"], shard: "1/2", rounds: 8)
+        try c.wait("both peers finish and merged lossy pushes", nodes: [a, b]) {
+            try [a, b].allSatisfy { p in
+                let s = try c.status(p)
+                return s.phase == "averaging" && (s.pushSum?.received ?? 0) > 3
+            }
+        }
+        let split = try DatasetSource.digits.load()
+        let arch = try MLPArchitecture(parsing: "64,32,10")
+        for p in [a, b] {
+            let acc = evaluate(architecture: arch, parameters: try c.model(p), on: split.test).accuracy
+            #expect(acc >= 0.8, "\(p.name) accuracy \(acc) after 8 rounds of lossy push-sum")
+        }
+    }
 }
