@@ -52,7 +52,7 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
         // Frame header, messages, tensor payloads, compression, limits. No I/O.
-        .target(name: "GossipWire", dependencies: ["CZlib"]),
+        .target(name: "GossipWire", dependencies: ["CZlib", "CGossipKernels"]),
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
         .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),

@@ -380,6 +380,52 @@ local function summarise(range, count)
     return mn, mx, sum, nan, inf, finite
 end
 
+-- binary16 bits -> number (SPEC §6.1, F16).
+local function half_to_number(h)
+    local sign = h >= 0x8000 and -1 or 1
+    local e = math.floor(h / 1024) % 32
+    local m = h % 1024
+    if e == 0 then return sign * m * 2 ^ -24 end
+    if e == 31 then if m == 0 then return sign * math.huge else return 0 / 0 end end
+    return sign * (1 + m / 1024) * 2 ^ (e - 15)
+end
+
+-- Min, max, sum, NaN and infinity counts of `count` values of a tensor in `dtype` (SPEC
+-- §6.1): F32 as they are; F16, BF16 and block-scaled I8 dequantized to float32 first (§6.5).
+local function summarise_dtype(range, count, dtype)
+    if dtype == 1 then return summarise(range, count) end
+    local raw = range:raw()
+    local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
+    local function add(v)
+        if v ~= v then nan = nan + 1
+        elseif v == math.huge or v == -math.huge then inf = inf + 1
+        else
+            if v < mn then mn = v end
+            if v > mx then mx = v end
+            sum = sum + v; finite = finite + 1
+        end
+    end
+    local pos, done = 1, 0
+    while done < count do
+        local k = math.min(256, count - done)
+        if dtype == 4 then
+            local scale = Struct.unpack("<f", raw, pos)
+            local values = { Struct.unpack("<" .. string.rep("b", k), raw, pos + 4) }
+            for i = 1, k do add(Struct.unpack("<f", Struct.pack("<f", values[i] * scale))) end
+            pos = pos + 4 + k
+        else
+            local values = { Struct.unpack("<" .. string.rep("H", k), raw, pos) }
+            for i = 1, k do
+                if dtype == 3 then add(Struct.unpack("<f", Struct.pack("<I4", values[i] * 65536)))
+                else add(half_to_number(values[i])) end
+            end
+            pos = pos + 2 * k
+        end
+        done = done + k
+    end
+    return mn, mx, sum, nan, inf, finite
+end
+
 local function model_state(r, tree)
     local s0 = r.off
     local mt = tree:add(f.model, r.tvb(s0, r:left()))
@@ -409,10 +455,16 @@ local function model_state(r, tree)
         local bytes = r:u64(tt, f.tensor_bytes, "tensor byte count"):tonumber()
         tt:set_len(r.off - t0)
         tt:append_text(string.format(": %s %s [%s]", name, dtype_names[dtype] or ("dtype " .. dtype), table.concat(dims, ", ")))
-        if dtype ~= 1 then tt:add_proto_expert_info(ex.malformed, "dtype " .. dtype .. " is not F32 (version 2 accepts only F32)") end
-        if bytes ~= elems * 4 then tt:add_proto_expert_info(ex.malformed, "byte count " .. bytes .. " is not product(dims) x 4 = " .. elems * 4) end
-        tensors[i] = { tree = tt, bytes = bytes, name = name }
-        hash_text[i] = name .. ":" .. (dtype_names[dtype] or "?") .. ":" .. table.concat(dims, ",") .. "\n"
+        -- SPEC §6.1: F32 4n, F16/BF16 2n, I8 n + 4 x ceil(n / 256) (block-scaled int8, §6.5).
+        local want
+        if dtype == 1 then want = elems * 4
+        elseif dtype == 2 or dtype == 3 then want = elems * 2
+        elseif dtype == 4 then want = elems + 4 * math.ceil(elems / 256)
+        else tt:add_proto_expert_info(ex.malformed, "unknown dtype " .. dtype) end
+        if want and bytes ~= want then tt:add_proto_expert_info(ex.malformed, "byte count " .. bytes .. " is not " .. want .. " for " .. elems .. " values of " .. dtype_names[dtype]) end
+        tensors[i] = { tree = tt, bytes = bytes, name = name, dtype = dtype, elems = elems }
+        -- SPEC §6.3: the hash names the model's dtype, always F32 (F16/BF16/I8 are wire encodings).
+        hash_text[i] = name .. ":F32:" .. table.concat(dims, ",") .. "\n"
         total = total + bytes
     end
     -- SPEC §6.3: FNV-1a 64 over "name:dtype:dims\n" per tensor must equal the schema hash.
@@ -432,13 +484,17 @@ local function model_state(r, tree)
         mt:add_proto_expert_info(ex.malformed, "data_offset " .. data_offset .. " is not the first multiple of 64 at or after " .. r.off)
     end
     r:range(data_offset - r.off, "padding")
-    local want_summary = total / 4 <= gossip.prefs.max_summary
+    local elems_total = 0
+    for _, t in ipairs(tensors) do elems_total = elems_total + t.elems end
+    local want_summary = elems_total <= gossip.prefs.max_summary
     for _, t in ipairs(tensors) do
         local dr = r:range(t.bytes, "data of tensor " .. t.name)
-        local n = math.floor(t.bytes / 4)
+        local n = t.elems
         t.tree:add(f.tensor_values, dr, n)
-        if want_summary then
-            local mn, mx, sum, nan, inf, finite = summarise(dr, n)
+        local known = (t.dtype == 1 and t.bytes == n * 4) or ((t.dtype == 2 or t.dtype == 3) and t.bytes == n * 2)
+            or (t.dtype == 4 and t.bytes == n + 4 * math.ceil(n / 256))
+        if want_summary and known and n > 0 then
+            local mn, mx, sum, nan, inf, finite = summarise_dtype(dr, n, t.dtype)
             if finite > 0 then
                 t.tree:add(f.tensor_min, dr, mn); t.tree:add(f.tensor_max, dr, mx); t.tree:add(f.tensor_mean, dr, sum / finite)
             end

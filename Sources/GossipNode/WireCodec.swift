@@ -127,8 +127,16 @@ enum WireCodec {
         return (arch, params)
     }
 
-    /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity.
+    /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity. A
+    /// model in a lossy encoding (SPEC §6.5) is checked as it will be dequantized: I8 scales,
+    /// and every value finite after dequantization.
     static func checkFinite(_ model: ModelState) throws(WireError) {
+        if model.table.isLossy {
+            let r: Result<Void, WireError> = model.data.withUnsafeBytes { raw in
+                Result { () throws(WireError) in try LossyCodec.validate(raw, table: model.table) }
+            }
+            return try r.get()
+        }
         let ok = model.data.withUnsafeBytes { raw in
             raw.withMemoryRebound(to: Float.self) { ParameterSet.allFinite($0) }
         }

@@ -19,7 +19,9 @@ import Testing
                               "decode_crc_mb_per_s", "receive_decode_mb_per_s", "encode_vs_memcpy", "encode_alloc_vs_memcpy",
                               "decode_vs_memcpy", "decode_crc_vs_memcpy", "receive_decode_vs_memcpy",
                               "receive_decode_crc_vs_memcpy", "zlib_ratio_plain", "zlib_plain_mb_per_s", "zlib_ratio_shuffle",
-                              "zlib_shuffle_mb_per_s"])
+                              "zlib_shuffle_mb_per_s"]
+                             // Lossy encodings (SPEC §6.5), appended.
+                             + ["bf16", "fp16", "int8"].flatMap { d in ["encode_mb_s", "decode_mb_s", "bytes_vs_f32", "max_rel_err"].map { "\(d)_\($0)" } })
         #expect(out.contains("floats: 4096\n"))
     }
 

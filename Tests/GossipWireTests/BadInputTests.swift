@@ -177,7 +177,8 @@ private func frameError(_ bytes: [UInt8], limits: Limits = .default) -> WireErro
 @Test func unknownAndUnsupportedDTypes() {
     #expect(modelError(rawModel([RawTensor(name: [0x61], dtype: 9, dims: [1], bytes: 4)]))?.kind == .malformed)
     let e = modelError(rawModel([RawTensor(name: [0x61], dtype: 2, dims: [2], bytes: 4)]))
-    #expect(e?.kind == .unsupported && e?.statusCode == .unimplemented && e?.message.contains("not supported yet") == true)
+    // A GetModel reply is F32 only (SPEC §6.5): F16 is refused as UNIMPLEMENTED, naming it and --wire-dtype.
+    #expect(e?.kind == .unsupported && e?.statusCode == .unimplemented && e?.message.contains("F16") == true && e?.message.contains("--wire-dtype") == true)
 }
 
 @Test func declaredSchemaHashMustMatchTheTable() {

@@ -71,13 +71,20 @@ import Testing
             _ = try ModelState.encode(architecture: "x", round: 0, step: 0, samples: 0, table: Fixtures.table, data: d)
         }
     }
+    // F16 data of the right size encodes (SPEC §6.5: exchanges and pushes may carry it); a
+    // GetModel reply decoder refuses it (F32 only) with UNIMPLEMENTED.
     let f16 = TensorTable(tensors: [TensorInfo(name: "h", dtype: .float16, shape: [2], byteCount: 4)])
-    let e = #expect(throws: WireError.self) {
-        try [UInt8](repeating: 0, count: 4).withUnsafeBytes { d in
-            _ = try ModelState.encode(architecture: "x", round: 0, step: 0, samples: 0, table: f16, data: d)
+    let p = try [UInt8](repeating: 0, count: 4).withUnsafeBytes { d in
+        try ModelState.encode(architecture: "x", round: 0, step: 0, samples: 0, table: f16, data: d)
+    }
+    let e = #expect(throws: WireError.self) { try ModelState.decode(p) }
+    #expect(e?.kind == .unsupported)
+    let wrong = TensorTable(tensors: [TensorInfo(name: "h", dtype: .float16, shape: [2], byteCount: 8)])
+    #expect(throws: WireError.self) {
+        try [UInt8](repeating: 0, count: 8).withUnsafeBytes { d in
+            _ = try ModelState.encode(architecture: "x", round: 0, step: 0, samples: 0, table: wrong, data: d)
         }
     }
-    #expect(e?.kind == .unsupported)
 }
 
 @Test func peerLimitAtAndPastEdge() throws {

@@ -92,7 +92,7 @@ enum Fixtures {
         VectorSpec(name: "error_reserve_busy", comment: "Error reply to Reserve: ABORTED (10), the responder's slot is taken (SPEC 5.6)", body: .error(type: .reserve, ErrorReply(code: .aborted, message: "busy: the exchange slot is taken; try another peer")), requestID: 12),
         VectorSpec(name: "probe_request", comment: "Probe request (SPEC 5.10, a UDP datagram): sender 127.0.0.1:7001 incarnation 2 probes target 127.0.0.1:7002, piggybacking suspect(127.0.0.1:7003, 1) and alive(127.0.0.1:7004, 0); request id = probe sequence number 77", body: .probe(SwimBody(sender: "127.0.0.1:7001", incarnation: 2, target: "127.0.0.1:7002", updates: [SwimWireUpdate(status: 1, incarnation: 1, member: "127.0.0.1:7003"), SwimWireUpdate(status: 0, incarnation: 0, member: "127.0.0.1:7004")])), requestID: 77),
         VectorSpec(name: "probe_request_indirect", comment: "ProbeRequest request (SPEC 5.10, a UDP datagram): sender 127.0.0.1:7001 incarnation 2 asks the receiver to probe 127.0.0.1:7002 for it, piggybacking dead(127.0.0.1:7005, 3); request id = the sender's probe sequence number 78", body: .indirectProbe(SwimBody(sender: "127.0.0.1:7001", incarnation: 2, target: "127.0.0.1:7002", updates: [SwimWireUpdate(status: 2, incarnation: 3, member: "127.0.0.1:7005")])), requestID: 78),
-    ]
+    ] + lossySpecs
 }
 
 enum HexFile {

@@ -31,3 +31,5 @@ void gossip_gemm_microkernel_6x16_avx2_fma(ptrdiff_t k, const float *pa, const f
 #endif
 
 #endif
+
+#include "gossip_convert.h"

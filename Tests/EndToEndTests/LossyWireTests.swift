@@ -1,0 +1,79 @@
+// End-to-end: real gossipd peers exchanging with lossy wire encodings (SPEC §6.5).
+import Foundation
+import GossipML
+import GossipNet
+@testable import GossipNode
+import GossipWire
+import Testing
+
+@Suite(.serialized)
+struct LossyWireTests {
+    /// Two real peers, one sending BF16 and one I8 (a responder answers in the request's
+    /// encoding, so they interoperate): once training is done they keep exchanging, and each
+    /// exchange leaves both with the same bits, so their models become bit-identical. A
+    /// hostile I8 request (NaN scale) and an F16 overflow are refused with INVALID_ARGUMENT.
+    @Test func lossyPeersEndBitIdentical() throws {
+        let c = try Cluster("lossy")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let a = try c.peer(["--bootstrap", boot.endpoint.description, "--wire-dtype", "bf16"], shard: "0/2", rounds: 8)
+        let b = try c.peer(["--bootstrap", boot.endpoint.description, "--wire-dtype", "int8"], shard: "1/2", rounds: 8)
+        try c.wait("both peers finish 8 training rounds", nodes: [a, b]) {
+            try [a, b].allSatisfy { try c.status($0).phase == "averaging" }
+        }
+        try c.wait("bit-identical models after a lossy exchange", timeout: 60, nodes: [a, b]) {
+            let (ma, mb) = (try c.model(a), try c.model(b))
+            return ma.storage.map(\.bitPattern) == mb.storage.map(\.bitPattern)
+        }
+        #expect(try c.status(a).exchanges.done > 0 && c.status(b).exchanges.done > 0)
+        let split = try DatasetSource.digits.load()
+        let arch = try MLPArchitecture(parsing: "64,32,10")
+        let acc = evaluate(architecture: arch, parameters: try c.model(a), on: split.test).accuracy
+        #expect(acc >= 0.8, "accuracy \(acc) after 8 rounds with bf16/int8 exchanges")
+
+        // Hostile requests: refused before anything changes.
+        func offer(_ payload: ByteSlice) -> StatusCode? {
+            switch callSync(c.client, a.endpoint, .gossipExchange, payload, deadline: .seconds(10)) {
+            case .success: return .ok
+            case .failure(let e): return e.code
+            }
+        }
+        let own = try c.model(a)
+        let req = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch,
+                                                      wire: WireCodec.table(own).encoded(as: .int8), floats: own.storage,
+                                                      round: 0, step: 0, samples: 0)
+        let at = try GossipExchangeRequest.decode(req).model.data.range.lowerBound
+        for (i, v) in [UInt8(0x00), 0x00, 0xc0, 0x7f].enumerated() { req.storage.mutableBytes[at + i] = v }   // scale = NaN
+        #expect(offer(req) == .invalidArgument)
+        var huge = own.storage
+        huge[0] = 1e30
+        let asF16 = huge.withUnsafeBufferPointer { f in
+            try? GossipExchangeRequest.encode(sender: "127.0.0.1:1", weight: 1, architecture: "64,32,10", round: 0, step: 0,
+                                              samples: 0, wire: WireCodec.table(own).encoded(as: .float16), floats: f)
+        }
+        #expect(asF16 == nil)   // the encoder refuses an F16 overflow before anything is sent
+    }
+
+    /// Push-sum with lossy pushes (SPEC §6.5): two real peers pushing I8 and F16 both merge
+    /// the other's pushes (received > 3) and train to a useful model.
+    @Test func lossyPushSum() throws {
+        let c = try Cluster("lossy-pushsum")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let common = ["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"]
+        let a = try c.peer(common + ["--wire-dtype", "int8"], shard: "0/2", rounds: 8)
+        let b = try c.peer(common + ["--wire-dtype", "fp16"], shard: "1/2", rounds: 8)
+        try c.wait("both peers finish and merged lossy pushes", nodes: [a, b]) {
+            try [a, b].allSatisfy { p in
+                let s = try c.status(p)
+                return s.phase == "averaging" && (s.pushSum?.received ?? 0) > 3
+            }
+        }
+        let split = try DatasetSource.digits.load()
+        let arch = try MLPArchitecture(parsing: "64,32,10")
+        for p in [a, b] {
+            let acc = evaluate(architecture: arch, parameters: try c.model(p), on: split.test).accuracy
+            #expect(acc >= 0.8, "\(p.name) accuracy \(acc) after 8 rounds of lossy push-sum")
+        }
+    }
+}
