@@ -52,7 +52,7 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
         // Frame header, messages, tensor payloads, compression, limits. No I/O.
-        .target(name: "GossipWire", dependencies: ["CZlib"]),
+        .target(name: "GossipWire", dependencies: ["CZlib", "CGossipKernels"]),
         // What only the inspector (framedump) needs: pcap parsing, TCP reassembly, frame
         // formatting. Nodes (GossipNode, gossipd) must not link it.
         .target(name: "GossipInspect", dependencies: ["GossipWire", "GossipSecure", .product(name: "Crypto", package: "swift-crypto")]),
@@ -60,7 +60,8 @@ let package = Package(
         .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure", "CGossipPoll"]),
         // epoll with a flat interface, for GossipNet's Poller (Linux; empty elsewhere). No logic.
         .target(name: "CGossipPoll"),
-        // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
+        // The CPU-feature check, the AVX2/FMA GEMM micro-kernel (C: per-function target) and
+        // the hardware CRC-32 (PCLMULQDQ / ARMv8 CRC32) of the frame checksums.
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // AES-256-GCM into caller memory on swift-crypto's BoringSSL (see its header). No logic.
         .target(name: "CGossipAEAD"),
