@@ -47,6 +47,9 @@ public struct PeerConfig: Sendable {
     public var dropAfter = 3
     /// Compression of model payloads on the wire.
     public var compression: CompressionMode = .none
+    /// `--compression auto`: choose none or zlib-shuffle per peer from the measured link and
+    /// codec speeds (LinkChooser.swift); `compression` is then ignored for model payloads.
+    public var autoCompression = false
     /// The insider bounds of an exchange (SPEC §5.3): weight cap and outlier bound.
     public var exchangeBounds = ExchangeBounds()
     /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that

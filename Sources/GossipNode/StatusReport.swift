@@ -147,6 +147,23 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
     /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
     public var bootstrap: String?
+    /// `--compression auto` (README "Slow links"): the measured codec and links; absent otherwise.
+    public var compressionAuto: CompressionAuto?
+
+    /// The `compression_auto` object of a peer's status.
+    public struct CompressionAuto: Codable, Sendable, Equatable {
+        /// This node's deflate + inflate MB/s (all cores) and ratio; null before the first measurement.
+        public var codecMBps: Double?
+        public var ratio: Double?
+        /// Links slower than this (MB/s) get compressed payloads: codec × (1 − 1/ratio).
+        public var compressBelowMBps: Double?
+        /// Measured link throughput per peer, MB/s of wire bytes.
+        public var links: [String: Double] = [:]
+        public init() {}
+        enum CodingKeys: String, CodingKey {
+            case codecMBps = "codec_mb_per_s", ratio, compressBelowMBps = "compress_below_mb_per_s", links
+        }
+    }
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -252,6 +269,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case convergence
         case metrics
         case bootstrap
+        case compressionAuto = "compression_auto"
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -298,6 +316,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(metrics, forKey: .metrics)
         // Only a peer started with --bootstrap has one.
         try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
+        // Only a peer started with --compression auto has one.
+        try c.encodeIfPresent(compressionAuto, forKey: .compressionAuto)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -336,6 +356,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
+        compressionAuto = try c.decodeIfPresent(CompressionAuto.self, forKey: .compressionAuto)
     }
 
     /// The JSON text (sorted keys, so output is stable).
