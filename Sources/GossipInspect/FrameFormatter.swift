@@ -36,6 +36,26 @@ public struct TensorSummary: Equatable {
     }
 }
 
+extension TensorSummary {
+    /// The summary of one tensor's wire bytes in any dtype (F16/BF16/I8 dequantized first);
+    /// nil when an I8 block scale is invalid.
+    public init?(_ data: ByteSlice, info t: TensorInfo) {
+        if t.dtype == .float32 {
+            self = data.withUnsafeBytes { TensorSummary($0) }
+            return
+        }
+        let table = TensorTable(schemaHash: 0, tensors: [t])
+        var floats = [Float](repeating: 0, count: t.elementCount)
+        let ok: Bool = data.withUnsafeBytes { raw in
+            floats.withUnsafeMutableBufferPointer { dst in
+                (try? LossyCodec.decodeCountingNonFinite(raw, table: table, into: dst)) != nil
+            }
+        }
+        guard ok else { return nil }
+        self = floats.withUnsafeBytes { TensorSummary($0) }
+    }
+}
+
 public enum FrameDump {
     /// Decodes every frame of `bytes`. Returns the records up to the first malformed frame and
     /// that frame's error (offsets are stream offsets).
@@ -124,7 +144,11 @@ public enum FrameDump {
                                          ("schema_hash", "0x" + String(m.table.schemaHash, radix: 16)),
                                          ("tensors", "\(m.table.tensors.count)")]
             for (i, t) in m.table.tensors.enumerated() {
-                let s = m.tensorData(i).withUnsafeBytes { TensorSummary($0) }
+                // A lossy tensor (SPEC §6.5) is summarized after dequantization to float32.
+                guard let s = TensorSummary(m.tensorData(i), info: t) else {
+                    f.append(("tensor \(t.name)", "\(t.dtype.hashName) \(t.shape) invalid: an I8 block scale is negative, NaN or infinite"))
+                    continue
+                }
                 f.append(("tensor \(t.name)", "\(t.dtype.hashName) \(t.shape) min=\(s.min) max=\(s.max) mean=\(fmt(s.mean)) nan=\(s.nan) inf=\(s.inf)"))
             }
             return f

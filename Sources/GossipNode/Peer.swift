@@ -42,6 +42,8 @@ final class ModelBox: @unchecked Sendable {
     var roundSteps = 0
     /// Reused buffer for the average an incoming exchange computes (slot holder only).
     var scratch: [Float] = []
+    /// Buffers of a lossy exchange and the error-feedback residual (SPEC §6.5; slot holder only).
+    var lossy = LossyBuffers()
 
     var step: Int { stepBase + (trainer?.stepsDone ?? 0) }
     var samples: Int { samplesBase + (trainer?.samplesSeen ?? 0) }

@@ -50,6 +50,14 @@ public struct PeerConfig: Sendable {
     /// `--compression auto`: choose none or zlib-shuffle per peer from the measured link and
     /// codec speeds (LinkChooser.swift); `compression` is then ignored for model payloads.
     public var autoCompression = false
+    /// Encoding of the weights in this peer's exchange requests and pushes (SPEC §6.5,
+    /// `--wire-dtype`): F32 (exact, the default), or the lossy F16, BF16 or I8. A responder
+    /// answers in the encoding of the request, whatever its own setting.
+    public var wireDType: DType = .float32
+    /// With a lossy `wireDType`: keep what quantization dropped from this node's own
+    /// contribution and add it to the next one (error feedback, SPEC §6.5). Off only to
+    /// measure (hidden `gossipd peer --no-error-feedback`).
+    public var errorFeedback = true
     /// The insider bounds of an exchange (SPEC §5.3): weight cap and outlier bound.
     public var exchangeBounds = ExchangeBounds()
     /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that

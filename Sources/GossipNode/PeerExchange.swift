@@ -77,11 +77,17 @@ extension PeerNode {
         let request: ByteSlice
         // The weight this node sends (an attacker's test hook may lie about it, SPEC §5.3).
         let sentWeight = config.misbehaviour?.weight(honest: Double(shard.count)) ?? Double(shard.count)
+        // A lossy encoding (SPEC §6.5) sends this node's contribution, not its weights as they are.
+        let lossy = config.wireDType.isLossy
         do {
             let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
-            request = try WireCodec.encodeExchangeRequest(sender: me, weight: sentWeight, architecture: arch,
-                                                          params: sent, round: cnt.round, step: cnt.step,
-                                                          samples: cnt.samples, into: requestBuffer)
+            if lossy {
+                request = try lossyExchangeRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
+            } else {
+                request = try WireCodec.encodeExchangeRequest(sender: me, weight: sentWeight, architecture: arch,
+                                                              params: sent, round: cnt.round, step: cnt.step,
+                                                              samples: cnt.samples, into: requestBuffer)
+            }
         } catch {
             core.withLock { _ = $0.state.finishOutgoing(peer: peer, result: .notSent) }
             logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
@@ -100,10 +106,19 @@ extension PeerNode {
             do {
                 let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
                 try WireCodec.checkFinite(reply.model)
-                let distance = try judgeReply(reply, from: peer, sentWeight: sentWeight, trainer: t)
+                // Lossy: the reply carries the responder's contribution; the average is computed here.
+                let averaged: Double? = try lossy ? lossyReplyAverage(reply, sentWeight: sentWeight,
+                                                                      requestTable: WireCodec.table(t.parameters).encoded(as: config.wireDType),
+                                                                      own: t.parameters.storage) : nil
+                let distance = try judgeReply(reply, from: peer, sentWeight: sentWeight, trainer: t, distance: averaged)
                 // Everything that can fail is checked; install in one short critical section.
                 let contradicting: [PeerEntry] = try core.withLock { c in
-                    try t.withParameters { p in try reply.model.copyData(into: &p.storage) }
+                    if lossy {
+                        t.withParameters { p in swap(&p.storage, &model.scratch) }
+                        model.lossy.commitResidual(errorFeedback: config.errorFeedback)
+                    } else {
+                        try t.withParameters { p in try reply.model.copyData(into: &p.storage) }
+                    }
                     let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
                     c.state.finishOutgoing(peer: peer, result: .installed)
                     c.state.recordAccepted(.reply, distance: distance)
@@ -149,17 +164,25 @@ extension PeerNode {
     /// distance from this node's is within the reply bound. Returns the distance. The caller
     /// holds the slot (it may read its weights without the lock).
     /// - Throws: `RPCError(.modelRejected)` saying why (counted in `rejected`), or a size error.
-    func judgeReply(_ reply: GossipExchangeReply, from peer: String, sentWeight: Double, trainer t: Trainer) throws -> Double {
+    /// With `distance` given (a lossy exchange, SPEC §6.5: the distance of the average this
+    /// node computed), the model's distance is not measured again.
+    func judgeReply(_ reply: GossipExchangeReply, from peer: String, sentWeight: Double, trainer t: Trainer,
+                    distance given: Double? = nil) throws -> Double {
         let cap = config.exchangeBounds.weightCap
         guard ExchangeMath.replyWeightWithinCap(reply.weight, sent: sentWeight, cap: cap) else {
             core.withLock { $0.state.weightCapped(from: peer) }
             throw RPCError(.modelRejected, "it claims averaging weight \(reply.weight), over the cap of \(shortNumber(cap)) x this node's weight \(shortNumber(sentWeight)) (SPEC §5.3); nothing installed")
         }
         let own = t.parameters
-        guard reply.model.data.count == own.storage.count * 4 else {
-            throw WireError(.lengthMismatch, "reply model has \(reply.model.data.count) bytes, expected \(own.storage.count * 4)")
+        let d: Double
+        if let given {
+            d = given
+        } else {
+            guard reply.model.data.count == own.storage.count * 4 else {
+                throw WireError(.lengthMismatch, "reply model has \(reply.model.data.count) bytes, expected \(own.storage.count * 4)")
+            }
+            d = ExchangeMath.relativeDistance(own: own.storage, incoming: reply.model)
         }
-        let d = ExchangeMath.relativeDistance(own: own.storage, incoming: reply.model)
         let verdict = core.withLock { $0.state.judgeModel(.reply, distance: d, from: peer) }
         if verdict == .acceptAfterReset {
             logger.notice("outlier bounds reset: two peers refused this node's model or sent refused replies, so its own model is the likely outlier; back to the warm-up bound",
@@ -274,12 +297,24 @@ extension PeerNode {
             throw RPCError(.unavailable, "peer has no model")
         }
         let count = t.parameters.parameterCount
-        guard request.model.data.count == count * 4 else {
-            throw WireError(.lengthMismatch, "exchange model has \(request.model.data.count) bytes, expected \(count * 4)")
-        }
         // A read (not `withParameters`, which is a write access): others may read meanwhile.
         let own = t.parameters
-        let distance = ExchangeMath.relativeDistance(own: own.storage, incoming: request.model)
+        // A lossy request (SPEC §6.5) is judged and averaged dequantized.
+        let lossy = request.model.table.isLossy
+        let distance: Double
+        if lossy {
+            guard request.model.table.elementCount == count else {
+                throw WireError(.lengthMismatch, "exchange model has \(request.model.table.elementCount) weights, expected \(count)")
+            }
+            model.lossy.prepare(count: count)
+            try request.model.dequantize(into: &model.lossy.incoming)
+            distance = ExchangeMath.relativeDistance(own: own.storage, incoming: model.lossy.incoming)
+        } else {
+            guard request.model.data.count == count * 4 else {
+                throw WireError(.lengthMismatch, "exchange model has \(request.model.data.count) bytes, expected \(count * 4)")
+            }
+            distance = ExchangeMath.relativeDistance(own: own.storage, incoming: request.model)
+        }
         let verdict = core.withLock { $0.state.judgeModel(.request, distance: distance, from: request.sender) }
         if case .outlier(let d, let bound, let why) = verdict {
             throw RPCError(.modelRejected, "peer \(endpoint) refused the model of \(request.sender) as an outlier: relative L2 distance \(shortNumber(d)) from its own model, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing was applied. A model this far off is scaled, noised or stale: fetch the network's current model (GetModel) and train from it")
@@ -296,6 +331,12 @@ extension PeerNode {
             (ownWeight, incomingWeight) = (used.own, used.incoming)
         }
         if model.scratch.count != count { model.scratch = [Float](repeating: 0, count: count) }
+        if lossy {
+            // Both sides average the two dequantized contributions (SPEC §6.5); the reply
+            // carries this node's own contribution, encoded as the request is.
+            return try lossyAveragedReply(request, trainer: t, architecture: arch, ownWeight: ownWeight,
+                                          incomingWeight: incomingWeight, distance: distance)
+        }
         ExchangeMath.average(own: own.storage, ownWeight: ownWeight,
                              incoming: request.model, incomingWeight: incomingWeight, into: &model.scratch)
         // A ParameterSet view of the scratch buffer for the encoder (swapped in and back, no copy).

@@ -117,8 +117,10 @@ enum WireCodec {
         return (arch, params, model)
     }
 
-    /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity.
+    /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity. A
+    /// model in a lossy encoding (SPEC §6.5) is checked when it is dequantized instead.
     static func checkFinite(_ model: ModelState) throws(WireError) {
+        guard !model.table.isLossy else { return }
         let ok = model.data.withUnsafeBytes { raw in
             raw.withMemoryRebound(to: Float.self) { ParameterSet.allFinite($0) }
         }

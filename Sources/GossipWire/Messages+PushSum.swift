@@ -30,9 +30,10 @@ public struct PushSumRequest: Sendable, Equatable {
 
     /// Decodes the payload; the model's `data` is a view into `payload`.
     /// - Parameter expectedSchemaHash: refuse (`.schemaMismatch`) another schema before reading weights.
+    /// - Parameter dtypes: the tensor dtypes accepted (default: all, SPEC §6.5); another is UNIMPLEMENTED.
     public static func decode(_ payload: ByteSlice, limits: Limits = .default,
-                              expectedSchemaHash: UInt64? = nil) throws(WireError) -> PushSumRequest {
-        let r = try GossipExchangeRequest.decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash)
+                              expectedSchemaHash: UInt64? = nil, dtypes: Set<DType> = DType.all) throws(WireError) -> PushSumRequest {
+        let r = try GossipExchangeRequest.decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
         return PushSumRequest(sender: r.sender, mass: r.weight, model: r.model)
     }
 }

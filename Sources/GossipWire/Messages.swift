@@ -208,12 +208,13 @@ public struct GossipExchangeRequest: Sendable, Equatable {
 
     /// Decodes the payload; the model's `data` is a view into `payload`.
     /// - Parameter expectedSchemaHash: refuse (`.schemaMismatch`) another schema before reading weights.
+    /// - Parameter dtypes: the tensor dtypes accepted (default: all, SPEC §6.5); another is UNIMPLEMENTED.
     public static func decode(_ payload: ByteSlice, limits: Limits = .default,
-                              expectedSchemaHash: UInt64? = nil) throws(WireError) -> GossipExchangeRequest {
+                              expectedSchemaHash: UInt64? = nil, dtypes: Set<DType> = DType.all) throws(WireError) -> GossipExchangeRequest {
         try payload.read { (r) throws(WireError) in
             let sender = try r.readString("sender", maxBytes: limits.maxNameBytes)
             let weight = try readWeight(&r)
-            let model = try ModelState.read(&r, payload: payload, limits: limits, expectedSchemaHash: expectedSchemaHash)
+            let model = try ModelState.read(&r, payload: payload, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
             return GossipExchangeRequest(sender: sender, weight: weight, model: model)
         }
     }
@@ -265,11 +266,11 @@ public struct GossipExchangeReply: Sendable, Equatable {
 
     /// Decodes the payload; the model's `data` is a view into `payload`.
     public static func decode(_ payload: ByteSlice, limits: Limits = .default,
-                              expectedSchemaHash: UInt64? = nil) throws(WireError) -> GossipExchangeReply {
+                              expectedSchemaHash: UInt64? = nil, dtypes: Set<DType> = DType.all) throws(WireError) -> GossipExchangeReply {
         try payload.read { (r) throws(WireError) in
             let weight = try readWeight(&r)
             let peers = try PeerList.read(&r, limits: limits)
-            let model = try ModelState.read(&r, payload: payload, limits: limits, expectedSchemaHash: expectedSchemaHash)
+            let model = try ModelState.read(&r, payload: payload, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
             return GossipExchangeReply(weight: weight, peers: peers, model: model)
         }
     }

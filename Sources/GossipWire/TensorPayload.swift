@@ -5,7 +5,9 @@
 // weight byte is touched and then exposes the weights as a view (see Protocol/SPEC.md,
 // "Tensor payload").
 
-/// Element type of a tensor (one byte on the wire). Only `float32` is accepted for now.
+/// Element type of a tensor (one byte on the wire). Models are float32; `float16`,
+/// `bfloat16` and `int8` are lossy wire encodings of float32 tensors (SPEC §6.1, §6.5),
+/// which a message accepts only where its decoder says so (GetModel: F32 only).
 public enum DType: UInt8, Sendable, CaseIterable {
     case float32 = 1, float16 = 2, bfloat16 = 3, int8 = 4
 
@@ -19,13 +21,56 @@ public enum DType: UInt8, Sendable, CaseIterable {
         }
     }
 
-    /// Bytes per element.
+    /// Bytes per element (int8: without the block scales, see `byteCount(elements:)`).
     public var size: Int {
         switch self {
         case .float32: 4
         case .float16, .bfloat16: 2
         case .int8: 1
         }
+    }
+
+    /// Elements per int8 block (one float32 scale, then the block's values; SPEC §6.1).
+    public static let int8BlockSize = 256
+
+    /// The name `--wire-dtype` uses: `f32`, `fp16`, `bf16`, `int8`.
+    public var optionName: String {
+        switch self {
+        case .float32: "f32"
+        case .float16: "fp16"
+        case .bfloat16: "bf16"
+        case .int8: "int8"
+        }
+    }
+
+    /// Parses an `optionName` (also the SPEC names `F32`, `F16`, `BF16`, `I8`, any case).
+    public init?(optionName: String) {
+        switch optionName.lowercased() {
+        case "f32", "float32": self = .float32
+        case "fp16", "f16", "float16": self = .float16
+        case "bf16", "bfloat16": self = .bfloat16
+        case "int8", "i8": self = .int8
+        default: return nil
+        }
+    }
+
+    /// True for the lossy encodings (every dtype but F32).
+    public var isLossy: Bool { self != .float32 }
+
+    /// Every dtype this implementation decodes.
+    public static let all: Set<DType> = Set(DType.allCases)
+
+    /// Bytes `n` elements take on the wire: `n × size`, for I8 plus 4 bytes of scale per
+    /// started block of `int8BlockSize`; nil on overflow or a negative `n`.
+    public func byteCount(elements n: Int) -> Int? {
+        guard n >= 0 else { return nil }
+        if self == .int8 {
+            let blocks = n / DType.int8BlockSize + (n % DType.int8BlockSize == 0 ? 0 : 1)
+            let (s, o) = n.addingReportingOverflow(blocks &* 4)
+            return o || blocks > Int.max / 4 ? nil : s
+        }
+        let (p, o) = n.multipliedReportingOverflow(by: size)
+        return o ? nil : p
     }
 }
 
@@ -51,9 +96,16 @@ public struct TensorInfo: Sendable, Equatable {
         self.init(name: name, dtype: .float32, shape: shape, byteCount: elements * 4)
     }
 
-    /// Element count of `shape` times `dtype.size`, or nil on overflow or a negative dimension.
+    /// Bytes of a tensor of `shape` in `dtype` (`DType.byteCount(elements:)`), or nil on
+    /// overflow or a negative dimension.
     public static func checkedByteCount(shape: [Int], dtype: DType) -> Int? {
-        var n = dtype.size
+        guard let n = checkedElementCount(shape: shape) else { return nil }
+        return dtype.byteCount(elements: n)
+    }
+
+    /// Product of `shape` (1 for a scalar), or nil on overflow or a negative dimension.
+    public static func checkedElementCount(shape: [Int]) -> Int? {
+        var n = 1
         for d in shape {
             guard d >= 0 else { return nil }
             let (p, o) = n.multipliedReportingOverflow(by: d)
@@ -62,6 +114,9 @@ public struct TensorInfo: Sendable, Equatable {
         }
         return n
     }
+
+    /// Element count of `shape` (the shape was validated when the entry was built or read).
+    public var elementCount: Int { TensorInfo.checkedElementCount(shape: shape) ?? 0 }
 }
 
 /// The schema hash shared with GossipML: FNV-1a 64 over the table's description.
@@ -76,11 +131,14 @@ public enum SchemaHash {
         return h
     }
 
-    /// The text that is hashed: per tensor `name:DTYPE:d0,d1,...\n`, in table order.
+    /// The text that is hashed: per tensor `name:F32:d0,d1,...\n`, in table order. The hash
+    /// names the model's dtype, which is always F32: a tensor sent as F16, BF16 or I8 is a
+    /// lossy wire encoding of an F32 tensor (SPEC §6.3, §6.5), so the encoding does not change
+    /// the schema hash and a node compares schemas before it looks at encodings.
     public static func description(of tensors: [TensorInfo]) -> String {
         var s = ""
         for t in tensors {
-            s += t.name + ":" + t.dtype.hashName + ":" + t.shape.map(String.init).joined(separator: ",") + "\n"
+            s += t.name + ":" + DType.float32.hashName + ":" + t.shape.map(String.init).joined(separator: ",") + "\n"
         }
         return s
     }
@@ -109,6 +167,20 @@ public struct TensorTable: Sendable, Equatable {
     /// Total data bytes of all tensors.
     public var dataByteCount: Int { tensors.reduce(0) { $0 + $1.byteCount } }
 
+    /// Total elements of all tensors.
+    public var elementCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+
+    /// This table with every tensor in `dtype` (byte counts recomputed); the schema hash is
+    /// unchanged (it names the model's dtype, F32). Traps on a shape whose size overflows.
+    public func encoded(as dtype: DType) -> TensorTable {
+        TensorTable(schemaHash: schemaHash, tensors: tensors.map {
+            TensorInfo(name: $0.name, dtype: dtype, shape: $0.shape, byteCount: TensorInfo.checkedByteCount(shape: $0.shape, dtype: dtype)!)
+        })
+    }
+
+    /// True when some tensor is in a lossy encoding.
+    public var isLossy: Bool { tensors.contains { $0.dtype.isLossy } }
+
     /// Byte offset of each tensor's data within the data section.
     public var dataOffsets: [Int] {
         var out: [Int] = []
@@ -133,9 +205,6 @@ public struct TensorTable: Sendable, Equatable {
         var seen = Set<String>()
         for t in tensors {
             try checkName(t.name, "tensor name", limits: limits)
-            guard t.dtype == .float32 else {
-                throw WireError(.unsupported, "tensor '\(t.name)' has dtype \(t.dtype.hashName), which is not supported yet (only F32)")
-            }
             guard t.shape.count <= limits.maxDimensions else {
                 throw WireError(.limitExceeded, "tensor '\(t.name)' has \(t.shape.count) dimensions, above the limit of \(limits.maxDimensions)")
             }
@@ -165,7 +234,10 @@ public struct TensorTable: Sendable, Equatable {
 
     /// Reads and fully validates a table. Checks `expectedSchemaHash` right after reading the
     /// declared hash, before the entries.
-    static func read(_ r: inout ByteReader, limits: Limits, expectedSchemaHash: UInt64?) throws(WireError) -> TensorTable {
+    /// - Parameter dtypes: the dtypes this message may carry; another known one is refused
+    ///   with `.unsupported` (UNIMPLEMENTED), naming the dtype and `--wire-dtype`.
+    static func read(_ r: inout ByteReader, limits: Limits, expectedSchemaHash: UInt64?,
+                     dtypes: Set<DType> = [.float32]) throws(WireError) -> TensorTable {
         let hashAt = r.position
         let declared = try r.readUInt64("schema hash")
         if let expected = expectedSchemaHash, expected != 0, expected != declared {
@@ -193,8 +265,10 @@ public struct TensorTable: Sendable, Equatable {
             guard let dtype = DType(rawValue: code) else {
                 throw WireError(.malformed, at: dtypeAt, "tensor '\(name)' has unknown dtype code \(code)")
             }
-            guard dtype == .float32 else {
-                throw WireError(.unsupported, at: dtypeAt, "tensor '\(name)' has dtype \(dtype.hashName), which is not supported yet (only F32)")
+            guard dtypes.contains(dtype) else {
+                let ok = DType.allCases.filter { dtypes.contains($0) }.map(\.hashName).joined(separator: ", ")
+                throw WireError(.unsupported, at: dtypeAt,
+                                "tensor '\(name)' has dtype \(dtype.hashName) (--wire-dtype \(dtype.optionName)), which this message does not accept here (accepted: \(ok)); send F32 (--wire-dtype f32) or a dtype the receiver accepts")
             }
             let ndimAt = r.position
             let ndim = Int(try r.readUInt8("tensor \(i) rank"))
@@ -345,12 +419,12 @@ public struct ModelState: Sendable, Equatable {
     /// Reads a model section that runs to the end of `payload`, validating everything before
     /// the data is exposed. `r` reads `payload` from its start.
     static func read(_ r: inout ByteReader, payload: ByteSlice, limits: Limits,
-                     expectedSchemaHash: UInt64?) throws(WireError) -> ModelState {
+                     expectedSchemaHash: UInt64?, dtypes: Set<DType> = [.float32]) throws(WireError) -> ModelState {
         let architecture = try r.readString("architecture", maxBytes: limits.maxNameBytes)
         let round = try r.readUInt64("round")
         let step = try r.readUInt64("step")
         let samples = try r.readUInt64("samples")
-        let table = try TensorTable.read(&r, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        let table = try TensorTable.read(&r, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
         let fieldsEnd = r.position + 16
         let offsetAt = r.position
         let dataOffset = try r.readUInt64("data offset")

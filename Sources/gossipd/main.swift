@@ -273,6 +273,11 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @Option(help: "Encoding of the weights this peer sends in exchanges and pushes: f32 (exact) | bf16 | fp16 | int8 (lossy, SPEC 6.5; a responder answers in the request's encoding, so peers may differ).")
+    var wireDtype: String = "f32"
+    // Measurement hook, hidden from help: lossy encodings without error feedback (SPEC 6.5).
+    @Flag(help: ArgumentHelp("Lossy wire encodings without error feedback (measurements).", visibility: .hidden))
+    var noErrorFeedback = false
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -333,6 +338,11 @@ struct Peer: ParsableCommand {
         config.backoffBase = .milliseconds(backoffMs)
         config.backoffMax = .milliseconds(backoffMaxMs)
         config.reserveFirst = !noReserve
+        guard let wireType = DType(optionName: wireDtype) else {
+            throw ValidationError("--wire-dtype must be f32, bf16, fp16 or int8, not '\(wireDtype)'")
+        }
+        config.wireDType = wireType
+        config.errorFeedback = !noErrorFeedback
         switch compression {
         case "none": config.compression = .none
         case "zlib": config.compression = .zlib(level: 1, shuffle: false)

@@ -187,6 +187,8 @@ func runWireSuite(floats: Int) throws {
         out("zlib_ratio_\(name): \(fmt(Double(bytes) / Double(compressed)))")
         out("zlib_\(name)_mb_per_s: \(fmt(mb / t))")
     }
+    // Lossy encodings (SPEC §6.5): conversion speed, size and error (LossyWireBench.swift).
+    try runLossyConversionBench(source: source, reps: reps, out: out)
 
     try parallelZlib(raw: raw, mb: mb, bytes: bytes)
 }

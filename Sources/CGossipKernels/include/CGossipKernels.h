@@ -48,3 +48,5 @@ uint32_t gossip_crc32_hw(uint32_t crc, const void *buf, size_t len);
 #endif
 
 #endif
+
+#include "gossip_convert.h"
