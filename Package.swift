@@ -60,7 +60,8 @@ let package = Package(
         .target(name: "GossipNet", dependencies: ["GossipWire", "GossipSecure", "CGossipPoll"]),
         // epoll with a flat interface, for GossipNet's Poller (Linux; empty elsewhere). No logic.
         .target(name: "CGossipPoll"),
-        // The CPU-feature check and the AVX2/FMA GEMM micro-kernel (C: per-function target).
+        // The CPU-feature check, the AVX2/FMA GEMM micro-kernel (C: per-function target) and
+        // the hardware CRC-32 (PCLMULQDQ / ARMv8 CRC32) of the frame checksums.
         .target(name: "CGossipKernels", cSettings: kernelCSettings),
         // AES-256-GCM into caller memory on swift-crypto's BoringSSL (see its header). No logic.
         .target(name: "CGossipAEAD"),

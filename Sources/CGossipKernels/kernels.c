@@ -67,3 +67,179 @@ void gossip_gemm_microkernel_6x16_avx2_fma(ptrdiff_t k, const float *pa, const f
 int gossip_cpu_has_avx2_fma(void) { return 0; }
 
 #endif
+
+// MARK: - CRC-32 (zlib's polynomial) with carry-less multiplication / ARMv8 CRC instructions
+
+// Bytewise table for the reflected polynomial 0xEDB88320 (the tail under 16 bytes, short
+// inputs). Filled once, before first use, by gossip_crc32_hw_available().
+static uint32_t crc_table[256];
+
+static void crc_table_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
+        crc_table[n] = c;
+    }
+}
+
+// `c` is the running register (already inverted), not zlib's external value.
+static inline uint32_t crc_bytes(uint32_t c, const unsigned char *p, size_t n) {
+    while (n--) c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+#if defined(__x86_64__)
+
+static int crc_hw = -1;
+
+int gossip_crc32_hw_available(void) {
+    int v = __atomic_load_n(&crc_hw, __ATOMIC_ACQUIRE);
+    if (v >= 0) return v;
+    crc_table_init();   // idempotent: racing callers write the same values
+    unsigned int eax, ebx, ecx, edx;
+    v = 0;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        const unsigned int pclmul = 1u << 1, sse41 = 1u << 19;
+        v = ((ecx & (pclmul | sse41)) == (pclmul | sse41)) ? 1 : 0;
+    }
+    __atomic_store_n(&crc_hw, v, __ATOMIC_RELEASE);
+    return v;
+}
+
+// Folds `len` bytes (len >= 64, a multiple of 16) into the running register `c`; returns the
+// running register. The constants are x^(k) mod P, bit-reflected, for the fold distances 512
+// (k1, k2), 128 (k3, k4) and 64 (k5), and P and mu for the Barrett reduction.
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc_fold_pclmul(uint32_t c, const unsigned char *buf, size_t len) {
+    static const uint64_t __attribute__((aligned(16))) k1k2[] = {0x0154442bd4, 0x01c6e41596};
+    static const uint64_t __attribute__((aligned(16))) k3k4[] = {0x01751997d0, 0x00ccaa009e};
+    static const uint64_t __attribute__((aligned(16))) k5k0[] = {0x0163cd6124, 0x0000000000};
+    static const uint64_t __attribute__((aligned(16))) poly[] = {0x01db710641, 0x01f7011641};
+    __m128i x0, x1, x2, x3, x4, x5, x6, x7, x8, y5, y6, y7, y8;
+
+    x1 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
+    x2 = _mm_loadu_si128((const __m128i *)(buf + 0x10));
+    x3 = _mm_loadu_si128((const __m128i *)(buf + 0x20));
+    x4 = _mm_loadu_si128((const __m128i *)(buf + 0x30));
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)c));
+    x0 = _mm_load_si128((const __m128i *)k1k2);
+    buf += 64;
+    len -= 64;
+
+    while (len >= 64) {   // four independent 128-bit lanes, 512 bits apart
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
+        x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
+        x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
+        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+        x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
+        x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
+        x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
+        y5 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
+        y6 = _mm_loadu_si128((const __m128i *)(buf + 0x10));
+        y7 = _mm_loadu_si128((const __m128i *)(buf + 0x20));
+        y8 = _mm_loadu_si128((const __m128i *)(buf + 0x30));
+        x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), y5);
+        x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), y6);
+        x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), y7);
+        x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), y8);
+        buf += 64;
+        len -= 64;
+    }
+
+    // Fold the four lanes into one.
+    x0 = _mm_load_si128((const __m128i *)k3k4);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+    x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+    x1 = _mm_xor_si128(_mm_xor_si128(x1, x3), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+    x1 = _mm_xor_si128(_mm_xor_si128(x1, x4), x5);
+
+    while (len >= 16) {   // single folds of the remaining 16-byte blocks
+        x2 = _mm_loadu_si128((const __m128i *)buf);
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
+        buf += 16;
+        len -= 16;
+    }
+
+    // 128 -> 64 bits.
+    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
+    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
+    x1 = _mm_srli_si128(x1, 8);
+    x1 = _mm_xor_si128(x1, x2);
+    x0 = _mm_loadl_epi64((const __m128i *)k5k0);
+    x2 = _mm_srli_si128(x1, 4);
+    x1 = _mm_and_si128(x1, x3);
+    x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+
+    // Barrett reduction to 32 bits.
+    x0 = _mm_load_si128((const __m128i *)poly);
+    x2 = _mm_and_si128(x1, x3);
+    x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
+    x2 = _mm_and_si128(x2, x3);
+    x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+
+uint32_t gossip_crc32_hw(uint32_t crc, const void *buf, size_t len) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    if (len >= 64) {
+        size_t bulk = len & ~(size_t)15;
+        c = crc_fold_pclmul(c, p, bulk);
+        p += bulk;
+        len -= bulk;
+    }
+    return ~crc_bytes(c, p, len);
+}
+
+#elif defined(__aarch64__)
+#include <arm_acle.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+
+static int crc_hw = -1;
+
+int gossip_crc32_hw_available(void) {
+    int v = __atomic_load_n(&crc_hw, __ATOMIC_ACQUIRE);
+    if (v >= 0) return v;
+    crc_table_init();
+    v = (getauxval(AT_HWCAP) & HWCAP_CRC32) ? 1 : 0;
+    __atomic_store_n(&crc_hw, v, __ATOMIC_RELEASE);
+    return v;
+}
+
+__attribute__((target("crc")))
+uint32_t gossip_crc32_hw(uint32_t crc, const void *buf, size_t len) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t c = ~crc;
+    while (len >= 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, 8);
+        c = __crc32d(c, w);
+        p += 8;
+        len -= 8;
+    }
+    while (len--) c = __crc32b(c, *p++);
+    return ~c;
+}
+
+#else
+
+int gossip_crc32_hw_available(void) { return 0; }
+uint32_t gossip_crc32_hw(uint32_t crc, const void *buf, size_t len) {
+    (void)crc; (void)buf; (void)len;
+    return 0;   // never called: gossip_crc32_hw_available() is 0
+}
+
+#endif

@@ -110,7 +110,7 @@ public final class BootstrapNode: @unchecked Sendable {
                     responder.fail(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this network's is \(StatusReport.hex(hash))")
                     return
                 }
-                responder.reply(self.initialPayload, options: RPCOptions(compression: .none, checksum: false))
+                responder.reply(self.initialPayload, options: RPCOptions(compression: .none))
             } catch let e as WireError {
                 responder.fail(e.statusCode, e.description)
             } catch {

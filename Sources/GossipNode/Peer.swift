@@ -89,6 +89,8 @@ public final class PeerNode: @unchecked Sendable {
     /// `requestBuffer`: loop thread only; `replyBuffer`: the incoming slot holder only.
     let requestBuffer = PayloadBuffer()
     let replyBuffer = PayloadBuffer()
+    /// Per-peer link speeds and the `--compression auto` choice (PeerCompression.swift).
+    let links = LinkChooser()
     /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     /// Push-sum's queue and timer (PeerPushSum.swift); idle in sync mode.
@@ -558,7 +560,7 @@ public final class PeerNode: @unchecked Sendable {
                 throw RPCError(.failedPrecondition, "requested schema \(StatusReport.hex(req.schemaHash)) but this peer holds \(StatusReport.hex(hash))")
             }
             let payload = try WireCodec.encodeModel(architecture: arch, params: params, round: round, step: step, samples: samples)
-            responder.reply(payload, options: RPCOptions(compression: config.compression, checksum: false))
+            responder.reply(payload, options: RPCOptions(compression: config.autoCompression ? .none : config.compression))
         } catch {
             responder.fail(for: error)
         }
@@ -651,6 +653,7 @@ public final class PeerNode: @unchecked Sendable {
                 s.dataset = ""
                 s.shard = ""
             }
+            s.compressionAuto = config.autoCompression ? links.report : nil
             return s
         }
     }

@@ -47,6 +47,9 @@ public struct PeerConfig: Sendable {
     public var dropAfter = 3
     /// Compression of model payloads on the wire.
     public var compression: CompressionMode = .none
+    /// `--compression auto`: choose none or zlib-shuffle per peer from the measured link and
+    /// codec speeds (LinkChooser.swift); `compression` is then ignored for model payloads.
+    public var autoCompression = false
     /// Encoding of the weights in this peer's exchange requests and pushes (SPEC §6.5,
     /// `--wire-dtype`): F32 (exact, the default), or the lossy F16, BF16 or I8. A responder
     /// answers in the encoding of the request, whatever its own setting.

@@ -93,10 +93,14 @@ extension PeerNode {
             logger.error("cannot encode an exchange request", metadata: ["error": "\(error)"])
             return .failed(.internal, "\(error)")
         }
+        let mode = sendCompression(to: peer, params: t.parameters.storage)
         let exchangeStarted = ContinuousClock.now
         let result = callBlocking(ep, .gossipExchange, request, deadline: exchangeDeadline,
-                                  options: RPCOptions(compression: config.compression, checksum: false))
+                                  options: RPCOptions(compression: mode))
         let exchangeTook = ContinuousClock.now - exchangeStarted
+        if case .success(let reply) = result {
+            recordLink(peer: peer, mode: mode, reply: reply, rawBytes: request.count, took: exchangeTook)
+        }
         switch result {
         case .success(let msg):
             do {
@@ -273,7 +277,7 @@ extension PeerNode {
             }
             wake.signal()
             logger.debug("averaged", metadata: ["from": "\(sender)", "distance": "\(distance)"])
-            responder.reply(reply, options: RPCOptions(compression: config.compression, checksum: false))
+            responder.reply(reply, options: RPCOptions(compression: replyCompression(msg)))
         } catch {
             core.withLock { $0.state.finishIncoming(sender: sender, applied: false) }
             wake.signal()

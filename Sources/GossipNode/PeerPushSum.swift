@@ -125,7 +125,7 @@ extension PeerNode {
             logger.error("cannot encode a push", metadata: ["error": "\(error)"])
             return
         }
-        client.call(ep, type: .pushSum, payload: payload, options: RPCOptions(compression: config.compression, checksum: false),
+        client.call(ep, type: .pushSum, payload: payload, options: RPCOptions(compression: sendCompression(to: target, params: params.storage)),
                     deadline: config.exchangeTimeout) { [weak self] result in
             self?.pushOutcome(result, target: target, mass: mass, sent: params)
         }

@@ -201,6 +201,24 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// `--compression auto` (README "Slow links"): the measured codec and links; absent otherwise.
+    public var compressionAuto: CompressionAuto?
+
+    /// The `compression_auto` object of a peer's status.
+    public struct CompressionAuto: Codable, Sendable, Equatable {
+        /// This node's deflate + inflate MB/s (all cores) and ratio; null before the first measurement.
+        public var codecMBps: Double?
+        public var ratio: Double?
+        /// Links slower than this (MB/s) get compressed payloads: codec × (1 − 1/ratio).
+        public var compressBelowMBps: Double?
+        /// Measured link throughput per peer, MB/s of wire bytes.
+        public var links: [String: Double] = [:]
+        public init() {}
+        enum CodingKeys: String, CodingKey {
+            case codecMBps = "codec_mb_per_s", ratio, compressBelowMBps = "compress_below_mb_per_s", links
+        }
+    }
+
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
         /// False with --rounds: no detection, no end by votes.
@@ -308,6 +326,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case swim
         case discovery
         case trainer, external
+        case compressionAuto = "compression_auto"
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -359,6 +378,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encodeIfPresent(discovery, forKey: .discovery)
         try c.encodeIfPresent(trainer, forKey: .trainer)
         try c.encodeIfPresent(external, forKey: .external)
+        // Only a peer started with --compression auto has one.
+        try c.encodeIfPresent(compressionAuto, forKey: .compressionAuto)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -401,6 +422,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         discovery = try c.decodeIfPresent(DiscoveryCounters.self, forKey: .discovery)
         trainer = try c.decodeIfPresent(String.self, forKey: .trainer)
         external = try c.decodeIfPresent(External.self, forKey: .external)
+        compressionAuto = try c.decodeIfPresent(CompressionAuto.self, forKey: .compressionAuto)
     }
 
     /// The JSON text (sorted keys, so output is stable).

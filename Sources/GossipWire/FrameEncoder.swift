@@ -59,40 +59,59 @@ public struct OutboundMessage: Sendable {
         }
         precondition(type.rawValue != 0, "message type 0 is reserved")
         let chunk = Swift.max(1, Swift.min(limits.chunkBytes, limits.maxFrameBytes - FrameHeader.size - 64))
-        var frames: [OutboundFrame] = []
-        frames.reserveCapacity(payload.count / chunk + 1)
-        var start = 0
-        repeat {
+        let count = Swift.max(1, (payload.count + chunk - 1) / chunk)
+        // Each chunk is independent (its own zlib stream and CRC): deflate and checksum them on
+        // all cores, each straight into its own frame slot. Uncompressed chunks stay views.
+        let slots = UnsafeMutableBufferPointer<Result<OutboundFrame, WireError>?>.allocate(capacity: count)
+        slots.initialize(repeating: nil)
+        defer { slots.deinitialize(); slots.deallocate() }
+        let work = { (i: Int) in
+            let start = i * chunk
             let end = Swift.min(payload.count, start + chunk)
-            let raw = ByteSlice(payload.storage, (payload.range.lowerBound + start)..<(payload.range.lowerBound + end))
-            var flags = kind.flags
-            var body = raw
-            if case .zlib(let level, let shuffle) = compression {
-                body = try raw.withUnsafeBytes { (bytes) throws(WireError) in
-                    try Compression.deflate(bytes, level: level, shuffle: shuffle)
-                }
-                flags.insert(.compressed)
-                if shuffle { flags.insert(.shuffled) }
+            slots[i] = Result { () throws(WireError) in
+                try Self.frame(payload: payload, start: start, end: end, type: type, kind: kind, requestID: requestID,
+                               compression: compression, checksum: checksum, limits: limits)
             }
-            if end == payload.count { flags.insert(.endStream) }
-            var crc: UInt32 = 0
-            if checksum {
-                flags.insert(.checksummed)
-                crc = body.withUnsafeBytes { Checksum.crc32($0) }
-            }
-            guard body.count + FrameHeader.size <= limits.maxFrameBytes else {
-                throw WireError(.frameTooLarge, "a compressed chunk grew to \(body.count) bytes, past the frame limit")
-            }
-            let header = FrameHeader(frameLength: UInt32(FrameHeader.size + body.count), flags: flags, type: type,
-                                     requestID: requestID, chunkRawLength: UInt32(end - start),
-                                     messageRawLength: UInt32(payload.count), checksum: crc)
-            frames.append(OutboundFrame(header: header, payload: body))
-            start = end
-        } while start < payload.count
+        }
+        let parallel: Bool
+        if case .zlib = compression { parallel = count > 1 } else { parallel = checksum && count > 1 }
+        if parallel { ParallelChunks.forEach(count, work) } else { for i in 0..<count { work(i) } }
+        var frames: [OutboundFrame] = []
+        frames.reserveCapacity(count)
+        for i in 0..<count { frames.append(try slots[i]!.get()) }
         self.type = type
         self.kind = kind
         self.requestID = requestID
         self.frames = frames
+    }
+
+    /// The frame of payload bytes `start..<end` (compressed and checksummed as asked).
+    private static func frame(payload: ByteSlice, start: Int, end: Int, type: MessageType, kind: MessageKind,
+                              requestID: UInt32, compression: CompressionMode, checksum: Bool,
+                              limits: Limits) throws(WireError) -> OutboundFrame {
+        let raw = ByteSlice(payload.storage, (payload.range.lowerBound + start)..<(payload.range.lowerBound + end))
+        var flags = kind.flags
+        var body = raw
+        if case .zlib(let level, let shuffle) = compression {
+            body = try raw.withUnsafeBytes { (bytes) throws(WireError) in
+                try Compression.deflate(bytes, level: level, shuffle: shuffle)
+            }
+            flags.insert(.compressed)
+            if shuffle { flags.insert(.shuffled) }
+        }
+        if end == payload.count { flags.insert(.endStream) }
+        var crc: UInt32 = 0
+        if checksum {
+            flags.insert(.checksummed)
+            crc = body.withUnsafeBytes { Checksum.crc32($0) }   // right after deflate: the bytes are hot
+        }
+        guard body.count + FrameHeader.size <= limits.maxFrameBytes else {
+            throw WireError(.frameTooLarge, "a compressed chunk grew to \(body.count) bytes, past the frame limit")
+        }
+        let header = FrameHeader(frameLength: UInt32(FrameHeader.size + body.count), flags: flags, type: type,
+                                 requestID: requestID, chunkRawLength: UInt32(end - start),
+                                 messageRawLength: UInt32(payload.count), checksum: crc)
+        return OutboundFrame(header: header, payload: body)
     }
 
     /// A message with an empty payload.

@@ -3,6 +3,10 @@
 // allocated), checks checksums, inflates compressed chunks with a bound, and reassembles
 // chunked messages. Large payloads are read by the transport straight into their final
 // place (`writableSpace` hands out the destination), so no prefix is ever copied twice.
+// The CRC-32 of a checksummed frame is computed piece by piece right after each piece lands
+// (while it is in cache), not in a second pass over the frame. Large compressed chunks that
+// are not the last of their message are inflated on other cores (`InflateJobs`) while the
+// next chunk arrives; the message is complete once they all have finished.
 
 import Synchronization
 
@@ -46,6 +50,9 @@ public final class MessageDecoder {
 
     private static let stagingSize = 64 << 10
     private static let directThreshold = 8 << 10
+    /// Compressed chunks of at least this many raw bytes (and not their message's last) are
+    /// inflated on another core; smaller ones are not worth the hand-off.
+    static let parallelInflateMinimum = 64 << 10
 
     private let staging: ByteStorage
     private var readIndex = 0
@@ -58,10 +65,12 @@ public final class MessageDecoder {
         var frames: Int
         var wireBytes: Int
         var startOffset: Int
+        /// Chunks being inflated on other cores (nil until the first one is handed off).
+        var jobs: InflateJobs?
     }
     private enum Phase {
         case header
-        case payload(header: FrameHeader, headerOffset: Int, received: Int)
+        case payload(header: FrameHeader, headerOffset: Int, received: Int, crc: UInt32)
     }
     private var phase: Phase = .header
     private var assembly: Assembly?
@@ -104,7 +113,7 @@ public final class MessageDecoder {
     /// Where the next received bytes should be written (never empty). Call `didWrite` with
     /// the number of bytes actually written there before asking again.
     public func writableSpace() -> UnsafeMutableRawBufferPointer {
-        if failure == nil, readIndex == writeIndex, case .payload(let h, _, let received) = phase {
+        if failure == nil, readIndex == writeIndex, case .payload(let h, _, let received, _) = phase {
             let remaining = h.payloadLength - received
             if remaining >= MessageDecoder.directThreshold {
                 directPending = true
@@ -138,9 +147,12 @@ public final class MessageDecoder {
         if let failure { throw failure }
         if directPending {
             directPending = false
-            guard case .payload(let h, let at, let received) = phase else { preconditionFailure("direct write outside a payload") }
+            guard case .payload(let h, let at, let received, var crc) = phase else { preconditionFailure("direct write outside a payload") }
             precondition(received + count <= h.payloadLength)
-            phase = .payload(header: h, headerOffset: at, received: received + count)
+            if h.flags.contains(.checksummed) {
+                crc = Checksum.crc32(UnsafeRawBufferPointer(destination(for: h, from: received, count: count)), initial: crc)
+            }
+            phase = .payload(header: h, headerOffset: at, received: received + count, crc: crc)
             if received + count == h.payloadLength { try guarded { () throws(WireError) in try finishPayload() } }
             return
         }
@@ -170,7 +182,11 @@ public final class MessageDecoder {
     /// - Throws: `.truncated` when a frame or a chunked message is unfinished.
     public func finish() throws(WireError) {
         if let failure { throw failure }
-        if case .payload(let h, let at, let received) = phase {
+        if let error = assembly?.jobs?.wait() {
+            failure = error
+            throw error
+        }
+        if case .payload(let h, let at, let received, _) = phase {
             throw WireError(.truncated, at: at, "stream ended inside a frame: \(received + (writeIndex - readIndex)) of \(h.payloadLength) payload bytes received")
         }
         if readIndex != writeIndex {
@@ -227,13 +243,14 @@ public final class MessageDecoder {
                 readIndex += FrameHeader.size
                 streamOffset += FrameHeader.size
                 try startFrame(header, at: headerOffset)
-            case .payload(let h, let at, let received):
+            case .payload(let h, let at, let received, var crc):
                 guard available > 0 else { return }
                 let n = Swift.min(available, h.payloadLength - received)
                 let dst = destination(for: h, from: received, count: n)
                 dst.baseAddress!.copyMemory(from: staging.bytes.baseAddress! + readIndex, byteCount: n)
+                if h.flags.contains(.checksummed) { crc = Checksum.crc32(UnsafeRawBufferPointer(dst), initial: crc) }
                 readIndex += n
-                phase = .payload(header: h, headerOffset: at, received: received + n)
+                phase = .payload(header: h, headerOffset: at, received: received + n, crc: crc)
                 if received + n == h.payloadLength { try finishPayload() }
             }
         }
@@ -241,6 +258,7 @@ public final class MessageDecoder {
 
     private func startFrame(_ h: FrameHeader, at offset: Int) throws(WireError) {
         let kind: MessageKind = h.flags.contains(.error) ? .error : (h.flags.contains(.response) ? .response : .request)
+        if let error = assembly?.jobs?.failure { throw error }
         if let a = assembly {
             let aKind: MessageKind = a.first.flags.contains(.error) ? .error : (a.first.flags.contains(.response) ? .response : .request)
             guard a.first.requestID == h.requestID, a.first.type == h.type, aKind == kind,
@@ -267,12 +285,12 @@ public final class MessageDecoder {
                 scratch = try takeBuffer(count: h.payloadLength, for: "a compressed frame", at: offset)
             }
         }
-        phase = .payload(header: h, headerOffset: offset, received: 0)
+        phase = .payload(header: h, headerOffset: offset, received: 0, crc: 0)
         if h.payloadLength == 0 { try finishPayload() }
     }
 
     private func finishPayload() throws(WireError) {
-        guard case .payload(let h, let at, _) = phase, var a = assembly else { preconditionFailure("no payload in progress") }
+        guard case .payload(let h, let at, _, let crc) = phase, var a = assembly else { preconditionFailure("no payload in progress") }
         let payloadOffset = at + FrameHeader.size
         let wire: UnsafeRawBufferPointer
         if h.flags.contains(.compressed) {
@@ -282,17 +300,29 @@ public final class MessageDecoder {
         }
         streamOffset = payloadOffset + h.payloadLength
         if h.flags.contains(.checksummed) {
-            let crc = Checksum.crc32(wire)
             guard crc == h.checksum else {
                 throw WireError(.checksumMismatch, at: at + 20,
                                 "payload CRC-32 is 0x\(String(crc, radix: 16)) but the header says 0x\(String(h.checksum, radix: 16)); the frame was corrupted")
             }
         }
+        let chunkRange = a.filled..<(a.filled + Int(h.chunkRawLength))
+        var handedOff = false
         if h.flags.contains(.compressed) {
-            let dst = UnsafeMutableRawBufferPointer(rebasing: a.storage.mutableBytes[a.filled..<(a.filled + Int(h.chunkRawLength))])
-            try Compression.inflate(wire, into: dst, shuffled: h.flags.contains(.shuffled), at: payloadOffset)
+            let width = ParallelChunks.width
+            if width > 1, !h.flags.contains(.endStream), Int(h.chunkRawLength) >= MessageDecoder.parallelInflateMinimum {
+                // Inflate on another core while the next chunk arrives; joined at END_STREAM.
+                onFrame?(InboundFrame(header: h, streamOffset: at, payload: wire))
+                if a.jobs == nil { a.jobs = InflateJobs(width: width) }
+                a.jobs!.submit(source: scratch!, count: h.payloadLength, destination: a.storage, range: chunkRange,
+                               shuffled: h.flags.contains(.shuffled), offset: payloadOffset)
+                scratch = nil   // the job owns it now; the next frame takes another
+                handedOff = true
+            } else {
+                let dst = UnsafeMutableRawBufferPointer(rebasing: a.storage.mutableBytes[chunkRange])
+                try Compression.inflate(wire, into: dst, shuffled: h.flags.contains(.shuffled), at: payloadOffset)
+            }
         }
-        onFrame?(InboundFrame(header: h, streamOffset: at, payload: wire))
+        if !handedOff { onFrame?(InboundFrame(header: h, streamOffset: at, payload: wire)) }
         if h.flags.contains(.compressed), let s = scratch, s.count > ReceiveBuffers.uncharged {
             scratch = nil   // a large scratch buffer is charged: do not hold it between frames
         }
@@ -304,6 +334,10 @@ public final class MessageDecoder {
             guard a.filled == Int(a.first.messageRawLength) else {
                 throw WireError(.lengthMismatch, at: at,
                                 "END_STREAM after \(a.filled) bytes, but the message declares \(a.first.messageRawLength)")
+            }
+            if let jobs = a.jobs, let error = jobs.wait() {
+                assembly = a
+                throw error
             }
             let kind: MessageKind = h.flags.contains(.error) ? .error : (h.flags.contains(.response) ? .response : .request)
             completed.append(InboundMessage(type: h.type, kind: kind, requestID: h.requestID,

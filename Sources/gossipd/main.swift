@@ -232,7 +232,7 @@ struct Peer: ParsableCommand {
     @Option(help: "Rounds between held-out evaluations.") var evalEvery: Int = 5
     @Option(help: "Deadline of one exchange, in seconds.") var exchangeTimeout: Double = 10
     @Option(help: "Minimum milliseconds per round, to watch progress or to simulate a slow peer (default: 0, flat out).") var paceMs: Int = 0
-    @Option(help: "Model payload compression: none | zlib | zlib-shuffle.") var compression: String = "none"
+    @Option(help: "Model payload compression: none | zlib | zlib-shuffle | auto (per peer, from the measured link and codec speeds; README \"Slow links\").") var compression: String = "none"
     // A test hook, hidden from help: turns this peer into an insider attacker (it trains
     // normally but sends every model scaled by F, replaced by noise of the model's per-tensor
     // RMS, or claims weight W), so end-to-end tests exercise the bounds of SPEC §5.3.
@@ -367,7 +367,8 @@ struct Peer: ParsableCommand {
         case "none": config.compression = .none
         case "zlib": config.compression = .zlib(level: 1, shuffle: false)
         case "zlib-shuffle": config.compression = .zlib(level: 1, shuffle: true)
-        default: throw ValidationError("--compression must be none, zlib or zlib-shuffle")
+        case "auto": config.autoCompression = true
+        default: throw ValidationError("--compression must be none, zlib, zlib-shuffle or auto")
         }
         config.readyFile = address.readyFile
         guard let mode = AveragingMode(rawValue: averaging) else {
