@@ -134,6 +134,18 @@ func runMembershipSimSuite(_ base: MembershipSimOptions, sizes: [Int], swim: Swi
             } else {
                 out("\(name)_rounds_growth_n\(first.0)_to_n\(last.0): none (agreement not reached)")
             }
+            // Least squares rounds = a + b log2 N over every size that agreed: b > 0 with a
+            // small residual is "grows like log N" (a: the rounds any N needs to shrink the
+            // initial spread; b log2 N: reaching the farthest of N members).
+            let pts = rows.compactMap { n, r in get(r).map { (log2(Double(n)), Double($0)) } }
+            if pts.count >= 2 {
+                let mx = pts.map(\.0).reduce(0, +) / Double(pts.count), my = pts.map(\.1).reduce(0, +) / Double(pts.count)
+                let sxx = pts.map { ($0.0 - mx) * ($0.0 - mx) }.reduce(0, +)
+                let sxy = pts.map { ($0.0 - mx) * ($0.1 - my) }.reduce(0, +)
+                let slope = sxx > 0 ? sxy / sxx : 0, icept = my - slope * mx
+                let resid = pts.map { abs($0.1 - (icept + slope * $0.0)) }.max() ?? 0
+                out(String(format: "%@_rounds_fit: %.2f + %.3f x log2 N (largest residual %.2f rounds)", name, icept, slope, resid))
+            }
         }
     }
     out("")
