@@ -31,9 +31,12 @@
 //   `maxUpdateBytes` of them), those sent fewest times first; each is sent
 //   retransmitMult * ceil(log10(N + 1)) times, then dropped. A newer update about a member
 //   replaces the older one at once.
+// - While updates wait, every `gossipInterval` (200 ms) they also go to `gossipNodes` (3)
+//   random members as a gossip message (memberlist's gossip; an unsolicited ack, sequence 0).
 // - Dead members are kept `deadRetention` (so that stale alive rumours cannot resurrect them),
 //   then forgotten. A member we hold dead that contacts us is told so (dead(it) rides first on
-//   our answer) so that it refutes with a higher incarnation and rejoins everywhere.
+//   our answer) so that it refutes with a higher incarnation and rejoins everywhere; a member
+//   we hold suspect is told so on every message we send it.
 // Not implemented (said in SPEC): Lifeguard's local health multiplier, the shrinking suspicion
 // timeout with independent confirmations, nacks, the TCP fallback probe and push-pull sync.
 //
@@ -65,6 +68,12 @@ public struct SwimConfig: Sendable, Equatable {
     public var maxMembers = 100_000
     /// Most indirect probes this node runs for others at once.
     public var maxForwards = 256
+    /// While updates wait to be spread, send them this often to `gossipNodes` random members
+    /// as a gossip message (memberlist's GossipInterval: piggybacking alone spreads a
+    /// refutation too slowly under loss).
+    public var gossipInterval: Duration = .milliseconds(200)
+    /// Members each gossip message goes to (memberlist's GossipNodes).
+    public var gossipNodes = 3
 
     public init() {}
 
@@ -217,6 +226,7 @@ public struct SwimState: Sendable {
     private var probeList: [String] = []
     private var probeIndex = 0
     private var nextProbeAt: Duration?
+    private var nextGossipAt: Duration?
 
     private struct Outstanding {
         var target: String
@@ -252,6 +262,7 @@ public struct SwimState: Sendable {
     public private(set) var probeRequestsSent = 0
     public private(set) var acksReceived = 0
     public private(set) var refutations = 0
+    public private(set) var gossipSent = 0
     /// Messages ignored: a probe for another target, an ack matching no probe, a full table.
     public private(set) var ignored = 0
 
@@ -291,6 +302,7 @@ public struct SwimState: Sendable {
         var d = nextProbeAt
         if let o = outstanding, !o.indirectSent { d = min(d ?? o.start + config.probeTimeout, o.start + config.probeTimeout) }
         if let s = suspicions.peek { d = min(d ?? s, s) }
+        if let g = nextGossipAt, !broadcasts.isEmpty { d = min(d ?? g, g) }
         return d
     }
 
@@ -342,10 +354,22 @@ public struct SwimState: Sendable {
             }
             nextProbeAt = now - next >= config.probeInterval ? now + config.probeInterval : next + config.probeInterval
             if let target = nextProbeTarget() {
-                seq &+= 1
+                nextSeq()
                 outstanding = Outstanding(target: target, seq: seq, start: now)
                 out.append(send(to: target, SwimMessage(.probe, seq: seq, target: target, incarnation: incarnation)))
                 probesSent += 1
+            }
+        }
+        // Gossip pending updates (an unsolicited ack with sequence 0: updates only).
+        if nextGossipAt.map({ now >= $0 }) ?? true {
+            nextGossipAt = now + config.gossipInterval
+            if !broadcasts.isEmpty {
+                for member in randomMembers(config.gossipNodes, excluding: "") {
+                    let g = send(to: member, SwimMessage(.ack, seq: 0, incarnation: incarnation))
+                    if g.message.updates.isEmpty { break }
+                    out.append(g)
+                    gossipSent += 1
+                }
             }
         }
         expireForwards(now: now)
@@ -381,7 +405,9 @@ public struct SwimState: Sendable {
             if let t = toldDead { ack.updates = [t] }
             out.append(send(to: from, ack))
         case .ack:
-            if let o = outstanding, o.seq == m.seq, o.target == from {
+            if m.seq == 0 {
+                // Gossip: only its updates count (applied above).
+            } else if let o = outstanding, o.seq == m.seq, o.target == from {
                 outstanding = nil
                 acksReceived += 1
             } else if let f = forwards.removeValue(forKey: m.seq), f.target == from {
@@ -399,7 +425,7 @@ public struct SwimState: Sendable {
                 }
                 return out
             }
-            seq &+= 1
+            nextSeq()
             forwards[seq] = Forward(requester: from, seq: m.seq, target: m.target, deadline: now + config.probeTimeout)
             forwardOrder.append(seq)
             out.append(send(to: m.target, SwimMessage(.probe, seq: seq, target: m.target, incarnation: incarnation)))
@@ -419,8 +445,9 @@ public struct SwimState: Sendable {
     /// Applies one update under the incarnation rules; records events and gossips what changed.
     private mutating func apply(_ u: SwimUpdate, now: Duration) {
         if u.member == selfID {
-            // Refute anything but "alive at an incarnation we already hold".
-            if u.status != .alive || u.incarnation > incarnation {
+            // Refute suspect/dead at our incarnation or above (older rumours are already
+            // refuted), and alive above it (memberlist).
+            if (u.status != .alive && u.incarnation >= incarnation) || u.incarnation > incarnation {
                 incarnation = max(incarnation, u.incarnation) &+ 1
                 refutations += 1
                 enqueue(SwimUpdate(selfID, .alive, incarnation))
@@ -518,6 +545,12 @@ public struct SwimState: Sendable {
 
     // MARK: - Probing
 
+    /// The next sequence number; 0 is never used (it marks gossip).
+    private mutating func nextSeq() {
+        seq &+= 1
+        if seq == 0 { seq = 1 }
+    }
+
     private mutating func nextProbeTarget() -> String? {
         for _ in 0..<2 {
             while probeIndex < probeList.count {
@@ -572,6 +605,11 @@ public struct SwimState: Sendable {
     /// `message` to `to` with updates piggybacked (fewest-sent first, newest first among equals).
     private mutating func send(to: String, _ message: SwimMessage) -> SwimSend {
         var m = message
+        // A member we hold suspect is told so directly on everything we send it (memberlist
+        // does the same): it refutes at once instead of waiting for the rumour to reach it.
+        if let t = table[to], t.status == .suspect, !m.updates.contains(where: { $0.member == to }) {
+            m.updates.insert(SwimUpdate(to, .suspect, t.incarnation), at: 0)
+        }
         var budget = config.maxUpdateBytes - m.updates.reduce(0) { $0 + $1.encodedSize }
         let limit = max(1, config.retransmitLimit(members: liveCount))
         var taken: [(String, Int)] = []
