@@ -11,7 +11,7 @@
 // (deadline, connection lost) is counted "unconfirmed" and never taken back.
 
 /// What the sender does with one push.
-enum PushDecision: Sendable, Equatable {
+public enum PushDecision: Sendable, Equatable {
     /// Send `mass` (already taken from the ledger) with the model snapshot.
     case send(mass: Double)
     /// Fault injection (`--push-loss`): `mass` was taken from the ledger and is dropped.
@@ -21,7 +21,7 @@ enum PushDecision: Sendable, Equatable {
 }
 
 /// How the receiver takes an incoming push.
-enum PushReceipt: Sendable, Equatable {
+public enum PushReceipt: Sendable, Equatable {
     /// Merge the model with weight `used` (the claimed mass after the cap); `capped` is the
     /// part of the claim dropped by the cap (0 for an honest sender).
     case accept(own: Double, used: Double, capped: Double)
@@ -30,21 +30,21 @@ enum PushReceipt: Sendable, Equatable {
 }
 
 /// One peer's push-sum mass and its accounting. Not thread-safe by itself.
-struct PushSumLedger: Sendable, Equatable {
+public struct PushSumLedger: Sendable, Equatable {
     /// The initial mass (the shard's row count): the floor and the cap are relative to it.
-    let rows: Double
+    public let rows: Double
     /// Incoming mass at most `weightCap × max(mass, rows)` (SPEC §5.5).
-    let weightCap: Double
+    public let weightCap: Double
     /// The current mass w (the model z is the de-biased value x / w).
-    private(set) var mass: Double
+    public private(set) var mass: Double
     /// Pushes sent and not answered yet: target -> mass carried. At most one per target.
-    private(set) var inFlight: [String: Double] = [:]
+    public private(set) var inFlight: [String: Double] = [:]
     /// True once the node is stopping: no pushes leave, incoming ones are refused.
     private(set) var draining = false
 
-    private(set) var sent = 0, received = 0, returned = 0, unconfirmed = 0, lost = 0, capped = 0, confirmed = 0
-    private(set) var massSent = 0.0, massReceived = 0.0, massReturned = 0.0, massUnconfirmed = 0.0
-    private(set) var massLost = 0.0, massCapped = 0.0, massConfirmed = 0.0
+    public private(set) var sent = 0, received = 0, returned = 0, unconfirmed = 0, lost = 0, capped = 0, confirmed = 0
+    public private(set) var massSent = 0.0, massReceived = 0.0, massReturned = 0.0, massUnconfirmed = 0.0
+    public private(set) var massLost = 0.0, massCapped = 0.0, massConfirmed = 0.0
     private(set) var discarded = 0, massDiscarded = 0.0
 
     /// The mass floor: a peer whose mass fell below `2^-10 × min(rows, scale)` (its pushes
@@ -62,7 +62,7 @@ struct PushSumLedger: Sendable, Equatable {
     /// The current floor.
     var floor: Double { min(rows, scale) * PushSumLedger.floorFraction }
 
-    init(rows: Double, weightCap: Double = 4, mass: Double? = nil) {
+    public init(rows: Double, weightCap: Double = 4, mass: Double? = nil) {
         precondition(rows > 0 && rows.isFinite && weightCap >= 1, "PushSumLedger: rows > 0, cap >= 1")
         self.rows = rows
         self.weightCap = weightCap
@@ -71,11 +71,11 @@ struct PushSumLedger: Sendable, Equatable {
     }
 
     /// Sum of the mass in flight.
-    var massInFlight: Double { inFlight.values.reduce(0, +) }
+    public var massInFlight: Double { inFlight.values.reduce(0, +) }
 
     /// Starts a push to `target`: halves the mass and returns what to do. `lose`: the fault
     /// injection's draw says this push is lost (its half leaves the ledger, counted in `lost`).
-    mutating func beginPush(to target: String, lose: Bool = false) -> PushDecision {
+    public mutating func beginPush(to target: String, lose: Bool = false) -> PushDecision {
         if draining { return .skip("stopping") }
         if inFlight[target] != nil { return .skip("a push to \(target) is in flight") }
         if mass < floor {
@@ -97,7 +97,7 @@ struct PushSumLedger: Sendable, Equatable {
     }
 
     /// The push to `target` was answered OK: its receiver added the mass.
-    mutating func pushConfirmed(to target: String) {
+    public mutating func pushConfirmed(to target: String) {
         guard let m = inFlight.removeValue(forKey: target) else { return }
         confirmed += 1
         massConfirmed += m
@@ -105,7 +105,7 @@ struct PushSumLedger: Sendable, Equatable {
 
     /// The push to `target` was refused by an error reply: nothing was added there, so the
     /// sender takes it back. Returns the mass to merge back (with the model it sent), or nil.
-    mutating func pushRefused(to target: String) -> Double? {
+    public mutating func pushRefused(to target: String) -> Double? {
         guard let m = inFlight.removeValue(forKey: target) else { return nil }
         returned += 1
         massReturned += m
@@ -115,7 +115,7 @@ struct PushSumLedger: Sendable, Equatable {
 
     /// The push's outcome is unknown (deadline, connection lost): the mass may have been added
     /// or not; it is never taken back (that could create mass).
-    mutating func pushUnconfirmed(to target: String) {
+    public mutating func pushUnconfirmed(to target: String) {
         guard let m = inFlight.removeValue(forKey: target) else { return }
         unconfirmed += 1
         massUnconfirmed += m
@@ -124,7 +124,7 @@ struct PushSumLedger: Sendable, Equatable {
     /// Decides on a push of `claimed` mass (the caller checked it is finite and in (0, 1e12]).
     /// On `.accept` the mass is already added; the caller merges the model with
     /// `used` against `own` in the same critical section.
-    mutating func receive(_ claimed: Double) -> PushReceipt {
+    public mutating func receive(_ claimed: Double) -> PushReceipt {
         if draining { return .refuse("this peer is stopping; take the mass back and push to another peer") }
         let own = mass
         let limit = weightCap * max(mass, rows)
@@ -148,7 +148,7 @@ struct PushSumLedger: Sendable, Equatable {
     /// it accepts pull its model toward theirs. The excess is discarded (never created
     /// elsewhere; counted in `massDiscarded`). Returns the mass discarded.
     @discardableResult
-    mutating func yieldToNetwork() -> Double {
+    public mutating func yieldToNetwork() -> Double {
         // Before any push was accepted the scale says nothing about the others: keep the mass.
         guard received > 0 else { return 0 }
         let target = weightCap * scale / 2
@@ -161,7 +161,7 @@ struct PushSumLedger: Sendable, Equatable {
     }
 
     /// The node is stopping: no more pushes leave and incoming pushes are refused.
-    mutating func beginDraining() { draining = true }
+    public mutating func beginDraining() { draining = true }
 
     /// The status object.
     var report: StatusReport.PushSum {
