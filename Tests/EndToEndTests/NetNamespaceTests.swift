@@ -41,10 +41,11 @@ struct NetNamespaceTests {
             if let d = NetNamespaceTests.discovery { a += d } else if i > 0 { a += ["--join", "\(lab.addresses[0]):\(port)"] }
             return a
         }
-        var nodes: [NetNamespaceLab.Node] = [try lab.start(host: 0, args(0))]
+        let allArgs = (0..<6).map(args)
+        var nodes: [NetNamespaceLab.Node] = [try lab.start(host: 0, allArgs[0])]
         let started = Mutexed<[Int: Result<NetNamespaceLab.Node, Error>]>([:])
         DispatchQueue.concurrentPerform(iterations: 5) { k in
-            let r = Result { try lab.start(host: k + 1, args(k + 1)) }
+            let r = Result { try lab.start(host: k + 1, allArgs[k + 1]) }
             started.withLock { $0[k + 1] = r }
         }
         for i in 1..<6 { nodes.append(try started.withLock { $0[i]! }.get()) }
@@ -57,6 +58,8 @@ struct NetNamespaceTests {
         }
         try wait("every peer lists the other 5", nodes) { try everyoneListsAll() }
         print("netns: full membership after \(elapsed())")
+        // Trained a while (the models start equal, so an early spread would prove nothing).
+        try wait("every peer trains 15 rounds", nodes) { try nodes.allSatisfy { try $0.status().round >= 15 } }
         try wait("models within \(NetNamespaceTests.converged) relative L2", nodes) { try lab.spread(nodes) < NetNamespaceTests.converged }
         let before = try lab.spread(nodes)
         print("netns: converged (spread \(before)) after \(elapsed())")
@@ -70,12 +73,14 @@ struct NetNamespaceTests {
             try a.allSatisfy { try lists($0).isDisjoint(with: bSet) } && b.allSatisfy { try lists($0).isDisjoint(with: aSet) }
         }
         let detected = Date().timeIntervalSince(cut)
+        let apart = try lab.spread(nodes)
         // Each side still lists its own members.
         for n in nodes {
             let own = (aSet.contains(n.endpoint) ? aSet : bSet).subtracting([n.endpoint])
-            #expect(try lists(n).isSuperset(of: own), "\(n.name) lost a member of its own side: \(try lists(n))")
+            let l = try lists(n)
+            #expect(l.isSuperset(of: own), "\(n.name) lost a member of its own side: \(l)")
         }
-        print(String(format: "netns: partition detected by all 6 after %.1f s (at %@)", detected, elapsed()))
+        print(String(format: "netns: partition detected by all 6 after %.1f s (spread then %.4f) at %@", detected, apart, elapsed()))
 
         // Lift it: no manual action, everyone lists all five others again and the models agree.
         let lifted = Date()

@@ -12,7 +12,9 @@
 //    member, live observer) pair, the time until that observer stops listing it:
 //    `detect_time_p50_s`, `_p99_s`, `_max_s` (pairs not detected within --detect-timeout-s
 //    count as that timeout and are counted in `detect_undetected`); `detect_relisted` counts
-//    pairs listed again after they were dropped (a dead member learned anew from others' lists).
+//    pairs listed again after they were dropped (a dead member learned anew from others'
+//    lists), `detect_still_listed` the pairs listed at the end, and `detect_all_gone_s` when
+//    one sweep first found no killed member listed anywhere.
 // 3. False evictions: once every live peer lists every other live peer, one live member is
 //    frozen (SIGSTOP) for --freeze-s (meant to be below the suspicion timeout), then watched
 //    for --settle-s; separately, one busy-loop process per core runs for --hog-s, then
@@ -160,20 +162,25 @@ func runMembershipScaleSuite(_ o: MembershipScaleOptions) throws {
     for k in killed { peerProcs[k].waitUntilExit() }
     var detected: [String: Double] = [:]   // "k o" -> seconds
     var relisted = Set<String>()
+    var stillListed = Set<String>()
     let pairs = killed.count * live.count
+    // Until, in one sweep, no live member lists any killed one (a pair dropped and then
+    // learned anew from another's list counts in detect_relisted; its time is the first drop).
     while now() - tKill < o.detectTimeout {
         let t = now()
+        stillListed = []
         for (obs, (list, at)) in sweep(live) {
             for k in killed {
                 let key = "\(k) \(obs)"
                 if !list.contains(endpoints[k]) {
                     if detected[key] == nil { detected[key] = at - tKill }
-                } else if detected[key] != nil {
-                    relisted.insert(key)
+                } else {
+                    stillListed.insert(key)
+                    if detected[key] != nil { relisted.insert(key) }
                 }
             }
         }
-        if detected.count == pairs { break }
+        if detected.count == pairs && stillListed.isEmpty { break }
         pause(t)
     }
     let detectTimes = killed.flatMap { k in live.map { obs in detected["\(k) \(obs)"] ?? o.detectTimeout } }
@@ -184,6 +191,8 @@ func runMembershipScaleSuite(_ o: MembershipScaleOptions) throws {
     out("detect_time_max_s: \(fmt2(detectTimes.max() ?? .nan))")
     out("detect_undetected: \(pairs - detected.count)")
     out("detect_relisted: \(relisted.count)")
+    out("detect_still_listed: \(stillListed.count)")
+    out("detect_all_gone_s: \(stillListed.isEmpty && detected.count == pairs ? fmt2(now() - tKill) : "nan")")
 
     // 3. False evictions: a baseline where every live member lists every other, then the
     // phases; a member counts as falsely evicted when any live member stops listing it.
