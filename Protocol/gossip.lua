@@ -55,7 +55,7 @@ local rshift = native("function(a, n) return a >> n end") or (bit32 and bit32.rs
 local type_names = {
     [1] = "Register", [2] = "GetModel", [3] = "GossipExchange", [4] = "Status", [5] = "Ping",
     [6] = "Stop", [7] = "TriggerGossip", [8] = "PushSum", [9] = "Reserve", [10] = "Votes",
-    [11] = "WaitConverged", [0xFFFF] = "Connection",
+    [11] = "WaitConverged", [14] = "Announce", [0xFFFF] = "Connection",
 }
 local status_names = {
     [0] = "OK", [1] = "CANCELLED", [2] = "UNKNOWN", [3] = "INVALID_ARGUMENT",

@@ -138,6 +138,8 @@ final class Connection: @unchecked Sendable {
     private var handshakeTimer: DispatchSourceTimer?
     /// The handshake completed; records flow.
     private(set) var isEstablished = false
+    /// No secure channel: frames flow from the start.
+    var isPlaintext: Bool { security == nil }
     /// The static key the peer proved in the handshake.
     private(set) var remoteIdentity: [UInt8]?
     /// Records opened so far (the client tells "refused after the handshake" by 0).
@@ -405,7 +407,11 @@ final class Connection: @unchecked Sendable {
             close(.timedOut("\(peer) read none of \(queuedBytes) queued bytes for \(frameTimeout); it stopped reading"))
             return
         }
-        if let silentTimeout, !everCompleted, now - openedAt > silentTimeout {
+        // The auth deadline: the channel up and one whole request in. Once the channel is up,
+        // a first request that is still arriving is bounded by `frameTimeout` instead (a
+        // large model on a slow link may take longer than the deadline).
+        let requestBegun = partialSince != nil && (security == nil || isEstablished)
+        if let silentTimeout, !everCompleted, !requestBegun, now - openedAt > silentTimeout {
             close(.timedOut("\(peer) sent no complete message within \(silentTimeout) of connecting"))
             return
         }

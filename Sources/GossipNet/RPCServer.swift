@@ -2,6 +2,16 @@
 // enforces limits (connections, in-flight requests per connection, idle and stalled-frame
 // timeouts, malformed input), answers asynchronously through RPCResponder, counts bytes,
 // and shuts down gracefully.
+//
+// Fair admission (SPEC §11, issue 11): one remote address holds at most
+// `maxConnectionsPerAddress` connections; a connection must complete the handshake and one
+// whole request within `silentTimeout` (the auth deadline); and when the server is full, a
+// newcomer evicts the oldest connection with nothing in flight (first those that never sent a
+// request, then the least recently used) instead of being refused. Threat model: a host
+// holding idle sockets can take its own per-address share and no more, and a silent socket
+// lives at most the auth deadline; what is NOT defended: many addresses (a botnet, or a
+// spoofing-free /64 of IPv6 addresses) each within its cap can still keep a full server
+// evicting, which costs honest clients a reconnect, never a refusal while anything is idle.
 import Dispatch
 import GossipSecure
 import GossipWire
@@ -11,8 +21,15 @@ import Synchronization
 public struct ServerConfig: Sendable {
     /// Frame and message bounds the decoder enforces.
     public var limits: Limits = .default
-    /// Connections open at once; more are answered RESOURCE_EXHAUSTED and closed.
+    /// Connections open at once. A newcomer beyond it evicts the oldest connection with
+    /// nothing in flight; when every connection is busy it is answered RESOURCE_EXHAUSTED
+    /// and closed.
     public var maxConnections = 256
+    /// Connections open at once from one remote IP address (`--max-conns-per-address`);
+    /// more are answered RESOURCE_EXHAUSTED and closed. 0: no per-address limit. The default
+    /// lets 32 peers on one host (all from 127.0.0.1, each holding a pooled connection or
+    /// two) reach a node, while one address cannot take more than a quarter of a 256 server.
+    public var maxConnectionsPerAddress = 64
     /// Requests awaiting a handler's answer per connection; more get RESOURCE_EXHAUSTED.
     public var maxInFlightPerConnection = 64
     /// A connection with no traffic and no request in flight for this long is closed.
@@ -24,9 +41,11 @@ public struct ServerConfig: Sendable {
     /// waiting beyond that may add up to this much again; past it (a client that sends
     /// requests but does not read replies) the connection is closed.
     public var maxQueuedBytes = 64 << 20
-    /// A connection that has not sent one whole request this long after connecting is closed,
-    /// so idle sockets cannot hold the connection slots.
-    public var silentTimeout: Duration = .seconds(10)
+    /// The auth deadline (`--auth-deadline-ms`): a connection that has not completed the
+    /// secure handshake and delivered one whole request (or begun one, once the channel is
+    /// up: a large first request is then bounded by `frameTimeout`) this long after
+    /// connecting is closed, so idle sockets cannot hold the connection slots.
+    public var silentTimeout: Duration = .seconds(3)
     /// The receive budget and buffer pool of this server's connections: the process's one
     /// (`ReceiveBuffers.shared`) unless a test isolates its own.
     public var receiveBuffers: ReceiveBuffers = .shared
@@ -65,6 +84,14 @@ public final class RPCServer: @unchecked Sendable {
         var closingAll = false
         var shutdownCompletion: (@Sendable () -> Void)?
         var accepted = 0
+        var refused = 0
+        var evicted = 0
+        /// Open connections per remote address (not the control socket or adopted sockets).
+        var perAddress: [String: Int] = [:]
+        /// Connections chosen for eviction whose close has not completed yet.
+        var evicting = 0
+        /// Refused connections still sending their error reply.
+        var rejecting = 0
         var requestCount = 0
         var inFlight = 0
         var currentLimits: Limits
@@ -111,7 +138,7 @@ public final class RPCServer: @unchecked Sendable {
     @discardableResult
     public func start(host: String, port: UInt16) throws(RPCError) -> Endpoint {
         let l = try Listener(host: host, port: port, queue: acceptQueue) { [self] fd, peer in
-            accept(fd: fd, peer: peer.description)
+            accept(fd: fd, peer: peer.description, address: peer.hostAndPort.host)
         }
         let fresh = state.withLock { s -> Bool in
             guard s.listener == nil, !s.draining else { return false }
@@ -162,7 +189,8 @@ public final class RPCServer: @unchecked Sendable {
     public var stats: ServerStats {
         state.withLock { s in
             ServerStats(connections: s.connections.count, acceptedConnections: s.accepted, requests: s.requestCount,
-                        inFlight: s.inFlight, bytesIn: counters.bytesIn, bytesOut: counters.bytesOut)
+                        inFlight: s.inFlight, bytesIn: counters.bytesIn, bytesOut: counters.bytesOut,
+                        refusedConnections: s.refused, evictedConnections: s.evicted)
         }
     }
 
@@ -197,28 +225,74 @@ public final class RPCServer: @unchecked Sendable {
 
     // MARK: internals
 
-    private func accept(fd: Int32, peer: String, control: Bool = false) {
+    /// What `admit` decided for a newcomer.
+    private enum Admission {
+        case admitted(evicting: ServerConnection?)
+        case refused(String)
+        /// Refused, and so many refusals are still answering that this one is closed
+        /// without a reply (a flood cannot hold descriptors through its error replies).
+        case dropped
+    }
+
+    private func accept(fd: Int32, peer: String, address: String? = nil, control: Bool = false) {
         let queue = DispatchQueue(label: "gossip.rpc.server.conn")
         let conn = Connection(fd: fd, queue: queue, peer: peer, limits: limits, buffers: config.receiveBuffers,
                               maxQueuedBytes: config.maxQueuedBytes,
                               counters: counters, idleTimeout: config.idleTimeout, frameTimeout: config.frameTimeout,
                               security: control ? nil : config.security, role: .responder)
         conn.silentTimeout = config.silentTimeout
-        let sc = ServerConnection(conn: conn, server: self, isControl: control)
-        let admitted = state.withLock { s -> Bool in
-            guard !s.draining, s.connections.count < config.maxConnections else { return false }
-            s.connections[ObjectIdentifier(sc)] = sc
-            s.accepted += 1
-            return true
-        }
-        queue.async {
-            if admitted {
-                sc.start()
-            } else {
-                sc.reject()
-            }
+        let sc = ServerConnection(conn: conn, server: self, isControl: control, address: control ? nil : address)
+        let decision = state.withLock { s in admit(sc, &s) }
+        switch decision {
+        case .admitted(let victim):
+            queue.async { sc.start() }
+            if let victim { victim.conn.queue.async { victim.evict() } }
+        case .refused(let why):
+            queue.async { sc.reject(why) }
+        case .dropped:
+            queue.async { sc.conn.close(.local("refused without a reply: too many refusals in progress")) }
         }
     }
+
+    /// The admission decision for `sc`, under the lock: the per-address cap, then the total
+    /// with eviction of the oldest idle connection.
+    private func admit(_ sc: ServerConnection, _ s: inout State) -> Admission {
+        func refuse(_ why: String) -> Admission {
+            s.refused += 1
+            if s.rejecting >= 64 { return .dropped }
+            s.rejecting += 1
+            return .refused(why)
+        }
+        if s.draining { return refuse("the server is shutting down; retry another peer") }
+        let cap = config.maxConnectionsPerAddress
+        if let a = sc.address, cap > 0, s.perAddress[a, default: 0] >= cap {
+            return refuse("\(cap) connections from \(a) are already open (the per-address limit, --max-conns-per-address); close idle ones or reuse them")
+        }
+        var victim: ServerConnection?
+        if s.connections.count - s.evicting >= config.maxConnections {
+            // Full: the newcomer takes the place of the oldest connection with nothing in
+            // flight; never-used ones first (oldest opened), then the least recently used.
+            var best: ServerConnection?
+            for c in s.connections.values where !c.isControl && c.isEvictable {
+                guard let b = best else { best = c; continue }
+                if c.evictionRank < b.evictionRank { best = c }
+            }
+            guard let best, s.evicting < max(1, config.maxConnections / 4) else {
+                return refuse("the server has reached its limit of \(config.maxConnections) connections and none is idle; retry later")
+            }
+            best.markEvicting()
+            s.evicting += 1
+            s.evicted += 1
+            victim = best
+        }
+        s.connections[ObjectIdentifier(sc)] = sc
+        if let a = sc.address { s.perAddress[a, default: 0] += 1 }
+        s.accepted += 1
+        return .admitted(evicting: victim)
+    }
+
+    func rejectFinished() { state.withLock { s in s.rejecting -= 1 } }
+    func evictionCancelled() { state.withLock { s in s.evicting -= 1 } }
 
     func handler(for type: MessageType) -> RPCHandler? { state.withLock { s in s.handlers[type] } }
     var isDraining: Bool { state.withLock { s in s.draining } }
@@ -236,7 +310,14 @@ public final class RPCServer: @unchecked Sendable {
     }
 
     func connectionClosed(_ sc: ServerConnection) {
-        state.withLock { s in _ = s.connections.removeValue(forKey: ObjectIdentifier(sc)) }
+        state.withLock { s in
+            guard s.connections.removeValue(forKey: ObjectIdentifier(sc)) != nil else { return }
+            if let a = sc.address {
+                let n = s.perAddress[a, default: 1] - 1
+                s.perAddress[a] = n > 0 ? n : nil
+            }
+            if sc.wasMarkedEvicting { s.evicting -= 1 }
+        }
         maybeCompleteShutdown()
     }
 
@@ -274,14 +355,61 @@ final class ServerConnection: @unchecked Sendable {
     let server: RPCServer
     /// Accepted on the Unix control socket.
     let isControl: Bool
-    private var inFlight = 0
-    private var waitingReplies: [OutboundMessage] = []
+    /// The remote IP address the per-address cap counts (nil: control socket, adopted socket).
+    let address: String?
+    private var inFlight = 0 { didSet { noteBusy() } }
+    private var waitingReplies: [OutboundMessage] = [] { didSet { noteBusy() } }
     private var waitingBytes = 0
+    /// For eviction, read by the server under its lock (written on `conn.queue`): whether a
+    /// request is in flight or replies wait, whether a request ever arrived, and when the
+    /// last one did (nanoseconds since `opened`).
+    private let busy = Atomic<Bool>(false)
+    private let everRequested = Atomic<Bool>(false)
+    private let lastRequestNanos = Atomic<Int64>(0)
+    private let evicting = Atomic<Bool>(false)
+    private let opened = ContinuousClock.now
+    private static let origin = ContinuousClock.now
 
-    init(conn: Connection, server: RPCServer, isControl: Bool = false) {
+    init(conn: Connection, server: RPCServer, isControl: Bool = false, address: String? = nil) {
         self.conn = conn
         self.server = server
         self.isControl = isControl
+        self.address = address
+    }
+
+    private func noteBusy() { busy.store(inFlight > 0 || !waitingReplies.isEmpty, ordering: .releasing) }
+
+    /// Nothing in flight and not already being evicted.
+    var isEvictable: Bool { !busy.load(ordering: .acquiring) && !evicting.load(ordering: .acquiring) }
+
+    /// Smaller is evicted first: (0, opened) for connections that never sent a request, then
+    /// (1, last request) for the others.
+    var evictionRank: (Int, Int64) {
+        let sinceOrigin = Int64((opened - ServerConnection.origin).nanoseconds)
+        if !everRequested.load(ordering: .acquiring) { return (0, sinceOrigin) }
+        return (1, sinceOrigin + lastRequestNanos.load(ordering: .acquiring))
+    }
+
+    func markEvicting() { evicting.store(true, ordering: .releasing) }
+    var wasMarkedEvicting: Bool { evicting.load(ordering: .acquiring) }
+
+    /// Closes this idle connection to make room for a newcomer (on `conn.queue`). A request
+    /// that arrived since it was chosen keeps it open (the server is then one over its limit
+    /// until a connection closes).
+    func evict() {
+        guard !conn.isClosed else { return }
+        if inFlight > 0 || !waitingReplies.isEmpty {
+            evicting.store(false, ordering: .releasing)
+            server.evictionCancelled()
+            return
+        }
+        if conn.isEstablished || conn.isPlaintext {
+            sendError(RPCErrorPayload.connectionErrorType, 0, .resourceExhausted,
+                      "the server is full and this was its oldest idle connection; closed to admit another (reconnect when needed)")
+            conn.closeAfterFlush(linger: .milliseconds(500))
+        } else {
+            conn.close(.local("evicted during the handshake: the server is full"))
+        }
     }
 
     /// Reports a connection closed for a security reason to `ServerConfig.securityLog`.
@@ -324,12 +452,14 @@ final class ServerConnection: @unchecked Sendable {
         return "malformed frame \(where_): \(e.message); closing the connection"
     }
 
-    /// Over the connection limit: say so, then close.
-    func reject() {
-        conn.onClose = { [self] reason in logSecurity(reason) }
+    /// Refused (over a connection limit, or shutting down): say why, then close.
+    func reject(_ why: String) {
+        conn.onClose = { [self] reason in
+            logSecurity(reason)
+            server.rejectFinished()
+        }
         conn.start()
-        sendError(RPCErrorPayload.connectionErrorType, 0, .resourceExhausted,
-                  "the server has reached its limit of \(server.config.maxConnections) connections; retry later")
+        sendError(RPCErrorPayload.connectionErrorType, 0, .resourceExhausted, why)
         conn.closeAfterFlush(linger: .seconds(1))
     }
 
@@ -354,6 +484,8 @@ final class ServerConnection: @unchecked Sendable {
             return
         }
         inFlight += 1
+        everRequested.store(true, ordering: .releasing)
+        lastRequestNanos.store(Int64((ContinuousClock.now - opened).nanoseconds), ordering: .releasing)
         server.noteRequest(started: true)
         let responder = RPCResponder(ResponderState(owner: self, type: m.type, requestID: m.requestID,
                                                     remoteIdentity: conn.remoteIdentity, isControl: isControl))

@@ -108,6 +108,11 @@ public struct ServerStats: Sendable, Equatable {
     /// Bytes received and sent on all connections.
     public var bytesIn: Int
     public var bytesOut: Int
+    /// Connections refused since start (server full with nothing evictable, over the
+    /// per-address cap, or shutting down).
+    public var refusedConnections = 0
+    /// Idle connections closed to make room for a newcomer (SPEC §11, fair admission).
+    public var evictedConnections = 0
 }
 
 /// Encodes and decodes the error-reply payload (Protocol/SPEC.md §8): `u32 code`, then

@@ -454,3 +454,109 @@ private func c_accept4(_ fd: Int32, _ addr: UnsafeMutablePointer<sockaddr>?, _ l
 @inline(__always) private func Glibc_open(_ p: String, _ flags: Int32, _ mode: mode_t) -> Int32 { Darwin.open(p, flags, mode) }
 @inline(__always) private func Glibc_shutdown(_ fd: Int32, _ how: Int32) -> Int32 { Darwin.shutdown(fd, how) }
 #endif
+
+// MARK: - UDP and IPv4 multicast (LAN discovery, Multicast.swift)
+
+extension Sys {
+    #if canImport(Glibc)
+    static let datagramType = Int32(SOCK_DGRAM.rawValue)
+    #else
+    static let datagramType = SOCK_DGRAM
+    #endif
+
+    /// A new non-blocking, close-on-exec UDP socket (IPv4).
+    static func udpSocket() throws(SyscallError) -> Int32 {
+        #if canImport(Glibc)
+        let type = datagramType | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        return try must("socket(udp)") { Glibc.socket(AF_INET, type, 0) }
+        #else
+        let fd = try must("socket(udp)") { Darwin.socket(AF_INET, datagramType, 0) }
+        try makeNonBlockingCloexec(fd)
+        return fd
+        #endif
+    }
+
+    /// An IPv4 address from numeric text ("239.255.71.71"); nil when it is not one.
+    static func ipv4(_ text: String) -> in_addr? {
+        var a = in_addr()
+        return inet_pton(AF_INET, text, &a) == 1 ? a : nil
+    }
+
+    /// A sockaddr_in for `addr:port`.
+    static func socketAddress(_ addr: in_addr, port: UInt16) -> SocketAddress {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        sin.sin_addr = addr
+        var a = SocketAddress()
+        a.length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutableBytes(of: &a.storage) { dst in
+            withUnsafeBytes(of: &sin) { dst.copyMemory(from: $0) }
+        }
+        return a
+    }
+
+    /// Joins `group` on the interface whose address is `interface` (INADDR_ANY: the kernel's
+    /// choice) and sends multicast through that interface, with `ttl` and loopback on.
+    static func joinMulticast(_ fd: Int32, group: in_addr, interface: in_addr, ttl: Int32, loop: Bool) throws(SyscallError) {
+        var mreq = ip_mreq(imr_multiaddr: group, imr_interface: interface)
+        _ = try must("setsockopt(IP_ADD_MEMBERSHIP)") {
+            setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &mreq, socklen_t(MemoryLayout<ip_mreq>.size))
+        }
+        var ifaddr = interface
+        _ = try must("setsockopt(IP_MULTICAST_IF)") {
+            setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &ifaddr, socklen_t(MemoryLayout<in_addr>.size))
+        }
+        try setInt(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, ttl, "IP_MULTICAST_TTL")
+        try setInt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, loop ? 1 : 0, "IP_MULTICAST_LOOP")
+    }
+
+    /// Receives one datagram into `buf`. Returns its full length (larger than `buf.count` when
+    /// it was truncated: Linux's MSG_TRUNC) and the sender's address.
+    static func recvfrom(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer) throws(SyscallError) -> IOResult<(Int, SocketAddress)> {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        #if canImport(Glibc)
+        let flags = Int32(MSG_TRUNC)
+        #else
+        let flags: Int32 = 0
+        #endif
+        let r = try call("recvfrom") {
+            withUnsafeMutablePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    Glibc_recvfrom(fd, buf.baseAddress, buf.count, flags, sa, &length)
+                }
+            }
+        }
+        switch r {
+        case .wouldBlock: return .wouldBlock
+        case .done(let n): return .done((n, SocketAddress(storage: storage, length: length)))
+        }
+    }
+
+    /// Sends one datagram to `to`; `.wouldBlock` when the socket buffer is full (the caller
+    /// drops it: announcements are periodic).
+    static func sendto(_ fd: Int32, _ buf: UnsafeRawBufferPointer, _ to: SocketAddress) throws(SyscallError) -> IOResult<Int> {
+        var storage = to.storage
+        let length = to.length
+        return try call("sendto") {
+            withUnsafePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    Glibc_sendto(fd, buf.baseAddress, buf.count, sendFlags, sa, length)
+                }
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+@inline(__always) private func Glibc_recvfrom(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32,
+                                              _ a: UnsafeMutablePointer<sockaddr>, _ l: UnsafeMutablePointer<socklen_t>) -> Int { Glibc.recvfrom(fd, b, n, f, a, l) }
+@inline(__always) private func Glibc_sendto(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32,
+                                            _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int { Glibc.sendto(fd, b, n, f, a, l) }
+#else
+@inline(__always) private func Glibc_recvfrom(_ fd: Int32, _ b: UnsafeMutableRawPointer?, _ n: Int, _ f: Int32,
+                                              _ a: UnsafeMutablePointer<sockaddr>, _ l: UnsafeMutablePointer<socklen_t>) -> Int { Darwin.recvfrom(fd, b, n, f, a, l) }
+@inline(__always) private func Glibc_sendto(_ fd: Int32, _ b: UnsafeRawPointer?, _ n: Int, _ f: Int32,
+                                            _ a: UnsafePointer<sockaddr>, _ l: socklen_t) -> Int { Darwin.sendto(fd, b, n, f, a, l) }
+#endif

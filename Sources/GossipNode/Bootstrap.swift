@@ -45,6 +45,7 @@ public final class BootstrapNode: @unchecked Sendable {
         self.logger = logger
         var serverConfig = ServerConfig()
         serverConfig.security = config.security.channel
+        serverConfig.apply(config.admission)
         // Connections the channel refused (failed handshake, plaintext client, a record that
         // failed authentication) are logged with their reason (SPEC §13.6).
         serverConfig.securityLog = { [logger] line in logger.warning("\(line)") }

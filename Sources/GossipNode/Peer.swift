@@ -94,6 +94,8 @@ public final class PeerNode: @unchecked Sendable {
     /// Where rounds, evaluations, exchanges and membership changes are reported (metrics,
     /// the metrics log); add sinks before `start()`.
     public let telemetry = Telemetry()
+    /// LAN discovery (`config.discovery`, PeerDiscovery.swift); idle without it.
+    let discovery = PeerDiscovery()
     /// The members last reported to `telemetry` (loop thread only).
     private var reportedMembers: Set<String> = []
 
@@ -123,6 +125,7 @@ public final class PeerNode: @unchecked Sendable {
         serverConfig.limits = Limits.default
         serverConfig.maxConnections = 1024   // pooled connections from every other peer
         serverConfig.security = config.security.channel
+        serverConfig.apply(config.admission)
         // Connections the channel refused (failed handshake, plaintext client, a record that
         // failed authentication) are logged with their reason (SPEC §13.6).
         serverConfig.securityLog = { [logger] line in logger.warning("\(line)") }
@@ -177,6 +180,10 @@ public final class PeerNode: @unchecked Sendable {
         endpointBox.withLock { $0 = advertised }
         core.withLock { $0.state.membership.setSelf(advertised.description) }
         emitLine("listening \(advertised)")
+        do { try startDiscovery() } catch {
+            server.shutdown(grace: .zero)
+            throw error
+        }
         logger.info("serving", metadata: ["endpoint": "\(advertised)", "dataset": "\(config.dataset)",
                                           "shard": "\(config.shardIndex)/\(config.shardCount)", "rows": "\(shard.count)",
                                           "identity": "\(config.security.identity.publicKeyHex)",
@@ -220,6 +227,7 @@ public final class PeerNode: @unchecked Sendable {
             return c.triggerResponder
         }
         pending?.fail(.unavailable, "this peer is stopping")
+        discovery.stop()
         drainPushSum()
         failWaiters()   // those not answered by a finished node (it answers before it stops)
         // An incoming exchange that holds the slot installs its result before the last
@@ -268,7 +276,7 @@ public final class PeerNode: @unchecked Sendable {
             attempt += 1
             if isStopping { return false }
             if ContinuousClock.now > deadline {
-                throw NodeError("could not get a model: no checkpoint in --state-dir, no live peer and no reachable bootstrap (bootstrap \(config.bootstrap?.description ?? "none"), join \(config.join.map(\.description))); start a bootstrap or pass --join with a live peer")
+                throw NodeError("could not get a model: no checkpoint in --state-dir, no live peer and no reachable bootstrap (bootstrap \(config.bootstrap?.description ?? "none"), join \(config.join.map(\.description))\(config.discovery.map { ", discovery on \($0.group):\($0.port) found no member with a model" } ?? "")); start a bootstrap or pass --join with a live peer")
             }
             sleep(for: .milliseconds(Int64(min(2000, 100 * attempt))))
         }
@@ -607,6 +615,7 @@ public final class PeerNode: @unchecked Sendable {
             s.convergence = convergenceStatus(st)
             s.metrics = metrics
             s.bootstrap = config.bootstrap?.description
+            s.discovery = discovery.counters
             return s
         }
     }

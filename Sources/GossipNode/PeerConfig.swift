@@ -81,6 +81,10 @@ public struct PeerConfig: Sendable {
     /// default) keeps the values as set. `gossipd peer` names here every training option it
     /// was not given.
     public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
+    /// Fair admission of incoming connections (SPEC §11): per-address cap, auth deadline.
+    public var admission = AdmissionConfig()
+    /// LAN discovery (`--discover multicast[:GROUP:PORT]`, SPEC §5.11); nil: off.
+    public var discovery: DiscoveryConfig?
 
     public init(listen: Endpoint) { self.listen = listen }
 }
@@ -134,6 +138,8 @@ public struct BootstrapConfig: Sendable {
     /// Network key, identity, admins and control socket (default: plaintext, an ephemeral
     /// identity, no control socket).
     public var security = NodeSecurity()
+    /// Fair admission of incoming connections (SPEC §11): per-address cap, auth deadline.
+    public var admission = AdmissionConfig()
 
     public init(listen: Endpoint, architecture: MLPArchitecture, initialModel: ParameterSet) {
         self.listen = listen

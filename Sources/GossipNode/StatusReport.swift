@@ -147,6 +147,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
     /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
     public var bootstrap: String?
+    /// LAN discovery counters (SPEC §5.11); absent without `--discover`.
+    public var discovery: DiscoveryCounters?
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -252,6 +254,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case convergence
         case metrics
         case bootstrap
+        case discovery
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -298,6 +301,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(metrics, forKey: .metrics)
         // Only a peer started with --bootstrap has one.
         try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
+        // Only a peer started with --discover has one.
+        try c.encodeIfPresent(discovery, forKey: .discovery)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -336,6 +341,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
+        discovery = try c.decodeIfPresent(DiscoveryCounters.self, forKey: .discovery)
     }
 
     /// The JSON text (sorted keys, so output is stable).

@@ -54,10 +54,14 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let votes = MessageType(rawValue: 10)
     /// Blocks until the node has finished training (SPEC §5.8).
     public static let waitConverged = MessageType(rawValue: 11)
+    /// LAN multicast announcement (SPEC §5.11): only ever in a UDP datagram, never on TCP.
+    public static let announce = MessageType(rawValue: 14)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
-    /// The types this version implements, in number order.
+    /// The types this version implements on TCP (what `MessageBody` decodes), in number
+    /// order. Announce (14) is not among them: it only travels in discovery datagrams
+    /// (`Announcement`), and on TCP it is unknown (UNIMPLEMENTED) like any other.
     public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged]
 
     public var name: String {
@@ -73,6 +77,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 9: "Reserve"
         case 10: "Votes"
         case 11: "WaitConverged"
+        case 14: "Announce"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

@@ -128,6 +128,7 @@ struct Bootstrap: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @OptionGroup var admission: AdmissionOptions
 
     func validate() throws {
         if model != nil && arch != nil { throw ValidationError("give at most one of --model FILE or --arch SIZES") }
@@ -170,6 +171,7 @@ struct Bootstrap: ParsableCommand {
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
         config.advertise = try address.advertiseEndpoint()
         config.readyFile = address.readyFile
+        config.admission = admission.config
         let node = try BootstrapNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
             let r = try startMetrics(e, NodeMetrics(role: "bootstrap") { node.status() }, "bootstrap")
@@ -273,6 +275,8 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @OptionGroup var admission: AdmissionOptions
+    @OptionGroup var discovery: DiscoveryOptions
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -288,8 +292,8 @@ struct Peer: ParsableCommand {
         config.advertise = try address.advertiseEndpoint()
         config.bootstrap = try bootstrap.map { try parseEndpoint($0, "--bootstrap") }
         config.join = try join.map { try parseEndpoint($0, "--join") }
-        guard config.bootstrap != nil || !config.join.isEmpty || stateDir != nil else {
-            throw ValidationError("give --bootstrap HOST:PORT or --join HOST:PORT (or a --state-dir holding a checkpoint)")
+        guard config.bootstrap != nil || !config.join.isEmpty || stateDir != nil || discovery.discover != nil else {
+            throw ValidationError("give --bootstrap HOST:PORT, --join HOST:PORT or --discover multicast (or a --state-dir holding a checkpoint)")
         }
         do { config.dataset = try DatasetSource(parsing: dataset) } catch { throw ValidationError("--dataset: \(error)") }
         let parts = shard.split(separator: "/")
@@ -366,6 +370,8 @@ struct Peer: ParsableCommand {
         config.convergence.serveWhenDone = serveWhenDone
         config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
+        config.admission = admission.config
+        config.discovery = try discovery.resolve(security: config.security)
         let node = try PeerNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
             let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }

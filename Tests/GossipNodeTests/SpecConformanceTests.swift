@@ -261,7 +261,7 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .announce, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }
