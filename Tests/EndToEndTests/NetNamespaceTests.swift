@@ -11,13 +11,6 @@ import Testing
 
 @Suite(.serialized, .enabled(if: NetNamespaceLab.available, "\(NetNamespaceLab.unavailableReason ?? "")"))
 struct NetNamespaceTests {
-    /// How the peers find each other: multicast discovery where this gossipd has it (n1's
-    /// `--discover`), else `--join` the seed peer (the harness's fallback).
-    static let discovery: [String]? = {
-        guard let (_, out, err) = try? Cluster.run(Cluster.binary("gossipd"), ["peer", "--help"], timeout: 60) else { return nil }
-        return (out + err).contains("--discover") ? ["--discover", "multicast"] : nil
-    }()
-
     /// Relative L2 spread the models must get within ("a few %"), while still training at a
     /// constant learning rate.
     static let converged = 0.05
@@ -38,7 +31,8 @@ struct NetNamespaceTests {
             // Peer 0 holds the initial model (a checkpoint in its state dir); the others get it
             // from whoever they find.
             if i == 0 { a += ["--state-dir", seedDir, "--checkpoint-every", "1000"] }
-            if let d = NetNamespaceTests.discovery { a += d } else if i > 0 { a += ["--join", "\(lab.addresses[0]):\(port)"] }
+            // No bootstrap, no --join: the peers find each other by multicast (SPEC §5.11).
+            a += ["--discover", "multicast"]
             return a
         }
         let allArgs = (0..<6).map(args)
@@ -50,7 +44,7 @@ struct NetNamespaceTests {
         }
         for i in 1..<6 { nodes.append(try started.withLock { $0[i]! }.get()) }
         let all = Set(nodes.map(\.endpoint))
-        print("netns: 6 peers serving after \(elapsed()) (discovery: \(NetNamespaceTests.discovery?.joined(separator: " ") ?? "--join the seed peer"))")
+        print("netns: 6 peers serving after \(elapsed()) (--discover multicast)")
 
         func lists(_ n: NetNamespaceLab.Node) throws -> Set<String> { Set(try n.status().peers) }
         func everyoneListsAll() throws -> Bool {
