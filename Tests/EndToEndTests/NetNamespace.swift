@@ -57,6 +57,9 @@ final class NetNamespaceLab: @unchecked Sendable {
     let addresses: [String]
     /// The network key every node gets (`--network-key`): the hosts' addresses are not loopback.
     let networkKeyFile: String
+    /// False: nodes run plaintext with `--insecure` instead of the key (the lab's hosts are
+    /// reachable only from each other).
+    let secure: Bool
     private let lock = NSLock()
     private var processes: [Process] = []
     private var created: [String] = []
@@ -67,7 +70,8 @@ final class NetNamespaceLab: @unchecked Sendable {
     /// Makes `hosts` namespaces on one switch.
     /// - Throws: `TimedOut`-style errors naming the `ip` command that failed (the lab is
     ///   cleaned up first).
-    init(_ name: String, hosts: Int) throws {
+    init(_ name: String, hosts: Int, secure: Bool = true) throws {
+        self.secure = secure
         precondition(hosts >= 1 && hosts <= 250)
         let lab = NetNamespaceLab.labCounter.withLock { v -> Int in v += 1; return v }
         let pid = Int(getpid())
@@ -182,7 +186,8 @@ final class NetNamespaceLab: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: NetNamespaceLab.ipPath!)
         // `ip netns exec` execs the command in place: the pid is gossipd's own.
         p.arguments = ["netns", "exec", hostNamespaces[host], Cluster.binary("gossipd")] + args
-            + ["--control-socket", sock, "--network-key", networkKeyFile, "--ready-file", ready, "--exit-with-parent"]
+            + ["--control-socket", sock, "--ready-file", ready, "--exit-with-parent"]
+            + (secure ? ["--network-key", networkKeyFile] : ["--insecure"])
         let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         defer { try? fh.close() }
         p.standardOutput = fh

@@ -18,7 +18,9 @@ struct NetNamespaceTests {
     @Test func sixNamespacedPeersFindEachOtherConvergeAndHealAPartition() throws {
         let t0 = Date()
         func elapsed() -> String { String(format: "%.1f s", Date().timeIntervalSince(t0)) }
-        let lab = try NetNamespaceLab("six", hosts: 6)
+        // Plaintext (--insecure): on this branch --discover refuses a network key until the
+        // sealed datagrams (SPEC §13.13) are wired into discovery; the lab is isolated anyway.
+        let lab = try NetNamespaceLab("six", hosts: 6, secure: false)
         defer { lab.shutdown() }
         let port = 7946
         let seedDir = lab.dir + "/h0-state"
