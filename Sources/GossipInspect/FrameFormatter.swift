@@ -147,6 +147,16 @@ public enum FrameDump {
                     ("voters", "[" + m.voters.map(quote).joined(separator: ",") + "]")]
         case .waitConvergedRequest(let m): return [("timeout_ms", "\(m.timeoutMs)")]
         case .waitConvergedReply(let m): return [("json", m.json)]
+        case .modelPullRequest(let m): return [("path", quote(m.path))]
+        case .modelPullReply(let m):
+            switch m.body {
+            case .inline(let st): return [("version", "\(m.version)"), ("form", "inline")] + model(st)
+            case .file(let n): return [("version", "\(m.version)"), ("form", "file"), ("byte_count", "\(n)")]
+            }
+        case .modelPushRequest(let m):
+            return [("base_version", "\(m.baseVersion)"), ("samples", "\(m.samples)"), ("steps", "\(m.steps)"),
+                    ("path", quote(m.path))] + (m.model.map(model) ?? [])
+        case .modelPushReply(let m): return [("version", "\(m.version)"), ("relative_l2_change", "\(m.relativeL2Change)")]
         case .error(_, let e): return [("status", "\(e.code.name) (\(e.code.rawValue))"), ("message", quote(e.message))]
         }
     }

@@ -7,8 +7,11 @@ import Foundation
 
 /// Layer sizes of a fully connected ReLU network, input first, classes last.
 public struct MLPArchitecture: Sendable, Equatable, Hashable, CustomStringConvertible {
-    /// Sizes, e.g. `[784, 256, 128, 10]`.
+    /// Sizes, e.g. `[784, 256, 128, 10]`; empty for an external model.
     public let layerSizes: [Int]
+    /// The tensor table of an external model (`--trainer external`, SPEC §6.4 "external"):
+    /// any float32 tensors, trained by another program; nil for an MLP.
+    public let externalTable: [ExternalTensor]?
 
     /// Creates an architecture.
     ///
@@ -23,6 +26,7 @@ public struct MLPArchitecture: Sendable, Equatable, Hashable, CustomStringConver
                           "layer size #\(i) is \(s); every size must be between 1 and 16777216")
         }
         self.layerSizes = layerSizes
+        self.externalTable = nil
     }
 
     /// Parses a comma-separated list such as `"784,256,128,10"`.
@@ -41,18 +45,22 @@ public struct MLPArchitecture: Sendable, Equatable, Hashable, CustomStringConver
         try self.init(layerSizes: sizes)
     }
 
-    /// Comma-separated sizes, e.g. `784,256,128,10`.
-    public var description: String { layerSizes.map(String.init).joined(separator: ",") }
+    /// Comma-separated sizes, e.g. `784,256,128,10`; `external` for an external model.
+    public var description: String {
+        isExternal ? MLPArchitecture.externalName : layerSizes.map(String.init).joined(separator: ",")
+    }
 
-    /// Number of weight layers.
-    public var layerCount: Int { layerSizes.count - 1 }
-    /// Input feature count.
-    public var inputSize: Int { layerSizes[0] }
-    /// Number of classes (output size).
-    public var outputSize: Int { layerSizes[layerSizes.count - 1] }
+    /// Number of weight layers (0 for an external model).
+    public var layerCount: Int { max(0, layerSizes.count - 1) }
+    /// Input feature count (0 for an external model: no Swift trainer can train it).
+    public var inputSize: Int { layerSizes.first ?? 0 }
+    /// Number of classes (output size; 0 for an external model).
+    public var outputSize: Int { layerSizes.last ?? 0 }
 
-    /// Tensor layout: `layers.{i}.weight` [out, in], `layers.{i}.bias` [out], in layer order.
+    /// Tensor layout: `layers.{i}.weight` [out, in], `layers.{i}.bias` [out], in layer order;
+    /// an external model's own table.
     public var parameterSpecs: [(name: String, shape: [Int])] {
+        if let t = externalTable { return t.map { ($0.name, $0.shape) } }
         var out: [(name: String, shape: [Int])] = []
         for l in 0..<layerCount {
             out.append(("layers.\(l).weight", [layerSizes[l + 1], layerSizes[l]]))
@@ -69,6 +77,7 @@ public struct MLPArchitecture: Sendable, Equatable, Hashable, CustomStringConver
     /// so the bytes are identical on every machine.
     public func makeParameters(seed: UInt64) -> ParameterSet {
         var p = ParameterSet(specs: parameterSpecs)
+        if isExternal { return p }   // an external model's weights come from its file
         var rng = SeededGenerator(seed: seed)
         p.storage.withUnsafeMutableBufferPointer { buf in
             for l in 0..<layerCount {
@@ -97,6 +106,35 @@ public struct MLPArchitecture: Sendable, Equatable, Hashable, CustomStringConver
                           "parameters (\(p.specs.map { "\($0.name)\($0.shape)" }.joined(separator: " "))) do not fit architecture \(self); load weights made for this architecture")
         }
     }
+}
+
+/// One tensor of an external model's table: a name and a shape (float32).
+public struct ExternalTensor: Sendable, Equatable, Hashable {
+    public let name: String
+    public let shape: [Int]
+    public init(name: String, shape: [Int]) { self.name = name; self.shape = shape }
+}
+
+extension MLPArchitecture {
+    /// The architecture string of an external model (SPEC §6.4): the tensor table is the schema.
+    public static let externalName = "external"
+
+    /// An external model: any table of float32 tensors (`gossipd bootstrap --model FILE`),
+    /// averaged by the network and trained by another program.
+    /// - Throws: `MLError.invalidArchitecture` for an empty table or duplicate names.
+    public init(external table: [(name: String, shape: [Int])]) throws {
+        guard !table.isEmpty else {
+            throw MLError(.invalidArchitecture, "an external model needs at least one tensor; give a safetensors file with float32 tensors")
+        }
+        guard Set(table.map(\.name)).count == table.count else {
+            throw MLError(.invalidArchitecture, "an external model's tensor names must be unique")
+        }
+        self.layerSizes = []
+        self.externalTable = table.map { ExternalTensor(name: $0.name, shape: $0.shape) }
+    }
+
+    /// True for an external model (no Swift trainer; `--trainer external` peers only).
+    public var isExternal: Bool { externalTable != nil }
 }
 
 /// Preallocated activations, deltas and GEMM scratch for one batch capacity.

@@ -122,6 +122,37 @@ public final class Trainer {
         self.cursor = 0
     }
 
+    /// A holder of a model trained by another program (`gossipd peer --trainer external`):
+    /// the weights and the counters, no data and no optimizer. `train(steps:)` must not be
+    /// called on it; `recordExternal(steps:samples:)` counts what the other program trained.
+    /// - Throws: `MLError.schemaMismatch` when the parameters do not fit the architecture.
+    public init(holding parameters: ParameterSet, architecture: MLPArchitecture) throws {
+        try architecture.requireMatch(parameters)
+        self.imageSide = 0
+        self.shiftScratch = []
+        self.architecture = architecture
+        self.data = Dataset(unchecked: "external", features: [], labels: [], featureCount: 0, classCount: 0)
+        self.config = SGDConfig()
+        self.params = parameters
+        self.grads = []
+        self.velocity = []
+        self.batch = 0
+        self.workspace = MLPWorkspace(arch: try MLPArchitecture(external: [("none", [0])]), capacity: 0)
+        self.order = []
+        self.rng = SeededGenerator(seed: 0)
+        self.cursor = 0
+        self.isHolder = true
+    }
+
+    /// True for a holder made by `init(holding:architecture:)` (the training happens elsewhere).
+    public private(set) var isHolder = false
+
+    /// Counts steps and samples trained by another program (an external trainer's push).
+    public func recordExternal(steps: Int, samples: Int) {
+        stepsDone += max(0, steps)
+        samplesSeen += max(0, samples)
+    }
+
     /// The current weights. Setting replaces them (momentum is kept).
     ///
     /// Precondition: the new value has the same schema (use `setParameters` to get an error).
@@ -216,6 +247,7 @@ public final class Trainer {
     @discardableResult
     public func train(steps: Int) -> Float {
         guard steps > 0 else { return 0 }
+        precondition(!isHolder, "Trainer.train: this trainer only holds an externally trained model")
         var lossSum = 0.0
         let n = batch
         let scale = 1 / Float(n)

@@ -127,7 +127,7 @@ public final class Control: @unchecked Sendable {
     /// What error messages call the node: its endpoint, or its control socket.
     public var target: String { socketPath.map { "control socket \($0)" } ?? endpoint.description }
 
-    private func call(_ type: MessageType, _ payload: ByteSlice, timeout: Duration? = nil) throws(ControlFailure) -> InboundMessage {
+    func call(_ type: MessageType, _ payload: ByteSlice, timeout: Duration? = nil) throws(ControlFailure) -> InboundMessage {
         if let path = socketPath {
             // A fresh connection per request: the pool would redial `endpoint`, a stand-in.
             do throws(RPCError) {

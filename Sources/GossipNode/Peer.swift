@@ -76,6 +76,8 @@ public final class PeerNode: @unchecked Sendable {
         set { metricsURLBox.withLock { $0 = newValue } }
     }
     let model = ModelBox()
+    /// An external trainer's versions and counters (PeerExternal.swift); unused otherwise.
+    let external = Mutex(ExternalVersions())
     let wake = LoopWakeup()
     let checkpoints: PeerCheckpoints?
     private let endpointBox: Mutex<Endpoint>
@@ -103,20 +105,22 @@ public final class PeerNode: @unchecked Sendable {
     /// Loads the dataset and its shard; does no I/O on the network yet.
     public init(config: PeerConfig, logger: Logger) throws {
         self.logger = logger
-        let split = try config.dataset.load()
+        // An external peer trains nothing here: no dataset (PeerExternal.swift).
+        let split = try config.trainer == .external ? PeerNode.externalSplit() : config.dataset.load()
         self.split = split
         // Options the peer was not given take the dataset's defaults (TrainingDefaults.swift).
         var config = config
-        if !config.trainingDefaultsFromDataset.isEmpty {
+        if config.trainer == .external { config.convergence.enabled = false }
+        if !config.trainingDefaultsFromDataset.isEmpty, config.trainer == .swift {
             config.applyTrainingDefaults(.forDataset(features: split.train.featureCount, classes: split.train.classCount))
         }
         self.config = config
         logger.info("training settings", metadata: ["lr": "\(config.sgd.learningRate)", "batch": "\(config.sgd.batchSize)",
                                                     "local_steps": "\(config.localSteps)", "input_noise": "\(config.sgd.inputNoise)",
                                                     "pace_ms": "\(Int(config.pace.seconds * 1000))"])
-        self.shard = try split.train.shard(index: config.shardIndex, of: config.shardCount,
-                                           seed: config.seed, nonIIDAlpha: config.nonIIDAlpha)
-        guard shard.count > 0 else {
+        self.shard = try config.trainer == .external ? split.train
+            : split.train.shard(index: config.shardIndex, of: config.shardCount, seed: config.seed, nonIIDAlpha: config.nonIIDAlpha)
+        guard shard.count > 0 || config.trainer == .external else {
             throw NodeError("shard \(config.shardIndex)/\(config.shardCount) of \(config.dataset) is empty; use fewer shards or another --non-iid alpha")
         }
         var serverConfig = ServerConfig()
@@ -197,7 +201,7 @@ public final class PeerNode: @unchecked Sendable {
             try? finish(checkpoint: model.trainer != nil)
             throw error
         }
-        if onboarded { startPushTimer(); loop() } else { logger.notice("stopped while onboarding") }
+        if onboarded { startPushTimer(); if isExternal { externalLoop() } else { loop() } } else { logger.notice("stopped while onboarding") }
         try finish()
     }
 
@@ -330,7 +334,10 @@ public final class PeerNode: @unchecked Sendable {
             case .success(let msg):
                 do {
                     let (arch, params, model) = try WireCodec.decodeModel(msg.payload, expected: nil)
-                    guard shard.featureCount == arch.inputSize, split.train.classCount <= arch.outputSize else {
+                    if arch.isExternal, !isExternal {
+                        throw NodeError("the network's model (from \(source)) is an external model (a tensor table, not an MLP: SPEC §6.4); a Swift trainer cannot train it: run this peer with --trainer external and a training program (README \"External trainers\")")
+                    }
+                    guard isExternal || shard.featureCount == arch.inputSize, split.train.classCount <= arch.outputSize else {
                         throw NodeError("the network's model \(arch) (from \(source)) takes \(arch.inputSize) inputs and \(arch.outputSize) classes, but dataset \(config.dataset) has \(shard.featureCount) features and \(split.train.classCount) classes; use the network's dataset, or start a bootstrap with --arch \(shard.featureCount),...,\(split.train.classCount)")
                     }
                     return (arch, params, ModelSourceInfo(source: isPeer ? "peer \(source)" : "bootstrap \(source)", round: model.round))
@@ -351,6 +358,15 @@ public final class PeerNode: @unchecked Sendable {
     /// reads `model` yet), so no lock is needed; `modelInstalled` publishes it.
     private func install(arch: MLPArchitecture, params: ParameterSet, resumedStep: Int = 0,
                          exact: TrainerCheckpoint? = nil) throws {
+        if isExternal {
+            let t = try Trainer(holding: params, architecture: arch)
+            core.withLock { _ in
+                model.trainer = t
+                model.architecture = arch
+            }
+            server.fitModel(payloadBytes: params.parameterCount * 4)
+            return
+        }
         var sgd = config.sgd
         if config.cosineSchedule, let rounds = config.rounds {
             sgd.decaySteps = max(1, rounds * config.localSteps)
@@ -476,6 +492,7 @@ public final class PeerNode: @unchecked Sendable {
         server.register(.reserve) { [weak self] msg, responder in self?.handleReserve(msg, responder) }
         server.register(.votes) { [weak self] msg, responder in self?.handleVotes(msg, responder) }
         server.register(.waitConverged) { [weak self] msg, responder in self?.handleWaitConverged(msg, responder) }
+        registerExternalHandlers()
         registerGuarded(server, .triggerGossip, rights: config.security.rights, logger: logger) { [weak self] msg, responder in
             self?.handleTrigger(msg, responder)
         }
@@ -533,6 +550,7 @@ public final class PeerNode: @unchecked Sendable {
     // MARK: - evaluation, status, checkpoints
 
     func evaluateNow() {
+        guard !isExternal else { return }   // the external trainer evaluates on its own data
         guard let (arch, params) = core.withLock({ _ -> (MLPArchitecture, ParameterSet)? in
             guard let t = model.trainer, let a = model.architecture else { return nil }
             return (a, t.parameters)
@@ -556,7 +574,7 @@ public final class PeerNode: @unchecked Sendable {
 
     /// Reports the members added or removed since the last report (after every round, and
     /// every averaging tick once the rounds are done).
-    private func reportMembership() {
+    func reportMembership() {
         guard !telemetry.isEmpty else { return }
         let (r, members) = core.withLock { c in (c.state.round, Set(c.state.membership.endpoints)) }
         reportMembership(r, members)
@@ -607,12 +625,18 @@ public final class PeerNode: @unchecked Sendable {
             s.convergence = convergenceStatus(st)
             s.metrics = metrics
             s.bootstrap = config.bootstrap?.description
+            s.trainer = config.trainer.rawValue
+            if isExternal {
+                s.external = external.withLock { $0.report }
+                s.dataset = ""
+                s.shard = ""
+            }
             return s
         }
     }
 
     /// Writes a checkpoint, logging (not throwing) a failure: the loop goes on.
-    private func checkpointLogged() {
+    func checkpointLogged() {
         do { try writeCheckpoint() } catch {
             logger.error("checkpoint failed", metadata: ["dir": "\(config.stateDir ?? "")", "error": "\(error)"])
         }
@@ -624,7 +648,7 @@ public final class PeerNode: @unchecked Sendable {
         var meta = split.preprocessing
         meta["arch"] = arch.description
         meta["activation"] = "relu"
-        meta["dataset"] = config.dataset.description
+        meta["dataset"] = isExternal ? "external trainer" : config.dataset.description
         meta["round"] = "\(state.round)"
         meta["step"] = "\(model.step)"
         meta["samples_seen"] = "\(model.samples)"
@@ -636,6 +660,17 @@ public final class PeerNode: @unchecked Sendable {
     /// them atomically outside it.
     func writeCheckpoint() throws {
         guard let store = checkpoints else { return }
+        if isExternal {
+            // No optimizer state here (the trainer keeps its own): a model-only file.
+            guard let (params, meta, r) = core.withLock({ c -> (ParameterSet, [String: String], Int)? in
+                guard let t = model.trainer, let arch = model.architecture else { return nil }
+                return (t.parameters, modelMetadata(arch, c.state), c.state.round)
+            }) else { return }
+            try SafeTensors.write(params, metadata: meta, to: store.path)
+            core.withLock { $0.state.checkpointRound = r }
+            logger.info("checkpoint written", metadata: ["path": "\(store.path)", "round": "\(r)"])
+            return
+        }
         guard let snap = core.withLock({ c -> PeerCheckpoints.Snapshot? in
             guard let t = model.trainer, let arch = model.architecture else { return nil }
             var meta = modelMetadata(arch, c.state)
@@ -654,14 +689,16 @@ public final class PeerNode: @unchecked Sendable {
     private func loadCheckpoint() throws -> Bool {
         guard let store = checkpoints, let loaded = try store.load() else { return false }
         let meta = loaded.metadata
-        guard let archText = meta["arch"], let arch = try? MLPArchitecture(parsing: archText), arch.matches(loaded.parameters) else {
+        let parsed = meta["arch"] == MLPArchitecture.externalName ? try? MLPArchitecture(external: loaded.parameters.layout)
+            : meta["arch"].flatMap { try? MLPArchitecture(parsing: $0) }
+        guard let arch = parsed, arch.matches(loaded.parameters), !arch.isExternal || isExternal else {
             throw NodeError("checkpoint \(store.path) has no usable 'arch' metadata; move it away to start fresh")
         }
         let step = Int(meta["step"] ?? "") ?? 0
         let samples = Int(meta["samples_seen"] ?? "") ?? 0
         let r = Int(meta["round"] ?? "") ?? 0
         var exact = false
-        if let state = loaded.trainer {
+        if let state = loaded.trainer, !isExternal {
             // Exact resume: the trainer continues with the same momentum, generator, data order
             // and counters. Its own step count starts where its trainer was built; the steps
             // before that (a weights-only resume earlier in this peer's life) are the base, and

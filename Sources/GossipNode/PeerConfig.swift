@@ -81,6 +81,9 @@ public struct PeerConfig: Sendable {
     /// default) keeps the values as set. `gossipd peer` names here every training option it
     /// was not given.
     public var trainingDefaultsFromDataset: TrainingDefaults.Settings = []
+    /// Who trains the model: this node (`swift`) or another program through ModelPull and
+    /// ModelPush (`external`, SPEC §5.12; then `dataset` is not used).
+    public var trainer: TrainerKind = .swift
 
     public init(listen: Endpoint) { self.listen = listen }
 }

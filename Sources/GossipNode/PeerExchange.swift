@@ -76,7 +76,7 @@ extension PeerNode {
         }
         let request: ByteSlice
         // The weight this node sends (an attacker's test hook may lie about it, SPEC §5.3).
-        let sentWeight = config.misbehaviour?.weight(honest: Double(shard.count)) ?? Double(shard.count)
+        let sentWeight = config.misbehaviour?.weight(honest: ownRows) ?? ownRows
         do {
             let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
             request = try WireCodec.encodeExchangeRequest(sender: me, weight: sentWeight, architecture: arch,
@@ -280,7 +280,7 @@ extension PeerNode {
         if case .outlier(let d, let bound, let why) = verdict {
             throw RPCError(.modelRejected, "peer \(endpoint) refused the model of \(request.sender) as an outlier: relative L2 distance \(shortNumber(d)) from its own model, over the bound \(shortNumber(bound)) (\(why); SPEC §5.3); nothing was applied. A model this far off is scaled, noised or stale: fetch the network's current model (GetModel) and train from it")
         }
-        var ownWeight = Double(shard.count), incomingWeight = request.weight
+        var ownWeight = ownRows, incomingWeight = request.weight
         if case .claim(let w) = config.misbehaviour {
             ownWeight = w   // test attacker: averages and replies with its false weight, uncapped
         } else {

@@ -47,7 +47,7 @@ extension PeerNode {
     /// The initial ledger (mass = the shard's rows), or nil in sync mode.
     func makePushSumLedger(mass: Double? = nil) -> PushSumLedger? {
         guard config.averaging == .pushSum else { return nil }
-        return PushSumLedger(rows: Double(shard.count), weightCap: config.exchangeBounds.weightCap, mass: mass)
+        return PushSumLedger(rows: ownRows, weightCap: config.exchangeBounds.weightCap, mass: mass)
     }
 
     /// Resumes the mass a checkpoint saved (`push_sum_mass`), when it is a valid mass.

@@ -201,6 +201,12 @@ struct PeerState: Sendable {
         return round
     }
 
+    /// Completes a round of an external trainer (one push, SPEC §5.12): its loss is not known.
+    mutating func completeExternalRound() -> Int {
+        round += 1
+        return round
+    }
+
     /// True when a training step may run now (no exchange holds the model, not stopping). A
     /// reservation, given or asked for, does not pause training (SPEC §5.6).
     var mayTrain: Bool { !slotHoldsModel && !stopRequested && hasModel }

@@ -176,7 +176,7 @@ public struct NodeSecurity: Sendable {
 /// identity. Status, Ping, Register, GetModel and GossipExchange stay open to members.
 public struct ControlRights: Sendable {
     /// The request types that change a node (append new mutating types here).
-    public static let mutatingTypes: Set<MessageType> = [.stop, .triggerGossip]
+    public static let mutatingTypes: Set<MessageType> = [.stop, .triggerGossip, .modelPull, .modelPush]
 
     /// Identities given with `--admin-key`.
     public let admins: [[UInt8]]

@@ -147,6 +147,28 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// A peer's configured bootstrap (`--bootstrap`), HOST:PORT, whether or not it still
     /// answers (so that `gossipctl watch` can list it); null on a bootstrap or without one.
     public var bootstrap: String?
+    /// Which program trains a peer's model: "swift" (its own trainer) or "external"
+    /// (`--trainer external`, SPEC §5.12); absent on a bootstrap.
+    public var trainer: String?
+    /// An external peer's pull/push counters (SPEC §5.12); absent otherwise.
+    public var external: External?
+
+    /// The `external` object of an external peer's status (SPEC §5.12).
+    public struct External: Codable, Sendable, Equatable {
+        /// Pulls served and pushes applied since the node started.
+        public var pulls = 0
+        public var pushes = 0
+        /// Pushes refused (unknown version, schema, non-finite, busy).
+        public var pushesRefused = 0
+        /// The version a pull would get now (the latest one handed out), 0 before the first pull.
+        public var version: UInt64 = 0
+        /// The averaging weight the node uses (the samples of the latest push; 1 before it).
+        public var weight: Double = 1
+        public init() {}
+        enum CodingKeys: String, CodingKey {
+            case pulls, pushes, pushesRefused = "pushes_refused", version, weight
+        }
+    }
 
     /// The `convergence` object of a peer's status (SPEC §5.9).
     public struct Convergence: Codable, Sendable, Equatable {
@@ -252,6 +274,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case convergence
         case metrics
         case bootstrap
+        case trainer, external
     }
 
     /// The `peer_identities` object of a membership table: every member, with the identity it proved or null.
@@ -298,6 +321,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(metrics, forKey: .metrics)
         // Only a peer started with --bootstrap has one.
         try c.encodeIfPresent(bootstrap, forKey: .bootstrap)
+        try c.encodeIfPresent(trainer, forKey: .trainer)
+        try c.encodeIfPresent(external, forKey: .external)
     }
 
     /// Reads a status object as SPEC §5.4 defines it: only `role` is required; every other key
@@ -336,6 +361,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         convergence = try c.decodeIfPresent(Convergence.self, forKey: .convergence)
         metrics = try c.decodeIfPresent(String.self, forKey: .metrics)
         bootstrap = try c.decodeIfPresent(String.self, forKey: .bootstrap)
+        trainer = try c.decodeIfPresent(String.self, forKey: .trainer)
+        external = try c.decodeIfPresent(External.self, forKey: .external)
     }
 
     /// The JSON text (sorted keys, so output is stable).

@@ -104,7 +104,17 @@ enum WireCodec {
     /// make the node allocate more than the message it actually sent.
     static func decodeModel(_ p: ByteSlice, expected: UInt64?) throws -> (MLPArchitecture, ParameterSet, ModelState) {
         let model = try ModelState.decode(p, limits: limits, expectedSchemaHash: expected)
-        let arch = try MLPArchitecture(parsing: model.architecture)
+        let (arch, params) = try parameters(of: model)
+        return (arch, params, model)
+    }
+
+    /// A received model as an architecture and a new parameter set (one copy), checking that
+    /// the table fits the architecture and the weights are finite.
+    static func parameters(of model: ModelState) throws -> (MLPArchitecture, ParameterSet) {
+        // An external model (SPEC §6.4): its table is the schema.
+        let arch = model.architecture == MLPArchitecture.externalName
+            ? try MLPArchitecture(external: model.table.tensors.map { ($0.name, $0.shape) })
+            : try MLPArchitecture(parsing: model.architecture)
         let specs = arch.parameterSpecs
         let declared = TensorTable(tensors: specs.map { TensorInfo(name: $0.name, shape: $0.shape) })
         guard declared.schemaHash == model.table.schemaHash, declared.tensors == model.table.tensors,
@@ -114,7 +124,7 @@ enum WireCodec {
         var params = ParameterSet(specs: specs)
         try checkFinite(model)
         try model.copyData(into: &params.storage)
-        return (arch, params, model)
+        return (arch, params)
     }
 
     /// Throws `.malformed` (INVALID_ARGUMENT) when the weights hold a NaN or an infinity.

@@ -54,11 +54,15 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let votes = MessageType(rawValue: 10)
     /// Blocks until the node has finished training (SPEC §5.8).
     public static let waitConverged = MessageType(rawValue: 11)
+    /// An external trainer pulls the node's model (SPEC §5.12; control socket only).
+    public static let modelPull = MessageType(rawValue: 15)
+    /// An external trainer pushes what it trained (SPEC §5.12; control socket only).
+    public static let modelPush = MessageType(rawValue: 16)
     /// Reserved: only in connection-level error replies (SPEC §8.1); never a request type.
     public static let connection = MessageType(rawValue: 0xFFFF)
 
     /// The types this version implements, in number order.
-    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged]
+    public static let known: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .stop, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .modelPull, .modelPush]
 
     public var name: String {
         switch rawValue {
@@ -73,6 +77,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case 9: "Reserve"
         case 10: "Votes"
         case 11: "WaitConverged"
+        case 15: "ModelPull"
+        case 16: "ModelPush"
         case 0xFFFF: "Connection"
         default: "Unknown(\(rawValue))"
         }

@@ -52,7 +52,8 @@ public struct Limits: Sendable, Equatable {
     /// request and reply, PushSum request): those are bounded by `maxMessageBytes`, all others less.
     public static func carriesModel(_ type: MessageType, _ kind: MessageKind) -> Bool {
         switch (type, kind) {
-        case (.getModel, .response), (.gossipExchange, .request), (.gossipExchange, .response), (.pushSum, .request): true
+        case (.getModel, .response), (.gossipExchange, .request), (.gossipExchange, .response), (.pushSum, .request),
+             (.modelPull, .response), (.modelPush, .request): true
         default: false
         }
     }

@@ -378,6 +378,11 @@ public enum MessageBody: Sendable, Equatable {
     /// WaitConverged (SPEC §5.8): the reply is JSON text, like TriggerGossip's.
     case waitConvergedRequest(WaitConvergedRequest)
     case waitConvergedReply(StatusReply)
+    /// ModelPull and ModelPush (SPEC §5.12, external trainers; control socket only).
+    case modelPullRequest(ModelPullRequest)
+    case modelPullReply(ModelPullReply)
+    case modelPushRequest(ModelPushRequest)
+    case modelPushReply(ModelPushReply)
     /// An error reply to a request of type `type`.
     case error(type: MessageType, ErrorReply)
 
@@ -395,6 +400,8 @@ public enum MessageBody: Sendable, Equatable {
         case .reserveRequest, .reserveReply: .reserve
         case .votesRequest, .votesReply: .votes
         case .waitConvergedRequest, .waitConvergedReply: .waitConverged
+        case .modelPullRequest, .modelPullReply: .modelPull
+        case .modelPushRequest, .modelPushReply: .modelPush
         case .error(let type, _): type
         }
     }
@@ -403,7 +410,8 @@ public enum MessageBody: Sendable, Equatable {
     public var kind: MessageKind {
         switch self {
         case .registerRequest, .getModelRequest, .gossipExchangeRequest, .statusRequest, .pingRequest,
-             .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest: .request
+             .stopRequest, .triggerGossipRequest, .pushSumRequest, .reserveRequest, .votesRequest, .waitConvergedRequest,
+             .modelPullRequest, .modelPushRequest: .request
         case .error: .error
         default: .response
         }
@@ -427,6 +435,10 @@ public enum MessageBody: Sendable, Equatable {
         case .votesRequest(let m), .votesReply(let m): try m.encode(limits: limits)
         case .waitConvergedRequest(let m): m.encode()
         case .waitConvergedReply(let m): try m.encode(limits: limits)
+        case .modelPullRequest(let m): try m.encode(limits: limits)
+        case .modelPullReply(let m): try m.encode(limits: limits)
+        case .modelPushRequest(let m): try m.encode(limits: limits)
+        case .modelPushReply(let m): try m.encode(limits: limits)
         case .error(_, let m): try m.encode(limits: limits)
         }
     }
@@ -477,6 +489,12 @@ public enum MessageBody: Sendable, Equatable {
         case .waitConverged:
             return request ? .waitConvergedRequest(try .decode(payload))
                            : .waitConvergedReply(try .decode(payload, limits: limits))
+        case .modelPull:
+            return request ? .modelPullRequest(try .decode(payload, limits: limits))
+                           : .modelPullReply(try .decode(payload, limits: limits))
+        case .modelPush:
+            return request ? .modelPushRequest(try .decode(payload, limits: limits, expectedSchemaHash: expectedSchemaHash))
+                           : .modelPushReply(try .decode(payload, limits: limits))
         default: // .triggerGossip
             return request ? .triggerGossipRequest(try .decode(payload, limits: limits))
                            : .triggerGossipReply(try .decode(payload, limits: limits))

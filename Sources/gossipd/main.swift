@@ -114,7 +114,7 @@ struct Bootstrap: ParsableCommand {
         abstract: "Run the discovery service: registers peers, hands out the peer list and the initial model.")
 
     @OptionGroup var address: AddressOptions
-    @Option(help: "Initial model as a safetensors file (its __metadata__ must name 'arch').")
+    @Option(help: "Initial model as a safetensors file: an MLP when its __metadata__ names 'arch' (gossipctl model writes it); any other table of float32 tensors (no 'arch', or arch 'external') is served as an external model, trained only by --trainer external peers (SPEC §6.4, README \"External trainers\").")
     var model: String?
     @Option(help: "Initial model architecture, e.g. 64,128,10 or 784,256,128,10 (with --seed). Default: the one suggested for --dataset.")
     var arch: String?
@@ -145,9 +145,9 @@ struct Bootstrap: ParsableCommand {
         let params: ParameterSet
         if let model {
             let (p, meta) = try SafeTensors.read(path: model)
-            guard let a = meta["arch"] else { throw ValidationError("\(model) has no 'arch' in its __metadata__; export it with gossipctl model or pass --arch") }
-            architecture = try MLPArchitecture(parsing: a)
-            params = p
+            let loaded = try bootstrapModel(p, meta, path: model)
+            architecture = loaded.0
+            params = loaded.1
         } else {
             var sizes = arch
             if sizes == nil {
@@ -206,8 +206,8 @@ struct Peer: ParsableCommand {
     var bootstrap: String?
     @Option(help: "A live peer's HOST:PORT to join through (repeatable).")
     var join: [String] = []
-    @Option(help: "digits | mnist:DIR | fashion-mnist:DIR | csv:FILE")
-    var dataset: String = "digits"
+    @Option(help: "digits | mnist:DIR | fashion-mnist:DIR | csv:FILE (default digits; not with --trainer external)")
+    var dataset: String?
     @Option(help: "This peer's shard of the training data, I/N.")
     var shard: String = "0/1"
     @Option(name: .customLong("non-iid"), help: "Label-skewed shards: Dirichlet concentration ALPHA (small = more skew).")
@@ -273,6 +273,8 @@ struct Peer: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (plaintext, no authentication: bind to 127.0.0.1 or a private interface; port 0: the OS picks, printed as 'metrics on http://HOST:PORT/metrics').")
     var metricsListen: String?
+    @Option(help: "Who trains: swift (this node, on --dataset) or external (another program on this host pulls the model and pushes what it trained through the control socket: gossipctl pull/push, SPEC 5.12, README \"External trainers\"; needs --control-socket or --state-dir).")
+    var trainer: String = "swift"
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -291,7 +293,14 @@ struct Peer: ParsableCommand {
         guard config.bootstrap != nil || !config.join.isEmpty || stateDir != nil else {
             throw ValidationError("give --bootstrap HOST:PORT or --join HOST:PORT (or a --state-dir holding a checkpoint)")
         }
-        do { config.dataset = try DatasetSource(parsing: dataset) } catch { throw ValidationError("--dataset: \(error)") }
+        do { config.dataset = try DatasetSource(parsing: dataset ?? "digits") } catch { throw ValidationError("--dataset: \(error)") }
+        guard let trainerKind = TrainerKind(rawValue: trainer) else {
+            throw ValidationError("--trainer must be swift or external")
+        }
+        config.trainer = trainerKind
+        if trainerKind == .external, dataset != nil {
+            throw ValidationError("--dataset is for --trainer swift: with --trainer external the training program reads its own data (the node holds no dataset)")
+        }
         let parts = shard.split(separator: "/")
         guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n > 0, i >= 0, i < n else {
             throw ValidationError("--shard '\(shard)' must be I/N with 0 <= I < N, e.g. 0/4")
@@ -384,6 +393,19 @@ struct Peer: ParsableCommand {
         metrics?.close()
         withExtendedLifetime((signals, watcher)) {}
     }
+}
+
+/// The bootstrap's initial model from a safetensors file: an MLP when the metadata names
+/// its `arch`, else an external model whose table is the file's (SPEC §6.4).
+func bootstrapModel(_ p: ParameterSet, _ meta: [String: String], path: String) throws -> (MLPArchitecture, ParameterSet) {
+    if let a = meta["arch"], a != MLPArchitecture.externalName {
+        return (try MLPArchitecture(parsing: a), p)
+    }
+    let arch: MLPArchitecture
+    do { arch = try MLPArchitecture(external: p.layout) } catch { throw ValidationError("--model \(path): \(error)") }
+    guard p.allFinite else { throw ValidationError("--model \(path) holds NaN or Inf weights") }
+    Console.err.line("gossipd bootstrap: \(path) is served as an external model (\(p.specs.count) tensors, \(p.parameterCount) parameters): only --trainer external peers train it")
+    return (arch, p)
 }
 
 struct Demo: ParsableCommand {

@@ -254,6 +254,10 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
         return strBytes("127.0.0.1:9") + u64Bytes(model?.table.schemaHash ?? 0) + [0xe8, 0x03, 0, 0]
     case .votes: return try VotesMessage(sender: "127.0.0.1:9", flags: 0, voters: []).encode().array
     case .waitConverged: return WaitConvergedRequest(timeoutMs: 50).encode().array   // held, then DEADLINE_EXCEEDED
+    case .modelPull: return try ModelPullRequest(path: "").encode().array
+    case .modelPush:
+        guard let model else { return [0] }
+        return try ModelPushRequest(baseVersion: 1, samples: 1, steps: 1, path: "", model: model).encode().array
     default: return []
     }
 }
@@ -261,7 +265,8 @@ func sampleRequest(_ type: MessageType, model: ModelState?) throws -> [UInt8] {
 /// Checks one role's column of SPEC §4.1 against what `call` answers; Stop is sent last.
 func checkRoleColumn(_ role: String, _ column: [(type: String, cell: String)], model: ModelState?,
                      call: (MessageType, [UInt8]) -> Result<InboundMessage, RPCError>) throws {
-    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged, .stop]
+    let types: [MessageType] = [.register, .getModel, .gossipExchange, .status, .ping, .triggerGossip, .pushSum, .reserve, .votes, .waitConverged,
+                                .modelPull, .modelPush, .stop]
     #expect(Set(column.map(\.type)) == Set(types.map(\.name)), "SPEC §4.1 must list every message type once")
     for type in types {
         guard let cell = column.first(where: { $0.type == type.name })?.cell else { continue }

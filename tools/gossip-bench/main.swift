@@ -53,7 +53,7 @@ struct GossipBench: ParsableCommand {
         commandName: "gossip-bench",
         abstract: "Benchmark and check suites; each prints `key: value` lines.",
         discussion: "Exit codes: 0 ok, 1 failure, 64 usage error.",
-        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self, PeersFrozen.self])
+        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self, PeersFrozen.self, External.self])
 }
 
 struct Train: ParsableCommand {
@@ -197,6 +197,19 @@ struct PeersFrozen: ParsableCommand {
         o.baseline = baseline
         o.paceMs = paceMs
         do { try runPeersFrozenSuite(o) } catch { throw fail("peers-frozen: \(error)") }
+    }
+}
+
+struct External: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "external",
+        abstract: "One ModelPull plus one ModelPush of a 10M-parameter model through a real external peer's control socket, vs writing and reading the same safetensors file (SPEC 5.12).",
+        discussion: "Prints external_roundtrip_10M_ms, external_baseline_write_read_10M_ms, external_roundtrip_vs_baseline (target <= 4) and external_roundtrip_inline_10M_ms (the model through the socket).")
+    @Option(help: "Runs of each; the best is printed.") var reps: Int = 5
+
+    func run() throws {
+        guard reps > 0 else { throw ValidationError("--reps must be positive") }
+        do { try runExternalSuite(reps: reps) } catch { throw fail("external: \(error)") }
     }
 }
 

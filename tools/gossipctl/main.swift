@@ -221,7 +221,7 @@ struct Gossipctl: ParsableCommand {
         69 node unreachable or no answer within --timeout; \
         70 the node answered with an error status; 73 the output file could not be written.
         """,
-        subcommands: [Status.self, Peers.self, Model.self, Gossip.self, Stop.self, Keygen.self, Identity.self, Wait.self, Plot.self, Watch.self])
+        subcommands: [Status.self, Peers.self, Model.self, Gossip.self, Stop.self, Keygen.self, Identity.self, Wait.self, Plot.self, Watch.self, Pull.self, Push.self])
 
     // Declared here too so the shared options may come before the command
     // (`gossipctl --endpoint H:P -o json status`) as well as after it.
