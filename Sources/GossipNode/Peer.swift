@@ -337,7 +337,7 @@ public final class PeerNode: @unchecked Sendable {
                     if arch.isExternal, !isExternal {
                         throw NodeError("the network's model (from \(source)) is an external model (a tensor table, not an MLP: SPEC §6.4); a Swift trainer cannot train it: run this peer with --trainer external and a training program (README \"External trainers\")")
                     }
-                    guard isExternal || shard.featureCount == arch.inputSize, split.train.classCount <= arch.outputSize else {
+                    guard isExternal || (shard.featureCount == arch.inputSize && split.train.classCount <= arch.outputSize) else {
                         throw NodeError("the network's model \(arch) (from \(source)) takes \(arch.inputSize) inputs and \(arch.outputSize) classes, but dataset \(config.dataset) has \(shard.featureCount) features and \(split.train.classCount) classes; use the network's dataset, or start a bootstrap with --arch \(shard.featureCount),...,\(split.train.classCount)")
                     }
                     return (arch, params, ModelSourceInfo(source: isPeer ? "peer \(source)" : "bootstrap \(source)", round: model.round))
