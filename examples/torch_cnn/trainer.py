@@ -31,9 +31,10 @@ import cnn  # noqa: E402
 
 
 class CallFailed(Exception):
-    def __init__(self, message, code=None):
+    def __init__(self, message, code=None, status=None):
         super().__init__(message)
         self.code = code
+        self.status = status
 
 
 def gossipctl(args, ctl, sock, timeout):
@@ -44,7 +45,11 @@ def gossipctl(args, ctl, sock, timeout):
     cmd = [ctl] + args + ["--socket", sock, "--output", "json", "--timeout", str(timeout)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        raise CallFailed(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}", p.returncode)
+        try:  # -o json: {"error": {"message": ..., "status": "UNAVAILABLE", ...}} on stdout
+            status = json.loads(p.stdout.strip().splitlines()[-1])["error"].get("status")
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+            status = None
+        raise CallFailed(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}", p.returncode, status)
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -106,8 +111,10 @@ def main():
             try:
                 got = gossipctl(["pull", "--out", pulled], a.gossipctl, a.socket, a.timeout)
             except CallFailed as e:
-                if e.code == 69 and time.time() < onboarding_until:
-                    time.sleep(0.2)    # the peer is still onboarding (no model yet) or starting
+                # 69: no node on the socket yet; 70 UNAVAILABLE: the peer is still onboarding.
+                starting = e.code == 69 or (e.code == 70 and e.status == "UNAVAILABLE")
+                if starting and time.time() < onboarding_until:
+                    time.sleep(0.2)
                     continue
                 raise
             version = got["version"]
