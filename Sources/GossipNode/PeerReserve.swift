@@ -154,7 +154,7 @@ extension PeerNode {
     /// but one done, or the slot holds the model).
     func trainOneStepWhileWaiting() -> Bool {
         core.withLock { c in
-            guard c.state.phase == .training, c.state.mayTrain, let t = model.trainer,
+            guard c.state.phase == .training, c.state.mayTrain, let t = model.trainer, !t.isHolder,
                   config.rounds.map({ c.state.round < $0 }) ?? true,
                   model.roundSteps < config.localSteps - 1 else { return false }
             _ = t.train(steps: 1)

@@ -3,9 +3,12 @@
 
 It joins a network through an external peer (`gossipd peer --trainer external`) and loops:
 
-    gossipctl pull --out model.safetensors          -> the node's current model and its version
+    pull  (ModelPull: the node writes its current model to a file; its version)
     train --local-steps SGD steps on this trainer's shard
-    gossipctl push --in trained.safetensors --version V --samples N
+    push  (ModelPush: the node reads the trained file, with the pull's version and the samples)
+
+It speaks the two requests on the node's control socket itself (about 40 lines below, SPEC §2
+and §5.12); `--gossipctl PATH` does the same through `gossipctl pull` / `gossipctl push`.
 
 The node adds (trained - pulled) to its current model, so the averaging it did with other
 peers meanwhile is kept (SPEC §5.12). Tensors: for architecture n0,...,nk, `layers.{i}.weight`
@@ -22,11 +25,18 @@ import json
 import math
 import os
 import struct
+import socket
 import subprocess
 import sys
 import time
+import zlib
 
-import numpy as np
+# One BLAS thread per trainer: the matrices are small, and several trainers (and nodes) share
+# the machine's cores; a thread pool per process made each step 20x slower on a loaded machine.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402  (after the thread settings)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -99,9 +109,69 @@ def accuracy(Ws, bs, x, y):
     return float((forward(Ws, bs, x)[-1].argmax(axis=1) == y).mean())
 
 
+class ControlSocket:
+    """ModelPull / ModelPush on the node's control socket, spoken directly (SPEC §2, §5.12):
+    no process per call. The node reads and writes the files itself (same machine)."""
+
+    PULL, PUSH = 15, 16
+
+    def __init__(self, path, timeout):
+        self.path, self.timeout, self.rid = path, timeout, 0
+
+    def _recv(self, s, n):
+        b = b""
+        while len(b) < n:
+            part = s.recv(n - len(b))
+            if not part:
+                raise ConnectionError("the node closed the connection")
+            b += part
+        return b
+
+    def call(self, mtype, payload):
+        """Sends one request (flags END, no checksum); returns (status, reply payload)."""
+        self.rid += 1
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout)
+            s.connect(self.path)
+            s.sendall(struct.pack("<IBBHIIII", 24 + len(payload), 2, 0x10, mtype, self.rid,
+                                  len(payload), len(payload), 0) + payload)
+            body, flags = b"", 0
+            while not flags & 0x10:   # END
+                (flen, _v, flags, _t, _rid, _craw, _mraw, _crc) = struct.unpack("<IBBHIIII", self._recv(s, 24))
+                chunk = self._recv(s, flen - 24)
+                if flags & 0x02:
+                    raise ConnectionError("byte-shuffled reply: not expected from a control reply")
+                body += zlib.decompress(chunk) if flags & 0x01 else chunk
+        if flags & 0x08:   # error reply: u32 code, text
+            (code, n) = struct.unpack("<II", body[:8])
+            return code, body[8:8 + n].decode("utf-8", "replace")
+        return 0, body
+
+    @staticmethod
+    def text(s):
+        b = s.encode()
+        return struct.pack("<I", len(b)) + b
+
+    def pull(self, path):
+        code, r = self.call(self.PULL, self.text(path))
+        if code:
+            return code, r
+        version, form = struct.unpack("<QB", r[:9])
+        return 0, {"version": version, "form": form}
+
+    def push(self, path, version, samples, steps):
+        code, r = self.call(self.PUSH, struct.pack("<QQQ", version, samples, steps) + self.text(path))
+        if code:
+            return code, r
+        version, change = struct.unpack("<Qd", r[:16])
+        return 0, {"version": version, "relative_l2_change": change}
+
+
 class Gossipctl:
-    def __init__(self, exe, socket, timeout):
-        self.base = [exe, "--socket", socket, "--timeout", str(timeout), "-o", "json"]
+    """The same two operations through the gossipctl CLI (a process per call)."""
+
+    def __init__(self, exe, socket_path, timeout):
+        self.base = [exe, "--socket", socket_path, "--timeout", str(timeout), "-o", "json"]
 
     def run(self, *args):
         r = subprocess.run(self.base + list(args), capture_output=True, text=True)
@@ -109,11 +179,18 @@ class Gossipctl:
             return r.returncode, (r.stderr.strip() or r.stdout.strip())
         return 0, json.loads(r.stdout)
 
+    def pull(self, path):
+        return self.run("pull", "--out", path)
+
+    def push(self, path, version, samples, steps):
+        return self.run("push", "--in", path, "--version", str(version), "--samples", str(samples), "--steps", str(steps))
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--socket", required=True, help="the external peer's control socket (its --control-socket)")
-    ap.add_argument("--gossipctl", default="gossipctl", help="path of the gossipctl executable")
+    ap.add_argument("--gossipctl", default=None,
+                    help="pull and push through this gossipctl executable (a process per call) instead of speaking to the socket directly")
     ap.add_argument("--shard", default="0/1", help="this trainer's shard of the 1500 training rows, I/N")
     ap.add_argument("--rounds", type=int, default=60, help="pull -> train -> push cycles")
     ap.add_argument("--local-steps", type=int, default=10)
@@ -137,7 +214,7 @@ def main():
     work = a.work_dir or os.path.dirname(os.path.abspath(a.socket))
     pulled = os.path.join(work, f"pulled-{os.getpid()}.safetensors")
     trained = os.path.join(work, f"trained-{os.getpid()}.safetensors")
-    ctl = Gossipctl(a.gossipctl, a.socket, 20)
+    ctl = Gossipctl(a.gossipctl, a.socket, 20) if a.gossipctl else ControlSocket(a.socket, 20)
 
     total = a.rounds * a.local_steps
     step, cursor = 0, len(y)
@@ -147,9 +224,10 @@ def main():
     deadline = time.time() + a.timeout
     r = 0
     while r < a.rounds:
-        code, out = ctl.run("pull", "--out", pulled)
+        code, out = ctl.pull(pulled)
         if code != 0:
-            if time.time() < deadline and ("UNAVAILABLE" in out or code == 69):
+            # UNAVAILABLE (14, gossipctl: exit 70/69): the node is still onboarding.
+            if time.time() < deadline and (code in (14, 69) or "UNAVAILABLE" in str(out)):
                 time.sleep(0.1)   # the node is still onboarding
                 continue
             raise SystemExit(f"pull failed ({code}): {out}")
@@ -189,8 +267,7 @@ def main():
             out_tensors[f"layers.{li}.weight"] = Ws[li]
             out_tensors[f"layers.{li}.bias"] = bs[li]
         write_safetensors(trained, out_tensors)
-        code, out = ctl.run("push", "--in", trained, "--version", str(version),
-                            "--samples", str(a.local_steps * a.batch), "--steps", str(a.local_steps))
+        code, out = ctl.push(trained, version, a.local_steps * a.batch, a.local_steps)
         if code != 0:
             # An unknown (too old) version: the node moved on; pull again and redo the round.
             refused += 1
@@ -200,7 +277,7 @@ def main():
             continue
         pushes += 1
         r += 1
-    code, out = ctl.run("pull", "--out", pulled)
+    code, out = ctl.pull(pulled)
     if code != 0:
         raise SystemExit(f"final pull failed ({code}): {out}")
     Ws, bs = layers_of(read_safetensors(pulled)[0])
