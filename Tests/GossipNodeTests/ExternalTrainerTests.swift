@@ -175,6 +175,7 @@ private final class ExternalPair: @unchecked Sendable {
         #expect(now == trained.storage)
         // The same through the connection (--inline).
         let inline = try c.pull(to: dir + "/i.safetensors", inline: true)
-        #expect(inline.inline && (try SafeTensors.read(path: dir + "/i.safetensors").parameters.storage) == trained.storage)
+        let copied = try SafeTensors.read(path: dir + "/i.safetensors").parameters.storage
+        #expect(inline.inline && copied == trained.storage)
     }
 }

@@ -100,10 +100,10 @@ def ctl(bindir, sock, *args, timeout=60):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peers", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=16, help="pull/train/push rounds per trainer")
+    ap.add_argument("--rounds", type=int, default=40, help="pull/train/push rounds per trainer")
     ap.add_argument("--steps", type=int, default=25, help="Adam steps per round")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initial CNN and of the batch orders")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per trainer")
     ap.add_argument("--final-gossips", type=int, default=3, help="exchanges per peer after the trainers end")
@@ -121,6 +121,9 @@ def main():
                for s in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))):
         ap.exit(64, f"run.py: --data {a.data} lacks Fashion-MNIST's idx .gz files (train-images-idx3-ubyte.gz, ...)\n")
     bindir = find_bin(a.bin)
+    # SIGTERM/SIGHUP end the run through `finally` (which stops every process it started).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, _f: sys.exit(128 + n))
 
     import torch  # after the argument checks: importing torch takes seconds
     from safetensors.torch import load_file

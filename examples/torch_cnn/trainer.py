@@ -17,6 +17,7 @@ refuses with exit 70 (e.g. its version is no longer kept) is retried from a new 
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -74,10 +75,12 @@ def main():
     ap.add_argument("--gossipctl", default="gossipctl", help="path of the gossipctl binary")
     ap.add_argument("--data", required=True, help="directory with Fashion-MNIST's four idx .gz files")
     ap.add_argument("--shard", default="0/1", help="I/N: train on rows I, I+N, I+2N, ... (default 0/1)")
-    ap.add_argument("--rounds", type=int, default=20, help="pull/train/push rounds")
+    ap.add_argument("--rounds", type=int, default=40, help="pull/train/push rounds")
     ap.add_argument("--steps", type=int, default=25, help="SGD steps per round")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    ap.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=True,
+                    help="cosine decay of the learning rate to 0 over the rounds (default on)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (several trainers share the cores)")
     ap.add_argument("--workdir", default=".", help="where the pulled/pushed files go")
@@ -104,6 +107,7 @@ def main():
     gen = torch.Generator().manual_seed(a.seed * 1000 + index)
     order, pos = torch.randperm(len(x), generator=gen), 0
     tag = f"trainer {index}/{count}"
+    done_steps, total_steps = 0, a.rounds * a.steps
     started, rounds, refused, onboarding_until = time.time(), 0, 0, time.time() + a.wait_model
     try:
         while rounds < a.rounds:
@@ -121,6 +125,10 @@ def main():
             load_into(model, pulled)
             total = 0.0
             for _ in range(a.steps):
+                if a.cosine:  # decays to 0 over --rounds x --steps (redone rounds continue the schedule)
+                    for g in opt.param_groups:
+                        g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * min(done_steps, total_steps) / total_steps))
+                done_steps += 1
                 if pos + a.batch > len(x):
                     order, pos = torch.randperm(len(x), generator=gen), 0
                 idx = order[pos:pos + a.batch]
