@@ -375,6 +375,9 @@ struct Peer: ParsableCommand {
         config.convergence.serveWhenDone = serveWhenDone
         config.convergence.enabled = !noConverge
         config.security = security.resolve(listen: config.listen, stateDir: stateDir, logger: logger)
+        if trainerKind == .external, config.security.controlSocket == nil, config.security.adminKeys.isEmpty {
+            throw ValidationError("--trainer external needs a way for the training program to pull and push: --control-socket PATH (or --state-dir DIR, whose control.sock is the default), or an --admin-key for it over TCP")
+        }
         let node = try PeerNode(config: config, logger: logger)
         let metrics = try metricsEndpoint.map { e in
             let m = NodeMetrics(role: "peer", checkpointPath: NodeMetrics.checkpointPath(stateDir: stateDir)) { node.status() }

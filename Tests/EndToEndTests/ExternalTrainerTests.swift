@@ -39,20 +39,24 @@ struct ExternalTrainerEndToEndTests {
                                          "--trainer", "external", "--exchange-timeout", "3", "--log-level", "info"]))
         }
         let script = Cluster.repoRoot + "/examples/numpy_mlp/train.py"
-        final class Outcome: @unchecked Sendable { var results: [(Int32, String, String)?] = [nil, nil] }
+        final class Outcome: @unchecked Sendable {
+            let lock = NSLock()
+            var results: [(Int32, String, String)?] = [nil, nil]
+        }
         let outcome = Outcome()
         let group = DispatchGroup()
         for (i, e) in external.enumerated() {
             var args = python == "/usr/bin/env" ? ["python3"] : []
-            args += [script, "--socket", e.controlSocket!, "--gossipctl", Cluster.binary("gossipctl"),
-                     "--shard", "\(i + 2)/4", "--rounds", "60", "--local-steps", "10", "--work-dir", c.dir]
+            args += [script, "--socket", e.controlSocket!, "--shard", "\(i + 2)/4", "--rounds", "60", "--local-steps", "10",
+                     "--work-dir", c.dir]
+            let argv = args
             DispatchQueue.global().async(group: group) {
-                let r = try? Cluster.run(python, args, timeout: 300)
-                outcome.results[i] = r
+                let r = try? Cluster.run(python, argv, timeout: 300)
+                outcome.lock.withLock { outcome.results[i] = r }
             }
         }
         #expect(group.wait(timeout: .now() + 320) == .success, "the numpy trainers did not finish")
-        for (i, r) in outcome.results.enumerated() {
+        for (i, r) in outcome.lock.withLock({ outcome.results }).enumerated() {
             #expect(r?.0 == 0, "numpy trainer \(i) failed: \(r.map { "\($0.0): \($0.2)" } ?? "no result")")
             if let out = r?.1 { print("numpy trainer \(i): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
         }
@@ -97,18 +101,23 @@ struct ExternalTrainerEndToEndTests {
             #expect(code == 0, "pull: \(err)")
             let version = try #require((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["version"] as? NSNumber)
             var (w, _) = try SafeTensors.read(path: out)
-            for k in 0..<w.parameterCount { w.storage[k] += Float(i + 1) * 0.01 }
+            // Small changes (about 1% relative L2): the peers' outlier bound (SPEC §5.3) starts at
+            // its floor of 5% here, since the idle peers met only identical models so far.
+            for k in 0..<w.parameterCount { w.storage[k] += Float(i + 1) * 0.001 }
             try SafeTensors.write(w, metadata: [:], to: trained)
             let (pc, _, perr) = try c.ctl(p.socketArgs + ["push", "--in", trained, "--samples", "100", "--version", "\(version)"])
             #expect(pc == 0, "push: \(perr)")
         }
         try c.wait("the two external peers average to one model", timeout: 60, nodes: peers) { try c.spread(peers) < 1e-4 }
         let m = try c.model(peers[0])
-        // +0.01 and +0.02 pushed: an average of both is +0.015 (+0.018 when the peers averaged
+        // +0.001 and +0.002 pushed: an average of both is +0.0015 (+0.0018 when the peers averaged
         // between the pushes with the weight cap of SPEC §5.3); either push alone would not be.
-        for k in 0..<m.parameterCount {
-            let shift = m.storage[k] - params.storage[k]
-            #expect(shift > 0.0125 && shift < 0.0195, "the average keeps both pushes (element \(k): +\(shift))")
+        let initial = Dictionary(uniqueKeysWithValues: params.specs.map { ($0.name, Array(params.storage[$0.range])) })
+        for s in m.specs {
+            for (k, v) in m.storage[s.range].enumerated() {
+                let shift = v - initial[s.name]![k]
+                #expect(shift > 0.00125 && shift < 0.00195, "the average keeps both pushes (\(s.name)[\(k)]: +\(shift))")
+            }
         }
         // A Swift-trained peer cannot train it: it exits non-zero and says what to do.
         let (code, _, err) = try Cluster.run(Cluster.binary("gossipd"), ["peer", "--listen", "127.0.0.1:0", "--bootstrap", boot.endpoint.description,
