@@ -91,10 +91,27 @@ struct OutlierBound: Sendable, Equatable {
         return s.count % 2 == 1 ? s[m] : (s[m - 1] + s[m]) / 2
     }
 
+    /// How far this node's own model was moved by its trusted local trainer (an external
+    /// trainer's pushes, SPEC §5.12), the last `policy.window` moves, oldest first.
+    private(set) var ownMoves: [Double] = []
+
+    /// The bound never falls below twice the largest recent own move, capped at `warmup`: a
+    /// node whose trainer just moved its model by `c` expects its partners, trained the same
+    /// way, to lie about that far away (SPEC §5.3). Insiders cannot raise it: only this node's
+    /// own pushes enter it.
+    var ownMoveFloor: Double { min(policy.warmup, 2 * (ownMoves.max() ?? 0)) }
+
     /// The largest distance admitted now.
     var bound: Double {
-        guard recent.count >= policy.minSamples, let m = median else { return policy.warmup }
-        return max(policy.floor, policy.k * m)
+        guard recent.count >= policy.minSamples, let m = median else { return max(policy.warmup, ownMoveFloor) }
+        return max(policy.floor, policy.k * m, ownMoveFloor)
+    }
+
+    /// Records a move of this node's own model by its local trainer (relative L2 change).
+    mutating func recordOwnMove(_ change: Double) {
+        guard change.isFinite, change > 0 else { return }
+        ownMoves.append(change)
+        if ownMoves.count > policy.window { ownMoves.removeFirst(ownMoves.count - policy.window) }
     }
 
     /// True when `distance` is within the bound.
@@ -105,7 +122,8 @@ struct OutlierBound: Sendable, Equatable {
         guard recent.count >= policy.minSamples, let m = median else {
             return "the warm-up bound \(shortNumber(policy.warmup)) while fewer than \(policy.minSamples) exchanges were accepted"
         }
-        return "max(floor \(shortNumber(policy.floor)), \(shortNumber(policy.k)) x median \(shortNumber(m)) of the last \(recent.count) accepted distances)"
+        let own = ownMoveFloor > 0 ? ", twice this node's own largest recent push \(shortNumber(ownMoveFloor))" : ""
+        return "max(floor \(shortNumber(policy.floor)), \(shortNumber(policy.k)) x median \(shortNumber(m)) of the last \(recent.count) accepted distances\(own))"
     }
 
     /// Forgets the history: the warm-up bound applies again (the self-check of SPEC §5.3).

@@ -255,6 +255,7 @@ extension PeerNode {
                         e.report.pushes += 1
                         e.report.weight = Double(max(1, req.samples))
                         let v = e.version(of: after)
+                        if change.isFinite { c.state.ownModelMoved(by: change) }
                         _ = c.state.completeExternalRound()
                         return .success((v, change.isFinite ? change : 0))
                     }

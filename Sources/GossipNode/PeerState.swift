@@ -352,6 +352,13 @@ struct PeerState: Sendable {
         convergence.detector.modelMet(distance: distance)
     }
 
+    /// This node's own trainer (an external trainer's push) moved its model by `change`
+    /// (relative L2): both bounds keep at least twice the largest recent such move (SPEC §5.3).
+    mutating func ownModelMoved(by change: Double) {
+        requestBound.recordOwnMove(change)
+        replyBound.recordOwnMove(change)
+    }
+
     /// `peer` claimed more weight than the cap allows (its request was averaged with the capped
     /// weight, or its reply was refused).
     mutating func weightCapped(from peer: String) {

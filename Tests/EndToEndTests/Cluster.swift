@@ -155,8 +155,8 @@ final class Cluster: @unchecked Sendable {
         throw TimedOut(description: "\(n) not ready within \(timeout) s:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
-    func bootstrap(arch: String = "64,32,10", seed: Int = 1) throws -> NodeProcess {
-        try start(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch, "--seed", "\(seed)", "--log-level", "info"])
+    func bootstrap(arch: String = "64,32,10", seed: Int = 1, extra: [String] = []) throws -> NodeProcess {
+        try start(["bootstrap", "--listen", "127.0.0.1:0", "--arch", arch, "--seed", "\(seed)", "--log-level", "info"] + extra)
     }
 
     /// Training flags for a small, fast model (64,32,10) and for the tuned digits model (64,256,128,10).

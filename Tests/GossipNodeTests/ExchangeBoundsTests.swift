@@ -84,6 +84,31 @@ private func bounds(k: Double = 4, floor: Double = 0.05, warmup: Double = 0.75, 
 }
 
 @Suite struct OutlierBoundTests {
+    /// SPEC §5.3: an external trainer's push that moved the node's model by c keeps both
+    /// bounds at least min(WARMUP, 2c): idle external peers that only met identical models
+    /// (median 0, bound FLOOR) still admit a partner's first trained model.
+    @Test func ownPushesKeepTheBoundAtTwiceTheLargestMove() {
+        var b = OutlierBound(policy: bounds())
+        for _ in 0..<8 { b.record(0) }
+        #expect(b.bound == 0.05)
+        #expect(!b.admits(0.29))
+        b.recordOwnMove(0.2)
+        #expect(b.bound == 0.4)
+        #expect(b.admits(0.29))
+        #expect(!b.admits(0.41))
+        #expect(b.explanation.contains("push"))
+        b.recordOwnMove(5)               // capped at WARMUP
+        #expect(b.bound == 0.75)
+        b.recordOwnMove(.nan)            // ignored
+        b.recordOwnMove(-1)
+        #expect(b.bound == 0.75)
+        for _ in 0..<16 { b.recordOwnMove(0.01) }   // the window forgets old moves
+        #expect(b.bound == 0.05)
+        var fresh = OutlierBound(policy: bounds())
+        fresh.recordOwnMove(0.5)         // during warm-up: max(WARMUP, 2c) capped at WARMUP
+        #expect(fresh.bound == 0.75)
+    }
+
     @Test func theWarmupBoundHoldsUntilEnoughExchangesWereAccepted() {
         var b = OutlierBound(policy: bounds())
         #expect(b.bound == 0.75)
