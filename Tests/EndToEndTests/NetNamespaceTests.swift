@@ -18,9 +18,9 @@ struct NetNamespaceTests {
     @Test func sixNamespacedPeersFindEachOtherConvergeAndHealAPartition() throws {
         let t0 = Date()
         func elapsed() -> String { String(format: "%.1f s", Date().timeIntervalSince(t0)) }
-        // Plaintext (--insecure): on this branch --discover refuses a network key until the
-        // sealed datagrams (SPEC §13.13) are wired into discovery; the lab is isolated anyway.
-        let lab = try NetNamespaceLab("six", hosts: 6, secure: false)
+        // With a network key: TCP on the Noise channel, SWIM and the multicast announcements
+        // as sealed datagrams (SPEC §13.13), as a real deployment across hosts would run.
+        let lab = try NetNamespaceLab("six", hosts: 6, secure: true)
         defer { lab.shutdown() }
         let port = 7946
         let seedDir = lab.dir + "/h0-state"

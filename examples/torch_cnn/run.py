@@ -100,7 +100,7 @@ def ctl(bindir, sock, *args, timeout=60):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peers", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=40, help="pull/train/push rounds per trainer")
+    ap.add_argument("--rounds", type=int, default=80, help="pull/train/push rounds per trainer")
     ap.add_argument("--steps", type=int, default=25, help="Adam steps per round")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")

@@ -75,7 +75,7 @@ def main():
     ap.add_argument("--gossipctl", default="gossipctl", help="path of the gossipctl binary")
     ap.add_argument("--data", required=True, help="directory with Fashion-MNIST's four idx .gz files")
     ap.add_argument("--shard", default="0/1", help="I/N: train on rows I, I+N, I+2N, ... (default 0/1)")
-    ap.add_argument("--rounds", type=int, default=40, help="pull/train/push rounds")
+    ap.add_argument("--rounds", type=int, default=80, help="pull/train/push rounds")
     ap.add_argument("--steps", type=int, default=25, help="SGD steps per round")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
