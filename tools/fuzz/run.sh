@@ -27,9 +27,20 @@ echo "fuzz: building $BIN"
 # GossipWire compiled into one module with the oracle and the entry point: the oracle uses
 # public API only, so one module needs no -enable-testing.
 sed 's/^import GossipWire$//' Tests/GossipWireTests/DecodeOracle.swift > "$WORK/DecodeOracle.swift"
+# GossipWire imports CGossipKernels (hardware CRC-32, dtype conversions): its C files become
+# objects linked in, and a module map like the one SwiftPM generates makes it importable.
+mkdir -p "$WORK/CGossipKernels"
+printf 'module CGossipKernels {\n    umbrella header "%s/Sources/CGossipKernels/include/CGossipKernels.h"\n    export *\n}\n' "$PWD" \
+    > "$WORK/CGossipKernels/module.modulemap"
+kernel_objects=()
+for c in Sources/CGossipKernels/*.c; do
+    o="$WORK/$(basename "$c" .c).o"
+    clang -O2 -fPIC -I Sources/CGossipKernels/include -c "$c" -o "$o" 2>> "$WORK/build.log" || { cat "$WORK/build.log" >&2; exit 2; }
+    kernel_objects+=("$o")
+done
 swiftc -sanitize=fuzzer,address "${FUZZ_OPT:--O}" -parse-as-library -module-name GossipWire \
-    -I Sources/CZlib Sources/GossipWire/*.swift "$WORK/DecodeOracle.swift" tools/fuzz/FuzzMain.swift \
-    -lz -o "$BIN" 2> "$WORK/build.log" || { cat "$WORK/build.log" >&2; exit 2; }
+    -I Sources/CZlib -I "$WORK/CGossipKernels" Sources/GossipWire/*.swift "$WORK/DecodeOracle.swift" tools/fuzz/FuzzMain.swift \
+    "${kernel_objects[@]}" -lz -o "$BIN" 2>> "$WORK/build.log" || { cat "$WORK/build.log" >&2; exit 2; }
 
 # Seeds: selector 0 = frame stream (next byte: split point), selector 1 = body under the
 # fuzz limits, 2 = body under the default limits (next byte: type and kind; see
