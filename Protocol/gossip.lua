@@ -352,32 +352,40 @@ local function unshuffle(ba)
     return ByteArray.new(table.concat(out), true)
 end
 
+-- Min, max, sum, NaN and infinity counts of a stream of values: add(v) for each, then
+-- result() gives mn, mx, sum, nan, inf, finite.
+local function stats()
+    local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
+    local function add(v)
+        if v ~= v then nan = nan + 1
+        elseif v == math.huge or v == -math.huge then inf = inf + 1
+        else
+            if v < mn then mn = v end
+            if v > mx then mx = v end
+            sum = sum + v; finite = finite + 1
+        end
+    end
+    local function result() return mn, mx, sum, nan, inf, finite end
+    return add, result
+end
+
 -- Statistics of little-endian float32 values in a TvbRange, as framedump computes them
 -- (NaN and infinities counted apart; min, max and mean over the finite values, the sum in
 -- double precision in order). Reads 256 values per Struct.unpack call.
 local function summarise(range, count)
     local raw = range:raw()
-    local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
+    local add, result = stats()
     local pos = 1
     local block = "<" .. string.rep("f", 256)
     local done = 0
     while done < count do
         local k = math.min(256, count - done)
         local values = { Struct.unpack(k == 256 and block or ("<" .. string.rep("f", k)), raw, pos) }
-        for i = 1, k do
-            local v = values[i]
-            if v ~= v then nan = nan + 1
-            elseif v == math.huge or v == -math.huge then inf = inf + 1
-            else
-                if v < mn then mn = v end
-                if v > mx then mx = v end
-                sum = sum + v; finite = finite + 1
-            end
-        end
+        for i = 1, k do add(values[i]) end
         pos = pos + 4 * k
         done = done + k
     end
-    return mn, mx, sum, nan, inf, finite
+    return result()
 end
 
 -- binary16 bits -> number (SPEC §6.1, F16).
@@ -395,16 +403,7 @@ end
 local function summarise_dtype(range, count, dtype)
     if dtype == 1 then return summarise(range, count) end
     local raw = range:raw()
-    local mn, mx, sum, nan, inf, finite = math.huge, -math.huge, 0.0, 0, 0, 0
-    local function add(v)
-        if v ~= v then nan = nan + 1
-        elseif v == math.huge or v == -math.huge then inf = inf + 1
-        else
-            if v < mn then mn = v end
-            if v > mx then mx = v end
-            sum = sum + v; finite = finite + 1
-        end
-    end
+    local add, result = stats()
     local pos, done = 1, 0
     while done < count do
         local k = math.min(256, count - done)
@@ -423,7 +422,7 @@ local function summarise_dtype(range, count, dtype)
         end
         done = done + k
     end
-    return mn, mx, sum, nan, inf, finite
+    return result()
 end
 
 local function model_state(r, tree)
