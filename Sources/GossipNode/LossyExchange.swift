@@ -149,6 +149,18 @@ extension PeerNode {
         return request
     }
 
+    /// The caller's exact finish (SPEC §6.5; slot held): an F32 request whose model is this
+    /// node's weights plus its residual (what quantization dropped from its earlier
+    /// contributions), so the network gets it back; the reply is the usual F32 average. The
+    /// caller clears the residual once it installs that average.
+    func exactFinishRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,
+                            counters cnt: Counters) throws -> ByteSlice {
+        model.lossy.contribute(params.storage, errorFeedback: config.errorFeedback)
+        return try WireCodec.encodeExchangeRequest(sender: sender, weight: weight, architecture: architecture,
+                                                   wire: WireCodec.table(params), floats: model.lossy.contribution,
+                                                   round: cnt.round, step: cnt.step, samples: cnt.samples, into: requestBuffer)
+    }
+
     /// The caller's average from a lossy reply (slot held): the responder's dequantized
     /// contribution averaged with this node's `model.lossy.sent`, into `model.scratch`, with
     /// the weights the responder used. Returns the relative L2 distance of the result from the

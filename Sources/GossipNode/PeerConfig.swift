@@ -58,6 +58,10 @@ public struct PeerConfig: Sendable {
     /// contribution and add it to the next one (error feedback, SPEC §6.5). Off only to
     /// measure (hidden `gossipd peer --no-error-feedback`).
     public var errorFeedback = true
+    /// With a lossy `wireDType`: once training has ended, exchange and push in F32, the
+    /// residual included (the exact finish, SPEC §6.5). Off only to measure or to test the
+    /// lossy exchange after training (hidden `gossipd peer --no-exact-finish`).
+    public var exactFinish = true
     /// The insider bounds of an exchange (SPEC §5.3): weight cap and outlier bound.
     public var exchangeBounds = ExchangeBounds()
     /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that

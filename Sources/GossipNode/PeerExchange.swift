@@ -77,12 +77,17 @@ extension PeerNode {
         let request: ByteSlice
         // The weight this node sends (an attacker's test hook may lie about it, SPEC §5.3).
         let sentWeight = config.misbehaviour?.weight(honest: ownRows) ?? ownRows
-        // A lossy encoding (SPEC §6.5) sends this node's contribution, not its weights as they are.
-        let lossy = config.wireDType.isLossy
+        // A lossy encoding (SPEC §6.5) sends this node's contribution, not its weights as they are,
+        // while it trains; once its training has ended it finishes exact: F32, its residual
+        // included (`flush`), so the network's final models agree as closely as with F32.
+        let finishing = config.wireDType.isLossy && config.exactFinish && core.withLock { $0.state.trainingEnded }
+        let lossy = config.wireDType.isLossy && !finishing
         do {
             let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
             if lossy {
                 request = try lossyExchangeRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
+            } else if finishing {
+                request = try exactFinishRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
             } else {
                 request = try WireCodec.encodeExchangeRequest(sender: me, weight: sentWeight, architecture: arch,
                                                               params: sent, round: cnt.round, step: cnt.step,
@@ -118,6 +123,8 @@ extension PeerNode {
                         model.lossy.commitResidual(errorFeedback: config.errorFeedback)
                     } else {
                         try t.withParameters { p in try reply.model.copyData(into: &p.storage) }
+                        // The residual went out with this exact contribution (SPEC §6.5).
+                        if finishing { model.lossy.clearResidual() }
                     }
                     let (_, bad) = c.state.membership.merge(entries: WirePeers.entries(reply.peers))
                     c.state.finishOutgoing(peer: peer, result: .installed)

@@ -93,11 +93,11 @@ extension PeerNode {
             return
         }
         let lose = config.pushLoss > 0 && Double.random(in: 0..<1, using: &pushDriver.lossRNG) < config.pushLoss
-        guard let (decision, params, arch, cnt) = core.withLock({ c -> (PushDecision, ParameterSet, MLPArchitecture, Counters)? in
+        guard let (decision, params, arch, cnt, ended) = core.withLock({ c -> (PushDecision, ParameterSet, MLPArchitecture, Counters, Bool)? in
             guard c.state.hasModel, !c.state.stopRequested, c.state.phase != .done, c.pushSum != nil,
                   let t = model.trainer, let a = model.architecture else { return nil }
             let d = c.pushSum!.beginPush(to: target, lose: lose)
-            return (d, t.parameters, a, counters(c))
+            return (d, t.parameters, a, counters(c), config.exactFinish && c.state.trainingEnded)
         }) else { return }
         let mass: Double
         switch decision {
@@ -109,8 +109,9 @@ extension PeerNode {
         }
         let payload: ByteSlice
         do {
-            if config.wireDType.isLossy {
-                // SPEC §6.5: the push carries the model in the lossy encoding (no error feedback).
+            if config.wireDType.isLossy && !ended {
+                // SPEC §6.5: the push carries the model in the lossy encoding (no error feedback);
+                // once training has ended, pushes are F32 (the exact finish).
                 payload = try WireCodec.encodeExchangeRequest(sender: endpoint.description, weight: mass, architecture: arch,
                                                               wire: WireCodec.table(params).encoded(as: config.wireDType),
                                                               floats: params.storage, round: cnt.round, step: cnt.step,

@@ -163,6 +163,10 @@ struct PeerState: Sendable {
         if phase == .onboarding, !stopRequested { phase = .training }
     }
 
+    /// True once this node trains no more (rounds done, final steps, done): a lossy
+    /// `--wire-dtype` then averages exactly (SPEC §6.5, the exact finish).
+    var trainingEnded: Bool { phase == .averaging || phase == .final || phase == .done }
+
     /// Training rounds are over; the peer keeps averaging.
     mutating func enterAveraging() {
         if phase == .training { phase = .averaging }

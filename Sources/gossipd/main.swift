@@ -291,6 +291,9 @@ struct Peer: ParsableCommand {
     // Measurement hook, hidden from help: lossy encodings without error feedback (SPEC 6.5).
     @Flag(help: ArgumentHelp("Lossy wire encodings without error feedback (measurements).", visibility: .hidden))
     var noErrorFeedback = false
+    // Measurement and test hook, hidden from help: stay lossy after training (SPEC 6.5, the exact finish).
+    @Flag(help: ArgumentHelp("Keep the lossy wire encoding after training ends (no exact finish; measurements and tests).", visibility: .hidden))
+    var noExactFinish = false
 
     func run() throws {
         // Signals first: a SIGTERM during start-up stops the peer cleanly (with its last
@@ -363,6 +366,7 @@ struct Peer: ParsableCommand {
         }
         config.wireDType = wireType
         config.errorFeedback = !noErrorFeedback
+        config.exactFinish = !noExactFinish
         switch compression {
         case "none": config.compression = .none
         case "zlib": config.compression = .zlib(level: 1, shuffle: false)
