@@ -110,6 +110,9 @@ struct TTAOptions {
     var seed: UInt64 = 1
     var timeout: Double = 600
     var peerArgs: [String] = []
+    /// Seconds the peers keep averaging after the last one finished its rounds, before the
+    /// final models are fetched (0: at once).
+    var settle: Double = 0
 }
 
 /// What one network run measured.
@@ -320,6 +323,7 @@ final class TTANetwork {
             }
             Thread.sleep(forTimeInterval: 0.1)
         }
+        if o.settle > 0 { Thread.sleep(forTimeInterval: o.settle) }
         // Final models, evaluated here on the held-out rows.
         var models: [ParameterSet] = []
         for (i, c) in controls.enumerated() {

@@ -53,7 +53,7 @@ struct GossipBench: ParsableCommand {
         commandName: "gossip-bench",
         abstract: "Benchmark and check suites; each prints `key: value` lines.",
         discussion: "Exit codes: 0 ok, 1 failure, 64 usage error.",
-        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self, PeersFrozen.self, External.self, Link.self, MembershipSimCommand.self, MembershipScale.self])
+        subcommands: [Train.self, TrainAccuracy.self, GossipSim.self, ExportDigits.self, Wire.self, Net.self, SecureEcho.self, TimeToAccuracy.self, PeersFrozen.self, External.self, Link.self, MembershipSimCommand.self, MembershipScale.self, LossyAccuracy.self])
 }
 
 struct Train: ParsableCommand {
