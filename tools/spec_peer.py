@@ -1073,13 +1073,14 @@ def node_session(boot, peer, ctl, log):
     y3 = after2
     x3 = perturbed(y3)
     qx = model_state_from(arch, split(x3), DT_I8)
-    rep = exchange(peer.addr, sender, 700.0, qx, "6.5")
+    rep = exchange(peer.addr, sender, 300.0, qx, "6.5")   # 4 x 300 < 1500: the weight cap applies
     a3 = rep["weight"]
+    check(a3 == min(a1, CAP * 300.0), "5.3", f"capped reply weight {a3} != min(own {a1}, CAP x 300)")
     rm = rep["model"]
     check(all(t["dtype"] == DT_I8 for t in rm["tensors"]), "6.5", "I8 request, non-I8 reply")
     s_x = flat(model_values(qx))
     s_y = flat(model_values(rm))
-    b3 = min(700.0, CAP * a3)
+    b3 = min(300.0, CAP * a3)
     avg3 = average(s_x, b3, s_y, a3)
     after3 = flat(model_values(get_model(peer.addr, h)))
     check(same_bits(after3, avg3), "6.5", "GetModel after the I8 exchange != "
@@ -1088,10 +1089,56 @@ def node_session(boot, peer, ctl, log):
     mine = b"".join(encode_tensor(v, DT_I8) for v in split(c_y))
     check(mine == b"".join(t["data"] for t in rm["tensors"]), "6.5",
           "I8 reply is not Q(y + e) with e the residual of the BF16 exchange (error feedback)")
-    log("I8 exchange: both sides hold the same average, bit for bit; reply = Q(y + e_bf16)")
+    log(f"I8 exchange (weight capped: a'={a3}): both sides hold the same average, bit for bit; "
+        "reply = Q(y + e_bf16)")
+
+    # ---- one dtype per tensor, all four in one request (SPEC 6.5: "per tensor")
+    y4 = after3
+    x4 = perturbed(y4)
+    dts = [(DT_F32, DT_F16, DT_BF16, DT_I8)[i % 4] for i in range(len(table))]
+    qx = model_state_from(arch, split(x4))
+    for t, dt, v in zip(qx["tensors"], dts, split(x4)):
+        t["dtype"], t["data"] = dt, encode_tensor(v, dt)
+    rep = exchange(peer.addr, sender, b, qx, "6.5")
+    rm = rep["model"]
+    check([t["dtype"] for t in rm["tensors"]] == dts, "6.5",
+          f"mixed request {dts}, reply dtypes {[t['dtype'] for t in rm['tensors']]}")
+    a4 = rep["weight"]
+    avg4 = average(flat(model_values(qx)), min(b, CAP * a4), flat(model_values(rm)), a4)
+    after4 = flat(model_values(get_model(peer.addr, h)))
+    check(same_bits(after4, avg4), "6.5", "GetModel after the mixed-dtype exchange != the average")
+    log(f"mixed exchange ({'/'.join(DTYPE_NAMES[d] for d in dts[:4])} per tensor): same average, bit for bit")
+
+    # ---- Register with the bootstrap (SPEC 5.1): it lists the peer, never the registrant
+    c = Conn(boot.addr)
+    try:
+        rid, m = c.call(T_REGISTER, W().str(sender).u64(h).b)
+        reg = expect_ok(m, T_REGISTER, rid, "5.1")
+    finally:
+        c.close()
+    eps = [e for e, _ in reg["peers"]]
+    check(peer.addr in eps and sender not in eps and boot.addr not in eps, "5.1",
+          f"bootstrap's Register reply lists {eps}")
+    check(all(i == bytes(32) for _, i in reg["peers"]), "5", "identities on a plaintext network not zero")
+    check(reg["arch"] == arch and reg["hash"] == h, "5.1", "Register reply architecture/hash")
+
+    # ---- a reply sent to a server is skipped; request id 0 is answered; pipelined requests
+    c = Conn(peer.addr)
+    try:
+        c.send_raw(encode_message(T_PING, 9, b"a reply", response=True)
+                   + encode_message(T_PING, 0, b"zero") + encode_message(T_STATUS, 1, b""))
+        got = {}
+        for _ in range(2):
+            m = c.recv()
+            check(m is not None and not m["flags"] & F_ERROR, "1/9", "pipelined requests not answered")
+            got[m["id"]] = m
+        check(set(got) == {0, 1} and got[0]["payload"] == b"zero", "1/9",
+              f"a reply to the server must be skipped and id 0 answered: got ids {sorted(got)}")
+    finally:
+        c.close()
 
     # ---- (c) hostile inputs
-    base = after3
+    base = after4
     hostile(peer, boot, arch, table, h, base, sender, ctl, log)
     return True
 
@@ -1221,13 +1268,17 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     body_error(T_EXCHANGE, exch(1000.0, inf_model), INVALID_ARGUMENT, "5.3", "GossipExchange, an infinite value")
     body_error(T_EXCHANGE, exch(1000.0, base, hsh=0x0123456789ABCDEF), FAILED_PRECONDITION, "5.3/6.2",
                "GossipExchange, wrong schema hash")
+    for lie in ("3,2", "", "0" + arch):
+        ms = model_state_from(arch, split(base))
+        ms["arch"] = lie
+        body_error(T_EXCHANGE, bytes(encode_model_state(W().str(sender).f64(1000.0), ms).b),
+                   FAILED_PRECONDITION, "6.4", f"GossipExchange, architecture field {lie!r} with this table")
     body_error(T_EXCHANGE, exch(1000.0, base, DT_BF16)[:-1], INVALID_ARGUMENT, "6.2",
                "GossipExchange, data one byte short")
     body_error(T_EXCHANGE, exch(1000.0, base * 50), MODEL_REJECTED, "5.3", "GossipExchange, weights x50 (outlier)")
     # an I8 block with a negative scale (SPEC 6.1)
     p = bytearray(exch(1000.0, base, DT_I8))
     r = R(p); r.str(); r.f64(); ms_off = r.o
-    d_off = struct.unpack_from("<Q", p, len(p) - 0)[0] if False else None
     msd = decode_model_state(R(bytes(p), ms_off), ALL_DTYPES)
     data_start = len(p) - sum(t["bc"] for t in msd["tensors"])
     struct.pack_into("<f", p, data_start, -1.0)
