@@ -748,6 +748,15 @@ class Conn:
         self.buf = bytearray()
         self.asm = Assembler()
 
+    @classmethod
+    def adopt(cls, sock, timeout=10.0):
+        """A Conn over an already connected socket (an accepted one, a Unix socket)."""
+        c = cls.__new__(cls)
+        c.s = sock
+        c.s.settimeout(timeout)
+        c.rid, c.buf, c.asm = 0, bytearray(), Assembler()
+        return c
+
     def close(self):
         try:
             self.s.close()
@@ -952,7 +961,18 @@ def run_node_checks(bindir, log):
                      "--control-socket", ctl, "--ready-file", ready], tmp, "peer")
         nodes.append(peer)
         log(f"bootstrap {boot.addr}, peer {peer.addr}")
-        return node_session(boot, peer, ctl, log)
+        node_session(boot, peer, ctl, log)
+        # a bootstrap of its own: it lists no one, so the push-sum peer has nobody to push to and
+        # its mass stands still (pushes to the stopped peer above would lose mass, SPEC 5.5)
+        boot2 = Node([gossipd, "bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits"],
+                     tmp, "push-sum bootstrap")
+        nodes.append(boot2)
+        ps = Node([gossipd, "peer", "--listen", "127.0.0.1:0", "--bootstrap", boot2.addr,
+                   "--dataset", "digits", "--shard", "0/1", "--rounds", "1", "--averaging", "push-sum",
+                   "--control-socket", os.path.join(tmp, "ps.sock")], tmp, "push-sum peer")
+        nodes.append(ps)
+        push_sum_session(ps, log)
+        return True
     finally:
         for n in reversed(nodes):
             n.stop()
@@ -1285,6 +1305,96 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     body_error(T_EXCHANGE, bytes(p), INVALID_ARGUMENT, "6.1", "GossipExchange, I8 scale -1")
     log("hostile bodies: every one answered as SPEC 4/5/6 say, connection kept, model unchanged")
 
+    # The node as the caller (SPEC 5.3, 5.4): TriggerGossip on its control socket makes it
+    # exchange with a responder run here; an honest reply is installed verbatim, a lying one
+    # (weight over the cap, an outlier model, a NaN) is refused and nothing changes.
+    def responder(z, w, lie_weight=None, reply_values=None):
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(4)
+        ls.settimeout(20)
+        ep = f"127.0.0.1:{ls.getsockname()[1]}"
+        out = {}
+
+        def serve():
+            try:
+                while "avg" not in out:
+                    s, _ = ls.accept()
+                    c = Conn.adopt(s)
+                    try:
+                        while True:
+                            m = c.recv()
+                            if m is None:
+                                break
+                            if m["type"] == T_RESERVE:
+                                c.send_raw(encode_message(T_RESERVE, m["id"], b"", response=True))
+                            elif m["type"] == T_EXCHANGE:
+                                req = decode_body(T_EXCHANGE, m["flags"], m["payload"])
+                                xin, bw = flat(model_values(req["model"])), req["weight"]
+                                a1, b1 = min(w, CAP * bw), min(bw, CAP * w)
+                                out.update(before=xin, avg=average(z, a1, xin, b1), sender=req["sender"])
+                                vals = out["avg"] if reply_values is None else reply_values
+                                body = encode_model_state(W().f64(lie_weight or a1).peerlist([(ep, bytes(32))]),
+                                                          model_state_from(arch, split(vals))).b
+                                c.send_raw(encode_message(T_EXCHANGE, m["id"], bytes(body), response=True))
+                                break
+                    finally:
+                        c.close()
+            except (OSError, Mismatch, WireError) as e:
+                out["error"] = repr(e)
+            finally:
+                ls.close()
+
+        import threading
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        return ep, out, t
+
+    def trigger(ep):
+        for _ in range(40):
+            u = socket.socket(socket.AF_UNIX)
+            u.settimeout(30)
+            u.connect(ctl)
+            c = Conn.adopt(u)
+            try:
+                rid, m = c.call(T_TRIGGER, W().str(ep).b)
+            finally:
+                c.close()
+            if m["flags"] & F_ERROR and reply_body(m)["code"] == ABORTED:
+                time.sleep(0.05)
+                continue
+            return rid, m
+        raise Mismatch("5.4", "TriggerGossip answered ABORTED 40 times in a row")
+
+    z = (base * np.float32(1.02)).astype(np.float32)
+    ep, out, t = responder(z, 1000.0)
+    rid, m = trigger(ep)
+    t.join(10)
+    tr = expect_ok(m, T_TRIGGER, rid, "5.4")["json"]
+    check("avg" in out, "5.3", f"the node never sent its GossipExchange to {ep}: {out.get('error')}")
+    check(out["sender"] == addr, "5.3", f"the node's request names sender {out['sender']}, not {addr}")
+    check(tr.get("peer") == ep and isinstance(tr.get("relative_l2_change"), float), "5.4",
+          f"TriggerGossip reply {tr}")
+    after = flat(model_values(get_model(addr, h)))
+    check(same_bits(after, out["avg"]), "5.3", "the node did not install the reply's model verbatim")
+    before = out["before"].astype(np.float64)
+    r = float(np.linalg.norm(after.astype(np.float64) - before) / np.linalg.norm(before))
+    check(abs(tr["relative_l2_change"] - r) <= 1e-4 * r, "5.4",
+          f"relative_l2_change {tr['relative_l2_change']}, expected {r}")
+    base = after
+    nan_values = base.copy()
+    nan_values[0] = np.nan
+    for what, kw, code in (("a reply weight over the cap", dict(lie_weight=1e9), MODEL_REJECTED),
+                           ("a reply model x50 (outlier)", dict(reply_values=(base * 50).astype(np.float32)), MODEL_REJECTED),
+                           ("a NaN in the reply model", dict(reply_values=nan_values), 13)):
+        ep, out, t = responder(base, 1000.0, **kw)
+        rid, m = trigger(ep)
+        t.join(10)
+        expect_error(m, T_TRIGGER, rid, code, "5.3/5.4", f"TriggerGossip to a responder sending {what}")
+        unchanged(f"a refused reply ({what})")
+    log("the node as caller: honest reply installed verbatim, relative_l2_change right; "
+        "lying replies refused (17, 17, 13), nothing installed")
+
     # Stop on the control socket stops the node (SPEC 5.4, 13.9)
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
@@ -1306,6 +1416,78 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     except subprocess.TimeoutExpired:
         raise Mismatch("5.4", "the node did not stop after a Stop on its control socket")
     log(f"Stop on the control socket: replied, node exited {peer.p.returncode}")
+
+
+def push_sum_session(ps, log):
+    """SPEC 5.5: a push is merged by the averaging rule with a = own mass, b = the mass used
+    (capped at CAP x max(w, rows)), and w grows by it; bit for bit, read back with GetModel."""
+    addr = ps.addr
+    deadline = time.time() + 60
+    while True:
+        st = status(addr)
+        if (st.get("round") or 0) >= 1 and st.get("push_sum") and st["push_sum"].get("in_flight") == 0:
+            check(not st.get("peers") and st["push_sum"].get("sent") == 0, "5.5",
+                  f"the push-sum peer has members or pushed: {st.get('peers')} {st['push_sum']}")
+            break
+        check(time.time() < deadline, "5.5", f"push-sum peer never finished round 1 / its pushes: {st}")
+        time.sleep(0.1)
+    arch = st["architecture"]
+    h = schema_hash(arch_table(arch))
+    rows = float(st["shard_size"])
+    # an unparseable sender is not added to the members, so the peer has nobody to push to and
+    # its mass stands still (SPEC 5.5: only parseable endpoints join; 5.3 for the same rule)
+    sender = "spec-peer"
+    y = flat(model_values(get_model(addr, h)))
+    w = float(status(addr)["push_sum"]["mass"])
+    check(same_bits(flat(model_values(get_model(addr, h))), y), "5.5", "the push-sum peer's model still changes")
+    rng = np.random.default_rng(11)
+    for m in (500.0, 1e7):   # the second is over the mass cap
+        x = (y * (1 + 0.02 * rng.standard_normal(y.size))).astype(np.float32)
+        ms = model_state_from(arch, [x[o:o + n] for o, n in _offsets(arch)])
+        c = Conn(addr)
+        try:
+            rid, r = c.call(T_PUSHSUM, bytes(encode_model_state(W().str(sender).f64(m), ms).b))
+            check(expect_ok(r, T_PUSHSUM, rid, "5.5") == {} and r["payload"] == b"", "5.5", "PushSum reply not empty")
+        finally:
+            c.close()
+        used = min(m, CAP * max(w, rows))
+        expect = average(y, w, x, used)
+        got = flat(model_values(get_model(addr, h)))
+        check(same_bits(got, expect), "5.5", f"push of mass {m}: model != average(z, w={w}, z_in, {used})")
+        w += used
+        st = status(addr)
+        check(float(st["push_sum"]["mass"]) == w, "5.5", f"mass {st['push_sum']['mass']} != {w} after a push")
+        y = got
+    check(sender not in (st.get("peers") or []), "5.5", "an unparseable sender joined the members")
+    for what, mass, code in (("mass NaN", float("nan"), INVALID_ARGUMENT), ("mass 0", 0.0, INVALID_ARGUMENT)):
+        c = Conn(addr)
+        try:
+            payload = bytes(encode_model_state(W().str(sender).f64(mass), model_state_from(
+                arch, [y[o:o + n] for o, n in _offsets(arch)])).b)
+            rid, r = c.call(T_PUSHSUM, payload)
+            expect_error(r, T_PUSHSUM, rid, code, "5.5", f"PushSum, {what}")
+        finally:
+            c.close()
+    c = Conn(addr)
+    try:
+        payload = bytes(encode_model_state(W().str("127.0.0.1:9").f64(10.0), model_state_from(
+            arch, [y[o:o + n] for o, n in _offsets(arch)])).b)
+        rid, r = c.call(T_EXCHANGE, payload)
+        expect_error(r, T_EXCHANGE, rid, UNAVAILABLE, "5.5", "GossipExchange to a push-sum peer")
+    finally:
+        c.close()
+    check(same_bits(flat(model_values(get_model(addr, h))), y), "5.5", "a refused push changed the model")
+    log(f"push-sum peer {addr}: two pushes merged bit for bit (mass cap applied: mass {w:g}), "
+        "NaN/0 mass and GossipExchange refused")
+
+
+def _offsets(arch):
+    out, o = [], 0
+    for _, dims in arch_table(arch):
+        n = int(np.prod(dims))
+        out.append((o, n))
+        o += n
+    return out
 
 
 # ---------------------------------------------------------------- main
