@@ -17,7 +17,11 @@ What it does:
      and GetModel afterwards must equal it), then the same with a BF16 and an I8 request
      (SPEC 6.5: both sides compute the same average of the two dequantized contributions);
   c. hostile frames and bodies, each checked for the status and the connection behaviour
-     SPEC documents, and for the node staying up with its model unchanged;
+     SPEC documents, and for the node staying up with its model unchanged; then the node as
+     the caller (TriggerGossip on its control socket to a responder run here: an honest reply
+     is installed verbatim, a reply with a weight over the cap, an outlier model or a NaN is
+     refused), a push-sum peer (pushes merged bit for bit, mass cap, SPEC 5.5) and a node with
+     a network key refusing a plaintext client (SPEC 13.8);
   d. prints `spec_peer: OK` and exits 0, or `spec_peer: MISMATCH (SPEC x): ...` and exits 1.
 
 Dependencies: Python 3, numpy, the standard library.
@@ -972,6 +976,29 @@ def run_node_checks(bindir, log):
                    "--control-socket", os.path.join(tmp, "ps.sock")], tmp, "push-sum peer")
         nodes.append(ps)
         push_sum_session(ps, log)
+        # SPEC 13.8: a plaintext client of a node with a network key gets one plaintext
+        # connection-level UNAUTHENTICATED with the quoted text, then the close
+        key = os.path.join(tmp, "net.key")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # 13.12's key file format
+        os.write(fd, ("gossip-network-key v1\n" + os.urandom(32).hex() + "\n").encode())
+        os.close(fd)
+        sb = Node([gossipd, "bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits",
+                   "--network-key", key], tmp, "secure bootstrap")
+        nodes.append(sb)
+        c = Conn(sb.addr)
+        try:
+            c.send_raw(encode_message(T_STATUS, 1, b""))
+            m = c.recv()
+            check(m is not None and m["flags"] & F_ERROR and m["type"] == T_CONNECTION and m["id"] == 0,
+                  "13.8", f"plaintext Status to a secure node: {m and (m['type'], m['id'], m['flags'])}")
+            bd = reply_body(m)
+            want = ("this node requires an encrypted channel (Noise_XXpsk3_25519_AESGCM_SHA256, SPEC §13): "
+                    "start the client with --network-key FILE")
+            check(bd["code"] == 16 and bd["text"] == want, "13.8", f"plaintext client answered {bd}")
+            c.expect_eof("13.8", "plaintext client of a secure node")
+        finally:
+            c.close()
+        log("secure node: a plaintext client gets UNAUTHENTICATED with the SPEC text, then the close")
         return True
     finally:
         for n in reversed(nodes):
