@@ -955,36 +955,34 @@ def run_node_checks(bindir, log):
     tmp = tempfile.mkdtemp(prefix="spec_peer.")
     nodes = []
     try:
-        boot = Node([gossipd, "bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits"],
-                    tmp, "bootstrap")
-        nodes.append(boot)
-        ctl = os.path.join(tmp, "peer.sock")
-        ready = os.path.join(tmp, "peer.ready")
-        peer = Node([gossipd, "peer", "--listen", "127.0.0.1:0", "--bootstrap", boot.addr,
-                     "--dataset", "digits", "--shard", "0/1", "--rounds", "1",
-                     "--control-socket", ctl, "--ready-file", ready], tmp, "peer")
-        nodes.append(peer)
-        log(f"bootstrap {boot.addr}, peer {peer.addr}")
-        node_session(boot, peer, ctl, log)
-        # a bootstrap of its own: it lists no one, so the push-sum peer has nobody to push to and
-        # its mass stands still (pushes to the stopped peer above would lose mass, SPEC 5.5)
-        boot2 = Node([gossipd, "bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits"],
-                     tmp, "push-sum bootstrap")
-        nodes.append(boot2)
-        ps = Node([gossipd, "peer", "--listen", "127.0.0.1:0", "--bootstrap", boot2.addr,
-                   "--dataset", "digits", "--shard", "0/1", "--rounds", "1", "--averaging", "push-sum",
-                   "--control-socket", os.path.join(tmp, "ps.sock")], tmp, "push-sum peer")
-        nodes.append(ps)
-        push_sum_session(ps, log)
-        # SPEC 13.8: a plaintext client of a node with a network key gets one plaintext
-        # connection-level UNAUTHENTICATED with the quoted text, then the close
+        # every node starts at once (they start and train while the checks run): the main
+        # bootstrap and peer; a push-sum peer with a bootstrap of its own (it then lists no one,
+        # so that peer has nobody to push to and its mass stands still, SPEC 5.5); a bootstrap
+        # with a network key (SPEC 13)
+        def start(name, argv):
+            n = Node([gossipd] + argv, tmp, name)
+            nodes.append(n)
+            return n
+
         key = os.path.join(tmp, "net.key")
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # 13.12's key file format
         os.write(fd, ("gossip-network-key v1\n" + os.urandom(32).hex() + "\n").encode())
         os.close(fd)
-        sb = Node([gossipd, "bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits",
-                   "--network-key", key], tmp, "secure bootstrap")
-        nodes.append(sb)
+        boot = start("bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits"])
+        boot2 = start("push-sum bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits"])
+        sb = start("secure bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--dataset", "digits",
+                                        "--network-key", key])
+        ctl = os.path.join(tmp, "peer.sock")
+        peer = start("peer", ["peer", "--listen", "127.0.0.1:0", "--bootstrap", boot.addr,
+                              "--dataset", "digits", "--shard", "0/1", "--rounds", "1", "--control-socket", ctl])
+        ps = start("push-sum peer", ["peer", "--listen", "127.0.0.1:0", "--bootstrap", boot2.addr,
+                                     "--dataset", "digits", "--shard", "0/1", "--rounds", "1",
+                                     "--averaging", "push-sum", "--control-socket", os.path.join(tmp, "ps.sock")])
+        log(f"bootstrap {boot.addr}, peer {peer.addr}")
+        node_session(boot, peer, ctl, log)
+        push_sum_session(ps, log)
+        # SPEC 13.8: a plaintext client of a node with a network key gets one plaintext
+        # connection-level UNAUTHENTICATED with the quoted text, then the close
         c = Conn(sb.addr)
         try:
             c.send_raw(encode_message(T_STATUS, 1, b""))
