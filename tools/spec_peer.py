@@ -1281,6 +1281,8 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     big = struct.pack("<IBBHIIII", HEADER + 8, 2, F_END | F_CHECKSUMMED, T_STATUS, 5, 8,
                       600 * 1024, zlib.crc32(b"abcdefgh")) + b"abcdefgh"
     conn_error(big, RESOURCE_EXHAUSTED, "2/11", "message_raw_length past maxControlMessageBytes")
+    conn_error(struct.pack("<IBBHIIII", HEADER, 2, F_COMPRESSED | F_END, T_PING, 5, 0, 0, 0),
+               INVALID_ARGUMENT, "2", "compressed frame with an empty payload")
     # chunking violation: a frame of another message before END_STREAM (SPEC 9)
     first = encode_message(T_PING, 6, b"x" * 16, chunk_bytes=8)
     n1 = struct.unpack_from("<I", first, 0)[0]
@@ -1329,6 +1331,24 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     struct.pack_into("<f", p, data_start, -1.0)
     body_error(T_EXCHANGE, bytes(p), INVALID_ARGUMENT, "6.1", "GossipExchange, I8 scale -1")
     log("hostile bodies: every one answered as SPEC 4/5/6 say, connection kept, model unchanged")
+
+    # 66 WaitConverged on one connection (SPEC 5.8, 11): a peer whose --rounds are done never
+    # finishes, so 64 are held and answered DEADLINE_EXCEEDED (4) when timeout_ms passes; the
+    # 65th and 66th are over the 64 requests in flight per connection: RESOURCE_EXHAUSTED at once
+    c = Conn(addr)
+    try:
+        c.send_raw(b"".join(encode_message(T_WAIT, i, W().u32(1000).b) for i in range(1, 67)))
+        codes = {}
+        for _ in range(66):
+            m = c.recv()
+            check(m is not None and m["flags"] & F_ERROR and m["type"] == T_WAIT, "5.8",
+                  f"WaitConverged: {m and (m['type'], m['flags'])}")
+            codes.setdefault(reply_body(m)["code"], set()).add(m["id"])
+        check(codes == {RESOURCE_EXHAUSTED: {65, 66}, 4: set(range(1, 65))}, "5.8/11",
+              f"66 WaitConverged on one connection: {{code: ids}} = {codes}")
+    finally:
+        c.close()
+    unchanged("66 WaitConverged")
 
     # The node as the caller (SPEC 5.3, 5.4): TriggerGossip on its control socket makes it
     # exchange with a responder run here; an honest reply is installed verbatim, a lying one
