@@ -1094,7 +1094,7 @@ def node_session(boot, peer, ctl, log):
     y2 = after
     x2 = perturbed(y2)
     qx = model_state_from(arch, split(x2), DT_BF16)
-    rep = exchange(peer.addr, sender, b, qx, "6.5")
+    rep = exchange(peer.addr, sender, b, qx, "6.5", checksum=False)   # SPEC 7: receivers accept both
     a2 = rep["weight"]
     check(0 < a2 <= CAP * b, "5.3", f"reply weight {a2}")
     rm = rep["model"]
@@ -1118,7 +1118,7 @@ def node_session(boot, peer, ctl, log):
     y3 = after2
     x3 = perturbed(y3)
     qx = model_state_from(arch, split(x3), DT_I8)
-    rep = exchange(peer.addr, sender, 300.0, qx, "6.5")   # 4 x 300 < 1500: the weight cap applies
+    rep = exchange(peer.addr, sender, 300.0, qx, "6.5", chunk_bytes=4096)   # 13 uncompressed frames   # 4 x 300 < 1500: the weight cap applies
     a3 = rep["weight"]
     check(a3 == min(a1, CAP * 300.0), "5.3", f"capped reply weight {a3} != min(own {a1}, CAP x 300)")
     rm = rep["model"]
@@ -1179,6 +1179,25 @@ def node_session(boot, peer, ctl, log):
             got[m["id"]] = m
         check(set(got) == {0, 1} and got[0]["payload"] == b"zero", "1/9",
               f"a reply to the server must be skipped and id 0 answered: got ids {sorted(got)}")
+    finally:
+        c.close()
+
+    # ---- a request written one byte at a time; a client that half-closes after its request
+    #      (the close must come, whether or not the reply does)
+    c = Conn(peer.addr)
+    try:
+        raw = encode_message(T_PING, 7, b"dribbled")
+        for i in range(len(raw)):
+            c.send_raw(raw[i:i + 1])
+        rid, m = 7, c.recv()
+        check(m is not None and expect_ok(m, T_PING, rid, "5.4")["data"] == b"dribbled", "1", "dribbled Ping")
+        # SPEC 1: a server that reads the end of the stream closes; replies not yet written
+        # may be lost (measured: about 1 run in 3 gets no reply), so only the close is checked
+        c.send_raw(encode_message(T_PING, 8, b"half"))
+        c.s.shutdown(socket.SHUT_WR)
+        m = c.recv()
+        check(m is None or expect_ok(m, T_PING, 8, "5.4")["data"] == b"half", "1", "reply after a half-close")
+        c.expect_eof("1", "after a half-close")
     finally:
         c.close()
 
