@@ -1077,6 +1077,7 @@ def node_session(boot, peer, ctl, log):
     peers = [p for p, _ in rep["peers"]]
     check(peers and peers[0] == peer.addr, "5.3/5.1", f"reply peers {peers}: own endpoint not first")
     check(sender not in peers, "5.3", "reply peers list the caller")
+    check(all(i == bytes(32) for _, i in rep["peers"]), "5.1", "identities on a plaintext network not zero")
     rm = rep["model"]
     check(all(t["dtype"] == DT_F32 for t in rm["tensors"]), "5.3", "F32 request, non-F32 reply")
     check((rm["round"], rm["step"]) == (m1["round"], m1["step"]), "5.3",
