@@ -6,15 +6,19 @@
 import Foundation
 import Testing
 
-/// The python3 that has numpy ($PYTHON or python3 on PATH), or nil with the reason printed.
-private func strangerPython() -> String? {
-    let python = ProcessInfo.processInfo.environment["PYTHON"] ?? "/usr/bin/env"
-    let args = python == "/usr/bin/env" ? ["python3", "-c", "import numpy"] : ["-c", "import numpy"]
-    guard let (code, _, _) = try? Cluster.run(python, args, timeout: 60), code == 0 else {
-        print("SpecStrangerTests: skipped: python3 with numpy is not available (\(python)); install numpy to run tools/spec_peer.py")
-        return nil
+/// A python3 that has numpy, as (executable, leading arguments): $PYTHON when it has numpy (CI
+/// points it at a venv that may lack it), else python3 on PATH; nil, with the reason printed.
+private func strangerPython() -> (String, [String])? {
+    var candidates: [(String, [String])] = []
+    if let p = ProcessInfo.processInfo.environment["PYTHON"] { candidates.append((p, [])) }
+    candidates.append(("/usr/bin/env", ["python3"]))
+    for (exe, lead) in candidates {
+        if let (code, _, _) = try? Cluster.run(exe, lead + ["-c", "import numpy"], timeout: 60), code == 0 {
+            return (exe, lead)
+        }
     }
-    return python
+    print("SpecStrangerTests: skipped: no python3 with numpy (tried $PYTHON and python3 on PATH); install numpy to run tools/spec_peer.py")
+    return nil
 }
 
 @Suite(.serialized)
@@ -22,10 +26,8 @@ struct SpecStrangerTests {
     /// tools/spec_peer.py against the debug binaries: it must print `spec_peer: OK` and exit 0;
     /// otherwise its last line names the first mismatch and the SPEC section.
     @Test func independentPeerAgreesWithTheNode() throws {
-        guard let python = strangerPython() else { return }
-        let script = Cluster.repoRoot + "/tools/spec_peer.py"
-        var args = python == "/usr/bin/env" ? ["python3"] : []
-        args += [script, "--bin", Cluster.binDir]
+        guard let (python, lead) = strangerPython() else { return }
+        let args = lead + [Cluster.repoRoot + "/tools/spec_peer.py", "--bin", Cluster.binDir]
         let (code, out, err) = try Cluster.run(python, args, timeout: 120)
         print(out.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(code == 0 && out.contains("spec_peer: OK"),
