@@ -15,7 +15,9 @@ extension WireCodec {
 
     /// Decodes a PushSum request, refusing another schema before any weight is read.
     static func decodePushSum(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> PushSumRequest {
-        try .decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        let request = try PushSumRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        try checkArchitecture(request.model)
+        return request
     }
 
     /// The PushSum reply: an empty payload ("the mass was added").

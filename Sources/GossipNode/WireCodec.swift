@@ -88,13 +88,35 @@ enum WireCodec {
     }
 
     static func decodeExchangeRequest(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeRequest {
-        try .decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        let request = try GossipExchangeRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        try checkArchitecture(request.model)
+        return request
     }
 
     static func decodeExchangeReply(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeReply {
         let reply = try GossipExchangeReply.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+        try checkArchitecture(reply.model)
         try checkFinite(reply.model)
         return reply
+    }
+
+    /// Throws `.schemaMismatch` (FAILED_PRECONDITION) unless a received model's `architecture`
+    /// field names its tensor table exactly (SPEC §6.4): `external` (the table is the schema),
+    /// or layer sizes in the canonical form of §5.1 (no spaces, no leading zeros or signs)
+    /// whose table (names and shapes, in order) is the received one.
+    ///
+    /// The schema hash was already compared with the receiver's own, so this only refuses a
+    /// field that lies about the table it travels with; it allocates nothing per weight.
+    static func checkArchitecture(_ model: ModelState) throws(WireError) {
+        if model.architecture == MLPArchitecture.externalName { return }
+        guard let arch = try? MLPArchitecture(parsing: model.architecture), arch.description == model.architecture,
+              arch.parameterSpecs.count == model.table.tensors.count,
+              zip(arch.parameterSpecs, model.table.tensors).allSatisfy({ $0.name == $1.name && $0.shape == $1.shape }) else {
+            throw WireError(.schemaMismatch,
+                            "model architecture '\(model.architecture)' does not name its tensor table "
+                            + "(\(model.table.tensors.count) tensors, schema \(String(model.table.schemaHash, radix: 16))); "
+                            + "send the layer sizes as in SPEC §5.1, e.g. 784,256,128,10, or 'external'")
+        }
     }
 
     /// Decodes a model into a new parameter set (one copy), checking it fits its architecture.
@@ -111,6 +133,7 @@ enum WireCodec {
     /// A received model as an architecture and a new parameter set (one copy), checking that
     /// the table fits the architecture and the weights are finite.
     static func parameters(of model: ModelState) throws -> (MLPArchitecture, ParameterSet) {
+        try checkArchitecture(model)   // the field in the canonical form of SPEC §5.1, naming this table
         // An external model (SPEC §6.4): its table is the schema.
         let arch = model.architecture == MLPArchitecture.externalName
             ? try MLPArchitecture(external: model.table.tensors.map { ($0.name, $0.shape) })

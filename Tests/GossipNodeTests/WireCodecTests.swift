@@ -72,3 +72,53 @@ import Testing
         #expect(e.kind == .schemaMismatch)
     }
 }
+
+/// SPEC §6.4: a received exchange model (request, reply, push) whose `architecture` field does
+/// not name its tensor table exactly is refused with FAILED_PRECONDITION, even when the schema
+/// hash (of the table) is the receiver's own. Found by tools/spec_peer.py: the node used to take
+/// a request claiming `3,2`, `external`-less junk, `""` or `064,...` with a 64,... table.
+@Test func exchangeModelsWhoseArchitectureFieldLiesAreRefused() throws {
+    let arch = try MLPArchitecture(parsing: "6,4,2")
+    let p = arch.makeParameters(seed: 4)
+    let table = WireCodec.table(p)
+    func request(_ architecture: String) throws -> ByteSlice {
+        try p.storage.withUnsafeBytes { data in
+            try GossipExchangeRequest.encode(sender: "127.0.0.1:7001", weight: 10, architecture: architecture,
+                                             round: 0, step: 0, samples: 0, table: table, data: data)
+        }
+    }
+    func reply(_ architecture: String) throws -> ByteSlice {
+        try p.storage.withUnsafeBytes { data in
+            try GossipExchangeReply.encode(weight: 10, peers: PeerList(entries: []), architecture: architecture,
+                                           round: 0, step: 0, samples: 0, table: table, data: data)
+        }
+    }
+    for ok in ["6,4,2", "external"] {
+        #expect(try WireCodec.decodeExchangeRequest(request(ok), expectedSchemaHash: p.schemaHash).model.architecture == ok)
+        #expect(try WireCodec.decodeExchangeReply(reply(ok), expectedSchemaHash: p.schemaHash).weight == 10)
+        #expect(try WireCodec.decodePushSum(request(ok), expectedSchemaHash: p.schemaHash).mass == 10)
+    }
+    for lie in ["06,4,2", " 6,4,2", "+6,4,2"] {   // GetModel replies too (SPEC §6.4: the form of §5.1)
+        let payload = try p.storage.withUnsafeBytes { data in
+            try ModelState.encode(architecture: lie, round: 0, step: 0, samples: 0, table: table, data: data)
+        }
+        do {
+            _ = try WireCodec.decodeModel(payload, expected: nil)
+            Issue.record("GetModel: accepted the architecture field '\(lie)'")
+        } catch let e as WireError {
+            #expect(e.kind == .schemaMismatch)
+        }
+    }
+    for lie in ["3,2", "", "06,4,2", "6, 4,2", "+6,4,2", "6,4,2,", "6,2,4", "6,4"] {
+        for decode in [{ try WireCodec.decodeExchangeRequest(request(lie), expectedSchemaHash: p.schemaHash).model },
+                       { try WireCodec.decodeExchangeReply(reply(lie), expectedSchemaHash: p.schemaHash).model },
+                       { try WireCodec.decodePushSum(request(lie), expectedSchemaHash: p.schemaHash).model }] {
+            do {
+                _ = try decode()
+                Issue.record("accepted a model whose architecture field is '\(lie)' with a 6,4,2 table")
+            } catch let e as WireError {
+                #expect(e.kind == .schemaMismatch, "'\(lie)': \(e)")
+            }
+        }
+    }
+}
