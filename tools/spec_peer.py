@@ -273,23 +273,19 @@ class R:
         self.o += n
         return bytes(v)
 
-    def str(self, w="str"):
-        n = self.u16(w)
-        if n > self.max_name:
+    def _utf8(self, n, limit, w):
+        if n > limit:
             raise WireError(RESOURCE_EXHAUSTED, f"{w} is {n} bytes")
         try:
             return self.raw(n, w).decode("utf-8")
         except UnicodeDecodeError:
             raise WireError(INVALID_ARGUMENT, f"{w} is not UTF-8")
 
+    def str(self, w="str"):
+        return self._utf8(self.u16(w), self.max_name, w)
+
     def text(self, w="text"):
-        n = self.u32(w)
-        if n > self.max_text:
-            raise WireError(RESOURCE_EXHAUSTED, f"{w} is {n} bytes")
-        try:
-            return self.raw(n, w).decode("utf-8")
-        except UnicodeDecodeError:
-            raise WireError(INVALID_ARGUMENT, f"{w} is not UTF-8")
+        return self._utf8(self.u32(w), self.max_text, w)
 
     def weight(self, w="weight"):
         v = self.f64(w)
