@@ -222,16 +222,25 @@ final class Cluster: @unchecked Sendable {
 
     /// Polls `condition` until it holds; fails with `what` and the nodes' logs after `timeout`.
     func wait(_ what: String, timeout: Double = 120, nodes: [NodeProcess] = [], _ condition: () throws -> Bool) throws {
+        try Cluster.wait(what, timeout: timeout, details: {
+            nodes.map { "--- \($0.name) (\($0.endpoint)):\n\($0.logTail)" }.joined(separator: "\n")
+        }, condition)
+    }
+
+    /// Polls `condition` every `interval` seconds until it holds (an error thrown by it counts
+    /// as "not yet"); after `timeout` throws `TimedOut` naming `what`, the last error and
+    /// `details()` (the nodes' logs, or whatever else explains the state).
+    static func wait(_ what: String, timeout: Double = 120, interval: Double = 0.1, details: () -> String,
+                     _ condition: () throws -> Bool) throws {
         let until = Date().addingTimeInterval(timeout)
         var lastError: Error?
         while Date() < until {
             do {
                 if try condition() { return }
             } catch { lastError = error }
-            Thread.sleep(forTimeInterval: 0.1)
+            Thread.sleep(forTimeInterval: interval)
         }
-        let logs = nodes.map { "--- \($0.name) (\($0.endpoint)):\n\($0.logTail)" }.joined(separator: "\n")
-        throw TimedOut(description: "timed out after \(timeout) s waiting for: \(what) (last error: \(lastError.map { "\($0)" } ?? "none"))\n\(logs)")
+        throw TimedOut(description: "timed out after \(timeout) s waiting for: \(what) (last error: \(lastError.map { "\($0)" } ?? "none"))\n\(details())")
     }
 
     /// The current model of a node.

@@ -216,7 +216,8 @@ struct PeerHardeningTests {
     /// round and restarted from its --state-dir ends with the same model, bit for bit, as one
     /// that trained without interruption (momentum, generator, data cursor and the unfinished
     /// round's steps are all in the checkpoint). Rounds of 2,000 steps make a stop inside a
-    /// round the likely case; the test insists on one (up to three tries).
+    /// round the likely case; the test insists on one (up to three tries). 8 rounds: a
+    /// checkpoint at round 4, the stop in the round after it, the rest after the resume.
     @Test func interruptedPeerResumesBitIdentically() throws {
         let args = ["--pace-ms", "0", "--local-steps", "2000", "--input-noise", "0.3", "--checkpoint-every", "4"]
         func run(_ name: String, interruptAt: Int?) throws -> (ParameterSet, Int) {
@@ -224,7 +225,7 @@ struct PeerHardeningTests {
             defer { c.shutdown() }
             let state = c.dir + "/state"
             let boot = try c.bootstrap()
-            var peer = try c.peer(["--bootstrap", boot.endpoint.description] + args, shard: "0/1", rounds: 24, stateDir: state)
+            var peer = try c.peer(["--bootstrap", boot.endpoint.description] + args, shard: "0/1", rounds: 8, stateDir: state)
             var partial = 0
             if let at = interruptAt {
                 try c.wait("round \(at)") { try c.status(peer).round >= at }
@@ -233,7 +234,7 @@ struct PeerHardeningTests {
                 #expect(peer.process.terminationStatus == 0)
                 let last = read(peer.log).split(separator: "\n").last { $0.contains("checkpoint written") } ?? ""
                 partial = last.split(separator: " ").compactMap { $0.hasPrefix("round_steps=") ? Int($0.dropFirst(12)) : nil }.first ?? -1
-                peer = try c.peer(["--bootstrap", boot.endpoint.description] + args, shard: "0/1", rounds: 24, stateDir: state)
+                peer = try c.peer(["--bootstrap", boot.endpoint.description] + args, shard: "0/1", rounds: 8, stateDir: state)
                 #expect(read(peer.log).contains("exact=true"), "resume was not exact:\n\(peer.logTail)")
             }
             try c.wait("training ends") { try c.status(peer).phase == "averaging" }
@@ -242,7 +243,7 @@ struct PeerHardeningTests {
         let (straight, _) = try run("resume-a", interruptAt: nil)
         var resumed: ParameterSet?
         for attempt in 0..<3 {
-            let (m, partial) = try run("resume-b\(attempt)", interruptAt: 8)
+            let (m, partial) = try run("resume-b\(attempt)", interruptAt: 4)
             #expect(partial >= 0, "the last checkpoint's log line names round_steps")
             resumed = m
             if partial > 0 { break }

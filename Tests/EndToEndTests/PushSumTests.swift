@@ -133,14 +133,15 @@ import Testing
 
     /// Push-sum with convergence detection (no --rounds, SPEC §5.9): the four peers end by
     /// themselves with status 0, their final models >= 93% held out, and with nothing lost
-    /// their final masses still sum to the shards' rows.
+    /// their final masses still sum to the shards' rows. Windows of 10 rounds
+    /// (`--converge-window`, half the default): the same detector, judged twice as often.
     @Test func aPushSumNetworkWithoutRoundsEndsByItself() throws {
         let c = try Cluster("pushsum-end", secure: true)
         defer { c.shutdown() }
         let boot = try c.bootstrap(arch: "64,64,10")
         var peers: [NodeProcess] = []
         for i in 0..<4 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum", "--converge-window", "10"],
                                     shard: "\(i)/4", stateDir: "\(c.dir)/state\(i)", training: [], converge: true))
         }
         try c.wait("all four peers exit by themselves", timeout: 120, nodes: peers) {

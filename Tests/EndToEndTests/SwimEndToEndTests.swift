@@ -1,5 +1,6 @@
 // SWIM in real processes (SPEC §5.10): 4 gossipd peers on 127.0.0.1 with a network key probe
-// each other over UDP on their listen ports, every datagram sealed (§13.13). One is frozen with SIGSTOP for half the suspicion timeout: nobody
+// each other over UDP on their listen ports, every datagram sealed (§13.13), with a 500 ms
+// probe period (half the default; `--swim-interval-ms`, `--swim-timeout-ms`). One is frozen with SIGSTOP for half the suspicion timeout: nobody
 // drops it. Another is SIGKILLed: every other peer stops listing it within a bound derived
 // from the SWIM configuration (one round of probes, the period, the suspicion timeout, a
 // margin for dissemination and this loaded machine).
@@ -14,10 +15,15 @@ struct SwimEndToEndTests {
     @Test func aFrozenPeerSurvivesAndAKilledOneIsDropped() throws {
         let c = try Cluster("swim", secure: true)
         defer { c.shutdown() }
+        // Half the default period and ack timeout: the same protocol in half the time.
+        var config = SwimConfig()
+        config.probeInterval = .milliseconds(500)
+        config.probeTimeout = .milliseconds(250)
+        let swim = ["--swim-interval-ms", "500", "--swim-timeout-ms", "250"]
         let boot = try c.bootstrap()
         var peers: [NodeProcess] = []
         for i in 0..<4 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--pace-ms", "100"], shard: "\(i)/4"))
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--pace-ms", "100"] + swim, shard: "\(i)/4"))
         }
         try c.wait("every peer's SWIM holds the other three alive", timeout: 90, nodes: peers) {
             try peers.allSatisfy { p in
@@ -29,8 +35,7 @@ struct SwimEndToEndTests {
             let s = try c.status(p).swim
             #expect(s?.sealed == true && s?.dropped == 0, "\(p.name): \(String(describing: s))")
         }
-        let config = SwimConfig()
-        let suspicion = config.suspicionTimeout(members: 4)   // 4 s: 4 x max(1, log10 4) x 1 s
+        let suspicion = config.suspicionTimeout(members: 4)   // 2 s: 4 x max(1, log10 4) x 0.5 s
 
         // SIGSTOP for half the suspicion timeout: suspected, it refutes when it runs again.
         let frozen = peers[3]
@@ -49,7 +54,7 @@ struct SwimEndToEndTests {
             Thread.sleep(forTimeInterval: 0.25)
         }
         #expect(checks > 3)
-        // Usually it was suspected and refuted (incarnation 1); a 2 s pause may also pass unnoticed.
+        // Usually it was suspected and refuted (incarnation 1); a 1 s pause may also pass unnoticed.
         try c.wait("every peer holds the other three alive again", timeout: 20, nodes: peers) {
             try peers.allSatisfy { try c.status($0).swim?.alive == 3 }
         }
