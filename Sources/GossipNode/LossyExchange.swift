@@ -8,6 +8,7 @@
 // from its previous contribution; the new residual is kept only when the exchange is
 // installed. An F32 exchange takes none of these paths (SPEC §5.3 unchanged).
 import GossipML
+import GossipNet
 import GossipWire
 
 /// Buffers of a lossy exchange (slot holder only; sized to the model on first use).
@@ -135,6 +136,27 @@ extension WireCodec {
 }
 
 extension PeerNode {
+    /// Throws UNIMPLEMENTED, before anything changes, when `table` has a tensor in an encoding
+    /// this node does not accept (`--accept-dtypes`, SPEC §6.5); the sender then sends F32.
+    func checkAccepted(_ table: TensorTable, in what: String) throws {
+        guard let bad = table.tensors.first(where: { !config.acceptDTypes.contains($0.dtype) }) else { return }
+        let ok = DType.allCases.filter { config.acceptDTypes.contains($0) }.map(\.optionName).joined(separator: ",")
+        throw RPCError(.unimplemented, "peer \(endpoint) does not accept \(bad.dtype.optionName) (\(bad.dtype.hashName), tensor '\(bad.name)') in \(what); it accepts \(ok) (--accept-dtypes): send F32 (SPEC §6.5)")
+    }
+
+    /// Remembers that `peer` refused this node's lossy encoding: exchanges and pushes to it go
+    /// in F32 from now on (SPEC §6.5).
+    func rememberF32(_ peer: String, after why: String) {
+        let added = f32Peers.withLock { s -> Bool in
+            guard s.count < Self.maxF32Peers else { return false }
+            return s.insert(peer).inserted
+        }
+        if added {
+            logger.notice("peer refused this node's wire encoding; exchanging with it in f32 from now on",
+                          metadata: ["peer": "\(peer)", "wire_dtype": "\(config.wireDType.optionName)", "why": "\(why)"])
+        }
+    }
+
     /// The caller's lossy request (slot held): contribution = weights (+ residual), encoded
     /// in `config.wireDType`; `model.lossy.sent` receives its dequantized value.
     func lossyExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,

@@ -91,6 +91,10 @@ public final class PeerNode: @unchecked Sendable {
     let replyBuffer = PayloadBuffer()
     /// Per-peer link speeds and the `--compression auto` choice (PeerCompression.swift).
     let links = LinkChooser()
+    /// Peers that refused this node's lossy encoding (UNIMPLEMENTED, SPEC §6.5): exchanges and
+    /// pushes to them go in F32. At most `maxF32Peers` (memory bounded by this node's choice).
+    let f32Peers = Mutex(Set<String>())
+    static let maxF32Peers = 4096
     /// Noise of a test attacker (`config.misbehaviour`); unused by honest peers.
     let attackRNG = Mutex(SeededGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     /// Push-sum's queue and timer (PeerPushSum.swift); idle in sync mode.

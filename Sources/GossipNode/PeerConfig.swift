@@ -62,6 +62,10 @@ public struct PeerConfig: Sendable {
     /// residual included (the exact finish, SPEC §6.5). Off only to measure or to test the
     /// lossy exchange after training (hidden `gossipd peer --no-exact-finish`).
     public var exactFinish = true
+    /// The encodings this node averages in when another node sends them (SPEC §6.5,
+    /// `--accept-dtypes`); F32 always. A request or push in another encoding is answered
+    /// UNIMPLEMENTED before anything changes, naming these.
+    public var acceptDTypes: Set<DType> = Set(DType.allCases)
     /// The insider bounds of an exchange (SPEC §5.3): weight cap and outlier bound.
     public var exchangeBounds = ExchangeBounds()
     /// Test hook only (hidden `gossipd peer --misbehave`): makes this peer an attacker that

@@ -78,9 +78,11 @@ extension PeerNode {
         // The weight this node sends (an attacker's test hook may lie about it, SPEC §5.3).
         let sentWeight = config.misbehaviour?.weight(honest: ownRows) ?? ownRows
         // A lossy encoding (SPEC §6.5) sends this node's contribution, not its weights as they are,
-        // while it trains; once its training has ended it finishes exact: F32, its residual
-        // included (`flush`), so the network's final models agree as closely as with F32.
-        let finishing = config.wireDType.isLossy && config.exactFinish && core.withLock { $0.state.trainingEnded }
+        // while it trains. It sends F32, its residual included (`finishing`), once its training
+        // has ended (the exact finish: the network's final models agree as with F32) and to a
+        // peer that refused its encoding.
+        let finishing = config.wireDType.isLossy
+            && (f32Peers.withLock { $0.contains(peer) } || config.exactFinish && core.withLock { $0.state.trainingEnded })
         let lossy = config.wireDType.isLossy && !finishing
         do {
             let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
@@ -144,7 +146,11 @@ extension PeerNode {
                 return .failed(code == .modelRejected ? .modelRejected : .internal, "the reply of \(peer) was refused: \(text)")
             }
         case .failure(let err):
-            let outcome: PeerState.OutgoingResult = err.code == .aborted ? .remoteBusy
+            // The peer does not accept this node's lossy encoding (SPEC §6.5): F32 with it from now on.
+            let encodingRefused = lossy && err.remote && err.code == .unimplemented
+            if encodingRefused { rememberF32(peer, after: err.message) }
+            let outcome: PeerState.OutgoingResult = encodingRefused ? .badReply
+                : err.code == .aborted ? .remoteBusy
                 : err.code == .failedPrecondition ? .incompatible
                 : err.code == .modelRejected ? .rejectedByPeer
                 : err.code == .cancelled ? .notSent : .failed
@@ -308,6 +314,7 @@ extension PeerNode {
         let own = t.parameters
         // A lossy request (SPEC §6.5) is judged and averaged dequantized.
         let lossy = request.model.table.isLossy
+        try checkAccepted(request.model.table, in: "an exchange request")
         let distance: Double
         if lossy {
             guard request.model.table.elementCount == count else {

@@ -108,8 +108,11 @@ extension PeerNode {
         case .send(let m): mass = m
         }
         let payload: ByteSlice
+        // A lossy push unless training has ended (the exact finish) or the target refused the
+        // encoding before (SPEC §6.5).
+        let lossyPush = config.wireDType.isLossy && !ended && !f32Peers.withLock { $0.contains(target) }
         do {
-            if config.wireDType.isLossy && !ended {
+            if lossyPush {
                 // SPEC §6.5: the push carries the model in the lossy encoding (no error feedback);
                 // once training has ended, pushes are F32 (the exact finish).
                 payload = try WireCodec.encodeExchangeRequest(sender: endpoint.description, weight: mass, architecture: arch,
@@ -128,14 +131,14 @@ extension PeerNode {
         }
         client.call(ep, type: .pushSum, payload: payload, options: RPCOptions(compression: sendCompression(to: target, params: params.storage)),
                     deadline: config.exchangeTimeout) { [weak self] result in
-            self?.pushOutcome(result, target: target, mass: mass, sent: params)
+            self?.pushOutcome(result, target: target, mass: mass, sent: params, lossy: lossyPush)
         }
     }
 
     /// Accounts a push's outcome (SPEC §5.5): OK = added there; an error reply = refused there,
     /// so the mass comes back; anything else (deadline, connection lost, cannot connect) =
     /// unconfirmed, never taken back.
-    func pushOutcome(_ result: Result<InboundMessage, RPCError>, target: String, mass: Double, sent: ParameterSet) {
+    func pushOutcome(_ result: Result<InboundMessage, RPCError>, target: String, mass: Double, sent: ParameterSet, lossy: Bool = false) {
         switch result {
         case .success:
             core.withLock { c in
@@ -147,8 +150,14 @@ extension PeerNode {
         // of them may already have reached a handler, so it counts as unconfirmed (below).
         case .failure(let err) where err.remote && !err.message.contains("rejected the connection:"):
             takeBack(mass: mass, sent: sent, from: target)
+            // A lossy push the target does not accept (SPEC §6.5): pushes to it go in F32 from now on.
+            let encodingRefused = lossy && err.code == .unimplemented
+            if encodingRefused { rememberF32(target, after: err.message) }
             let dropped: Bool = core.withLock { c in
                 switch err.code {
+                case .unimplemented where encodingRefused:
+                    c.state.membership.markSuccess(target)
+                    return false
                 case .failedPrecondition, .unimplemented:
                     // Another averaging mode, another schema, or an older node: it never takes pushes.
                     c.state.membership.remove(target)
@@ -224,7 +233,8 @@ extension PeerNode {
             }) else {
                 throw RPCError(.unavailable, "peer has no model")
             }
-            // A lossy push (SPEC §6.5) is judged and merged dequantized.
+            // A lossy push (SPEC §6.5) is judged and merged dequantized, if this node accepts its encoding.
+            try checkAccepted(req.model.table, in: "a push")
             let dequantized: [Float]?
             if req.model.table.isLossy {
                 guard req.model.table.elementCount == own.storage.count else {

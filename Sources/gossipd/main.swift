@@ -288,6 +288,8 @@ struct Peer: ParsableCommand {
     var trainer: String = "swift"
     @Option(help: "Encoding of the weights this peer sends in exchanges and pushes: f32 (exact) | bf16 | fp16 | int8 (lossy, SPEC 6.5; a responder answers in the request's encoding, so peers may differ).")
     var wireDtype: String = "f32"
+    @Option(name: .customLong("accept-dtypes"), help: "Encodings this peer averages in when others send them, comma-separated from f32,bf16,fp16,int8 (f32 is always accepted; default: all). A request or push in another one is answered UNIMPLEMENTED naming these, and the sender then exchanges with this peer in f32 (SPEC 6.5).")
+    var acceptDtypes: String = "f32,bf16,fp16,int8"
     // Measurement hook, hidden from help: lossy encodings without error feedback (SPEC 6.5).
     @Flag(help: ArgumentHelp("Lossy wire encodings without error feedback (measurements).", visibility: .hidden))
     var noErrorFeedback = false
@@ -365,6 +367,14 @@ struct Peer: ParsableCommand {
             throw ValidationError("--wire-dtype must be f32, bf16, fp16 or int8, not '\(wireDtype)'")
         }
         config.wireDType = wireType
+        var accepted: Set<DType> = [.float32]
+        for name in acceptDtypes.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let d = DType(optionName: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--accept-dtypes: '\(name)' is not one of f32, bf16, fp16, int8 (comma-separated, e.g. --accept-dtypes f32,bf16)")
+            }
+            accepted.insert(d)
+        }
+        config.acceptDTypes = accepted
         config.errorFeedback = !noErrorFeedback
         config.exactFinish = !noExactFinish
         switch compression {

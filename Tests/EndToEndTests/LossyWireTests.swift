@@ -89,6 +89,41 @@ struct LossyWireTests {
         #expect(exact < 1e-6, "exact finish: spread \(exact); expected the F32 exchange's agreement")
     }
 
+    /// `--accept-dtypes` (SPEC §6.5): a peer that accepts only F32 answers a BF16 request
+    /// UNIMPLEMENTED naming what it accepts, before anything changes; a BF16 peer that meets
+    /// it (lossy to the end here, `--no-exact-finish`) exchanges with it in F32 from then on,
+    /// so one refusal, then only successful exchanges, and the two end with the same model.
+    @Test func aPeerThatRefusesTheEncodingGetsF32() throws {
+        let (code, _, err) = try Cluster.run(Cluster.binary("gossipd"), ["peer", "--bootstrap", "127.0.0.1:1", "--accept-dtypes", "f32,bf17"])
+        #expect(code == 64 && err.contains("bf17"), "\(code): \(err)")
+        let c = try Cluster("lossy-accept")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        let a = try c.peer(["--bootstrap", boot.endpoint.description, "--wire-dtype", "bf16", "--no-exact-finish"], shard: "0/2", rounds: 6)
+        let b = try c.peer(["--bootstrap", boot.endpoint.description, "--accept-dtypes", "f32"], shard: "1/2", rounds: 6)
+        try c.wait("both peers finish 6 rounds and exchange", nodes: [a, b]) {
+            try [a, b].allSatisfy { let s = try c.status($0); return s.phase == "averaging" && s.exchanges.done >= 10 }
+        }
+        let (sa, sb) = (try c.status(a), try c.status(b))
+        #expect(sb.exchanges.refused >= 1, "the f32-only peer refused no bf16 request")
+        #expect(sa.exchanges.failed <= 2, "the bf16 peer kept failing with the f32-only peer: \(sa.exchanges)")
+        try c.wait("the same model on both", timeout: 30, nodes: [a, b]) {
+            Averaging.relativeL2Distance(try c.model(a), try c.model(b)) < 1e-6
+        }
+        // A BF16 request straight to the f32-only peer: UNIMPLEMENTED, its model unchanged.
+        let before = try c.model(b)
+        let arch = try MLPArchitecture(parsing: "64,32,10")
+        let req = try WireCodec.encodeExchangeRequest(sender: "127.0.0.1:1", weight: 1, architecture: arch,
+                                                      wire: WireCodec.table(before).encoded(as: .bfloat16), floats: before.storage,
+                                                      round: 0, step: 0, samples: 0)
+        switch callSync(c.client, b.endpoint, .gossipExchange, req, deadline: .seconds(10)) {
+        case .success: Issue.record("an f32-only peer averaged a bf16 request")
+        case .failure(let e):
+            #expect(e.code == .unimplemented)
+            #expect(e.message.contains("accepts f32"), "\(e.message)")
+        }
+    }
+
     /// Push-sum with lossy pushes (SPEC §6.5): two real peers pushing I8 and F16 both merge
     /// the other's pushes (received > 3) and train to a useful model.
     @Test func lossyPushSum() throws {
