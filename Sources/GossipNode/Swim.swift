@@ -226,10 +226,19 @@ public struct SwimState: Sendable {
     public private(set) var incarnation: UInt32 = 0
     private var rng: SwimRandom
 
-    private var table: [String: SwimMember] = [:]
-    /// Every member id in `table`, for O(1) random choice (swap-remove via `slot`).
+    /// One member as the table holds it: a `SwimMember` without the id (the key) and with the
+    /// member's index in `ids`, so that one dictionary does the work of two. Memory matters:
+    /// the simulator holds N members in each of N states (32 bytes a value, not 40 plus a
+    /// second dictionary of id -> index).
+    private struct Entry {
+        var since: Duration
+        var incarnation: UInt32
+        var slot: Int32
+        var status: SwimStatus
+    }
+    private var table: [String: Entry] = [:]
+    /// Every member id in `table`, for O(1) random choice (swap-remove via `Entry.slot`).
     private var ids: [String] = []
-    private var slot: [String: Int] = [:]
     public private(set) var counts: (alive: Int, suspect: Int, dead: Int) = (0, 0, 0)
 
     // Round-robin probing over a shuffled list.
@@ -300,13 +309,15 @@ public struct SwimState: Sendable {
     // MARK: - Queries
 
     /// What this node holds about `id` (nil: unknown or forgotten).
-    public func member(_ id: String) -> SwimMember? { table[id] }
+    public func member(_ id: String) -> SwimMember? {
+        table[id].map { SwimMember(id: id, status: $0.status, incarnation: $0.incarnation, since: $0.since) }
+    }
 
     /// All member ids held (any status), in no particular order. O(N): for status, not per message.
     public var memberIDs: [String] { ids }
 
     /// All members held. O(N).
-    public var members: [SwimMember] { ids.compactMap { table[$0] } }
+    public var members: [SwimMember] { ids.compactMap { member($0) } }
 
     /// Members not dead, self included: the N of the timeout formulas.
     public var liveCount: Int { counts.alive + counts.suspect + 1 }
@@ -522,8 +533,7 @@ public struct SwimState: Sendable {
 
     private mutating func add(_ id: String, _ status: SwimStatus, _ inc: UInt32, now: Duration) {
         guard table.count < config.maxMembers else { ignored += 1; return }
-        table[id] = SwimMember(id: id, status: status, incarnation: inc, since: now)
-        slot[id] = ids.count
+        table[id] = Entry(since: now, incarnation: inc, slot: Int32(ids.count), status: status)
         ids.append(id)
         bump(status, +1)
         // A random place in the probe list (memberlist): append, then swap.
@@ -561,13 +571,14 @@ public struct SwimState: Sendable {
     }
 
     private mutating func remove(_ id: String) {
-        guard let m = table.removeValue(forKey: id), let i = slot.removeValue(forKey: id) else { return }
+        guard let m = table.removeValue(forKey: id) else { return }
+        let i = Int(m.slot)
         bump(m.status, -1)
         unaddressed.remove(id)
         let last = ids.removeLast()
         if i < ids.count {
             ids[i] = last
-            slot[last] = i
+            table[last]?.slot = Int32(i)
         }
         // The probe list drops it at the next reshuffle; nextProbeTarget skips it meanwhile.
     }
