@@ -29,6 +29,13 @@ public struct DatagramAddress: Sendable, CustomStringConvertible {
         }
         return DatagramAddress(address: a)
     }
+
+    /// `endpoint`'s address when its host is a numeric IPv4 or IPv6 address (parsed, never
+    /// looked up: safe on any queue); nil for a host name.
+    public static func numeric(_ endpoint: Endpoint) -> DatagramAddress? {
+        guard Sys.isNumericHost(endpoint.host) else { return nil }
+        return try? resolve(endpoint)
+    }
 }
 
 /// A bound UDP socket whose datagrams are handed to `onDatagram` on `queue`.

@@ -206,12 +206,9 @@ extension PeerNode {
             if let m = req.model {
                 let tensors = m.table.tensors.enumerated().map { i, t in
                     PushedTensor(name: t.name, shape: t.shape) { dst in
-                        // The shape was checked against the table (so the counts agree) before this runs.
-                        m.tensorData(i).withUnsafeBytes { raw in
-                            raw.withMemoryRebound(to: Float.self) { f in
-                                for k in 0..<min(f.count, dst.count) { dst[k] = f[k] }
-                            }
-                        }
+                        // The shape was checked against the table (so the counts agree) before
+                        // this runs; the table is F32 only (ModelPush carries no lossy dtype).
+                        m.tensorData(i).withUnsafeBytes { raw in copyLittleEndianFloats(raw, into: dst) }
                     }
                 }
                 pushed = try matchPushed(tensors, specs: specs, source: "the pushed model")
@@ -225,8 +222,11 @@ extension PeerNode {
                 }
                 let tensors = file.specs.map { f in
                     PushedTensor(name: f.name, shape: f.shape) { dst in
+                        // SafeTensors.read already turned the file's F32 little-endian bytes
+                        // into host floats: one contiguous copy.
                         file.storage.withUnsafeBufferPointer { src in
-                            for k in 0..<dst.count { dst[k] = src[f.offset + k] }
+                            guard !dst.isEmpty else { return }
+                            dst.baseAddress!.update(from: src.baseAddress! + f.offset, count: dst.count)
                         }
                     }
                 }
@@ -304,6 +304,21 @@ extension PeerNode {
         }
         return out
     }
+}
+
+/// Copies float32 little-endian wire bytes into `dst` (at most the smaller of the two
+/// counts): one memcpy on a little-endian host (the bytes need not be 4-byte aligned), a
+/// byte-order conversion per value elsewhere.
+private func copyLittleEndianFloats(_ raw: UnsafeRawBufferPointer, into dst: UnsafeMutableBufferPointer<Float>) {
+    let n = min(raw.count / 4, dst.count)
+    guard n > 0 else { return }
+    #if _endian(little)
+    UnsafeMutableRawPointer(dst.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: n * 4)
+    #else
+    for k in 0..<n {
+        dst[k] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)))
+    }
+    #endif
 }
 
 /// One tensor of a push, before it is matched to the model's table.

@@ -7,8 +7,22 @@
 //
 // Threads: the state machine, the seal's replay cache, the address cache and the socket are
 // touched only on `queue` (one serial queue); the node's core lock is taken from there, never
-// the other way round (status reads a snapshot behind its own small lock).
+// the other way round (status reads a snapshot behind its own small lock). Host names are
+// resolved on a thread of their own (SwimAddressResolver), never on `queue`: a slow name
+// server must not stall the probing of every other member (SPEC §5.10, "In the node").
+//
+// Addresses: a member's id is HOST:PORT. A numeric host is parsed on `queue` when SWIM learns
+// the member (no DNS). A name goes to the resolver and the member waits: SwimState does not
+// probe it, nor ask it to probe, nor gossip to it, until `addressReady` (see Swim.swift's
+// header: probing a member we cannot send to would spread a false suspicion of it).
+// Datagrams SWIM addresses to it meanwhile (acks, forwarded probes) wait, at most
+// `maxWaiting` of them, and leave when the answer comes. A name that does not resolve, or
+// whose answer takes longer than the suspicion timeout, is then probed like any member: its
+// probes go nowhere, so SWIM suspects it and declares it dead, as it does an unreachable
+// member (and a live one refutes once it is reachable). A failed name is asked again when
+// SWIM next sends to it, at most once per probe interval.
 import Dispatch
+import Foundation
 import GossipNet
 import GossipSecure
 import GossipWire
@@ -26,6 +40,16 @@ final class SwimRunner: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
     private let origin = ContinuousClock.now
     private var addresses: [String: DatagramAddress] = [:]
+    /// Names being resolved: since when, whether SWIM already probes them (the answer took
+    /// too long), and the datagrams waiting for the address.
+    private struct Pending { var since: Duration; var released = false; var waiting: [[UInt8]] = [] }
+    private var pending: [String: Pending] = [:]
+    /// Names whose resolution failed, and when.
+    private var failed: [String: Duration] = [:]
+    private let resolver: SwimAddressResolver
+    /// Most datagrams held for one name being resolved; most names being resolved at once.
+    static let maxWaiting = 8
+    static let maxPending = 1024
     private var suspects: Set<String> = []
     private var lastSync: Duration?
     private var dropped = 0
@@ -39,15 +63,19 @@ final class SwimRunner: @unchecked Sendable {
 
     /// Binds the UDP socket (same host and port number as the TCP listener).
     /// - Throws: `NodeError` when the UDP port cannot be bound.
+    /// - Parameter resolve: turns a host name into an address (nil: it does not resolve); runs
+    ///   on the resolver's own thread and may block. Injectable so tests can play a slow one.
     init(selfID: String, host: String, port: UInt16, config: SwimConfig, networkKey: NetworkKey?, logger: Logger,
+         resolve: @escaping SwimAddressResolver.Resolve = { try? DatagramAddress.resolve($0) },
          members: @escaping @Sendable () -> [String], apply: @escaping @Sendable ([String], [String]) -> Void) throws {
         self.selfID = selfID
-        state = SwimState(selfID: selfID, config: config, seed: UInt64.random(in: 0...UInt64.max))
+        state = SwimState(selfID: selfID, config: config, seed: UInt64.random(in: 0...UInt64.max), awaitAddresses: true)
         seal = networkKey.map { DatagramSeal(networkKey: $0) }
         self.logger = logger
         self.members = members
         self.apply = apply
         let q = queue
+        resolver = SwimAddressResolver(resolve: resolve, queue: q)
         do throws(RPCError) {
             socket = try DatagramSocket(host: host, port: port, maxDatagram: SwimBody.maxDatagramBytes, queue: q) { [weak self] bytes, _ in
                 self?.handle(bytes)
@@ -55,6 +83,7 @@ final class SwimRunner: @unchecked Sendable {
         } catch {
             throw NodeError("SWIM (SPEC §5.10): \(error.message)")
         }
+        resolver.deliver = { [weak self] id, address in self?.resolved(id, address) }
         snapshot.withLock {
             $0.intervalMs = Int(config.probeInterval.seconds * 1000)
             $0.sealed = networkKey != nil
@@ -85,6 +114,8 @@ final class SwimRunner: @unchecked Sendable {
             timer?.cancel()
             timer = nil
             socket?.close()
+            resolver.stop()
+            pending.removeAll()
         }
     }
 
@@ -99,6 +130,14 @@ final class SwimRunner: @unchecked Sendable {
         if lastSync == nil || t - lastSync! >= state.config.probeInterval {
             lastSync = t
             state.join(members(), now: t)
+        }
+        learn()
+        // A name whose answer is overdue: SWIM probes it now (its datagrams keep waiting for
+        // the answer), so that a hung name server cannot keep a member from ever being suspected.
+        let overdue = state.suspicionTimeout
+        for (id, p) in pending where !p.released && t - p.since >= overdue {
+            pending[id]?.released = true
+            state.addressReady(id)
         }
         transmit(state.tick(now: t))
         afterChange()
@@ -135,7 +174,9 @@ final class SwimRunner: @unchecked Sendable {
         }
         let updates = b.updates.map { SwimUpdate($0.member, SwimStatus(rawValue: $0.status) ?? .alive, $0.incarnation) }
         let m = SwimMessage(kind, seq: decoded.seq, target: b.target, incarnation: b.incarnation, updates: updates)
-        transmit(state.receive(m, from: b.sender, now: now))
+        let answers = state.receive(m, from: b.sender, now: now)
+        learn()
+        transmit(answers)
         afterChange()
     }
 
@@ -165,17 +206,81 @@ final class SwimRunner: @unchecked Sendable {
                 frame = f
             }
             if let seal { frame = seal.seal(frame, nowMs: DatagramSeal.wallClockMs()) }
-            guard let to = address(s.to) else { drop("cannot resolve \(s.to)"); continue }
-            socket.send(frame, to: to)
+            if let to = addresses[s.to] ?? numericAddress(s.to) {
+                socket.send(frame, to: to)
+            } else {
+                wait(frame, for: s.to)
+            }
         }
     }
 
-    private func address(_ id: String) -> DatagramAddress? {
-        if let a = addresses[id] { return a }
-        guard let ep = try? Endpoint(parsing: id), let a = try? DatagramAddress.resolve(ep) else { return nil }
+    /// Gives the members SWIM learnt since the last call an address: a cached or numeric one
+    /// at once (they may be probed at once), a host name through the resolver.
+    private func learn() {
+        for id in state.takeNewMembers() {
+            if addresses[id] != nil || numericAddress(id) != nil {
+                state.addressReady(id)
+            } else {
+                request(id)
+            }
+        }
+    }
+
+    /// The address of a member whose host is numeric (parsed, no DNS), cached; nil for a name.
+    private func numericAddress(_ id: String) -> DatagramAddress? {
+        guard let ep = try? Endpoint(parsing: id), let a = DatagramAddress.numeric(ep) else { return nil }
+        cache(id, a)
+        return a
+    }
+
+    private func cache(_ id: String, _ a: DatagramAddress) {
         if addresses.count >= 4096 { addresses.removeAll(keepingCapacity: true) }
         addresses[id] = a
-        return a
+    }
+
+    /// Asks the resolver for `id`'s address unless it is asked already (or failed within the
+    /// last probe interval, or too many are asked: then SWIM probes it and finds it unreachable).
+    private func request(_ id: String) {
+        guard pending[id] == nil else { return }
+        if let f = failed[id], now - f < state.config.probeInterval {
+            state.addressReady(id)
+            return
+        }
+        guard pending.count < Self.maxPending, (try? Endpoint(parsing: id)) != nil else {
+            state.addressReady(id)
+            return
+        }
+        pending[id] = Pending(since: now)
+        resolver.request(id)
+    }
+
+    /// Holds `frame` for `id` until its address is known (asking for it if nobody has).
+    private func wait(_ frame: [UInt8], for id: String) {
+        request(id)
+        guard pending[id] != nil else { drop("cannot resolve \(id)"); return }
+        if pending[id]!.waiting.count >= Self.maxWaiting {
+            pending[id]!.waiting.removeFirst()
+            drop("datagram for \(id) dropped while its name is resolved")
+        }
+        pending[id]!.waiting.append(frame)
+    }
+
+    /// The resolver's answer for `id` (on `queue`): sends what waited and lets SWIM probe it,
+    /// or, when the name does not resolve, drops what waited and lets SWIM probe it anyway
+    /// (it will find it unreachable).
+    private func resolved(_ id: String, _ address: DatagramAddress?) {
+        guard !stopped, let p = pending.removeValue(forKey: id) else { return }
+        if let address {
+            cache(id, address)
+            failed[id] = nil
+            for f in p.waiting { socket?.send(f, to: address) }
+        } else {
+            if failed.count >= 4096 { failed.removeAll(keepingCapacity: true) }
+            failed[id] = now
+            drop("cannot resolve \(id)")
+            dropped += p.waiting.count
+        }
+        state.addressReady(id)
     }
 
     private func afterChange() {
@@ -281,5 +386,65 @@ extension SwimConfig {
         self.suspicionMult = suspicionMult
         self.retransmitMult = retransmitMult
         if let p = problem() { throw NodeError("--swim-*: \(p) (--swim-indirect 0...16, --swim-suspicion-mult and --swim-retransmit-mult 1...100)") }
+    }
+}
+
+/// Resolves SWIM member ids that are host names on one thread of its own, one at a time in
+/// the order asked (`getaddrinfo` may block without bound: never on the SWIM queue, never on
+/// Dispatch's pool), and hands each answer to `deliver` on `queue`. The thread starts with the
+/// first name (a cluster of numeric endpoints never starts it) and ends at `stop` (after the
+/// lookup in progress, whose answer is dropped). `@unchecked Sendable`: state behind `cond`.
+final class SwimAddressResolver: @unchecked Sendable {
+    /// Turns an endpoint with a host name into an address; nil when it does not resolve.
+    typealias Resolve = @Sendable (Endpoint) -> DatagramAddress?
+    private let resolve: Resolve
+    private let queue: DispatchQueue
+    private let cond = NSCondition()
+    private var fifo: [String] = []
+    private var started = false
+    private var stopped = false
+    /// Called on `queue` with each answer; set once before the first `request`.
+    var deliver: @Sendable (_ id: String, _ address: DatagramAddress?) -> Void = { _, _ in }
+
+    init(resolve: @escaping Resolve, queue: DispatchQueue) {
+        self.resolve = resolve
+        self.queue = queue
+    }
+
+    /// Queues `id` (HOST:PORT) for resolution.
+    func request(_ id: String) {
+        cond.lock()
+        defer { cond.unlock() }
+        guard !stopped else { return }
+        fifo.append(id)
+        if !started {
+            started = true
+            let t = Thread { [self] in run() }
+            t.name = "gossip.swim.resolve"
+            t.start()
+        }
+        cond.signal()
+    }
+
+    /// Ends the thread (after the lookup in progress); later requests are ignored.
+    func stop() {
+        cond.lock()
+        stopped = true
+        fifo.removeAll()
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func run() {
+        while true {
+            cond.lock()
+            while fifo.isEmpty && !stopped { cond.wait() }
+            if stopped { cond.unlock(); return }
+            let id = fifo.removeFirst()
+            let deliver = self.deliver
+            cond.unlock()
+            let address = (try? Endpoint(parsing: id)).flatMap { resolve($0) }
+            queue.async { deliver(id, address) }
+        }
     }
 }

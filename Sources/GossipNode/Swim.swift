@@ -8,6 +8,8 @@
 //   let more  = s.receive(msg, from: "10.0.0.2:7000", now: t)   // every decoded message
 //   for e in s.takeEvents() { ... }                 // .alive / .suspect / .dead transitions
 //   s.member("10.0.0.2:7000"), s.counts, s.incarnation, s.memberIDs
+//   // with awaitAddresses (the node, whose member ids may be host names):
+//   for id in s.takeNewMembers() { ... s.addressReady(id) once it can be sent to }
 // `now` is a Duration since any origin the driver picks (a node: ContinuousClock instant minus
 // its start; the simulator: virtual time); it must never go backwards. Randomness comes only
 // from `seed`, so a run is reproducible. Every `SwimSend` goes to one member id; the driver
@@ -37,6 +39,14 @@
 //   then forgotten. A member we hold dead that contacts us is told so (dead(it) rides first on
 //   our answer) so that it refutes with a higher incarnation and rejoins everywhere; a member
 //   we hold suspect is told so on every message we send it.
+// - Addresses (the node only, `awaitAddresses`): a member id may be a host name, and the driver
+//   resolves names off the probe path (PeerSwim.swift). Until the driver calls `addressReady`
+//   a new member is not chosen as probe target, indirect-probe helper or gossip target: a
+//   probe we cannot send would fail through no fault of the member, and SWIM would spread a
+//   false suspicion of it (the paper suspects a member only when it fails to answer). While
+//   it waits it is passed over; one passed over is probed in the next round, once ready.
+//   Answers to it (acks, indirect acks) are still produced: the driver holds them until the
+//   address is known.
 // Not implemented (said in SPEC): Lifeguard's local health multiplier, the shrinking suspicion
 // timeout with independent confirmations, nacks, the TCP fallback probe and push-pull sync.
 //
@@ -216,10 +226,19 @@ public struct SwimState: Sendable {
     public private(set) var incarnation: UInt32 = 0
     private var rng: SwimRandom
 
-    private var table: [String: SwimMember] = [:]
-    /// Every member id in `table`, for O(1) random choice (swap-remove via `slot`).
+    /// One member as the table holds it: a `SwimMember` without the id (the key) and with the
+    /// member's index in `ids`, so that one dictionary does the work of two. Memory matters:
+    /// the simulator holds N members in each of N states (32 bytes a value, not 40 plus a
+    /// second dictionary of id -> index).
+    private struct Entry {
+        var since: Duration
+        var incarnation: UInt32
+        var slot: Int32
+        var status: SwimStatus
+    }
+    private var table: [String: Entry] = [:]
+    /// Every member id in `table`, for O(1) random choice (swap-remove via `Entry.slot`).
     private var ids: [String] = []
-    private var slot: [String: Int] = [:]
     public private(set) var counts: (alive: Int, suspect: Int, dead: Int) = (0, 0, 0)
 
     // Round-robin probing over a shuffled list.
@@ -257,6 +276,13 @@ public struct SwimState: Sendable {
 
     private var events: [SwimEvent] = []
 
+    /// Whether new members wait for `addressReady` before they are probed (see the header).
+    public let awaitAddresses: Bool
+    /// Members held that the driver cannot send to yet (empty unless `awaitAddresses`).
+    private var unaddressed: Set<String> = []
+    /// Members added since the last `takeNewMembers` (only with `awaitAddresses`).
+    private var newMembers: [String] = []
+
     /// Counters for status and tests.
     public private(set) var probesSent = 0
     public private(set) var probeRequestsSent = 0
@@ -269,9 +295,12 @@ public struct SwimState: Sendable {
     /// - Parameters:
     ///   - selfID: this node's member id (its endpoint HOST:PORT).
     ///   - seed: the only source of randomness.
-    public init(selfID: String, config: SwimConfig = SwimConfig(), seed: UInt64) {
+    ///   - awaitAddresses: a new member is not probed (nor asked to probe, nor gossiped to)
+    ///     until `addressReady(id)`: for a driver that resolves host names off the probe path.
+    public init(selfID: String, config: SwimConfig = SwimConfig(), seed: UInt64, awaitAddresses: Bool = false) {
         self.selfID = selfID
         self.config = config
+        self.awaitAddresses = awaitAddresses
         rng = SwimRandom(seed: seed)
         seq = UInt32(truncatingIfNeeded: rng.next())
         enqueue(SwimUpdate(selfID, .alive, 0))
@@ -280,13 +309,15 @@ public struct SwimState: Sendable {
     // MARK: - Queries
 
     /// What this node holds about `id` (nil: unknown or forgotten).
-    public func member(_ id: String) -> SwimMember? { table[id] }
+    public func member(_ id: String) -> SwimMember? {
+        table[id].map { SwimMember(id: id, status: $0.status, incarnation: $0.incarnation, since: $0.since) }
+    }
 
     /// All member ids held (any status), in no particular order. O(N): for status, not per message.
     public var memberIDs: [String] { ids }
 
     /// All members held. O(N).
-    public var members: [SwimMember] { ids.compactMap { table[$0] } }
+    public var members: [SwimMember] { ids.compactMap { member($0) } }
 
     /// Members not dead, self included: the N of the timeout formulas.
     public var liveCount: Int { counts.alive + counts.suspect + 1 }
@@ -306,10 +337,26 @@ public struct SwimState: Sendable {
         return d
     }
 
+    /// False for a member that waits for `addressReady` (only with `awaitAddresses`).
+    public func hasAddress(_ id: String) -> Bool { unaddressed.isEmpty || !unaddressed.contains(id) }
+
     /// Drains the transitions since the last call.
     public mutating func takeEvents() -> [SwimEvent] {
         defer { events.removeAll(keepingCapacity: true) }
         return events
+    }
+
+    /// Drains the members added since the last call (any path: join, a message's sender or
+    /// updates), for the driver to resolve. Empty unless `awaitAddresses`.
+    public mutating func takeNewMembers() -> [String] {
+        defer { newMembers.removeAll(keepingCapacity: true) }
+        return newMembers
+    }
+
+    /// The driver can send to `id` now (its address is known, or will never be and SWIM
+    /// should find it unreachable as it would any member): it may be probed from now on.
+    public mutating func addressReady(_ id: String) {
+        unaddressed.remove(id)
     }
 
     // MARK: - Inputs
@@ -486,8 +533,7 @@ public struct SwimState: Sendable {
 
     private mutating func add(_ id: String, _ status: SwimStatus, _ inc: UInt32, now: Duration) {
         guard table.count < config.maxMembers else { ignored += 1; return }
-        table[id] = SwimMember(id: id, status: status, incarnation: inc, since: now)
-        slot[id] = ids.count
+        table[id] = Entry(since: now, incarnation: inc, slot: Int32(ids.count), status: status)
         ids.append(id)
         bump(status, +1)
         // A random place in the probe list (memberlist): append, then swap.
@@ -497,6 +543,10 @@ public struct SwimState: Sendable {
         events.append(SwimEvent(member: id, status: status, incarnation: inc, at: now))
         if status == .suspect { startSuspicion(id, inc, now: now) }
         if status == .dead { graveyard.append((id, inc, now)) }
+        if awaitAddresses {
+            unaddressed.insert(id)
+            newMembers.append(id)
+        }
     }
 
     private mutating func set(_ id: String, _ status: SwimStatus, _ inc: UInt32, now: Duration) {
@@ -521,12 +571,14 @@ public struct SwimState: Sendable {
     }
 
     private mutating func remove(_ id: String) {
-        guard let m = table.removeValue(forKey: id), let i = slot.removeValue(forKey: id) else { return }
+        guard let m = table.removeValue(forKey: id) else { return }
+        let i = Int(m.slot)
         bump(m.status, -1)
+        unaddressed.remove(id)
         let last = ids.removeLast()
         if i < ids.count {
             ids[i] = last
-            slot[last] = i
+            table[last]?.slot = Int32(i)
         }
         // The probe list drops it at the next reshuffle; nextProbeTarget skips it meanwhile.
     }
@@ -556,7 +608,8 @@ public struct SwimState: Sendable {
             while probeIndex < probeList.count {
                 let id = probeList[probeIndex]
                 probeIndex += 1
-                if let m = table[id], m.status != .dead { return id }
+                // Not yet addressed: passed over this round (see the header).
+                if let m = table[id], m.status != .dead, hasAddress(id) { return id }
             }
             // End of a round: rebuild from the members not dead, reshuffle.
             probeList = ids.filter { table[$0]?.status != .dead }
@@ -575,7 +628,7 @@ public struct SwimState: Sendable {
         while chosen.count < k, tries < 4 * k + 8 {
             tries += 1
             let id = ids[Int.random(in: 0..<ids.count, using: &rng)]
-            if id == excluding || chosen.contains(id) || table[id]?.status != .alive { continue }
+            if id == excluding || chosen.contains(id) || table[id]?.status != .alive || !hasAddress(id) { continue }
             chosen.append(id)
         }
         return chosen

@@ -16,12 +16,10 @@ public enum LossyCodec {
     public static func encode(_ src: UnsafeBufferPointer<Float>, table: TensorTable,
                               into dst: UnsafeMutableRawBufferPointer) -> Int {
         precondition(src.count == table.elementCount && dst.count == table.dataByteCount, "LossyCodec.encode: sizes differ")
-        var inAt = 0, outAt = 0, bad = 0
-        for t in table.tensors {
-            let n = t.elementCount
-            guard n > 0 else { outAt += t.byteCount; continue }
-            let s = src.baseAddress! + inAt
-            let d = dst.baseAddress! + outAt
+        var bad = 0
+        forEachTensor(of: table) { t, n, floatAt, byteAt in
+            let s = src.baseAddress! + floatAt
+            let d = dst.baseAddress! + byteAt
             switch t.dtype {
             case .float32:
                 d.copyMemory(from: s, byteCount: n * 4)
@@ -33,8 +31,6 @@ public enum LossyCodec {
             case .int8:
                 bad += Int(gossip_f32_to_i8(s, d.assumingMemoryBound(to: UInt8.self), n))
             }
-            inAt += n
-            outAt += t.byteCount
         }
         return bad
     }
@@ -57,12 +53,10 @@ public enum LossyCodec {
     public static func decodeCountingNonFinite(_ data: UnsafeRawBufferPointer, table: TensorTable,
                                                into dst: UnsafeMutableBufferPointer<Float>) throws(WireError) -> Int {
         precondition(dst.count == table.elementCount && data.count == table.dataByteCount, "LossyCodec.decode: sizes differ")
-        var inAt = 0, outAt = 0, bad = 0
-        for t in table.tensors {
-            let n = t.elementCount
-            guard n > 0 else { inAt += t.byteCount; continue }
-            let s = data.baseAddress! + inAt
-            let d = dst.baseAddress! + outAt
+        var bad = 0
+        try forEachTensor(of: table) { (t, n, floatAt, byteAt) throws(WireError) in
+            let s = data.baseAddress! + byteAt
+            let d = dst.baseAddress! + floatAt
             switch t.dtype {
             case .float32:
                 UnsafeMutableRawPointer(d).copyMemory(from: s, byteCount: n * 4)
@@ -78,10 +72,26 @@ public enum LossyCodec {
                 }
                 bad += Int(r)
             }
-            inAt += t.byteCount
-            outAt += n
         }
         return bad
+    }
+
+    /// The one walk over a tensor table that `encode` and `decode` share: calls `body` for
+    /// each tensor that has elements, in table order, with its element count, the offset of
+    /// its first value in the float32 array (`floatAt`) and of its first byte in the data
+    /// section (`byteAt`). Empty tensors are passed over (their bytes, if any, still counted).
+    @inline(__always)
+    private static func forEachTensor<E: Error>(
+        of table: TensorTable,
+        _ body: (_ tensor: TensorInfo, _ elements: Int, _ floatAt: Int, _ byteAt: Int) throws(E) -> Void
+    ) throws(E) {
+        var floatAt = 0, byteAt = 0
+        for t in table.tensors {
+            let n = t.elementCount
+            if n > 0 { try body(t, n, floatAt, byteAt) }
+            floatAt += n
+            byteAt += t.byteCount
+        }
     }
 
     /// Checks `data` (laid out as `table` says) as `decode` would, without a destination:

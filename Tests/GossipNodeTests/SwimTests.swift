@@ -239,6 +239,55 @@ struct SwimNet {
         #expect(Set(probed[10..<20]) == Set(others))
     }
 
+    @Test func aMemberWithoutAnAddressIsNotProbedUntilItHasOne() {
+        var s = SwimState(selfID: "127.0.0.1:1", seed: 4, awaitAddresses: true)
+        let ready = (2...6).map { "127.0.0.1:\($0)" }
+        let slow = "slow.example:7"
+        s.join(ready + [slow], now: .zero)
+        #expect(Set(s.takeNewMembers()) == Set(ready + [slow]))
+        #expect(s.takeNewMembers().isEmpty)
+        for id in ready { s.addressReady(id) }
+        #expect(!s.hasAddress(slow) && s.hasAddress(ready[0]))
+        // Three rounds while the name is resolved: only the others are probed, asked to help
+        // or gossiped to, and the waiting member is not suspected.
+        var probed: [String] = []
+        var t = Duration.zero
+        for _ in 0..<15 {
+            for send in s.tick(now: t) {
+                #expect(send.to != slow, "\(send.message.kind) sent to a member without an address")
+                if send.message.kind == .probe {
+                    probed.append(send.to)
+                    _ = s.receive(SwimMessage(.ack, seq: send.message.seq, incarnation: 0), from: send.to, now: t)
+                }
+            }
+            t += .seconds(1)
+        }
+        #expect(probed.count == 15 && Set(probed) == Set(ready))
+        #expect(s.member(slow)?.status == .alive && s.counts.suspect == 0)
+        // Its address known, it is probed within the next round.
+        s.addressReady(slow)
+        var reached = false
+        for _ in 0..<12 where !reached {
+            for send in s.tick(now: t) where send.message.kind == .probe {
+                reached = reached || send.to == slow
+                _ = s.receive(SwimMessage(.ack, seq: send.message.seq, incarnation: 0), from: send.to, now: t)
+            }
+            t += .seconds(1)
+        }
+        #expect(reached)
+        // Members learnt from a message (its sender, its updates) wait too; the answer to the
+        // sender is still produced (the driver holds it until the address is known).
+        let r = s.receive(SwimMessage(.probe, seq: 9, target: s.selfID, incarnation: 0, updates: [SwimUpdate("other.example:8", .alive, 0)]),
+                          from: "new.example:9", now: t)
+        #expect(r.count == 1 && r[0].to == "new.example:9" && r[0].message.kind == .ack)
+        #expect(Set(s.takeNewMembers()) == ["new.example:9", "other.example:8"])
+        #expect(!s.hasAddress("new.example:9") && !s.hasAddress("other.example:8"))
+        // Without awaitAddresses (the simulator) nothing waits.
+        var plain = SwimState(selfID: "127.0.0.1:1", seed: 4)
+        plain.join([slow], now: .zero)
+        #expect(plain.takeNewMembers().isEmpty && plain.hasAddress(slow))
+    }
+
     @Test func indirectProbeThroughAHelper() {
         var a = SwimState(selfID: "127.0.0.1:1", seed: 1)
         var b = SwimState(selfID: "127.0.0.1:2", seed: 2)
