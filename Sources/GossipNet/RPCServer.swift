@@ -430,6 +430,8 @@ final class ServerConnection: @unchecked Sendable {
         conn.onMessage = { [self] m in received(m) }
         conn.onWritable = { [self] in pumpReplies() }
         conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
+        // A client that half-closes after its requests still gets every reply (SPEC §1).
+        conn.answersAfterEndOfStream = true
         conn.onProtocolError = { [self] e in
             sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode, ServerConnection.protocolErrorText(e))
             conn.closeAfterFlush()
