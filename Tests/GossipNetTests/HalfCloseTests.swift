@@ -219,6 +219,27 @@ private final class HalfClosingSecureClient: @unchecked Sendable {
         #expect(held.count == 1)   // held until here: dropping it would have answered INTERNAL
     }
 
+    /// A client that closes outright (not a half-close) with a slow request in flight: the
+    /// server still releases the connection once the handler answered (its reply then meets a
+    /// closed socket), and serves others meanwhile.
+    @Test func fullCloseWithARequestInFlightIsReleased() async throws {
+        let (server, endpoint, _) = try halfCloseServer(.ipv4)
+        for round in 0..<10 {
+            let fd = try await rawConnect(endpoint)
+            writeAll(fd, try requests(3, slow: round % 3, round: round).flatMap { $0.serialized() })
+            Sys.close(fd)
+        }
+        let fd = try await rawConnect(endpoint)
+        defer { Sys.close(fd) }
+        writeAll(fd, try requests(2, slow: 1, round: 99).flatMap { $0.serialized() })
+        #expect(shutdown(fd, Int32(SHUT_WR)) == 0)
+        let (reply, sawEnd) = readToEnd(fd, timeout: .seconds(20))
+        #expect(sawEnd)
+        expectAnswered(try decodeAll(reply), 2, round: 99)
+        #expect(await waitFor("every connection to be released") { server.stats.connections == 0 })
+        await stopServer(server)
+    }
+
     @Test func secureUnansweredHalfCloseIsClosedByTheBound() async throws {
         let f = SecureFixture()
         let (server, endpoint, held) = try halfCloseServer(.ipv4, security: f.server, idleTimeout: .seconds(1))
