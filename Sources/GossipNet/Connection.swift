@@ -7,7 +7,9 @@
 // decoded before it completes) and then carries the frame stream inside sealed records
 // (§13.3): outbound messages are sealed in batches of up to 16 records (in parallel) into one
 // reused buffer, inbound records are opened (in parallel when several are buffered) straight
-// into the decoder's destination.
+// into the decoder's destination. A server-side connection (`answersAfterEndOfStream`) that
+// reads the peer's half-close at a message boundary stops reading and closes only once every
+// request was answered and written (SPEC §1), bounded by the idle timeout.
 import Dispatch
 import GossipSecure
 import GossipWire
@@ -84,6 +86,13 @@ final class Connection: @unchecked Sendable {
     var onClose: ((CloseReason) -> Void)?
     /// For idle timeouts: whether the owner still has work outstanding.
     var isBusy: (() -> Bool)?
+    /// Server side (SPEC §1): when the peer ends its stream (a close or a half-close,
+    /// `shutdown(SHUT_WR)`) at a message boundary while `isBusy` says requests are unanswered
+    /// or replies are still queued, stop reading but keep the connection open for writing,
+    /// and close it once `isBusy` turns false and everything queued is written (checked after
+    /// each flush), or once nothing was written for `idleTimeout` (a handler that never
+    /// answers cannot pin the connection). False (clients): close at the end of the stream.
+    var answersAfterEndOfStream = false
 
     var queuedBytes: Int { sendQueue.queuedBytes }
     var peakQueuedBytes: Int { sendQueue.peakQueuedBytes }
@@ -108,6 +117,9 @@ final class Connection: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
     private var writeArmed = false
     private var flushing = false
+    /// The peer ended its stream and this side waits to answer (`answersAfterEndOfStream`):
+    /// no read interest, no more reads.
+    private(set) var readEnded = false
 
     /// What waits to be written (a pure value; this class performs the writes).
     private var sendQueue: SendQueue
@@ -286,7 +298,7 @@ final class Connection: @unchecked Sendable {
             }
         }
         armWrite(false)
-        if state == .draining { finishDrainWrites() }
+        if state == .draining { finishDrainWrites() } else { closeIfAnswered() }
     }
 
     /// Hands the finished messages' completions their result and drops big payloads off-queue.
@@ -315,13 +327,14 @@ final class Connection: @unchecked Sendable {
     private func armWrite(_ on: Bool) {
         guard let h = poll, on != writeArmed else { return }
         writeArmed = on
-        h.setInterest(read: true, write: on)
+        h.setInterest(read: !readEnded, write: on)
     }
 
     // MARK: receiving
 
     private func readable() {
         onQueue()
+        if readEnded { return }   // a spurious event after the read interest was dropped
         if security != nil && !answeringPlaintext && state == .open {
             if isEstablished { readRecords() } else { readHandshake() }
             return
@@ -352,7 +365,7 @@ final class Connection: @unchecked Sendable {
                 if decoder.hasPartialData, let e = (Result { () throws(WireError) in try decoder.finish() }).failureValue {
                     close(.protocolError(e))
                 } else {
-                    close(.endOfStream)
+                    peerEndedStream()
                 }
                 return
             case .done(let n):
@@ -378,6 +391,31 @@ final class Connection: @unchecked Sendable {
                 partialSince = nil
             }
         }
+    }
+
+    /// The peer ended its stream at a message boundary (every request it sent was delivered
+    /// to `onMessage`). A client, or a server with nothing left to answer, closes now; a
+    /// server that still owes replies stops reading and closes once they are written
+    /// (`closeIfAnswered`), or when the half-close bound in `checkTimeouts` runs out.
+    private func peerEndedStream() {
+        guard answersAfterEndOfStream, state == .open, !decoder.hasPartialData else {
+            close(.endOfStream)
+            return
+        }
+        readEnded = true
+        partialSince = nil
+        lastActivity = .now   // the bound counts from the half-close (then from each write)
+        poll?.setInterest(read: false, write: writeArmed)
+        closeIfAnswered()
+    }
+
+    /// After the peer's half-close: closes once no request is unanswered (`isBusy`) and
+    /// every queued byte was handed to the kernel. The peer's stream was read to its end, so
+    /// the close sends a FIN after the replies, never a reset.
+    private func closeIfAnswered() {
+        guard readEnded, state == .open, sendQueue.isEmpty, cipherOutSent >= cipherOutEnd, handshakeOutSent >= handshakeOut.count,
+              !(isBusy?() ?? false) else { return }
+        close(.endOfStream)
     }
 
     private func protocolError(_ error: WireError) {
@@ -415,6 +453,12 @@ final class Connection: @unchecked Sendable {
             close(.timedOut("\(peer) sent no complete message within \(silentTimeout) of connecting"))
             return
         }
+        if readEnded, let idleTimeout, now - lastActivity > idleTimeout {
+            // The half-close bound: the peer can send nothing more, and no reply was written
+            // for `idleTimeout` (a handler that never answers).
+            close(.timedOut("\(peer) half-closed the connection and its remaining requests were not answered within \(idleTimeout); closed without their replies"))
+            return
+        }
         if let idleTimeout, now - lastActivity > idleTimeout, !(isBusy?() ?? false), !outputPending {
             close(.timedOut("connection from \(peer) was idle for \(idleTimeout)"))
         }
@@ -447,6 +491,8 @@ final class Connection: @unchecked Sendable {
         if cipherOutSent < cipherOutEnd || handshakeOutSent < handshakeOut.count { return }
         halfClosed = true
         Sys.shutdownWrite(fd)
+        // The peer's stream already ended and is no longer read: nothing to linger for.
+        if readEnded { close(.endOfStream) }
     }
 
     /// Closes now: stops readiness events and closes the fd (Poller.swift), fails
@@ -671,7 +717,7 @@ extension Connection {
         }
         guard state != .closed else { return }
         armWrite(false)
-        if state == .draining && sendQueue.isEmpty { finishDrainWrites() }
+        if state == .draining && sendQueue.isEmpty { finishDrainWrites() } else { closeIfAnswered() }
     }
 
     /// Sends from a byte array; nil when the connection closed or the socket is full (the
@@ -812,7 +858,7 @@ extension Connection {
                 } else if decoder.hasPartialData, let e = (Result { () throws(WireError) in try decoder.finish() }).failureValue {
                     close(.protocolError(e))
                 } else {
-                    close(.endOfStream)
+                    peerEndedStream()
                 }
                 return
             case .done(let n):

@@ -32,7 +32,10 @@ public struct ServerConfig: Sendable {
     public var maxConnectionsPerAddress = 64
     /// Requests awaiting a handler's answer per connection; more get RESOURCE_EXHAUSTED.
     public var maxInFlightPerConnection = 64
-    /// A connection with no traffic and no request in flight for this long is closed.
+    /// A connection with no traffic and no request in flight for this long is closed. It also
+    /// bounds a client's half-close (SPEC §1): the server answers what it received before the
+    /// end of the stream, but closes, without the replies still owed, once it has written
+    /// nothing for this long.
     public var idleTimeout: Duration = .seconds(300)
     /// A frame or message that started arriving must finish within this time, or the
     /// connection is dropped (a stalled sender cannot hold memory or a slot forever).
@@ -430,6 +433,8 @@ final class ServerConnection: @unchecked Sendable {
         conn.onMessage = { [self] m in received(m) }
         conn.onWritable = { [self] in pumpReplies() }
         conn.isBusy = { [self] in inFlight > 0 || !waitingReplies.isEmpty }
+        // A client that half-closes after its requests still gets every reply (SPEC §1).
+        conn.answersAfterEndOfStream = true
         conn.onProtocolError = { [self] e in
             sendError(RPCErrorPayload.connectionErrorType, 0, e.statusCode, ServerConnection.protocolErrorText(e))
             conn.closeAfterFlush()
