@@ -1004,6 +1004,15 @@ def run_node_checks(bindir, log):
                 sys.stderr.write(text[-4000:])
 
 
+def split_by(sizes, v):
+    """Cuts the flat vector `v` into consecutive pieces of `sizes` elements (the tensor table)."""
+    out, o = [], 0
+    for n in sizes:
+        out.append(v[o:o + n])
+        o += n
+    return out
+
+
 def node_session(boot, peer, ctl, log):
     # ---- Status on both (SPEC 5.4)
     bs = status(boot.addr)
@@ -1050,11 +1059,7 @@ def node_session(boot, peer, ctl, log):
     rng = np.random.default_rng(7)
 
     def split(v):
-        out, o = [], 0
-        for n in sizes:
-            out.append(v[o:o + n])
-            o += n
-        return out
+        return split_by(sizes, v)
 
     def perturbed(v):
         return (v * (1 + 0.02 * rng.standard_normal(v.size)).astype(np.float32)).astype(np.float32)
@@ -1238,11 +1243,7 @@ def hostile(peer, boot, arch, table, h, base, sender, ctl, log):
     sizes = [int(np.prod(d)) for _, d in table]
 
     def split(v):
-        out, o = [], 0
-        for n in sizes:
-            out.append(v[o:o + n])
-            o += n
-        return out
+        return split_by(sizes, v)
 
     def unchanged(what):
         check(peer.alive(), "1", f"{what}: the node died")
