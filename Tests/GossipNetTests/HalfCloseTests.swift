@@ -169,18 +169,7 @@ private final class HalfClosingSecureClient: @unchecked Sendable {
         let fd = try await rawClient(transport, server, endpoint)
         defer { Sys.close(fd) }
         writeAll(fd, try requests(1, slow: nil, round: 0)[0].serialized())
-        let d = MessageDecoder()
-        var got: [InboundMessage] = []
-        let start = ContinuousClock.now
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while got.isEmpty && ContinuousClock.now - start < .seconds(20) {
-            guard pollReadable(fd, timeout: .milliseconds(200)) else { continue }
-            let k = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard k > 0 else { break }
-            try d.append(Array(buf[0..<k]))
-            while let m = d.nextMessage() { got.append(m) }
-        }
-        expectAnswered(got, 1, round: 0)
+        expectAnswered(try readFirstMessages(fd, timeout: .seconds(20)), 1, round: 0)
         #expect(shutdown(fd, Int32(SHUT_WR)) == 0)
         let (rest, sawEnd) = readToEnd(fd, timeout: .seconds(20))
         #expect(sawEnd && rest.isEmpty)

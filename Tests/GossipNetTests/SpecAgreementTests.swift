@@ -123,17 +123,7 @@ private func stop(_ server: RPCServer) async {
         let stray = try OutboundMessage(type: .ping, kind: .response, requestID: 3, payload: bytes("stray")).serialized()
         let ping = try OutboundMessage(type: .ping, kind: .request, requestID: 4, payload: bytes("real")).serialized()
         writeAll(fd, stray + ping)
-        let d = MessageDecoder()
-        var got: [InboundMessage] = []
-        let start = ContinuousClock.now
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while got.isEmpty && ContinuousClock.now - start < .seconds(10) {
-            guard pollReadable(fd, timeout: .milliseconds(200)) else { continue }
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            try d.append(Array(buf[0..<n]))
-            while let m = d.nextMessage() { got.append(m) }
-        }
+        let got = try readFirstMessages(fd, timeout: .seconds(10))
         #expect(got.count == 1)
         #expect(got.first?.requestID == 4 && got.first.map(text) == "real")
         #expect(server.stats.connections == 1, "a stray reply must not close the connection")
@@ -147,16 +137,7 @@ private func stop(_ server: RPCServer) async {
         client.adopt(socket: b, as: ep)
         let result = Box<Result<InboundMessage, RPCError>>()
         client.call(ep, type: .ping, payload: bytes("hi"), deadline: .seconds(10)) { result.append($0) }
-        let fake = MessageDecoder()
-        var request: InboundMessage?
-        while request == nil && ContinuousClock.now - start < .seconds(20) {
-            guard pollReadable(a, timeout: .milliseconds(200)) else { continue }
-            let n = buf.withUnsafeMutableBytes { recv(a, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            try fake.append(Array(buf[0..<n]))
-            request = fake.nextMessage()
-        }
-        let req = try #require(request)
+        let req = try #require(try readFirstMessages(a, timeout: .seconds(20)).first)
         let fromServer = try OutboundMessage(type: .status, kind: .request, requestID: req.requestID, payload: bytes("?")).serialized()
         let reply = try OutboundMessage(type: .ping, kind: .response, requestID: req.requestID, payload: bytes("hi")).serialized()
         writeAll(a, fromServer + reply)

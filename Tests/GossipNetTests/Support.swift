@@ -128,6 +128,23 @@ func readToEnd(_ fd: Int32, timeout: Duration) -> (bytes: [UInt8], sawEnd: Bool)
     return (out, false)
 }
 
+/// Reads and decodes messages from a non-blocking fd until at least one arrived, the stream
+/// ended, or `timeout` passed; returns what was decoded.
+func readFirstMessages(_ fd: Int32, timeout: Duration) throws -> [InboundMessage] {
+    let d = MessageDecoder()
+    var got: [InboundMessage] = []
+    let start = ContinuousClock.now
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while got.isEmpty && ContinuousClock.now - start < timeout {
+        guard pollReadable(fd, timeout: .milliseconds(200)) else { continue }
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        try d.append(Array(buf[0..<n]))
+        while let m = d.nextMessage() { got.append(m) }
+    }
+    return got
+}
+
 /// Writes all of `data` to a (non-blocking) fd.
 func writeAll(_ fd: Int32, _ data: [UInt8]) {
     var off = 0
