@@ -103,7 +103,7 @@ struct OutlierBound: Sendable, Equatable {
 
     /// The largest distance admitted now.
     var bound: Double {
-        guard recent.count >= policy.minSamples, let m = median else { return max(policy.warmup, ownMoveFloor) }
+        guard recent.count >= policy.minSamples, let m = median else { return policy.warmup }   // ownMoveFloor <= warmup
         return max(policy.floor, policy.k * m, ownMoveFloor)
     }
 

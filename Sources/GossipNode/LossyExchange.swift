@@ -98,14 +98,11 @@ extension WireCodec {
     static func encodeExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, wire: TensorTable,
                                       floats: [Float], round: UInt64, step: UInt64, samples: UInt64,
                                       into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
-        let r: Result<ByteSlice, WireError> = floats.withUnsafeBufferPointer { f in
-            Result { () throws(WireError) in
-                try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
-                                                 round: round, step: step, samples: samples, wire: wire, floats: f,
-                                                 limits: limits, into: buffer)
-            }
+        try withFloats(floats) { f throws(WireError) in
+            try GossipExchangeRequest.encode(sender: sender, weight: weight, architecture: architecture.description,
+                                             round: round, step: step, samples: samples, wire: wire, floats: f,
+                                             limits: limits, into: buffer)
         }
-        return try r.get()
     }
 
     /// A GossipExchange reply whose model is `floats` encoded as `wire`.
@@ -113,14 +110,11 @@ extension WireCodec {
                                     floats: [Float], round: UInt64, step: UInt64, samples: UInt64,
                                     into buffer: PayloadBuffer? = nil) throws(WireError) -> ByteSlice {
         let list = peerList(peers)
-        let r: Result<ByteSlice, WireError> = floats.withUnsafeBufferPointer { f in
-            Result { () throws(WireError) in
-                try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
-                                               round: round, step: step, samples: samples, wire: wire, floats: f,
-                                               limits: limits, into: buffer)
-            }
+        return try withFloats(floats) { f throws(WireError) in
+            try GossipExchangeReply.encode(weight: weight, peers: list, architecture: architecture.description,
+                                           round: round, step: step, samples: samples, wire: wire, floats: f,
+                                           limits: limits, into: buffer)
         }
-        return try r.get()
     }
 
     /// `own = average(own, incoming)` in place (push-sum's merge of a dequantized push).

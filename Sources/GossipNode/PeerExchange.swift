@@ -105,14 +105,12 @@ extension PeerNode {
         let result = callBlocking(ep, .gossipExchange, request, deadline: exchangeDeadline,
                                   options: RPCOptions(compression: mode))
         let exchangeTook = ContinuousClock.now - exchangeStarted
-        if case .success(let reply) = result {
-            recordLink(peer: peer, mode: mode, reply: reply, rawBytes: request.count, took: exchangeTook)
-        }
         switch result {
         case .success(let msg):
+            recordLink(peer: peer, mode: mode, reply: msg, rawBytes: request.count, took: exchangeTook)
             do {
+                // Decoded and checked (schema, architecture, finite weights) once, here.
                 let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
-                try WireCodec.checkFinite(reply.model)
                 // Lossy: the reply carries the responder's contribution; the average is computed here.
                 let averaged: Double? = try lossy ? lossyReplyAverage(reply, sentWeight: sentWeight,
                                                                       requestTable: WireCodec.table(t.parameters).encoded(as: config.wireDType),

@@ -22,6 +22,15 @@ enum WireCodec {
         return try r.get()
     }
 
+    /// Runs a typed-throwing encoder over float32 values (no copy): the lossy encodings' input.
+    static func withFloats(_ floats: [Float],
+                           _ encode: (UnsafeBufferPointer<Float>) throws(WireError) -> ByteSlice) throws(WireError) -> ByteSlice {
+        let r: Result<ByteSlice, WireError> = floats.withUnsafeBufferPointer { f in
+            Result { () throws(WireError) in try encode(f) }
+        }
+        return try r.get()
+    }
+
     /// `list` cut to `limits.maxPeers` entries (a responder puts its own first, SPEC §5.1).
     static func peerList(_ list: PeerList) -> PeerList {
         PeerList(entries: Array(list.entries.prefix(limits.maxPeers)))

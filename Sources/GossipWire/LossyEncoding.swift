@@ -42,10 +42,7 @@ public enum LossyCodec {
     public static func decode(_ data: UnsafeRawBufferPointer, table: TensorTable,
                               into dst: UnsafeMutableBufferPointer<Float>) throws(WireError) {
         let bad = try decodeCountingNonFinite(data, table: table, into: dst)
-        guard bad == 0 else {
-            let kinds = Set(table.tensors.map(\.dtype.hashName)).sorted().joined(separator: "/")
-            throw WireError(.malformed, "\(bad) model weights are NaN or infinite after decoding \(kinds); refused")
-        }
+        guard bad == 0 else { throw nonFinite(bad, table) }
     }
 
     /// `decode` without the finiteness check (for inspectors): returns how many values are
@@ -55,25 +52,37 @@ public enum LossyCodec {
         precondition(dst.count == table.elementCount && data.count == table.dataByteCount, "LossyCodec.decode: sizes differ")
         var bad = 0
         try forEachTensor(of: table) { (t, n, floatAt, byteAt) throws(WireError) in
-            let s = data.baseAddress! + byteAt
-            let d = dst.baseAddress! + floatAt
-            switch t.dtype {
-            case .float32:
-                UnsafeMutableRawPointer(d).copyMemory(from: s, byteCount: n * 4)
-                for i in 0..<n where !d[i].isFinite { bad += 1 }
-            case .bfloat16:
-                bad += Int(gossip_bf16_to_f32(s.assumingMemoryBound(to: UInt16.self), d, n))
-            case .float16:
-                bad += Int(gossip_f16_to_f32(s.assumingMemoryBound(to: UInt16.self), d, n))
-            case .int8:
-                let r = Int(gossip_i8_to_f32(s.assumingMemoryBound(to: UInt8.self), d, n))
-                if r < 0 {   // (size_t)-1: a bad scale
-                    throw badScale(s, elements: n, tensor: t.name)
-                }
-                bad += Int(r)
-            }
+            bad += try decodeRun(t, data.baseAddress! + byteAt, dst.baseAddress! + floatAt, n)
         }
         return bad
+    }
+
+    /// Dequantizes `n` values of tensor `t` (`n` ≤ its count; for I8 from the start of a block)
+    /// from `s` into `d`; returns how many are NaN or infinite, throws for a bad I8 scale.
+    @inline(__always)
+    private static func decodeRun(_ t: TensorInfo, _ s: UnsafeRawPointer, _ d: UnsafeMutablePointer<Float>,
+                                  _ n: Int) throws(WireError) -> Int {
+        switch t.dtype {
+        case .float32:
+            UnsafeMutableRawPointer(d).copyMemory(from: s, byteCount: n * 4)
+            var bad = 0
+            for i in 0..<n where !d[i].isFinite { bad += 1 }
+            return bad
+        case .bfloat16:
+            return gossip_bf16_to_f32(s.assumingMemoryBound(to: UInt16.self), d, n)
+        case .float16:
+            return gossip_f16_to_f32(s.assumingMemoryBound(to: UInt16.self), d, n)
+        case .int8:
+            let r = gossip_i8_to_f32(s.assumingMemoryBound(to: UInt8.self), d, n)
+            if r < 0 { throw badScale(s, elements: n, tensor: t.name) }   // (size_t)-1: a bad scale
+            return r
+        }
+    }
+
+    /// The error for `bad` values that are NaN or infinite after decoding `table`.
+    private static func nonFinite(_ bad: Int, _ table: TensorTable) -> WireError {
+        let kinds = Set(table.tensors.map(\.dtype.hashName)).sorted().joined(separator: "/")
+        return WireError(.malformed, "\(bad) model weights are NaN or infinite after decoding \(kinds); refused")
     }
 
     /// The one walk over a tensor table that `encode` and `decode` share: calls `body` for
@@ -108,13 +117,10 @@ public enum LossyCodec {
                 for t in table.tensors {
                     let n = t.elementCount
                     var done = 0
-                    while done < n {
+                    while done < n {   // one I8 block at a time (blocks restart at each tensor)
                         let k = Swift.min(block, n - done)
-                        let one = TensorTable(schemaHash: 0, tensors: [TensorInfo(name: t.name, dtype: t.dtype, shape: [k],
-                                                                                   byteCount: t.dtype.byteCount(elements: k)!)])
-                        let chunk = UnsafeRawBufferPointer(rebasing: data[inAt..<(inAt + one.dataByteCount)])
-                        bad += try decodeCountingNonFinite(chunk, table: one, into: UnsafeMutableBufferPointer(rebasing: tmp[0..<k]))
-                        inAt += one.dataByteCount
+                        bad += try decodeRun(t, data.baseAddress! + inAt, tmp.baseAddress!, k)
+                        inAt += t.dtype.byteCount(elements: k)!
                         done += k
                     }
                 }
@@ -122,10 +128,7 @@ public enum LossyCodec {
             }
         }
         let bad = try r.get()
-        guard bad == 0 else {
-            let kinds = Set(table.tensors.map(\.dtype.hashName)).sorted().joined(separator: "/")
-            throw WireError(.malformed, "\(bad) model weights are NaN or infinite after decoding \(kinds); refused")
-        }
+        guard bad == 0 else { throw nonFinite(bad, table) }
     }
 
     /// The error for the first bad scale of an I8 tensor at `s`.
