@@ -130,14 +130,6 @@ extension WireCodec {
 }
 
 extension PeerNode {
-    /// Throws UNIMPLEMENTED, before anything changes, when `table` has a tensor in an encoding
-    /// this node does not accept (`--accept-dtypes`, SPEC §6.5); the sender then sends F32.
-    func checkAccepted(_ table: TensorTable, in what: String) throws {
-        guard let bad = table.tensors.first(where: { !config.acceptDTypes.contains($0.dtype) }) else { return }
-        let ok = DType.allCases.filter { config.acceptDTypes.contains($0) }.map(\.optionName).joined(separator: ",")
-        throw RPCError(.unimplemented, "peer \(endpoint) does not accept \(bad.dtype.optionName) (\(bad.dtype.hashName), tensor '\(bad.name)') in \(what); it accepts \(ok) (--accept-dtypes): send F32 (SPEC §6.5)")
-    }
-
     /// Remembers that `peer` refused this node's lossy encoding: exchanges and pushes to it go
     /// in F32 from now on (SPEC §6.5).
     func rememberF32(_ peer: String, after why: String) {

@@ -254,7 +254,7 @@ extension PeerNode {
         }
         let request: GossipExchangeRequest
         do {
-            request = try WireCodec.decodeExchangeRequest(msg.payload, expectedSchemaHash: expected)
+            request = try WireCodec.decodeExchangeRequest(msg.payload, expectedSchemaHash: expected, dtypes: config.acceptDTypes)
             try WireCodec.checkFinite(request.model)
             guard request.weight.isFinite, request.weight > 0, request.weight <= 1e12 else {
                 throw RPCError(.invalidArgument, "averaging weight \(request.weight) must be positive and at most 1e12")
@@ -312,7 +312,6 @@ extension PeerNode {
         let own = t.parameters
         // A lossy request (SPEC §6.5) is judged and averaged dequantized.
         let lossy = request.model.table.isLossy
-        try checkAccepted(request.model.table, in: "an exchange request")
         let distance: Double
         if lossy {
             guard request.model.table.elementCount == count else {

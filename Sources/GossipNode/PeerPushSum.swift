@@ -219,7 +219,7 @@ extension PeerNode {
             return
         }
         do {
-            let req = try WireCodec.decodePushSum(msg.payload, expectedSchemaHash: expected)
+            let req = try WireCodec.decodePushSum(msg.payload, expectedSchemaHash: expected, dtypes: config.acceptDTypes)
             try WireCodec.checkFinite(req.model)
             guard req.mass.isFinite, req.mass > 0, req.mass <= 1e12 else {
                 throw RPCError(.invalidArgument, "push-sum mass \(req.mass) must be positive and at most 1e12")
@@ -233,8 +233,7 @@ extension PeerNode {
             }) else {
                 throw RPCError(.unavailable, "peer has no model")
             }
-            // A lossy push (SPEC §6.5) is judged and merged dequantized, if this node accepts its encoding.
-            try checkAccepted(req.model.table, in: "a push")
+            // A lossy push (SPEC §6.5) is judged and merged dequantized.
             let dequantized: [Float]?
             if req.model.table.isLossy {
                 guard req.model.table.elementCount == own.storage.count else {

@@ -14,8 +14,9 @@ extension WireCodec {
     }
 
     /// Decodes a PushSum request, refusing another schema before any weight is read.
-    static func decodePushSum(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> PushSumRequest {
-        let request = try PushSumRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+    /// `dtypes`: the encodings this node accepts (`--accept-dtypes`, SPEC §6.5); another is UNIMPLEMENTED.
+    static func decodePushSum(_ p: ByteSlice, expectedSchemaHash: UInt64, dtypes: Set<DType> = DType.all) throws(WireError) -> PushSumRequest {
+        let request = try PushSumRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
         try checkArchitecture(request.model)
         return request
     }

@@ -96,8 +96,11 @@ enum WireCodec {
         }
     }
 
-    static func decodeExchangeRequest(_ p: ByteSlice, expectedSchemaHash: UInt64) throws(WireError) -> GossipExchangeRequest {
-        let request = try GossipExchangeRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash)
+    /// `dtypes`: the encodings this node accepts (`--accept-dtypes`, SPEC §6.5); another is
+    /// UNIMPLEMENTED, refused before any weight is read.
+    static func decodeExchangeRequest(_ p: ByteSlice, expectedSchemaHash: UInt64,
+                                      dtypes: Set<DType> = DType.all) throws(WireError) -> GossipExchangeRequest {
+        let request = try GossipExchangeRequest.decode(p, limits: limits, expectedSchemaHash: expectedSchemaHash, dtypes: dtypes)
         try checkArchitecture(request.model)
         return request
     }

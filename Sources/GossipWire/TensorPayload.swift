@@ -266,9 +266,9 @@ public struct TensorTable: Sendable, Equatable {
                 throw WireError(.malformed, at: dtypeAt, "tensor '\(name)' has unknown dtype code \(code)")
             }
             guard dtypes.contains(dtype) else {
-                let ok = DType.allCases.filter { dtypes.contains($0) }.map(\.hashName).joined(separator: ", ")
+                let ok = DType.allCases.filter { dtypes.contains($0) }
                 throw WireError(.unsupported, at: dtypeAt,
-                                "tensor '\(name)' has dtype \(dtype.hashName) (--wire-dtype \(dtype.optionName)), which this message does not accept here (accepted: \(ok)); send F32 (--wire-dtype f32) or a dtype the receiver accepts")
+                                "tensor '\(name)' has dtype \(dtype.hashName) (--wire-dtype \(dtype.optionName)), which this receiver does not accept in this message; it accepts \(ok.map(\.optionName).joined(separator: ",")) (\(ok.map(\.hashName).joined(separator: ", "))): send F32 (--wire-dtype f32) or one of those")
             }
             let ndimAt = r.position
             let ndim = Int(try r.readUInt8("tensor \(i) rank"))
