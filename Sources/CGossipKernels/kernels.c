@@ -7,16 +7,23 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
-int gossip_cpu_has_avx2_fma(void) {
+// The register state the OS saves on context switch (XCR0's low word), 0 without OSXSAVE.
+static unsigned int os_saved_state(void) {
     unsigned int eax, ebx, ecx, edx;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
-    const unsigned int fma = 1u << 12, osxsave = 1u << 27, avx = 1u << 28;
-    if ((ecx & (fma | osxsave | avx)) != (fma | osxsave | avx)) return 0;
-    // XCR0 bits 1 (SSE state) and 2 (AVX state): the OS saves YMM registers on context switch.
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return 0;
     unsigned int xcr0_lo, xcr0_hi;
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     (void)xcr0_hi;
-    if ((xcr0_lo & 6u) != 6u) return 0;
+    return xcr0_lo;
+}
+
+int gossip_cpu_has_avx2_fma(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const unsigned int fma = 1u << 12, avx = 1u << 28;
+    if ((ecx & (fma | avx)) != (fma | avx)) return 0;
+    // XCR0 bits 1 (SSE state) and 2 (AVX state): the OS saves YMM registers on context switch.
+    if ((os_saved_state() & 6u) != 6u) return 0;
     if (__get_cpuid_max(0, 0) < 7) return 0;
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
     return (ebx & (1u << 5)) ? 1 : 0;  // AVX2
@@ -257,14 +264,10 @@ static int crc_zmm_available(void) {
     if (v >= 0) return v;
     v = 0;
     unsigned int eax, ebx, ecx, edx;
-    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 27))) {   // OSXSAVE
-        unsigned int xlo, xhi;
-        __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-        const unsigned int zmmState = 0xE6;   // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
-        if ((xlo & zmmState) == zmmState && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
-            const unsigned int avx512f = 1u << 16, avx512vl = 1u << 31, vpclmul = 1u << 10;
-            v = ((ebx & (avx512f | avx512vl)) == (avx512f | avx512vl) && (ecx & vpclmul)) ? 1 : 0;
-        }
+    const unsigned int zmmState = 0xE6;   // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+    if ((os_saved_state() & zmmState) == zmmState && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+        const unsigned int avx512f = 1u << 16, avx512vl = 1u << 31, vpclmul = 1u << 10;
+        v = ((ebx & (avx512f | avx512vl)) == (avx512f | avx512vl) && (ecx & vpclmul)) ? 1 : 0;
     }
     if (getenv("GOSSIP_CRC_NO_ZMM") != NULL) v = 0;   // tests and benches: the 128-bit fold
     __atomic_store_n(&crc_zmm, v, __ATOMIC_RELEASE);

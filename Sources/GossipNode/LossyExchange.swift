@@ -143,10 +143,10 @@ extension PeerNode {
         }
     }
 
-    /// The caller's lossy request (slot held): contribution = weights (+ residual), encoded
+    /// The caller's lossy request and its tensor table (slot held): contribution = weights (+ residual), encoded
     /// in `config.wireDType`; `model.lossy.sent` receives its dequantized value.
     func lossyExchangeRequest(sender: String, weight: Double, architecture: MLPArchitecture, params: ParameterSet,
-                              counters cnt: Counters) throws -> ByteSlice {
+                              counters cnt: Counters) throws -> (ByteSlice, TensorTable) {
         model.lossy.contribute(params.storage, errorFeedback: config.errorFeedback)
         let wire = WireCodec.table(params).encoded(as: config.wireDType)
         let request = try WireCodec.encodeExchangeRequest(sender: sender, weight: weight, architecture: architecture, wire: wire,
@@ -154,7 +154,7 @@ extension PeerNode {
                                                           samples: cnt.samples, into: requestBuffer)
         // What the responder will see, bit for bit: decode what was encoded.
         try GossipExchangeRequest.decode(request, limits: WireCodec.limits).model.dequantize(into: &model.lossy.sent)
-        return request
+        return (request, wire)
     }
 
     /// The caller's exact finish (SPEC §6.5; slot held): an F32 request whose model is this

@@ -84,10 +84,12 @@ extension PeerNode {
         let finishing = config.wireDType.isLossy
             && (f32Peers.withLock { $0.contains(peer) } || config.exactFinish && core.withLock { $0.state.trainingEnded })
         let lossy = config.wireDType.isLossy && !finishing
+        // The lossy request's tensor table, which the reply must repeat (SPEC §6.5).
+        var requestWire: TensorTable?
         do {
             let sent = config.misbehaviour.map { m in attackRNG.withLock { m.distort(t.parameters, rng: &$0) } } ?? t.parameters
             if lossy {
-                request = try lossyExchangeRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
+                (request, requestWire) = try lossyExchangeRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
             } else if finishing {
                 request = try exactFinishRequest(sender: me, weight: sentWeight, architecture: arch, params: sent, counters: cnt)
             } else {
@@ -112,9 +114,9 @@ extension PeerNode {
                 // Decoded and checked (schema, architecture, finite weights) once, here.
                 let reply = try WireCodec.decodeExchangeReply(msg.payload, expectedSchemaHash: t.parameters.schemaHash)
                 // Lossy: the reply carries the responder's contribution; the average is computed here.
-                let averaged: Double? = try lossy ? lossyReplyAverage(reply, sentWeight: sentWeight,
-                                                                      requestTable: WireCodec.table(t.parameters).encoded(as: config.wireDType),
-                                                                      own: t.parameters.storage) : nil
+                let averaged: Double? = try requestWire.map { w in
+                    try lossyReplyAverage(reply, sentWeight: sentWeight, requestTable: w, own: t.parameters.storage)
+                }
                 let distance = try judgeReply(reply, from: peer, sentWeight: sentWeight, trainer: t, distance: averaged)
                 // Everything that can fail is checked; install in one short critical section.
                 let contradicting: [PeerEntry] = try core.withLock { c in
