@@ -200,7 +200,7 @@ final class ClientChannel: @unchecked Sendable {
                 completion: @escaping @Sendable (Result<InboundMessage, RPCError>) -> Void) {
         queue.async { [self] in
             if case .closed(let e) = state {
-                completion(.failure(e))
+                completion(.failure(e.markedNotSent()))
                 return
             }
             var id = nextID
@@ -328,11 +328,21 @@ final class ClientChannel: @unchecked Sendable {
         armedExpiry = nil
         let now = DispatchTime.now()
         let due = calls.filter { $0.value.expiry <= now }.sorted { $0.key < $1.key }
+        let unsent = nothingWritten ? Set(due.map(\.key)) : Set(waiting[waitingHead...].map(\.id))
         for (id, call) in due {
-            complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(call.deadline) deadline")))
+            complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(call.deadline) deadline",
+                                           notSent: unsent.contains(id))))
         }
         if let next = calls.values.map(\.expiry).min() { armDeadlineTimer(next) }
         if !due.isEmpty { pump() }   // timed-out waiting requests are skipped
+    }
+
+    /// True while no request bytes can have been written: no connection yet, or its secure
+    /// handshake unfinished (no application data moves before it completes, SPEC §13). Then
+    /// every call is unsent; otherwise only those still in `waiting` are.
+    private var nothingWritten: Bool {
+        guard case .ready(let conn) = state else { return true }
+        return security != nil && !conn.isEstablished
     }
 
     /// Ends every call with `error` and closes the connection; the pool drops this channel.
@@ -340,18 +350,19 @@ final class ClientChannel: @unchecked Sendable {
         if case .closed = state { return }
         let conn: Connection?
         if case .ready(let c) = state { conn = c } else { conn = nil }
+        let all = calls
+        let unsent = nothingWritten ? Set(all.keys) : Set(waiting[waitingHead...].map(\.id))
         state = .closed(error)
         dead.store(true, ordering: .releasing)
         client?.remove(self)
-        let all = calls
         calls.removeAll()
         waiting.removeAll()
         waitingHead = 0
         deadlineTimer?.cancel()
         deadlineTimer = nil
         armedExpiry = nil
-        for (_, c) in all.sorted(by: { $0.key < $1.key }) {
-            c.completion(.failure(error))
+        for (id, c) in all.sorted(by: { $0.key < $1.key }) {
+            c.completion(.failure(unsent.contains(id) ? error.markedNotSent() : error))
         }
         conn?.close(.local(error.message))
     }

@@ -72,12 +72,21 @@ public struct RPCError: Error, Sendable, CustomStringConvertible, Equatable {
     /// True when the other side sent this status in an error reply; false when it arose
     /// here (could not connect, connection lost, local deadline).
     public let remote: Bool
+    /// True when the request provably never left this node: the call failed before any of its
+    /// bytes were handed to a connection (the connect failed, or the call was still waiting
+    /// for one) or while the connection's secure handshake was unfinished (no application
+    /// data moves before it completes, SPEC §13). False when it may have been delivered.
+    public let notSent: Bool
 
-    public init(_ code: StatusCode, _ message: String, remote: Bool = false) {
+    public init(_ code: StatusCode, _ message: String, remote: Bool = false, notSent: Bool = false) {
         self.code = code
         self.message = message
         self.remote = remote
+        self.notSent = notSent
     }
+
+    /// The same error, marked as never sent.
+    func markedNotSent() -> RPCError { RPCError(code, message, remote: remote, notSent: true) }
 
     public var description: String { "\(code.name): \(message)" }
 }

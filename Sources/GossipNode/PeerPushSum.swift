@@ -136,8 +136,9 @@ extension PeerNode {
     }
 
     /// Accounts a push's outcome (SPEC §5.5): OK = added there; an error reply = refused there,
-    /// so the mass comes back; anything else (deadline, connection lost, cannot connect) =
-    /// unconfirmed, never taken back.
+    /// so the mass comes back; not sent (cannot connect, handshake unfinished) = the mass comes
+    /// back; anything else (deadline, connection lost after writing) = unconfirmed, never
+    /// taken back.
     func pushOutcome(_ result: Result<InboundMessage, RPCError>, target: String, mass: Double, sent: ParameterSet, lossy: Bool = false) {
         switch result {
         case .success:
@@ -183,6 +184,14 @@ extension PeerNode {
             // provably not delivered, so the mass comes back; says nothing about the target.
             takeBack(mass: mass, sent: sent, from: target)
             logger.error("push not sent, mass taken back", metadata: ["to": "\(target)", "status": "\(err.code.name)", "why": "\(err.message)"])
+        case .failure(let err) where err.notSent:
+            // Failed before any byte of it was written (cannot connect: a stopped peer's closed
+            // port; a secure handshake that never finished): provably not added, so the mass
+            // comes back; the target counts a failure as for any unreachable member.
+            takeBack(mass: mass, sent: sent, from: target)
+            let dropped = core.withLock { $0.state.membership.markFailure(target) }
+            logger.info("push not delivered, mass taken back", metadata: ["to": "\(target)", "status": "\(err.code.name)", "why": "\(err.message)", "mass": "\(mass)"])
+            if dropped { logger.notice("peer dropped", metadata: ["peer": "\(target)", "after": "\(err.code.name)"]) }
         case .failure(let err):
             let dropped: Bool = core.withLock { c in
                 c.pushSum?.pushUnconfirmed(to: target)

@@ -101,6 +101,32 @@ import Testing
         #expect(try c.spread(peers) < 0.01)
     }
 
+    /// Pushes to a killed peer's closed port are provably not delivered (the connect fails):
+    /// their mass comes back (`returned`) instead of being counted unconfirmed and lost
+    /// (SPEC §5.5, "not sent"). At most the one push in flight at the kill is unconfirmed.
+    @Test func pushesToAClosedPortComeBack() throws {
+        let c = try Cluster("pushsum-closed", secure: true)
+        defer { c.shutdown() }
+        let boot = try c.bootstrap()
+        var peers: [NodeProcess] = []
+        for i in 0..<2 {
+            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+                                    shard: "\(i)/2", rounds: 100_000))
+        }
+        let (a, b) = (peers[0], peers[1])
+        try c.wait("both peers push and receive", nodes: peers) {
+            try peers.allSatisfy { p in try (c.status(p).pushSum?.received ?? 0) > 3 }
+        }
+        let before = try #require(try c.status(a).pushSum)
+        kill(b.pid, SIGKILL)
+        b.process.waitUntilExit()
+        try c.wait("the survivor drops the killed peer", timeout: 30, nodes: [a]) { try c.status(a).peers.isEmpty }
+        let after = try #require(try c.status(a).pushSum)
+        #expect(after.unconfirmed - before.unconfirmed <= 1, "pushes to a closed port counted unconfirmed: \(before) -> \(after)")
+        #expect(after.returned - before.returned >= 2, "the failed connects' mass did not come back: \(before) -> \(after)")
+        #expect(after.inFlight == 0)
+    }
+
     /// The mass survives a clean stop and restart: the last checkpoint carries it (SPEC §5.5).
     @Test func theMassResumesFromTheLastCheckpoint() throws {
         let c = try Cluster("pushsum-resume", secure: true)

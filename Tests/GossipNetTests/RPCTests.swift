@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import GossipWire
+import GossipSecure
 @testable import GossipNet
 #if canImport(Glibc)
 import Glibc
@@ -205,7 +206,59 @@ import Glibc
         } catch {
             #expect(error.code == .unavailable)
             #expect(error.message.contains("\(port)"))
+            #expect(error.notSent, "a failed connect sends nothing: the caller may treat the request as never delivered")
         }
+    }
+
+    /// Whether a failed call's request may have left (`RPCError.notSent`, SPEC §5.5 "not
+    /// sent"): never on a secure connection whose handshake did not finish; possibly once a
+    /// request was handed to an open connection, even when nothing answers.
+    @Test func notSentOnlyWhenNoRequestByteCanHaveLeft() async throws {
+        // A server that reads whatever comes, then closes without a word.
+        let got = Box<Int>()
+        let l = try Listener(host: "127.0.0.1", port: 0, queue: DispatchQueue(label: "mute")) { fd, _ in
+            DispatchQueue.global().async {
+                var buf = [UInt8](repeating: 0, count: 4096)
+                if pollReadable(fd, timeout: .seconds(10)) { got.append(buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }) }
+                Sys.close(fd)
+            }
+        }
+        l.start()
+        defer { l.close() }
+        let (host, port) = l.address.hostAndPort
+        let endpoint = Endpoint(host: host, port: port)
+        // Plaintext: the request was written before the server closed, so it may have arrived.
+        let plain = RPCClient()
+        defer { plain.close() }
+        do {
+            _ = try await plain.call(endpoint, type: .ping, payload: bytes("x"), deadline: .seconds(10))
+            Issue.record("expected UNAVAILABLE")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(!error.notSent, "a written request is not provably undelivered: \(error)")
+        }
+        // Secure: the server closed after the client's first handshake message; the request
+        // never left, whatever the error says.
+        let secure = RPCClient(security: ChannelSecurity(networkKey: .generate(), identity: .generate()))
+        defer { secure.close() }
+        do {
+            _ = try await secure.call(endpoint, type: .ping, payload: bytes("x"), deadline: .seconds(10))
+            Issue.record("expected a failure")
+        } catch {
+            #expect(error.notSent, "nothing but handshake bytes left: \(error)")
+        }
+        // A deadline while the request was on an open connection: possibly delivered.
+        let held = Box<RPCResponder>()
+        guard let h = try Harness.make(.ipv4, setup: { s in s.register(.ping) { _, r in held.append(r) } }) else { return }
+        do {
+            _ = try await h.client.call(h.endpoint, type: .ping, payload: bytes("x"), deadline: .milliseconds(100))
+            Issue.record("expected DEADLINE_EXCEEDED")
+        } catch {
+            #expect(error.code == .deadlineExceeded)
+            #expect(!error.notSent)
+        }
+        await h.stop()
+        #expect(got.count == 2)
     }
 
     @Test(arguments: Transport.local) func stalledHalfFrameIsDropped(_ t: Transport) async throws {
