@@ -79,8 +79,9 @@ public enum Averaging {
         return diff.squareRoot() / max(norm.squareRoot(), 1e-30)
     }
 
-    /// (sum (a-b)^2, sum a^2).
-    static func sumsOfSquares(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Double, Double) {
+    /// (sum (a-b)^2, sum a^2): the two sums of `relativeL2Distance`, for callers that see a
+    /// model in pieces and add them up.
+    public static func sumsOfSquares(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Double, Double) {
         guard let ap = a.baseAddress, let bp = b.baseAddress else { return (0, 0) }
         let n = min(a.count, b.count)
         var diff = 0.0, norm = 0.0

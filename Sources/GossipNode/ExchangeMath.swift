@@ -33,11 +33,27 @@ enum ExchangeMath {
     }
 
     /// `‖incoming − own‖₂ / ‖own‖₂` over all weights as one vector (SPEC §5.3), read in place:
-    /// one vectorised pass over both float32 buffers, no copy. +∞ or NaN when the sums
-    /// overflow float32 (a model of huge values): such a distance is never within a bound.
+    /// one vectorised pass over both float32 buffers, no copy; a lossy model (SPEC §6.5) is
+    /// dequantized run by run through a stack buffer (`LossyCodec.forEachRun`), never into a
+    /// model-sized one. +∞ or NaN when the sums overflow float32 (a model of huge values), or
+    /// for a lossy model that does not decode: such a distance is never within a bound.
     ///
-    /// Precondition: `incoming.data` holds `own.count` float32 values.
+    /// Precondition: `incoming` holds `own.count` weights (float32, or lossy).
     static func relativeDistance(own: [Float], incoming: ModelState) -> Double {
+        if incoming.table.isLossy {
+            precondition(incoming.table.elementCount == own.count, "ExchangeMath.relativeDistance: sizes differ")
+            var diff = 0.0, norm = 0.0
+            let decoded: Bool = own.withUnsafeBufferPointer { o in
+                incoming.data.withUnsafeBytes { raw in
+                    (try? LossyCodec.forEachRun(raw, table: incoming.table) { at, run in
+                        let (d, n) = Averaging.sumsOfSquares(UnsafeBufferPointer(rebasing: o[at..<(at + run.count)]), run)
+                        diff += d
+                        norm += n
+                    }) != nil
+                }
+            }
+            return decoded ? diff.squareRoot() / max(norm.squareRoot(), 1e-30) : .nan
+        }
         precondition(incoming.data.count == own.count * 4, "ExchangeMath.relativeDistance: sizes differ")
         return incoming.data.withUnsafeBytes { raw in
             raw.withMemoryRebound(to: Float.self) { inc in

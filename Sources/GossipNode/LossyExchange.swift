@@ -117,16 +117,6 @@ extension WireCodec {
         }
     }
 
-    /// `own = average(own, incoming)` in place (push-sum's merge of a dequantized push).
-    static func averageInPlace(_ trainer: Trainer, ownWeight: Double, incoming: [Float], incomingWeight: Double) {
-        trainer.withParameters { p in
-            incoming.withUnsafeBufferPointer { f in
-                p.storage.withUnsafeMutableBufferPointer { dst in
-                    Averaging.weightedAverage(into: dst, weight: ownWeight, other: f, weight: incomingWeight)
-                }
-            }
-        }
-    }
 }
 
 extension PeerNode {

@@ -242,24 +242,14 @@ extension PeerNode {
             }) else {
                 throw RPCError(.unavailable, "peer has no model")
             }
-            // A lossy push (SPEC §6.5) is judged and merged dequantized.
-            let dequantized: [Float]?
-            if req.model.table.isLossy {
-                guard req.model.table.elementCount == own.storage.count else {
-                    throw WireError(.lengthMismatch, "push model has \(req.model.table.elementCount) weights, expected \(own.storage.count)")
-                }
-                var f = [Float](repeating: 0, count: own.storage.count)
-                try req.model.dequantize(into: &f)
-                dequantized = f
-            } else {
-                guard req.model.data.count == own.storage.count * 4 else {
-                    throw WireError(.lengthMismatch, "push model has \(req.model.data.count) bytes, expected \(own.storage.count * 4)")
-                }
-                dequantized = nil
+            // A lossy push (SPEC §6.5) is judged and merged dequantized, run by run (checked
+            // above by checkFinite).
+            guard req.model.table.elementCount == own.storage.count,
+                  req.model.table.isLossy || req.model.data.count == own.storage.count * 4 else {
+                throw WireError(.lengthMismatch, "push model has \(req.model.table.elementCount) weights, expected \(own.storage.count)")
             }
             // The distance against a snapshot (a few SGD steps may land before the merge).
-            let distance = dequantized.map { ExchangeMath.relativeDistance(own: own.storage, incoming: $0) }
-                ?? ExchangeMath.relativeDistance(own: own.storage, incoming: req.model)
+            let distance = ExchangeMath.relativeDistance(own: own.storage, incoming: req.model)
             let sender = req.sender
             let outcome: PushReceipt = try core.withLock { c in
                 if case .outlier(let d, let bound, let why) = c.state.judgeModel(.request, distance: distance, from: sender) {
@@ -270,11 +260,7 @@ extension PeerNode {
                 if c.state.phase == .done { return .refuse("this peer has finished (its final model is written); take the mass back") }
                 let r = c.pushSum!.receive(req.mass)
                 guard case .accept(let ownMass, let used, let cut) = r else { return r }
-                if let dequantized {
-                    WireCodec.averageInPlace(t, ownWeight: ownMass, incoming: dequantized, incomingWeight: used)
-                } else {
-                    WireCodec.averageInPlace(t, ownWeight: ownMass, incoming: req.model, incomingWeight: used)
-                }
+                WireCodec.averageInPlace(t, ownWeight: ownMass, incoming: req.model, incomingWeight: used)
                 c.state.recordAccepted(.request, distance: distance)
                 if cut > 0 { c.state.weightCapped(from: sender) }
                 c.state.membership.markSuccess(sender, exchange: true)

@@ -197,7 +197,27 @@ enum WireCodec {
     }
 
     /// `own = (ownWeight * own + w * incoming) / (ownWeight + w)` in place. Caller holds the node lock.
+    /// A lossy model (SPEC §6.5) is merged dequantized, run by run through a stack buffer; it
+    /// must have passed `checkFinite` (then its decoding cannot fail, and the merge is the
+    /// same, bit for bit, as a merge of the whole dequantized array: the average is per weight).
     static func averageInPlace(_ trainer: Trainer, ownWeight: Double, incoming: ModelState, incomingWeight: Double) {
+        if incoming.table.isLossy {
+            trainer.withParameters { p in
+                p.storage.withUnsafeMutableBufferPointer { dst in
+                    incoming.data.withUnsafeBytes { raw in
+                        do {
+                            try LossyCodec.forEachRun(raw, table: incoming.table) { at, run in
+                                Averaging.weightedAverage(into: UnsafeMutableBufferPointer(rebasing: dst[at..<(at + run.count)]),
+                                                          weight: ownWeight, other: run, weight: incomingWeight)
+                            }
+                        } catch {
+                            preconditionFailure("averageInPlace: a lossy model merged without checkFinite: \(error)")
+                        }
+                    }
+                }
+            }
+            return
+        }
         trainer.withParameters { p in
             incoming.data.withUnsafeBytes { raw in
                 raw.withMemoryRebound(to: Float.self) { f in

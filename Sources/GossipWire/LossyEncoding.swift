@@ -104,22 +104,36 @@ public enum LossyCodec {
     }
 
     /// Checks `data` (laid out as `table` says) as `decode` would, without a destination:
-    /// the same errors (a bad I8 scale, a value not finite after dequantization), in chunks
-    /// of one I8 block through a small stack buffer. A receiver runs it before it takes its
+    /// the same errors (a bad I8 scale, a value not finite after dequantization), run by run
+    /// through a small stack buffer (`forEachRun`). A receiver runs it before it takes its
     /// exchange slot, so a bad lossy model is INVALID_ARGUMENT (SPEC §5.3 step 3) even when
     /// the receiver is busy.
     public static func validate(_ data: UnsafeRawBufferPointer, table: TensorTable) throws(WireError) {
-        precondition(data.count == table.dataByteCount, "LossyCodec.validate: sizes differ")
-        let block = DType.int8BlockSize
-        let r: Result<Int, WireError> = withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { tmp in
+        try forEachRun(data, table: table) { _, _ in }
+    }
+
+    /// Floats per run of `forEachRun`: 16 I8 blocks (16 KiB of stack).
+    public static let runLength = 16 * DType.int8BlockSize
+
+    /// Dequantizes `data` (laid out as `table` says) run by run, in table order, through a
+    /// stack buffer of `runLength` floats, and calls `body` with each run's offset in the
+    /// float32 array and its values (valid during the call only): a model read as float32
+    /// without a model-sized buffer. Runs never cross a tensor (I8 blocks restart at each).
+    /// Throws as `decode` does, after the last run: a caller that changes state in `body`
+    /// must have validated `data` first (`validate`, the same walk with an empty body).
+    public static func forEachRun(_ data: UnsafeRawBufferPointer, table: TensorTable,
+                                  _ body: (_ floatAt: Int, _ values: UnsafeBufferPointer<Float>) -> Void) throws(WireError) {
+        precondition(data.count == table.dataByteCount, "LossyCodec.forEachRun: sizes differ")
+        let run = runLength
+        let r: Result<Int, WireError> = withUnsafeTemporaryAllocation(of: Float.self, capacity: run) { tmp in
             Result { () throws(WireError) -> Int in
-                var inAt = 0, bad = 0
-                for t in table.tensors {
-                    let n = t.elementCount
-                    var done = 0
-                    while done < n {   // one I8 block at a time (blocks restart at each tensor)
-                        let k = Swift.min(block, n - done)
+                var bad = 0
+                try forEachTensor(of: table) { (t, n, floatAt, byteAt) throws(WireError) in
+                    var done = 0, inAt = byteAt
+                    while done < n {
+                        let k = Swift.min(run, n - done)
                         bad += try decodeRun(t, data.baseAddress! + inAt, tmp.baseAddress!, k)
+                        body(floatAt + done, UnsafeBufferPointer(start: tmp.baseAddress!, count: k))
                         inAt += t.dtype.byteCount(elements: k)!
                         done += k
                     }

@@ -122,3 +122,33 @@ import Testing
         }
     }
 }
+
+/// A lossy push (SPEC §6.5) is judged and merged run by run, without a model-sized buffer:
+/// the merge is bit for bit the merge of the whole dequantized model, and the distance is
+/// that of the dequantized model (up to float32 partial sums taken over other pieces).
+@Test(arguments: [DType.bfloat16, .float16, .int8])
+func lossyModelsMergeRunByRunAsTheWholeDequantizedModel(_ dtype: DType) throws {
+    let arch = try MLPArchitecture(parsing: "64,70,10")   // a 4480-weight tensor: two runs
+    let data = try Dataset(name: "t", features: [Float](repeating: 0.5, count: 64 * 4), labels: [0, 1, 2, 3],
+                           featureCount: 64, classCount: 10)
+    let own = arch.makeParameters(seed: 1)
+    let theirs = arch.makeParameters(seed: 2)
+    let t = try Trainer(architecture: arch, parameters: own, data: data, config: SGDConfig(), seed: 1)
+    let wire = WireCodec.table(theirs).encoded(as: dtype)
+    let payload = try WireCodec.encodeExchangeRequest(sender: "a:1", weight: 3, architecture: arch, wire: wire,
+                                                      floats: theirs.storage, round: 0, step: 0, samples: 0)
+    let model = try WireCodec.decodeExchangeRequest(payload, expectedSchemaHash: own.schemaHash).model
+    #expect(model.table.isLossy)
+    try WireCodec.checkFinite(model)
+    var incoming = [Float](repeating: 0, count: own.storage.count)
+    try model.dequantize(into: &incoming)
+    let wholeDistance = ExchangeMath.relativeDistance(own: own.storage, incoming: incoming)
+    let runDistance = ExchangeMath.relativeDistance(own: own.storage, incoming: model)
+    #expect(abs(runDistance - wholeDistance) <= 1e-6 * wholeDistance && wholeDistance > 0.1, "\(runDistance) vs \(wholeDistance)")
+    var expected = own.storage
+    expected.withUnsafeMutableBufferPointer { e in
+        incoming.withUnsafeBufferPointer { Averaging.weightedAverage(into: e, weight: 1, other: $0, weight: 3) }
+    }
+    WireCodec.averageInPlace(t, ownWeight: 1, incoming: model, incomingWeight: 3)
+    #expect(t.parameters.storage.map(\.bitPattern) == expected.map(\.bitPattern))
+}
