@@ -67,7 +67,7 @@ public enum Averaging {
         return a.storage.withUnsafeBufferPointer { ap in
             b.storage.withUnsafeBufferPointer { bp in
                 let (diff, norm) = sumsOfSquares(ap, bp)
-                return diff.squareRoot() / max(norm.squareRoot(), 1e-30)
+                return relativeL2(diff: diff, norm: norm)
             }
         }
     }
@@ -76,7 +76,12 @@ public enum Averaging {
     public static func relativeL2Distance(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> Double {
         precondition(a.count == b.count, "relativeL2Distance: buffers differ in length")
         let (diff, norm) = sumsOfSquares(a, b)
-        return diff.squareRoot() / max(norm.squareRoot(), 1e-30)
+        return relativeL2(diff: diff, norm: norm)
+    }
+
+    /// The relative L2 distance from the two sums of `sumsOfSquares`: `√diff / max(√norm, 1e-30)`.
+    public static func relativeL2(diff: Double, norm: Double) -> Double {
+        diff.squareRoot() / max(norm.squareRoot(), 1e-30)
     }
 
     /// (sum (a-b)^2, sum a^2): the two sums of `relativeL2Distance`, for callers that see a

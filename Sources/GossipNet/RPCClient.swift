@@ -65,11 +65,11 @@ public final class RPCClient: @unchecked Sendable {
             message = try OutboundMessage(type: type, kind: .request, requestID: 0, payload: payload,
                                           compression: options.compression, checksum: options.checksum, limits: limits)
         } catch {
-            completion(.failure(RPCError(error.statusCode, "cannot send \(type) request: \(error)")))
+            completion(.failure(RPCError(error.statusCode, "cannot send \(type) request: \(error)", notSent: true)))
             return
         }
         guard let channel = channel(for: endpoint) else {
-            completion(.failure(RPCError(.unavailable, "the RPC client was closed")))
+            completion(.failure(RPCError(.unavailable, "the RPC client was closed", notSent: true)))
             return
         }
         channel.submit(message, deadline: deadline, completion: completion)
@@ -216,7 +216,9 @@ final class ClientChannel: @unchecked Sendable {
 
     /// Moves waiting requests into the connection's send queue while they fit.
     private func pump() {
-        guard case .ready(let conn) = state else { return }
+        // A secure connection takes requests once its handshake completed (`onEstablished`):
+        // until then they stay here, so a call that ends meanwhile is provably not sent.
+        guard case .ready(let conn) = state, security == nil || conn.isEstablished else { return }
         while waitingHead < waiting.count {
             let (id, m) = waiting[waitingHead]
             if calls[id] != nil {
@@ -238,6 +240,7 @@ final class ClientChannel: @unchecked Sendable {
                               counters: counters, security: security, role: .initiator)
         conn.onMessage = { [self] m in self.received(m) }
         conn.onWritable = { [self] in self.pump() }
+        conn.onEstablished = { [self] in self.pump() }
         conn.onProtocolError = { [self] e in
             self.fail(RPCError(.unavailable, "connection to \(self.endpoint) broke: the server sent malformed bytes: \(e)"))
         }
@@ -328,7 +331,7 @@ final class ClientChannel: @unchecked Sendable {
         armedExpiry = nil
         let now = DispatchTime.now()
         let due = calls.filter { $0.value.expiry <= now }.sorted { $0.key < $1.key }
-        let unsent = nothingWritten ? Set(due.map(\.key)) : Set(waiting[waitingHead...].map(\.id))
+        let unsent = unsentCalls
         for (id, call) in due {
             complete(id, .failure(RPCError(.deadlineExceeded, "no reply from \(endpoint) within the \(call.deadline) deadline",
                                            notSent: unsent.contains(id))))
@@ -337,13 +340,10 @@ final class ClientChannel: @unchecked Sendable {
         if !due.isEmpty { pump() }   // timed-out waiting requests are skipped
     }
 
-    /// True while no request bytes can have been written: no connection yet, or its secure
-    /// handshake unfinished (no application data moves before it completes, SPEC §13). Then
-    /// every call is unsent; otherwise only those still in `waiting` are.
-    private var nothingWritten: Bool {
-        guard case .ready(let conn) = state else { return true }
-        return security != nil && !conn.isEstablished
-    }
+    /// The calls whose requests were never handed to the connection (still in `waiting`: no
+    /// connection yet, a secure handshake unfinished, or no room): none of their bytes left,
+    /// and once their call ended none ever will (`pump` skips them).
+    private var unsentCalls: Set<UInt32> { Set(waiting[waitingHead...].map(\.id)) }
 
     /// Ends every call with `error` and closes the connection; the pool drops this channel.
     private func fail(_ error: RPCError) {
@@ -351,7 +351,7 @@ final class ClientChannel: @unchecked Sendable {
         let conn: Connection?
         if case .ready(let c) = state { conn = c } else { conn = nil }
         let all = calls
-        let unsent = nothingWritten ? Set(all.keys) : Set(waiting[waitingHead...].map(\.id))
+        let unsent = unsentCalls
         state = .closed(error)
         dead.store(true, ordering: .releasing)
         client?.remove(self)

@@ -52,7 +52,7 @@ enum ExchangeMath {
                     }) != nil
                 }
             }
-            return decoded ? diff.squareRoot() / max(norm.squareRoot(), 1e-30) : .nan
+            return decoded ? Averaging.relativeL2(diff: diff, norm: norm) : .nan
         }
         precondition(incoming.data.count == own.count * 4, "ExchangeMath.relativeDistance: sizes differ")
         return incoming.data.withUnsafeBytes { raw in

@@ -244,9 +244,8 @@ extension PeerNode {
             }
             // A lossy push (SPEC §6.5) is judged and merged dequantized, run by run (checked
             // above by checkFinite).
-            guard req.model.table.elementCount == own.storage.count,
-                  req.model.table.isLossy || req.model.data.count == own.storage.count * 4 else {
-                throw WireError(.lengthMismatch, "push model has \(req.model.table.elementCount) weights, expected \(own.storage.count)")
+            guard req.model.table.elementCount == own.storage.count, req.model.data.count == req.model.table.dataByteCount else {
+                throw WireError(.lengthMismatch, "push model has \(req.model.table.elementCount) weights in \(req.model.data.count) bytes, expected \(own.storage.count) weights")
             }
             // The distance against a snapshot (a few SGD steps may land before the merge).
             let distance = ExchangeMath.relativeDistance(own: own.storage, incoming: req.model)

@@ -57,11 +57,12 @@ public enum LossyCodec {
         return bad
     }
 
-    /// Dequantizes `n` values of tensor `t` (`n` ≤ its count; for I8 from the start of a block)
-    /// from `s` into `d`; returns how many are NaN or infinite, throws for a bad I8 scale.
+    /// Dequantizes `n` values of tensor `t` (`n` ≤ its count; for I8 from the start of a block),
+    /// the tensor's values from index `first` on, from `s` into `d`; returns how many are NaN or
+    /// infinite, throws for a bad I8 scale (naming its block in the tensor).
     @inline(__always)
     private static func decodeRun(_ t: TensorInfo, _ s: UnsafeRawPointer, _ d: UnsafeMutablePointer<Float>,
-                                  _ n: Int) throws(WireError) -> Int {
+                                  _ n: Int, from first: Int = 0) throws(WireError) -> Int {
         switch t.dtype {
         case .float32:
             UnsafeMutableRawPointer(d).copyMemory(from: s, byteCount: n * 4)
@@ -74,7 +75,7 @@ public enum LossyCodec {
             return gossip_f16_to_f32(s.assumingMemoryBound(to: UInt16.self), d, n)
         case .int8:
             let r = gossip_i8_to_f32(s.assumingMemoryBound(to: UInt8.self), d, n)
-            if r < 0 { throw badScale(s, elements: n, tensor: t.name) }   // (size_t)-1: a bad scale
+            if r < 0 { throw badScale(s, elements: n, firstBlock: first / DType.int8BlockSize, tensor: t.name) }   // (size_t)-1: a bad scale
             return r
         }
     }
@@ -119,8 +120,10 @@ public enum LossyCodec {
     /// stack buffer of `runLength` floats, and calls `body` with each run's offset in the
     /// float32 array and its values (valid during the call only): a model read as float32
     /// without a model-sized buffer. Runs never cross a tensor (I8 blocks restart at each).
-    /// Throws as `decode` does, after the last run: a caller that changes state in `body`
-    /// must have validated `data` first (`validate`, the same walk with an empty body).
+    /// Throws as `decode` does: for a bad I8 scale at the run that holds it, for values that
+    /// are not finite after the last run; `body` may have seen earlier runs either way, so a
+    /// caller that changes state in `body` must have validated `data` first (`validate`, the
+    /// same walk with an empty body).
     public static func forEachRun(_ data: UnsafeRawBufferPointer, table: TensorTable,
                                   _ body: (_ floatAt: Int, _ values: UnsafeBufferPointer<Float>) -> Void) throws(WireError) {
         precondition(data.count == table.dataByteCount, "LossyCodec.forEachRun: sizes differ")
@@ -132,7 +135,7 @@ public enum LossyCodec {
                     var done = 0, inAt = byteAt
                     while done < n {
                         let k = Swift.min(run, n - done)
-                        bad += try decodeRun(t, data.baseAddress! + inAt, tmp.baseAddress!, k)
+                        bad += try decodeRun(t, data.baseAddress! + inAt, tmp.baseAddress!, k, from: done)
                         body(floatAt + done, UnsafeBufferPointer(start: tmp.baseAddress!, count: k))
                         inAt += t.dtype.byteCount(elements: k)!
                         done += k
@@ -145,14 +148,15 @@ public enum LossyCodec {
         guard bad == 0 else { throw nonFinite(bad, table) }
     }
 
-    /// The error for the first bad scale of an I8 tensor at `s`.
-    private static func badScale(_ s: UnsafeRawPointer, elements n: Int, tensor: String) -> WireError {
+    /// The error for the first bad scale of the `n` I8 values at `s`, whose first block is
+    /// block `firstBlock` of its tensor.
+    private static func badScale(_ s: UnsafeRawPointer, elements n: Int, firstBlock: Int, tensor: String) -> WireError {
         var at = 0, block = 0
         while at < n {
             let bits = s.loadUnaligned(fromByteOffset: at + block * 4, as: UInt32.self)
             if bits >= 0x7f80_0000 {
                 let v = Float(bitPattern: bits)
-                return WireError(.malformed, "tensor '\(tensor)' int8 block \(block) has scale \(v) (bits 0x\(String(bits, radix: 16))); a scale must be +0 or a positive finite float32 (SPEC §6.1); refused")
+                return WireError(.malformed, "tensor '\(tensor)' int8 block \(firstBlock + block) has scale \(v) (bits 0x\(String(bits, radix: 16))); a scale must be +0 or a positive finite float32 (SPEC §6.1); refused")
             }
             at += DType.int8BlockSize
             block += 1

@@ -247,6 +247,35 @@ import Glibc
         } catch {
             #expect(error.notSent, "nothing but handshake bytes left: \(error)")
         }
+        // A deadline while the secure handshake is unfinished (the server answers message 1
+        // only after 400 ms): not sent, and the request must never leave later, when the
+        // handshake completes (else a push's mass would be taken back AND added there).
+        let fixture = SecureFixture()
+        var config = ServerConfig()
+        config.security = fixture.server
+        let late = RPCServer(config: config)
+        let reached = Box<Int>()
+        late.register(.ping) { _, r in reached.append(1); r.reply(bytes("late")) }
+        let slow = try Listener(host: "127.0.0.1", port: 0, queue: DispatchQueue(label: "slow")) { fd, _ in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(400)) { late.adopt(socket: fd, peer: "slow") }
+        }
+        slow.start()
+        defer { slow.close() }
+        let (sh, sp) = slow.address.hostAndPort
+        let slowClient = RPCClient(security: fixture.client)
+        defer { slowClient.close() }
+        do {
+            _ = try await slowClient.call(Endpoint(host: sh, port: sp), type: .ping, payload: bytes("x"), deadline: .milliseconds(150))
+            Issue.record("expected DEADLINE_EXCEEDED")
+        } catch {
+            #expect(error.code == .deadlineExceeded)
+            #expect(error.notSent, "the handshake had not finished: \(error)")
+        }
+        // The handshake completes meanwhile; a later call on the same connection is served.
+        let ok = try await slowClient.call(Endpoint(host: sh, port: sp), type: .ping, payload: bytes("y"), deadline: .seconds(10))
+        #expect(text(ok) == "late")
+        #expect(reached.count == 1, "the timed-out request was sent after the handshake")
+        late.shutdown(grace: .seconds(1)) {}
         // A deadline while the request was on an open connection: possibly delivered.
         let held = Box<RPCResponder>()
         guard let h = try Harness.make(.ipv4, setup: { s in s.register(.ping) { _, r in held.append(r) } }) else { return }

@@ -196,13 +196,15 @@ private func randomValues(_ n: Int, seed: UInt64) -> [Float] {
             let end = i + 1 < starts.count ? starts[i + 1] : runs.count
             #expect(!tensorStarts.contains(where: { $0 > s && $0 < end }), "a run crosses a tensor at \(s)..<\(end)")
         }
-        // A bad I8 scale in the last tensor: the walk throws (after its runs), as decode does.
+        // A bad I8 scale in block 20 of tensor t6 (in its second run): the walk throws, as
+        // decode does, naming the block in the tensor.
         if dtype == .int8 {
             var bad = bytes
-            let lastAt = t.dataByteCount - t.tensors.last!.byteCount
-            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for i in 0..<4 { bad[lastAt + i] = $0[i] } }
+            let at = t.tensors.prefix(6).reduce(0) { $0 + $1.byteCount } + 20 * (DType.int8BlockSize + 4)
+            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for i in 0..<4 { bad[at + i] = $0[i] } }
             r = bad.withUnsafeBytes { b in Result { () throws(WireError) in try LossyCodec.forEachRun(b, table: t) { _, _ in } } }
-            #expect(throws: WireError.self) { try r.get() }
+            let e = #expect(throws: WireError.self) { try r.get() }
+            #expect(e?.description.contains("tensor 't6' int8 block 20 ") == true, "\(String(describing: e))")
         }
     }
 
