@@ -164,10 +164,6 @@ size_t gossip_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
 
 // MARK: block-scaled int8
 
-size_t gossip_i8_encoded_size(size_t n) {
-    return n + 4 * ((n + GOSSIP_I8_BLOCK - 1) / GOSSIP_I8_BLOCK);
-}
-
 size_t gossip_f32_to_i8(const float *src, uint8_t *dst, size_t n) {
     size_t bad = 0;
     for (size_t b = 0; b < n; b += GOSSIP_I8_BLOCK) {

@@ -91,6 +91,9 @@ public final class LinkChooser: Sendable {
         var links: [String: Link] = [:]
         var codec: CodecSpeed?
         var decisions = 0
+        /// A measurement is under way (`beginCalibration`).
+        var calibrating = false
+        var calibrationDue: Bool { codec == nil || decisions >= LinkChooser.recalibrateEvery }
         var clock: UInt64 = 0
     }
     fileprivate let state = Mutex(State())
@@ -100,13 +103,29 @@ public final class LinkChooser: Sendable {
     }
 
     /// True when the codec should be (re)measured before the next decision.
-    public var needsCalibration: Bool {
-        state.withLock { $0.codec == nil || $0.decisions >= LinkChooser.recalibrateEvery }
-    }
+    public var needsCalibration: Bool { state.withLock { $0.calibrationDue } }
 
     /// Records a fresh codec measurement.
     public func setCodec(_ c: CodecSpeed) {
         state.withLock { $0.codec = c; $0.decisions = 0 }
+    }
+
+    /// True (once) when the codec should be measured and no measurement is under way; the
+    /// caller then measures off its own thread and calls `endCalibration`.
+    public func beginCalibration() -> Bool {
+        state.withLock { s in
+            guard !s.calibrating, s.calibrationDue else { return false }
+            s.calibrating = true
+            return true
+        }
+    }
+
+    /// Ends the measurement `beginCalibration` started: keeps `c` when there is one.
+    public func endCalibration(_ c: CodecSpeed?) {
+        state.withLock { s in
+            s.calibrating = false
+            if let c { s.codec = c; s.decisions = 0 }
+        }
     }
 
     public var codec: CodecSpeed? { state.withLock { $0.codec } }

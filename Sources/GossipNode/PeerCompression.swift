@@ -1,19 +1,28 @@
 // How a peer compresses the model payloads it sends: the fixed `--compression`, or under
 // `--compression auto` the per-peer choice of LinkChooser.swift (measured link vs codec).
+import Dispatch
 import GossipWire
 
 extension PeerNode {
     /// Compression for a model payload this node sends to `peer` on its own initiative
-    /// (an exchange request, a push).
+    /// (an exchange request, a push). Under auto, the codec is measured on a copy of the
+    /// model's first 4 MiB off this thread (about a tenth of a second of zlib, every
+    /// `LinkChooser.recalibrateEvery` decisions); decisions meanwhile use the last measurement
+    /// (none at first: plain, which measures the link).
     func sendCompression(to peer: String, params: [Float]) -> CompressionMode {
         guard config.autoCompression else { return config.compression }
-        if links.needsCalibration {
-            let sample = Swift.min(params.count * 4, 4 << 20)
+        if links.beginCalibration() {
+            let sampleBytes = Swift.min(params.count * 4, 4 << 20)
             let chunks = (params.count * 4 + (4 << 20) - 1) / (4 << 20)
-            if let c = params.withUnsafeBytes({ CodecSpeed.measure(UnsafeRawBufferPointer(rebasing: $0[0..<sample]), chunks: chunks) }) {
-                links.setCodec(c)
-                logger.debug("codec measured", metadata: ["codec_mb_per_s": "\(c.codecMBps)", "ratio": "\(c.ratio)",
-                                                          "compress_below_mb_per_s": "\(CompressionChoice.breakEvenMBps(codecMBps: c.codecMBps, ratio: c.ratio))"])
+            let sample: [UInt8] = params.withUnsafeBytes { Array($0[0..<sampleBytes]) }
+            let links = links, logger = logger
+            DispatchQueue.global(qos: .utility).async {
+                let c = sample.withUnsafeBytes { CodecSpeed.measure($0, chunks: chunks) }
+                links.endCalibration(c)
+                if let c {
+                    logger.debug("codec measured", metadata: ["codec_mb_per_s": "\(c.codecMBps)", "ratio": "\(c.ratio)",
+                                                              "compress_below_mb_per_s": "\(CompressionChoice.breakEvenMBps(codecMBps: c.codecMBps, ratio: c.ratio))"])
+                }
             }
         }
         return links.mode(for: peer)

@@ -61,6 +61,21 @@ import GossipWire
         #expect(links.needsCalibration)
     }
 
+    /// One measurement at a time, off the sender's thread: `beginCalibration` says yes once
+    /// until `endCalibration`; a failed measurement leaves it due, a good one resets the count.
+    @Test func oneCalibrationAtATime() {
+        let links = LinkChooser()
+        #expect(links.beginCalibration())
+        #expect(!links.beginCalibration(), "a second measurement while one is under way")
+        links.endCalibration(nil)
+        #expect(links.needsCalibration && links.beginCalibration())
+        links.endCalibration(CodecSpeed(codecMBps: 80, ratio: 1.1))
+        #expect(!links.needsCalibration && !links.beginCalibration())
+        #expect(links.codec == CodecSpeed(codecMBps: 80, ratio: 1.1))
+        for _ in 0..<LinkChooser.recalibrateEvery { _ = links.mode(for: "p") }
+        #expect(links.beginCalibration())
+    }
+
     @Test func tableIsBoundedWhateverPeersClaim() {
         let links = LinkChooser(codec: CodecSpeed(codecMBps: 100, ratio: 1.2))
         for i in 0..<(LinkChooser.maxPeers + 50) {

@@ -28,19 +28,16 @@ size_t gossip_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 /// IEEE binary16 -> float32 (exact). Returns how many outputs are not finite.
 size_t gossip_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
-/// Bytes an int8 encoding of n values takes: n + 4 * ceil(n / GOSSIP_I8_BLOCK).
-size_t gossip_i8_encoded_size(size_t n);
-
 /// float32 -> block-scaled int8: per block of GOSSIP_I8_BLOCK values (the last may be
 /// shorter) a little-endian float32 scale = maxabs / 127 (0 for an all-zero block), then
 /// q = clamp(round_half_even(x / scale), -127, 127) per value (0 when scale is 0). `dst`
-/// holds gossip_i8_encoded_size(n) bytes. Returns how many inputs are not finite (the
+/// holds n + 4 * ceil(n / GOSSIP_I8_BLOCK) bytes (DType.byteCount in Swift). Returns how many inputs are not finite (the
 /// encoding is then meaningless and must not be sent), plus 1 for each block whose maxabs
 /// is so close to FLT_MAX that 127 × scale overflows.
 size_t gossip_f32_to_i8(const float *src, uint8_t *dst, size_t n);
 /// Block-scaled int8 -> float32: x = float32(q * scale). Returns (size_t)-1 when a scale has its
 /// sign bit set (negative or -0), is NaN or infinite (nothing useful written), else how many outputs are not
-/// finite (q * scale can overflow). `src` holds gossip_i8_encoded_size(n) bytes.
+/// finite (q * scale can overflow). `src` holds n + 4 * ceil(n / GOSSIP_I8_BLOCK) bytes.
 size_t gossip_i8_to_f32(const uint8_t *src, float *dst, size_t n);
 
 /// 1 when this CPU has F16C (and AVX, OS-enabled); always 0 off x86_64.
