@@ -122,7 +122,6 @@ public final class PeerNode: @unchecked Sendable {
         self.split = split
         // Options the peer was not given take the dataset's defaults (TrainingDefaults.swift).
         var config = config
-        if config.trainer == .external { config.convergence.enabled = false }
         if !config.trainingDefaultsFromDataset.isEmpty, config.trainer == .swift {
             config.applyTrainingDefaults(.forDataset(features: split.train.featureCount, classes: split.train.classCount))
         }

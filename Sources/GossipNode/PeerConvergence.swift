@@ -214,7 +214,25 @@ extension PeerNode {
         if config.convergence.serveWhenDone {
             while !isStopping { sleep(for: .milliseconds(200)) }
         } else {
+            if isExternal { awaitTheTrainersFinalPull() }
             requestStop()
+        }
+    }
+
+    /// How long an external peer stays up after its final model for its trainer to pull it.
+    static let finalPullWait: Duration = .seconds(10)
+
+    /// An external peer whose trainer has pulled before stays up after its final model until
+    /// the trainer pulled it (its push is refused OUT_OF_RANGE, then it pulls; SPEC §5.12), at
+    /// most `finalPullWait`: exiting at once would leave the trainer a closed socket instead.
+    private func awaitTheTrainersFinalPull() {
+        guard external.withLock({ $0.report.pulls > 0 }) else { return }
+        let until = ContinuousClock.now + Self.finalPullWait
+        while !isStopping, !external.withLock({ $0.finalPulled }), ContinuousClock.now < until {
+            wake.wait(upTo: .milliseconds(50))
+        }
+        if !external.withLock({ $0.finalPulled }) {
+            logger.notice("the trainer did not pull the final model within \(Self.finalPullWait); stopping anyway")
         }
     }
 
@@ -283,14 +301,14 @@ extension PeerNode {
     /// The checkpoint's convergence keys: the learning-rate scale and reductions, so that a
     /// restarted peer goes on at the rate the network reached (not the initial one).
     func convergenceMetadata(_ st: PeerState, into meta: inout [String: String]) {
-        guard convergenceEnabled else { return }
+        guard convergenceEnabled, !isExternal else { return }   // an external peer has no rate
         meta["lr_scale"] = "\(st.convergence.learningRateScale)"
         meta["lr_reductions"] = "\(st.convergence.detector.reductionsDone)"
     }
 
     /// Restores what `convergenceMetadata` saved (a checkpoint without the keys changes nothing).
     func resumeConvergence(_ meta: [String: String]) {
-        guard convergenceEnabled, let scale = meta["lr_scale"].flatMap(Double.init),
+        guard convergenceEnabled, !isExternal, let scale = meta["lr_scale"].flatMap(Double.init),
               let reductions = meta["lr_reductions"].flatMap(Int.init) else { return }
         let base = Double(config.sgd.learningRate)
         let applied: Double = core.withLock { c in
@@ -377,7 +395,7 @@ extension PeerNode {
         let members = st.membership.endpoints
         var s = StatusReport.Convergence()
         s.enabled = convergenceEnabled
-        s.converged = c.detector.converged
+        s.converged = c.detector.converged || (isExternal && c.votes.voters.contains(me))   // an external peer's vote
         s.finished = c.finished
         s.voters = c.votes.sorted
         s.votesCounted = c.votes.counted(members: members, me: me)

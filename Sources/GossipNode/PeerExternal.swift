@@ -39,6 +39,8 @@ struct ExternalVersions: Sendable {
     private(set) var latest: UInt64
     private var kept: [(version: UInt64, weights: [Float])] = []
     var report = StatusReport.External()
+    /// The trainer pulled the final model (phase `done`, SPEC §5.12): the node may exit.
+    var finalPulled = false
 
     init(seed: UInt64 = UInt64.random(in: 1...(1 << 40))) {
         latest = seed << 16
@@ -109,17 +111,42 @@ extension PeerNode {
     }
 
     /// The loop of an external peer: no training here, only averaging (and triggered
-    /// exchanges, checkpoints), until stopped.
+    /// exchanges, checkpoints), until stopped, or, without --rounds and --no-converge, until
+    /// the network ends (SPEC §5.12: it votes once another peer voted, spreads the votes, and
+    /// ends as §5.9 says).
     func externalLoop() {
         var ticks = 0
         while !isStopping {
             sleep(for: config.averagingInterval)   // serves triggered exchanges meanwhile
             if isStopping { break }
+            if convergenceEnabled {
+                followTheNetworksVotes()
+                if convergenceEnds() { break }
+            }
             serviceTrigger()
             averagingStep()
+            if convergenceEnabled { spreadVotes() }
             ticks += 1
             reportMembership()
             if checkpoints != nil, ticks % 50 == 0 { checkpointLogged() }
+        }
+    }
+
+    /// An external peer's vote (SPEC §5.12): it judges nothing itself (the loss is its
+    /// trainer's), so it votes as soon as another peer has voted: it never holds up the end
+    /// that the network's own trainers judge, and a network of external peers alone runs until
+    /// stopped.
+    func followTheNetworksVotes() {
+        let me = endpoint.description
+        let voted: Bool = core.withLock { c in
+            let votes = c.state.convergence.votes
+            guard !votes.voters.contains(me), votes.voters.contains(where: { $0 != me }) else { return false }
+            c.state.convergence.votes.merge([me])
+            return true
+        }
+        if voted {
+            logger.notice("another peer voted that training is done: this external peer votes too (its trainer's loss is not judged here)",
+                          metadata: ["voters": "\(core.withLock { $0.state.convergence.votes.voters.count })"])
         }
     }
 
@@ -139,7 +166,7 @@ extension PeerNode {
             }
             let req = try ModelPullRequest.decode(msg.payload, limits: WireCodec.limits)
             let path = try req.path.isEmpty ? "" : checkedPath(req.path)
-            let (arch, params, round, step, samples, version, meta) = try core.withLock { c in
+            let (arch, params, round, step, samples, version, meta, isFinal) = try core.withLock { c in
                 guard c.state.hasModel, let t = model.trainer, let arch = model.architecture else {
                     throw RPCError(.unavailable, "peer is still onboarding and has no model yet; pull again shortly")
                 }
@@ -151,7 +178,13 @@ extension PeerNode {
                 }
                 var meta = modelMetadata(arch, c.state)
                 meta["version"] = "\(v)"
-                return (arch, p, UInt64(c.state.round), UInt64(model.step), UInt64(model.samples), v, meta)
+                return (arch, p, UInt64(c.state.round), UInt64(model.step), UInt64(model.samples), v, meta, c.state.phase == .done)
+            }
+            defer {
+                if isFinal {   // the trainer has the final model: the node may exit (SPEC §5.12)
+                    external.withLock { $0.finalPulled = true }
+                    wake.signal()
+                }
             }
             if path.isEmpty {
                 let t = WireCodec.table(params)
@@ -234,9 +267,17 @@ extension PeerNode {
             }
             let deadline = ContinuousClock.now + config.exchangeTimeout
             while true {
+                let now = ContinuousClock.now
                 let outcome: Result<(UInt64, Double), RPCError>? = core.withLock { c in
                     guard c.state.hasModel, !c.state.stopRequested, let t = model.trainer else {
                         return .failure(RPCError(.unavailable, "this peer is stopping"))
+                    }
+                    // The network has converged (SPEC §5.9, §5.12): the trainer ends. During
+                    // the final averaging steps the push waits for the final model, so that
+                    // the trainer's next pull gets it.
+                    if c.state.phase == .final || c.state.phase == .done {
+                        if c.state.phase == .final, now < deadline { return nil }
+                        return .failure(RPCError(.outOfRange, "training has ended: the network converged (phase \(c.state.phase.rawValue)); this peer keeps its final model\(config.stateDir.map { " (\(($0 as NSString).appendingPathComponent("final.safetensors")))" } ?? ""): pull it and stop the trainer"))
                     }
                     guard c.state.mayTrain else { return nil }   // an exchange holds the model: wait
                     return external.withLock { e in
@@ -268,7 +309,7 @@ extension PeerNode {
                 case .failure(let e)?:
                     throw e
                 case nil:
-                    if ContinuousClock.now > deadline {
+                    if now > deadline {
                         throw RPCError(.aborted, "an exchange held the model for longer than \(config.exchangeTimeout); push again")
                     }
                     Thread.sleep(forTimeInterval: 0.002)

@@ -78,6 +78,55 @@ struct ExternalTrainerEndToEndTests {
         }
     }
 
+    /// A network of training peers and an external one ends by itself (SPEC §5.9, §5.12): the
+    /// two Swift peers judge convergence (no --rounds), the external peer votes once one of
+    /// them voted, all three write their final models and exit 0, and the numpy trainer
+    /// (`--rounds 0`: until the end) has a push refused OUT_OF_RANGE and stops with status 0.
+    /// Before, the external peer never voted and the Swift peers waited for it forever.
+    @Test func aMixedNetworkEndsByItself() throws {
+        guard let python = numpyPython() else { return }
+        let c = try Cluster("external-end")
+        defer { c.shutdown() }
+        let boot = try c.bootstrap(arch: "64,64,10")
+        var all: [NodeProcess] = []
+        for i in 0..<2 {
+            all.append(try c.peer(["--bootstrap", boot.endpoint.description, "--converge-window", "10"],
+                                  shard: "\(i)/3", stateDir: "\(c.dir)/state\(i)", training: [], converge: true))
+        }
+        let ext = try c.start(["peer", "--listen", "127.0.0.1:0", "--bootstrap", boot.endpoint.description, "--trainer", "external",
+                               "--exchange-timeout", "3", "--log-level", "info", "--state-dir", "\(c.dir)/state-ext"])
+        all.append(ext)
+        var args = python == "/usr/bin/env" ? ["python3"] : []
+        args += [Cluster.repoRoot + "/examples/numpy_mlp/train.py", "--socket", ext.controlSocket!, "--shard", "2/3",
+                 "--rounds", "0", "--local-steps", "10", "--work-dir", c.dir]
+        let argv = args
+        final class Outcome: @unchecked Sendable { var result: Result<(Int32, String, String), Error>? }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            outcome.result = Result { try Cluster.run(python, argv, timeout: 240) }
+            done.signal()
+        }
+        try c.wait("all three peers end by themselves", timeout: 240, nodes: all) { all.allSatisfy { !$0.process.isRunning } }
+        #expect(done.wait(timeout: .now() + 60) == .success, "the numpy trainer did not stop")
+        let (code, out, err) = try #require(try outcome.result?.get(), "no trainer result")
+        #expect(code == 0, "the numpy trainer failed (\(code)): \(err)")
+        #expect(out.contains("\"ended\": true"), "the trainer was not told that training ended: \(out) \(err)")
+        #expect(err.contains("OUT_OF_RANGE") || err.contains("training has ended"), "\(err)")
+        let split = try DatasetSource.digits.load()
+        let arch = try MLPArchitecture(parsing: "64,64,10")
+        for (p, dir) in zip(all, ["state0", "state1", "state-ext"]) {
+            #expect(p.process.terminationStatus == 0, "\(p.name) exited \(p.process.terminationStatus):\n\(p.logTail)")
+            let file = "\(c.dir)/\(dir)/final.safetensors"
+            let (params, meta) = try SafeTensors.read(path: file)
+            #expect(meta["final"] == "true")
+            let acc = evaluate(architecture: arch, parameters: params, on: split.test).accuracy
+            #expect(acc >= 0.88, "\(p.name)'s final model: held-out accuracy \(acc) (measured 0.916-0.943 over four runs)")
+        }
+        let log = try String(contentsOfFile: ext.log, encoding: .utf8)
+        #expect(log.contains("this external peer votes too"), "the external peer did not vote:\n\(ext.logTail)")
+    }
+
     /// `gossipd bootstrap --model` with a table that is no MLP: two external peers take it,
     /// average what they are pushed, and a Swift-trained peer refuses it with a clear error.
     @Test func anExternalModelIsAveragedAndRefusedBySwiftPeers() throws {

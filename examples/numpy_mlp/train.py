@@ -16,6 +16,10 @@ float32 [n(i+1), n(i)] and `layers.{i}.bias` float32 [n(i+1)]; ReLU after every 
 last, softmax cross-entropy on the logits. Inputs: digits' 64 pixels divided by 16; rows
 0..1499 train, 1500..1796 held out (as the Swift peers).
 
+With `--rounds 0` it trains at a constant rate until the network ends: when the node's
+training has ended (the network converged, SPEC §5.9), a push is refused OUT_OF_RANGE (11);
+the trainer pulls the final model once more and stops ("ended": true in its JSON line).
+
 Needs python3 and numpy only (the `safetensors` package is used when installed). Prints one
 JSON line at the end: {"rounds":R,"held_out_accuracy":A,...}.
 """
@@ -176,7 +180,11 @@ class Gossipctl:
     def run(self, *args):
         r = subprocess.run(self.base + list(args), capture_output=True, text=True)
         if r.returncode != 0:
-            return r.returncode, (r.stderr.strip() or r.stdout.strip())
+            text = r.stderr.strip() or r.stdout.strip()
+            try:   # -o json: {"error": {"status_code": N, ...}}: the node's status, as the socket gives it
+                return json.loads(text)["error"]["status_code"], text
+            except (ValueError, KeyError, TypeError):
+                return r.returncode, text
         return 0, json.loads(r.stdout)
 
     def pull(self, path):
@@ -192,7 +200,8 @@ def main():
     ap.add_argument("--gossipctl", default=None,
                     help="pull and push through this gossipctl executable (a process per call) instead of speaking to the socket directly")
     ap.add_argument("--shard", default="0/1", help="this trainer's shard of the 1500 training rows, I/N")
-    ap.add_argument("--rounds", type=int, default=60, help="pull -> train -> push cycles")
+    ap.add_argument("--rounds", type=int, default=60,
+                    help="pull -> train -> push cycles; 0: at a constant rate until the network ends (SPEC §5.12)")
     ap.add_argument("--local-steps", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.2, help="peak learning rate (cosine decay to 0 over the rounds)")
     ap.add_argument("--batch", type=int, default=128)
@@ -216,14 +225,17 @@ def main():
     trained = os.path.join(work, f"trained-{os.getpid()}.safetensors")
     ctl = Gossipctl(a.gossipctl, a.socket, 20) if a.gossipctl else ControlSocket(a.socket, 20)
 
+    OUT_OF_RANGE = 11   # a push after the network's training ended (SPEC §5.12)
     total = a.rounds * a.local_steps
+    until_end = a.rounds == 0
+    ended = False
     step, cursor = 0, len(y)
     order = np.arange(len(y))
     vW = vb = None
     started, pushes, refused = time.time(), 0, 0
     deadline = time.time() + a.timeout
     r = 0
-    while r < a.rounds:
+    while until_end or r < a.rounds:
         code, out = ctl.pull(pulled)
         if code != 0:
             # UNAVAILABLE (14, gossipctl: exit 70/69): the node is still onboarding.
@@ -244,7 +256,7 @@ def main():
             cursor += a.batch
             xb = x[idx] + rng.normal(0, a.input_noise, (len(idx), x.shape[1])).astype(np.float32)
             yb = y[idx]
-            lr = a.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            lr = a.lr * 0.5 if until_end else a.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
             hs = forward(Ws, bs, xb)
             z = hs[-1] - hs[-1].max(axis=1, keepdims=True)
             p = np.exp(z)
@@ -268,25 +280,35 @@ def main():
             out_tensors[f"layers.{li}.bias"] = bs[li]
         write_safetensors(trained, out_tensors)
         code, out = ctl.push(trained, version, a.local_steps * a.batch, a.local_steps)
+        if code == OUT_OF_RANGE:
+            ended = True   # the network converged: this round's training is not wanted any more
+            print(f"training has ended: {out}", file=sys.stderr)
+            break
         if code != 0:
             # An unknown (too old) version: the node moved on; pull again and redo the round.
             refused += 1
             print(f"push refused ({code}): {out}", file=sys.stderr)
-            if refused > a.rounds:
+            if refused > max(a.rounds, 100) and refused > pushes:
                 raise SystemExit("too many refused pushes")
             continue
         pushes += 1
         r += 1
-    code, out = ctl.pull(pulled)
+    try:
+        code, out = ctl.pull(pulled)
+    except OSError as e:   # the node has exited (after writing its final model)
+        code, out = -1, str(e)
     if code != 0:
-        raise SystemExit(f"final pull failed ({code}): {out}")
+        if not ended:
+            raise SystemExit(f"final pull failed ({code}): {out}")
+        # The node may have written its final model and exited already: keep the last pull.
+        print(f"the final pull failed ({code}): {out}; reporting the last pulled model", file=sys.stderr)
     Ws, bs = layers_of(read_safetensors(pulled)[0])
     for f in (pulled, trained):
         try:
             os.remove(f)
         except OSError:
             pass
-    print(json.dumps({"rounds": r, "pushes": pushes, "refused": refused, "steps": step,
+    print(json.dumps({"rounds": r, "pushes": pushes, "refused": refused, "steps": step, "ended": ended,
                       "held_out_accuracy": accuracy(Ws, bs, xte, yte), "seconds": round(time.time() - started, 2)}))
 
 
