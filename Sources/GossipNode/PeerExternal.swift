@@ -295,6 +295,7 @@ extension PeerNode {
                         t.recordExternal(steps: Int(req.steps), samples: Int(req.samples))
                         e.report.pushes += 1
                         e.report.weight = Double(max(1, req.samples))
+                        c.pushSum?.trainerSamples(e.report.weight)
                         let v = e.version(of: after)
                         if change.isFinite { c.state.ownModelMoved(by: change) }
                         _ = c.state.completeExternalRound()

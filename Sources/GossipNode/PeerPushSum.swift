@@ -227,6 +227,12 @@ extension PeerNode {
             responder.fail(.unavailable, "peer is still onboarding and has no model yet; take the mass back and push to another peer")
             return
         }
+        // An external peer takes pushes once its trainer pushed (SPEC §5.12): before, its rows
+        // (the mass cap's scale) are unknown, and a cap of 4 would drop the senders' mass.
+        if isExternal, external.withLock({ $0.report.pushes == 0 }) {
+            responder.fail(.unavailable, "this external peer's trainer has not pushed yet; take the mass back and push to another peer")
+            return
+        }
         do {
             let req = try WireCodec.decodePushSum(msg.payload, expectedSchemaHash: expected, dtypes: config.acceptDTypes)
             try WireCodec.checkFinite(req.model)

@@ -31,8 +31,10 @@ public enum PushReceipt: Sendable, Equatable {
 
 /// One peer's push-sum mass and its accounting. Not thread-safe by itself.
 public struct PushSumLedger: Sendable, Equatable {
-    /// The initial mass (the shard's row count): the floor and the cap are relative to it.
-    public let rows: Double
+    /// The data this peer trains on: its shard's row count (the initial mass), or for an
+    /// external peer the samples of its trainer's latest push (`trainerSamples`, SPEC §5.12).
+    /// The floor and the cap are relative to it.
+    public private(set) var rows: Double
     /// Incoming mass at most `weightCap × max(mass, rows)` (SPEC §5.5).
     public let weightCap: Double
     /// The current mass w (the model z is the de-biased value x / w).
@@ -68,6 +70,13 @@ public struct PushSumLedger: Sendable, Equatable {
         self.weightCap = weightCap
         self.mass = mass ?? rows
         self.scale = rows
+    }
+
+    /// An external peer's trainer pushed `samples` (SPEC §5.12): they stand for its rows in the
+    /// cap and the floor (its mass is unchanged: it grows by the pushes it receives).
+    public mutating func trainerSamples(_ samples: Double) {
+        guard samples.isFinite, samples >= 1 else { return }
+        rows = samples
     }
 
     /// Sum of the mass in flight.

@@ -82,19 +82,21 @@ struct ExternalTrainerEndToEndTests {
     /// two Swift peers judge convergence (no --rounds), the external peer votes once one of
     /// them voted, all three write their final models and exit 0, and the numpy trainer
     /// (`--rounds 0`: until the end) has a push refused OUT_OF_RANGE and stops with status 0.
-    /// Before, the external peer never voted and the Swift peers waited for it forever.
-    @Test func aMixedNetworkEndsByItself() throws {
+    /// Before, the external peer never voted and the Swift peers waited for it forever. With
+    /// synchronous exchanges and with push-sum (the external peer's model then moves by pushes).
+    @Test(arguments: ["sync", "push-sum"]) func aMixedNetworkEndsByItself(_ averaging: String) throws {
         guard let python = numpyPython() else { return }
         let c = try Cluster("external-end")
         defer { c.shutdown() }
         let boot = try c.bootstrap(arch: "64,64,10")
         var all: [NodeProcess] = []
+        let mode = ["--averaging", averaging]
         for i in 0..<2 {
-            all.append(try c.peer(["--bootstrap", boot.endpoint.description, "--converge-window", "10"],
+            all.append(try c.peer(["--bootstrap", boot.endpoint.description, "--converge-window", "10"] + mode,
                                   shard: "\(i)/3", stateDir: "\(c.dir)/state\(i)", training: [], converge: true))
         }
         let ext = try c.start(["peer", "--listen", "127.0.0.1:0", "--bootstrap", boot.endpoint.description, "--trainer", "external",
-                               "--exchange-timeout", "3", "--log-level", "info", "--state-dir", "\(c.dir)/state-ext"])
+                               "--exchange-timeout", "3", "--log-level", "info", "--state-dir", "\(c.dir)/state-ext"] + mode)
         all.append(ext)
         var args = python == "/usr/bin/env" ? ["python3"] : []
         args += [Cluster.repoRoot + "/examples/numpy_mlp/train.py", "--socket", ext.controlSocket!, "--shard", "2/3",
@@ -125,6 +127,25 @@ struct ExternalTrainerEndToEndTests {
         }
         let log = try String(contentsOfFile: ext.log, encoding: .utf8)
         #expect(log.contains("this external peer votes too"), "the external peer did not vote:\n\(ext.logTail)")
+        if averaging == "push-sum" {
+            // The external peer took part by pushes, and capped nothing: it takes pushes once its
+            // trainer pushed, and its rows are then the trainer's samples (SPEC §5.12).
+            let line = try #require(log.split(separator: "\n").last { $0.contains("push-sum final mass") }, "no final mass:\n\(ext.logTail)")
+            #expect(line.contains("received=") && !line.contains("received=0 "), "\(line)")
+            #expect(line.contains("mass_capped=0.0 "), "the external peer dropped mass by its cap: \(line)")
+            // Nothing lost: the final masses (+ any discarded by an outlier's yield) are the
+            // Swift peers' rows plus the external peer's initial mass of 1.
+            var total = 0.0
+            for p in all {
+                let text = try String(contentsOfFile: p.log, encoding: .utf8)
+                let last = try #require(text.split(separator: "\n").last { $0.contains("push-sum final mass") }, "\(p.name): no final mass")
+                for key in ["push_sum_mass=", "mass_discarded="] {
+                    let r = try #require(last.range(of: key))
+                    total += try #require(Double(last[r.upperBound...].prefix { "0123456789.e+-".contains($0) }))
+                }
+            }
+            #expect(abs(total - 1001) <= 1e-6 * 1001, "final masses sum to \(total), expected 1001")
+        }
     }
 
     /// `gossipd bootstrap --model` with a table that is no MLP: two external peers take it,
