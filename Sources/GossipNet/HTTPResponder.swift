@@ -55,6 +55,8 @@ public final class HTTPResponder: @unchecked Sendable {
     /// How many connections ended how (for tests and diagnostics).
     public struct Counters: Sendable, Equatable {
         public var served = 0, refusedOverCap = 0, timedOut = 0, badRequests = 0
+        /// Connections taken from the listen backlog (served, refused or still open).
+        public var accepted = 0
     }
 
     /// Binds `host:port` (port 0: the OS picks) and serves `body()` at `path`.
@@ -95,6 +97,7 @@ public final class HTTPResponder: @unchecked Sendable {
     private func accepted(_ fd: Int32) {
         dispatchPrecondition(condition: .onQueue(queue))
         if closed { Sys.close(fd); return }
+        counters.withLock { $0.accepted += 1 }
         if connections.count >= options.maxConnections {
             // Best effort, never waiting: the client learns why before the close.
             let text = HTTPResponder.response(status: 503, reason: "Service Unavailable", contentType: "text/plain; charset=utf-8",
