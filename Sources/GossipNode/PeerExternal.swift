@@ -133,14 +133,16 @@ extension PeerNode {
     }
 
     /// An external peer's vote (SPEC §5.12): it judges nothing itself (the loss is its
-    /// trainer's), so it votes as soon as another peer has voted: it never holds up the end
-    /// that the network's own trainers judge, and a network of external peers alone runs until
-    /// stopped.
+    /// trainer's), so it votes as soon as another peer that is a member has voted: it never
+    /// holds up the end that the network's own trainers judge, and a network of external peers
+    /// alone runs until stopped (a departed voter, or a name a Votes message merely lists,
+    /// does not count).
     func followTheNetworksVotes() {
         let me = endpoint.description
         let voted: Bool = core.withLock { c in
             let votes = c.state.convergence.votes
-            guard !votes.voters.contains(me), votes.voters.contains(where: { $0 != me }) else { return false }
+            let members = Set(c.state.membership.endpoints)
+            guard !votes.voters.contains(me), votes.voters.contains(where: { $0 != me && members.contains($0) }) else { return false }
             c.state.convergence.votes.merge([me])
             return true
         }
@@ -178,13 +180,8 @@ extension PeerNode {
                 }
                 var meta = modelMetadata(arch, c.state)
                 meta["version"] = "\(v)"
-                return (arch, p, UInt64(c.state.round), UInt64(model.step), UInt64(model.samples), v, meta, c.state.phase == .done)
-            }
-            defer {
-                if isFinal {   // the trainer has the final model: the node may exit (SPEC §5.12)
-                    external.withLock { $0.finalPulled = true }
-                    wake.signal()
-                }
+                return (arch, p, UInt64(c.state.round), UInt64(model.step), UInt64(model.samples), v, meta,
+                        c.state.convergence.finished)
             }
             if path.isEmpty {
                 let t = WireCodec.table(params)
@@ -203,6 +200,10 @@ extension PeerNode {
                 let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
                 let reply = ModelPullReply(version: version, body: .file(byteCount: size))
                 responder.reply { try reply.encode(limits: WireCodec.limits) }
+            }
+            if isFinal {   // the trainer has the final model: the node may exit (SPEC §5.12)
+                external.withLock { $0.finalPulled = true }
+                wake.signal()
             }
         } catch {
             responder.fail(for: error)
@@ -272,12 +273,15 @@ extension PeerNode {
                     guard c.state.hasModel, !c.state.stopRequested, let t = model.trainer else {
                         return .failure(RPCError(.unavailable, "this peer is stopping"))
                     }
-                    // The network has converged (SPEC §5.9, §5.12): the trainer ends. During
-                    // the final averaging steps the push waits for the final model, so that
-                    // the trainer's next pull gets it.
+                    // The network has converged (SPEC §5.9, §5.12): the trainer ends. Until the
+                    // final model is written (the final averaging steps, an exchange finishing)
+                    // the push waits, so that the trainer's next pull gets the final model.
+                    if c.state.convergence.finished {
+                        return .failure(RPCError(.outOfRange, "training has ended: the network converged; this peer holds its final model\(c.state.convergence.finalModelPath.map { " (\($0))" } ?? ""): pull it and stop the trainer"))
+                    }
                     if c.state.phase == .final || c.state.phase == .done {
-                        if c.state.phase == .final, now < deadline { return nil }
-                        return .failure(RPCError(.outOfRange, "training has ended: the network converged (phase \(c.state.phase.rawValue)); this peer keeps its final model\(config.stateDir.map { " (\(($0 as NSString).appendingPathComponent("final.safetensors")))" } ?? ""): pull it and stop the trainer"))
+                        if now < deadline { return nil }
+                        return .failure(RPCError(.aborted, "the network's final averaging steps are still running (its training has ended): push again, and the answer will be OUT_OF_RANGE once the final model is written"))
                     }
                     guard c.state.mayTrain else { return nil }   // an exchange holds the model: wait
                     return external.withLock { e in

@@ -32,7 +32,7 @@ public enum PushReceipt: Sendable, Equatable {
 /// One peer's push-sum mass and its accounting. Not thread-safe by itself.
 public struct PushSumLedger: Sendable, Equatable {
     /// The data this peer trains on: its shard's row count (the initial mass), or for an
-    /// external peer the samples of its trainer's latest push (`trainerSamples`, SPEC §5.12).
+    /// external peer the most samples its trainer pushed at once (`trainerSamples`, SPEC §5.12).
     /// The floor and the cap are relative to it.
     public private(set) var rows: Double
     /// Incoming mass at most `weightCap × max(mass, rows)` (SPEC §5.5).
@@ -72,11 +72,12 @@ public struct PushSumLedger: Sendable, Equatable {
         self.scale = rows
     }
 
-    /// An external peer's trainer pushed `samples` (SPEC §5.12): they stand for its rows in the
-    /// cap and the floor (its mass is unchanged: it grows by the pushes it receives).
+    /// An external peer's trainer pushed `samples` (SPEC §5.12): the most it ever pushed stands
+    /// for its rows in the cap and the floor (a later push of fewer samples does not shrink the
+    /// cap; its mass is unchanged: it grows by the pushes it receives).
     public mutating func trainerSamples(_ samples: Double) {
-        guard samples.isFinite, samples >= 1 else { return }
-        rows = samples
+        guard samples.isFinite else { return }
+        rows = max(rows, samples)
     }
 
     /// Sum of the mass in flight.

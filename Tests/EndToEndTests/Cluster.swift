@@ -259,3 +259,21 @@ final class Cluster: @unchecked Sendable {
         return worst
     }
 }
+
+/// The number after `name=` in a log line (`key=value` metadata).
+func logField(_ name: String, _ line: String) throws -> Double {
+    guard let r = line.range(of: name + "=") else { throw TimedOut(description: "no \(name) in: \(line)") }
+    let num = line[r.upperBound...].prefix { "0123456789.e+-".contains($0) }
+    guard let v = Double(num) else { throw TimedOut(description: "unreadable \(name) in: \(line)") }
+    return v
+}
+
+/// A push-sum peer's final mass (SPEC §5.5: `push_sum_mass=` of its last "push-sum final mass"
+/// log line) and the line itself.
+func pushSumFinalMass(_ n: NodeProcess) throws -> (Double, String) {
+    let log = try String(contentsOfFile: n.log, encoding: .utf8)
+    guard let line = log.split(separator: "\n").last(where: { $0.contains("push-sum final mass") }) else {
+        throw TimedOut(description: "\(n.name) logged no final mass:\n\(n.logTail)")
+    }
+    return (try logField("push_sum_mass", String(line)), String(line))
+}

@@ -114,7 +114,7 @@ struct ExternalTrainerEndToEndTests {
         let (code, out, err) = try #require(try outcome.result?.get(), "no trainer result")
         #expect(code == 0, "the numpy trainer failed (\(code)): \(err)")
         #expect(out.contains("\"ended\": true"), "the trainer was not told that training ended: \(out) \(err)")
-        #expect(err.contains("OUT_OF_RANGE") || err.contains("training has ended"), "\(err)")
+        #expect(err.contains("the network converged"), "the node's OUT_OF_RANGE text did not reach the trainer: \(err)")
         let split = try DatasetSource.digits.load()
         let arch = try MLPArchitecture(parsing: "64,64,10")
         for (p, dir) in zip(all, ["state0", "state1", "state-ext"]) {
@@ -133,18 +133,17 @@ struct ExternalTrainerEndToEndTests {
             let line = try #require(log.split(separator: "\n").last { $0.contains("push-sum final mass") }, "no final mass:\n\(ext.logTail)")
             #expect(line.contains("received=") && !line.contains("received=0 "), "\(line)")
             #expect(line.contains("mass_capped=0.0 "), "the external peer dropped mass by its cap: \(line)")
-            // Nothing lost: the final masses (+ any discarded by an outlier's yield) are the
-            // Swift peers' rows plus the external peer's initial mass of 1.
-            var total = 0.0
+            // Nothing created, nothing lost but what is counted unconfirmed (a push written to a
+            // peer just as it exited): the final masses (+ any discarded by an outlier's yield)
+            // are the Swift peers' rows plus the external peer's initial mass of 1.
+            var total = 0.0, unconfirmed = 0.0
             for p in all {
-                let text = try String(contentsOfFile: p.log, encoding: .utf8)
-                let last = try #require(text.split(separator: "\n").last { $0.contains("push-sum final mass") }, "\(p.name): no final mass")
-                for key in ["push_sum_mass=", "mass_discarded="] {
-                    let r = try #require(last.range(of: key))
-                    total += try #require(Double(last[r.upperBound...].prefix { "0123456789.e+-".contains($0) }))
-                }
+                let (m, last) = try pushSumFinalMass(p)
+                total += try m + logField("mass_discarded", last)
+                unconfirmed += try logField("mass_unconfirmed", last)
             }
-            #expect(abs(total - 1001) <= 1e-6 * 1001, "final masses sum to \(total), expected 1001")
+            #expect(total <= 1001 * (1 + 1e-6) && total + unconfirmed >= 1001 * (1 - 1e-6),
+                    "final masses sum to \(total) (+ \(unconfirmed) unconfirmed), expected 1001")
         }
     }
 

@@ -11,23 +11,6 @@ import GossipML
 import Testing
 
 @Suite(.serialized) struct PushSumEndToEndTests {
-    /// The `push_sum_mass=` of a peer's "push-sum final mass" log line, and the line itself.
-    private func field(_ name: String, _ line: String) throws -> Double {
-        guard let r = line.range(of: name + "=") else { throw TimedOut(description: "no \(name) in: \(line)") }
-        let num = line[r.upperBound...].prefix { "0123456789.e+-".contains($0) }
-        return try #require(Double(num), "unreadable \(name) in: \(line)")
-    }
-
-    private func finalMass(_ n: NodeProcess) throws -> (Double, String) {
-        let log = try String(contentsOfFile: n.log, encoding: .utf8)
-        guard let line = log.split(separator: "\n").last(where: { $0.contains("push-sum final mass") }),
-              let r = line.range(of: "push_sum_mass=") else {
-            throw TimedOut(description: "\(n.name) logged no final mass:\n\(n.logTail)")
-        }
-        let num = line[r.upperBound...].prefix { "0123456789.e+-".contains($0) }
-        return (try #require(Double(num), "unreadable mass in: \(line)"), String(line))
-    }
-
     @Test func massIsConservedAcrossRealProcesses() throws {
         let c = try Cluster("pushsum-mass", secure: true)
         defer { c.shutdown() }
@@ -58,11 +41,11 @@ import Testing
             kill(p.pid, SIGTERM)
             p.process.waitUntilExit()
             #expect(p.process.terminationStatus == 0, "\(p.name) exited \(p.process.terminationStatus):\n\(p.logTail)")
-            let (m, line) = try finalMass(p)
+            let (m, line) = try pushSumFinalMass(p)
             #expect(line.contains("mass_unconfirmed=0.0") && line.contains("mass_lost=0.0") && line.contains("in_flight=0"),
                     "\(p.name): \(line)")
             total += m
-            discarded += try field("mass_discarded", line)
+            discarded += try logField("mass_discarded", line)
         }
         #expect(abs(total + discarded - rows) / rows <= 1e-6,
                 "final masses sum to \(total) (+ \(discarded) discarded), the shards hold \(rows) rows")
@@ -145,7 +128,7 @@ import Testing
             kill(p.pid, SIGTERM)
             p.process.waitUntilExit()
             #expect(p.process.terminationStatus == 0)
-            finals.append(try finalMass(p).0)
+            finals.append(try pushSumFinalMass(p).0)
         }
         kill(boot.pid, SIGTERM)
         boot.process.waitUntilExit()
@@ -178,11 +161,11 @@ import Testing
             #expect(p.process.terminationStatus == 0, "\(p.name) exited \(p.process.terminationStatus):\n\(p.logTail)")
             let log = try String(contentsOfFile: p.log, encoding: .utf8)
             let done = try #require(log.split(separator: "\n").last { $0.contains("final model written") }, "\(p.name) wrote no final model")
-            #expect(try field("accuracy", String(done)) >= 0.93, "\(p.name): \(done)")
-            let (m, line) = try finalMass(p)
+            #expect(try logField("accuracy", String(done)) >= 0.93, "\(p.name): \(done)")
+            let (m, line) = try pushSumFinalMass(p)
             total += m
-            discarded += try field("mass_discarded", line)
-            #expect(try field("mass_unconfirmed", line) == 0 && field("mass_lost", line) == 0, "\(p.name): \(line)")
+            discarded += try logField("mass_discarded", line)
+            #expect(try logField("mass_unconfirmed", line) == 0 && logField("mass_lost", line) == 0, "\(p.name): \(line)")
             rows += 375
         }
         #expect(abs(total + discarded - rows) / rows <= 1e-6, "final masses \(total) + discarded \(discarded), rows \(rows)")

@@ -185,6 +185,22 @@ private struct Simulation {
         #expect(l.massInFlight == 100)
     }
 
+    /// An external peer's ledger (SPEC §5.12): mass 1, and the most samples its trainer pushed
+    /// stand for its rows in the cap, so the network's pushes are not cut to 4.
+    @Test func anExternalPeersCapFollowsItsTrainersLargestPush() {
+        var l = PushSumLedger(rows: 1, weightCap: 4)
+        l.trainerSamples(1280)
+        if case .accept(_, let used, let cut) = l.receive(300) {
+            #expect(used == 300 && cut == 0)
+        } else { Issue.record("refused") }
+        l.trainerSamples(32)                        // a smaller push does not shrink the cap back
+        #expect(l.rows == 1280)
+        #expect(l.mass == 301 && l.massCapped == 0)
+        var fixed = PushSumLedger(rows: 1, weightCap: 4)   // what rows = 1 did: 296 of 300 dropped
+        _ = fixed.receive(300)
+        #expect(fixed.massCapped == 296)
+    }
+
     @Test func anOutlierPeerYieldsItsMassToTheNetworksScale() {
         var l = PushSumLedger(rows: 400)
         #expect(l.yieldToNetwork() == 0, "nothing received yet: the scale says nothing")

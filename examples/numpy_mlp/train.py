@@ -18,7 +18,8 @@ last, softmax cross-entropy on the logits. Inputs: digits' 64 pixels divided by 
 
 With `--rounds 0` it trains at a constant rate until the network ends: when the node's
 training has ended (the network converged, SPEC §5.9), a push is refused OUT_OF_RANGE (11);
-the trainer pulls the final model once more and stops ("ended": true in its JSON line).
+the trainer pulls the final model once more and stops ("ended": true in its JSON line). A node
+that its driver stops (UNAVAILABLE "stopping", or gone) stops it too ("node_stopped": true).
 
 Needs python3 and numpy only (the `safetensors` package is used when installed). Prints one
 JSON line at the end: {"rounds":R,"held_out_accuracy":A,...}.
@@ -228,15 +229,28 @@ def main():
     OUT_OF_RANGE = 11   # a push after the network's training ended (SPEC §5.12)
     total = a.rounds * a.local_steps
     until_end = a.rounds == 0
-    ended = False
+    ended = stopped = False
     step, cursor = 0, len(y)
     order = np.arange(len(y))
     vW = vb = None
     started, pushes, refused = time.time(), 0, 0
     deadline = time.time() + a.timeout
     r = 0
+    def node_stopped(code, out):
+        # Until the end: a node its driver stopped (UNAVAILABLE "stopping") ends the trainer too.
+        return until_end and code == 14 and "stopping" in str(out)
+
     while until_end or r < a.rounds:
-        code, out = ctl.pull(pulled)
+        try:
+            code, out = ctl.pull(pulled)
+        except OSError as e:   # the node is gone
+            if not until_end:
+                raise SystemExit(f"pull failed: the node is unreachable: {e}")
+            stopped = True
+            break
+        if node_stopped(code, out):
+            stopped = True
+            break
         if code != 0:
             # UNAVAILABLE (14, gossipctl: exit 70/69): the node is still onboarding.
             if time.time() < deadline and (code in (14, 69) or "UNAVAILABLE" in str(out)):
@@ -279,7 +293,16 @@ def main():
             out_tensors[f"layers.{li}.weight"] = Ws[li]
             out_tensors[f"layers.{li}.bias"] = bs[li]
         write_safetensors(trained, out_tensors)
-        code, out = ctl.push(trained, version, a.local_steps * a.batch, a.local_steps)
+        try:
+            code, out = ctl.push(trained, version, a.local_steps * a.batch, a.local_steps)
+        except OSError as e:   # the node is gone
+            if not until_end:
+                raise SystemExit(f"push failed: the node is unreachable: {e}")
+            stopped = True
+            break
+        if node_stopped(code, out):
+            stopped = True
+            break
         if code == OUT_OF_RANGE:
             ended = True   # the network converged: this round's training is not wanted any more
             print(f"training has ended: {out}", file=sys.stderr)
@@ -288,27 +311,29 @@ def main():
             # An unknown (too old) version: the node moved on; pull again and redo the round.
             refused += 1
             print(f"push refused ({code}): {out}", file=sys.stderr)
-            if refused > max(a.rounds, 100) and refused > pushes:
+            if (refused > a.rounds) if a.rounds else (refused > 100 and refused > pushes):
                 raise SystemExit("too many refused pushes")
             continue
         pushes += 1
         r += 1
     try:
         code, out = ctl.pull(pulled)
-    except OSError as e:   # the node has exited (after writing its final model)
+    except OSError as e:   # the node has exited (after writing its final model, or stopped)
         code, out = -1, str(e)
     if code != 0:
-        if not ended:
+        if not (ended or stopped):
             raise SystemExit(f"final pull failed ({code}): {out}")
         # The node may have written its final model and exited already: keep the last pull.
         print(f"the final pull failed ({code}): {out}; reporting the last pulled model", file=sys.stderr)
+    if not os.path.exists(pulled):
+        raise SystemExit("the node stopped before this trainer pulled a model")
     Ws, bs = layers_of(read_safetensors(pulled)[0])
     for f in (pulled, trained):
         try:
             os.remove(f)
         except OSError:
             pass
-    print(json.dumps({"rounds": r, "pushes": pushes, "refused": refused, "steps": step, "ended": ended,
+    print(json.dumps({"rounds": r, "pushes": pushes, "refused": refused, "steps": step, "ended": ended, "node_stopped": stopped,
                       "held_out_accuracy": accuracy(Ws, bs, xte, yte), "seconds": round(time.time() - started, 2)}))
 
 
