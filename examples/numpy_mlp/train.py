@@ -236,21 +236,23 @@ def main():
     started, pushes, refused = time.time(), 0, 0
     deadline = time.time() + a.timeout
     r = 0
-    def node_stopped(code, out):
-        # Until the end: a node its driver stopped (UNAVAILABLE "stopping") ends the trainer too.
-        return until_end and code == 14 and "stopping" in str(out)
+    def ask(what, call, *args):
+        """(code, out) of a pull or push; None when the node stopped (gone, or UNAVAILABLE
+        "stopping"), which ends a --rounds 0 trainer (with --rounds, a gone node is an error)."""
+        try:
+            code, out = call(*args)
+        except OSError as e:
+            if not until_end:
+                raise SystemExit(f"{what} failed: the node is unreachable: {e}")
+            return None
+        return None if until_end and code == 14 and "stopping" in str(out) else (code, out)
 
     while until_end or r < a.rounds:
-        try:
-            code, out = ctl.pull(pulled)
-        except OSError as e:   # the node is gone
-            if not until_end:
-                raise SystemExit(f"pull failed: the node is unreachable: {e}")
+        answer = ask("pull", ctl.pull, pulled)
+        if answer is None:
             stopped = True
             break
-        if node_stopped(code, out):
-            stopped = True
-            break
+        code, out = answer
         if code != 0:
             # UNAVAILABLE (14, gossipctl: exit 70/69): the node is still onboarding.
             if time.time() < deadline and (code in (14, 69) or "UNAVAILABLE" in str(out)):
@@ -293,16 +295,11 @@ def main():
             out_tensors[f"layers.{li}.weight"] = Ws[li]
             out_tensors[f"layers.{li}.bias"] = bs[li]
         write_safetensors(trained, out_tensors)
-        try:
-            code, out = ctl.push(trained, version, a.local_steps * a.batch, a.local_steps)
-        except OSError as e:   # the node is gone
-            if not until_end:
-                raise SystemExit(f"push failed: the node is unreachable: {e}")
+        answer = ask("push", ctl.push, trained, version, a.local_steps * a.batch, a.local_steps)
+        if answer is None:
             stopped = True
             break
-        if node_stopped(code, out):
-            stopped = True
-            break
+        code, out = answer
         if code == OUT_OF_RANGE:
             ended = True   # the network converged: this round's training is not wanted any more
             print(f"training has ended: {out}", file=sys.stderr)
