@@ -13,11 +13,14 @@ struct CompressionAutoTests {
         let boot = try c.bootstrap(arch: "64,256,128,10")
         let a = try c.peer(["--bootstrap", boot.endpoint.description, "--compression", "auto"], shard: "0/2")
         let b = try c.peer(["--bootstrap", boot.endpoint.description, "--compression", "auto"], shard: "1/2")
-        try c.wait("both peers complete 3 exchanges and measure the link to the other", timeout: 120, nodes: [a, b]) {
+        // The codec is measured off the sending thread (a tenth of a second of zlib; longer on a
+        // loaded machine), so it may come after the first exchanges.
+        try c.wait("both peers complete 3 exchanges, measure the link to the other and their codec", timeout: 120, nodes: [a, b]) {
             let sa = try c.status(a), sb = try c.status(b)
             return sa.exchanges.done >= 3 && sb.exchanges.done >= 3
                 && sa.compressionAuto?.links[b.endpoint.description] != nil
                 && sb.compressionAuto?.links[a.endpoint.description] != nil
+                && sa.compressionAuto?.codecMBps != nil && sb.compressionAuto?.codecMBps != nil
         }
         for (n, other) in [(a, b), (b, a)] {
             let auto = try #require(try c.status(n).compressionAuto)
