@@ -11,15 +11,20 @@ import GossipML
 import Testing
 
 @Suite(.serialized) struct PushSumEndToEndTests {
+    /// `n` push-sum peers on shards i/n of `boot`'s network (with `stateDirs`, each in
+    /// `c.dir/state<i>`).
+    private func pushSumPeers(_ c: Cluster, _ boot: NodeProcess, _ n: Int, rounds: Int, stateDirs: Bool = false) throws -> [NodeProcess] {
+        try (0..<n).map { i in
+            try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
+                       shard: "\(i)/\(n)", rounds: rounds, stateDir: stateDirs ? "\(c.dir)/state\(i)" : nil)
+        }
+    }
+
     @Test func massIsConservedAcrossRealProcesses() throws {
         let c = try Cluster("pushsum-mass", secure: true)
         defer { c.shutdown() }
         let boot = try c.bootstrap()
-        var peers: [NodeProcess] = []
-        for i in 0..<4 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
-                                    shard: "\(i)/4", rounds: 15))
-        }
+        let peers = try pushSumPeers(c, boot, 4, rounds: 15)
         try c.wait("all peers finish 15 rounds and push", timeout: 120, nodes: peers) {
             try peers.allSatisfy { p in
                 let s = try c.status(p)
@@ -91,11 +96,7 @@ import Testing
         let c = try Cluster("pushsum-closed", secure: true)
         defer { c.shutdown() }
         let boot = try c.bootstrap()
-        var peers: [NodeProcess] = []
-        for i in 0..<2 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
-                                    shard: "\(i)/2", rounds: 100_000))
-        }
+        let peers = try pushSumPeers(c, boot, 2, rounds: 100_000)
         let (a, b) = (peers[0], peers[1])
         try c.wait("both peers push and receive", nodes: peers) {
             try peers.allSatisfy { p in try (c.status(p).pushSum?.received ?? 0) > 3 }
@@ -115,11 +116,7 @@ import Testing
         let c = try Cluster("pushsum-resume", secure: true)
         defer { c.shutdown() }
         let boot = try c.bootstrap()
-        var peers: [NodeProcess] = []
-        for i in 0..<2 {
-            peers.append(try c.peer(["--bootstrap", boot.endpoint.description, "--averaging", "push-sum"],
-                                    shard: "\(i)/2", rounds: 6, stateDir: "\(c.dir)/state\(i)"))
-        }
+        let peers = try pushSumPeers(c, boot, 2, rounds: 6, stateDirs: true)
         try c.wait("both peers push and receive", nodes: peers) {
             try peers.allSatisfy { p in try (c.status(p).pushSum?.received ?? 0) > 3 }
         }

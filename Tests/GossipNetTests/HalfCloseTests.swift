@@ -67,14 +67,6 @@ private func expectAnswered(_ replies: [InboundMessage], _ n: Int, round: Int,
     }
 }
 
-private func decodeAll(_ bytes: [UInt8]) throws -> [InboundMessage] {
-    let d = MessageDecoder()
-    try d.append(bytes)
-    var out: [InboundMessage] = []
-    while let m = d.nextMessage() { out.append(m) }
-    return out
-}
-
 /// A secure client connection that sends `messages`, half-closes once all of them are
 /// written (sealed records handed to the kernel; right after the handshake when there are
 /// none), and collects replies until the server ends the stream.

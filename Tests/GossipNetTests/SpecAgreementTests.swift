@@ -62,14 +62,6 @@ private func rawServer(_ config: ServerConfig = .init(), _ setup: (RPCServer) ->
     return (server, b)
 }
 
-private func decodeAll(_ bytes: [UInt8]) throws -> [InboundMessage] {
-    let d = MessageDecoder()
-    try d.append(bytes)
-    var out: [InboundMessage] = []
-    while let m = d.nextMessage() { out.append(m) }
-    return out
-}
-
 private func stop(_ server: RPCServer) async {
     let done = Flag()
     server.shutdown(grace: .seconds(1)) { done.set() }

@@ -195,3 +195,12 @@ func openSocketCount(port: UInt16) -> Int? {
     }
     return n
 }
+
+/// Every whole message in `bytes` (a stream read to its end), in order.
+func decodeAll(_ bytes: [UInt8]) throws -> [InboundMessage] {
+    let d = MessageDecoder()
+    try d.append(bytes)
+    var out: [InboundMessage] = []
+    while let m = d.nextMessage() { out.append(m) }
+    return out
+}
